@@ -1,0 +1,65 @@
+import { routes } from '../../api/routes.js';
+import type { Status } from '../../api/schemas/daemon.js';
+import { formatDuration } from '../../util/units.js';
+import type { CliContext } from '../context.js';
+import { newClient, socketAnswers, waitForStop } from '../daemon.js';
+
+export function formatStatus(s: Status): string {
+  const running = s.counts.vms.running ?? 0;
+  const rows: [string, string][] = [
+    ['pid', String(s.pid)],
+    ['version', s.build],
+    ['socket', s.socket],
+    ['log', `${s.logPath} (level ${s.logLevel})`],
+    ['state', s.stateDir],
+    ['config', s.configFile],
+    ['dns', s.dnsListen],
+    ['vmm', s.vmm.resolved ? `${s.vmm.resolved} (${s.vmm.reason})` : `none: ${s.vmm.reason}`],
+    ['accel', s.accel],
+    ['vms', `${s.counts.vmsTotal} (${running} running)`],
+    ['images', String(s.counts.images)],
+    ['kernels', String(s.counts.kernels)],
+    ['in flight', String(s.inflight)],
+    ['uptime', formatDuration(s.uptimeMs)],
+  ];
+  return ['bangerd is running', ...rows.map(([k, v]) => `  ${`${k}:`.padEnd(11)}${v}`)].join('\n');
+}
+
+export async function daemonStatus(ctx: CliContext): Promise<void> {
+  const s = await ctx.call(routes.status);
+  if (ctx.flags.json) ctx.printJson(s);
+  else ctx.print(formatStatus(s));
+}
+
+export async function daemonSocket(ctx: CliContext): Promise<void> {
+  if (ctx.flags.json) ctx.printJson({ socket: ctx.paths.socket });
+  else ctx.print(ctx.paths.socket);
+}
+
+export async function daemonStop(ctx: CliContext): Promise<void> {
+  if (!(await socketAnswers(ctx.paths.socket))) {
+    if (ctx.flags.json) ctx.printJson({ running: false });
+    else ctx.print('bangerd is not running');
+    return;
+  }
+  const client = newClient(ctx.paths);
+  const status = await client.call(routes.status);
+  const r = await client.call(routes.shutdown, { body: { ifIdle: false } });
+  if (r.inflight > 0 && !ctx.flags.json) ctx.note(`waiting for ${r.inflight} operation(s) to finish...`);
+  const stopped = await waitForStop(ctx.paths, 11 * 60_000);
+  if (ctx.flags.json) ctx.printJson({ running: !stopped, pid: status.pid });
+  else ctx.print(stopped ? `bangerd stopped (pid ${status.pid})` : `bangerd (pid ${status.pid}) is still stopping`);
+}
+
+export async function daemonLogs(ctx: CliContext, opts: { follow: boolean; lines: number }): Promise<void> {
+  const ac = new AbortController();
+  const onSig = (): void => ac.abort();
+  process.once('SIGINT', onSig);
+  try {
+    await ctx.daemon((c) =>
+      c.text(routes.daemonLogs, { query: { follow: opts.follow, tail: opts.lines } }, (s) => ctx.out.write(s), ac.signal),
+    );
+  } finally {
+    process.off('SIGINT', onSig);
+  }
+}

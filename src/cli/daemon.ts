@@ -1,0 +1,149 @@
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { ApiClient } from '../api/client.js';
+import { routes } from '../api/routes.js';
+import type { Paths } from '../config/paths.js';
+import { BangerError, type ErrorShape } from '../errors.js';
+import { IDENTITY } from '../version.js';
+
+/**
+ * Reaching bangerd: connect to its socket, start it (detached) when nothing
+ * answers, and replace it when it runs a different build and is idle.
+ */
+
+const START_TIMEOUT_MS = 20_000;
+
+export const daemonEntry = (): string => fileURLToPath(new URL('../daemon/main.js', import.meta.url));
+
+export function newClient(paths: Paths, timeoutMs?: number): ApiClient {
+  return new ApiClient({ socketPath: paths.socket, version: IDENTITY, timeoutMs });
+}
+
+/** True when something accepts connections on the socket. */
+export function socketAnswers(socketPath: string, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(socketPath);
+    const t = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, timeoutMs);
+    s.on('connect', () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(true);
+    });
+    s.on('error', () => {
+      clearTimeout(t);
+      resolve(false);
+    });
+  });
+}
+
+async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return cond();
+}
+
+/** Spawn bangerd detached and wait until it listens (or says why it cannot). */
+export async function startDaemon(paths: Paths): Promise<void> {
+  fs.mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
+  const out = fs.openSync(paths.daemonStderr, 'a', 0o600);
+  const child = spawn(process.execPath, [daemonEntry()], {
+    detached: true,
+    stdio: ['ignore', out, out, 'pipe'],
+    env: { ...process.env, BANGER_READY_FD: '3' },
+  });
+  fs.closeSync(out);
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  const message = await new Promise<string>((resolve) => {
+    let buf = '';
+    const timer = setTimeout(() => resolve(''), START_TIMEOUT_MS);
+    pipe.on('data', (c: Buffer) => {
+      buf += c.toString();
+      if (buf.includes('\n')) {
+        clearTimeout(timer);
+        resolve(buf.trim());
+      }
+    });
+    pipe.on('end', () => {
+      clearTimeout(timer);
+      resolve(buf.trim());
+    });
+    child.on('error', () => {
+      clearTimeout(timer);
+      resolve('');
+    });
+  });
+  child.unref();
+  (pipe as unknown as { destroy(): void }).destroy();
+  let parsed: { ready?: boolean; error?: ErrorShape } = {};
+  try {
+    parsed = message ? (JSON.parse(message) as typeof parsed) : {};
+  } catch {
+    // fall through to the generic error
+  }
+  if (parsed.ready) return;
+  if (parsed.error?.code === 'daemon_running') {
+    // Another CLI started one at the same moment; wait for it to listen.
+    if (await waitFor(() => socketAnswers(paths.socket), START_TIMEOUT_MS)) return;
+  }
+  if (parsed.error) throw BangerError.fromJSON(parsed.error);
+  throw new BangerError('daemon_unavailable', `bangerd did not start within ${START_TIMEOUT_MS / 1000}s`, {
+    hint: `see ${paths.daemonStderr} and ${paths.log}`,
+  });
+}
+
+const isConnectFailure = (e: unknown): boolean =>
+  e instanceof BangerError && e.code === 'daemon_unavailable' && /\((ENOENT|ECONNREFUSED)\)$/.test(e.message);
+
+/** Wait until the daemon's socket stops answering. */
+export function waitForStop(paths: Paths, timeoutMs: number): Promise<boolean> {
+  return waitFor(async () => !(await socketAnswers(paths.socket, 500)), timeoutMs, 100);
+}
+
+/**
+ * Run fn against the daemon, starting it first if needed and replacing an
+ * idle daemon of another build. fn is retried only when its request never
+ * reached a daemon (connect failure) or was refused for the version.
+ */
+export async function withDaemon<T>(
+  paths: Paths,
+  fn: (client: ApiClient) => Promise<T>,
+  opts: { autostart?: boolean } = {},
+): Promise<T> {
+  const client = newClient(paths);
+  try {
+    return await fn(client);
+  } catch (e) {
+    if (isConnectFailure(e) && opts.autostart !== false) {
+      await startDaemon(paths);
+      return fn(client);
+    }
+    if (e instanceof BangerError && e.code === 'version_mismatch' && e.details) {
+      await replaceDaemon(paths, client, e);
+      return fn(client);
+    }
+    throw e;
+  }
+}
+
+async function replaceDaemon(paths: Paths, client: ApiClient, mismatch: BangerError): Promise<void> {
+  const r = await client.call(routes.shutdown, { body: { ifIdle: true } });
+  if (!r.stopping) {
+    throw new BangerError(
+      'daemon_busy',
+      `bangerd runs another version (${String(mismatch.details?.daemon)}) and has ${r.inflight} operation(s) in flight`,
+      { hint: 'retry when they finish, or stop it with `banger daemon stop`' },
+    );
+  }
+  if (!(await waitForStop(paths, 60_000))) {
+    throw new BangerError('timeout', 'the old bangerd did not stop within 60s', { hint: 'stop it with `banger daemon stop`' });
+  }
+  await startDaemon(paths);
+}

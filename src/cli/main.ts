@@ -1,0 +1,76 @@
+import { CommanderError } from '@commander-js/extra-typings';
+import { BangerError, toBangerError } from '../errors.js';
+import { CliContext } from './context.js';
+import { buildProgram } from './program.js';
+
+/**
+ * The CLI entry. The one place errors become output: a single line
+ * `error: <what failed>: <what to do>` on stderr and an exit code
+ * (0 ok, 1 failure, 2 usage; guest commands pass their own status through).
+ */
+
+/** Set by commands that pass a guest command's exit status through. */
+export class ExitWith extends Error {
+  constructor(readonly code: number) {
+    super(`exit ${code}`);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const ctx = new CliContext();
+  const program = buildProgram(ctx);
+  const debug = argv.includes('--debug');
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof ExitWith) return e.code;
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') {
+        return e.code === 'commander.help' ? 2 : 0;
+      }
+      const msg = (e.message.replace(/^error: /, '').split('\n')[0] ?? '').replace(/\.$/, '');
+      const suggestion = /\(Did you mean ([^?]+)\?\)/.exec(e.message)?.[1];
+      const hint = suggestion ? `did you mean ${suggestion}? See` : 'see';
+      process.stderr.write(`error: ${msg}: ${hint} \`banger ${commandPath(argv)}--help\`\n`);
+      return 2;
+    }
+    const err = toBangerError(e);
+    process.stderr.write(`error: ${err.line}\n`);
+    if (debug) {
+      process.stderr.write(`${formatDebug(e)}\n`);
+    }
+    return err.exitCode;
+  }
+}
+
+function commandPath(argv: string[]): string {
+  const words: string[] = [];
+  for (const w of argv) {
+    if (w.startsWith('-')) break;
+    words.push(w);
+    if (words.length === 2) break;
+  }
+  return words.length ? `${words.join(' ')} ` : '';
+}
+
+function formatDebug(e: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = e;
+  while (cur instanceof Error) {
+    parts.push(cur.stack ?? String(cur));
+    if (cur instanceof BangerError && cur.details) parts.push(`details: ${JSON.stringify(cur.details)}`);
+    cur = (cur as Error & { cause?: unknown }).cause;
+  }
+  return parts.join('\ncaused by: ');
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`error: ${String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,203 @@
+import { Command, Option } from '@commander-js/extra-typings';
+import { notImplemented } from '../errors.js';
+import { IDENTITY } from '../version.js';
+import { completionCommand, completeCommand } from './commands/completion.js';
+import { daemonLogs, daemonSocket, daemonStatus, daemonStop } from './commands/daemon.js';
+import { doctorCommand } from './commands/doctor.js';
+import type { CliContext } from './context.js';
+
+/**
+ * The command tree of spec §4. Definitions only: each action calls a plain
+ * async function in ./commands with typed options.
+ *
+ * Argument names matter for shell completion: <vm>, <image>, <kernel> (and
+ * their variadic forms) complete live names from the daemon.
+ */
+
+type Action = () => Promise<void>;
+
+const todo = (name: string): Action => () => Promise.reject(notImplemented(name));
+
+function sizing(cmd: Command): void {
+  cmd
+    .option('--vcpu <n>', 'number of vCPUs')
+    .option('--memory <size>', 'memory, e.g. 2G or 2048M')
+    .option('--disk-size <size>', 'work disk size, e.g. 8G');
+}
+
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command()
+    .name('banger')
+    .description('One-command development sandboxes on microVMs')
+    .version(IDENTITY, '-V, --version')
+    .option('--json', 'machine-readable output')
+    .option('--debug', 'show stack traces and debug progress')
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => process.stdout.write(s),
+      writeErr: (s) => process.stderr.write(s),
+      // Errors are printed once, in banger's format, by the catch in main.ts.
+      outputError: () => undefined,
+    })
+    .configureHelp({ sortSubcommands: false })
+    .hook('preAction', (_this, action) => {
+      const g = action.optsWithGlobals() as { json?: boolean; debug?: boolean };
+      ctx.flags = { json: Boolean(g.json), debug: Boolean(g.debug) };
+    });
+
+  // ---- vm -----------------------------------------------------------------
+  const vm = program.command('vm').description('create, run and manage VMs');
+
+  const vmRun = vm
+    .command('run')
+    .description('create a VM, start it and open a shell (or run -- CMD and exit with its status)')
+    .argument('[path]', 'git checkout to copy into the VM (workspace mode)')
+    .option('--name <name>', 'VM name (default: generated)')
+    .option('--image <image>', 'image to boot')
+    .option('--kernel <kernel>', 'kernel to boot');
+  sizing(vmRun as unknown as Command);
+  vmRun
+    .option('--nat', 'give the VM outbound network access')
+    .option('--rm', 'delete the VM when the session or command ends')
+    .option('--branch <branch>', 'create this branch in the guest checkout')
+    .option('--from <ref>', 'start the branch from this ref')
+    .action(todo('vm run'));
+
+  const vmCreate = vm
+    .command('create')
+    .description('create a VM (and start it unless --no-start)')
+    .option('--name <name>', 'VM name (default: generated)')
+    .option('--image <image>', 'image to boot')
+    .option('--kernel <kernel>', 'kernel to boot');
+  sizing(vmCreate as unknown as Command);
+  vmCreate.option('--nat', 'give the VM outbound network access').option('--no-start', 'only create').action(todo('vm create'));
+
+  vm.command('list').alias('ls').description('list VMs').action(todo('vm list'));
+  vm.command('show').description('show one VM').argument('<vm>', 'VM name or id prefix').action(todo('vm show'));
+  vm.command('stats').description('CPU, memory and disk usage').argument('[vm...]', 'VMs (default: all running)').action(todo('vm stats'));
+  vm.command('ssh')
+    .description('open a shell in a VM (or run -- CMD)')
+    .argument('<vm>', 'VM name or id prefix')
+    .action(todo('vm ssh'));
+  vm.command('start').description('start VMs').argument('<vm...>', 'VM names or id prefixes').action(todo('vm start'));
+  vm.command('stop')
+    .description('stop VMs gracefully (guest shutdown, then kill after a timeout)')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .option('--timeout <duration>', 'how long to wait for the guest', '30s')
+    .action(todo('vm stop'));
+  vm.command('restart').description('restart VMs').argument('<vm...>', 'VM names or id prefixes').action(todo('vm restart'));
+  vm.command('kill')
+    .description('send a signal to the VMM of VMs')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .option('--signal <sig>', 'signal to send', 'SIGKILL')
+    .action(todo('vm kill'));
+  vm.command('delete')
+    .alias('rm')
+    .description('delete VMs and their disks')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .option('-f, --force', 'stop running VMs first')
+    .action(todo('vm delete'));
+  const vmSet = vm
+    .command('set')
+    .description('change VM settings (sizes only while stopped; disks only grow)')
+    .argument('<vm...>', 'VM names or id prefixes');
+  sizing(vmSet as unknown as Command);
+  vmSet.option('--nat', 'enable NAT').option('--no-nat', 'disable NAT').action(todo('vm set'));
+  vm.command('logs')
+    .description('VMM and serial console log')
+    .argument('<vm>', 'VM name or id prefix')
+    .option('-f, --follow', 'keep printing new output')
+    .action(todo('vm logs'));
+  vm.command('ports').description('listening ports in VMs').argument('<vm...>', 'VM names or id prefixes').action(todo('vm ports'));
+  vm.command('workspace')
+    .description('workspace operations')
+    .command('prepare')
+    .description('copy a git checkout into a VM')
+    .argument('<vm>', 'VM name or id prefix')
+    .argument('[path]', 'git checkout (default: .)')
+    .option('--guest-path <path>', 'destination in the guest', '/root/repo')
+    .option('--readonly', 'mount read-only')
+    .action(todo('vm workspace prepare'));
+
+  // ---- image ----------------------------------------------------------------
+  const image = program.command('image').description('manage images');
+  image.command('list').alias('ls').description('list images').action(todo('image list'));
+  image.command('show').description('show one image').argument('<image>', 'image name').action(todo('image show'));
+  image.command('delete').alias('rm').description('delete images').argument('<image...>', 'image names').action(todo('image delete'));
+  image
+    .command('pull')
+    .description('pull a catalog image (debian-bookworm) or an OCI image (registry/repo:tag)')
+    .argument('<ref>', 'catalog name or OCI reference')
+    .option('--name <name>', 'name for the image')
+    .option('--kernel-ref <kernel>', 'kernel to pair with the image')
+    .option('--insecure', 'allow plain HTTP to a non-loopback registry')
+    .action(todo('image pull'));
+  image
+    .command('build')
+    .description('build a new image from an existing one')
+    .requiredOption('--name <name>', 'name of the new image')
+    .requiredOption('--from-image <image>', 'image to start from')
+    .option('--packages <list>', 'comma-separated Debian packages to add')
+    .option('--docker', 'add Docker (docker.io)')
+    .action(todo('image build'));
+  image
+    .command('register')
+    .description('register an existing rootfs as an unmanaged image')
+    .requiredOption('--name <name>', 'image name')
+    .requiredOption('--rootfs <path>', 'ext4 root filesystem')
+    .option('--kernel-ref <kernel>', 'registered kernel to use')
+    .option('--kernel <path>', 'kernel image file')
+    .option('--initrd <path>', 'initramfs file')
+    .option('--work-seed <path>', 'ext4 seed for /root')
+    .action(todo('image register'));
+  image.command('promote').description('copy an unmanaged image under banger\'s ownership').argument('<image>', 'image name').action(todo('image promote'));
+
+  // ---- kernel ---------------------------------------------------------------
+  const kernel = program.command('kernel').description('manage kernels');
+  kernel.command('list').alias('ls').description('list kernels').option('--available', 'show the catalog').action(todo('kernel list'));
+  kernel.command('pull').description('fetch a kernel from the catalog').argument('<catalog-kernel>', 'catalog name').action(todo('kernel pull'));
+  kernel.command('delete').alias('rm').description('delete kernels').argument('<kernel...>', 'kernel names').action(todo('kernel delete'));
+
+  // ---- host -----------------------------------------------------------------
+  program
+    .command('doctor')
+    .description('check that this host can run banger VMs')
+    .action(() => doctorCommand(ctx));
+
+  const daemon = program.command('daemon').description('control bangerd, the per-user daemon');
+  daemon.command('status').description('start bangerd if needed and show its state').action(() => daemonStatus(ctx));
+  daemon.command('socket').description('print the socket path').action(() => daemonSocket(ctx));
+  daemon.command('stop').description('stop bangerd after in-flight operations finish').action(() => daemonStop(ctx));
+  daemon
+    .command('logs')
+    .description('show the daemon log (JSON lines)')
+    .option('-f, --follow', 'keep printing new lines')
+    .option('-n, --lines <n>', 'lines to show', '200')
+    .action((opts) => daemonLogs(ctx, { follow: Boolean(opts.follow), lines: Number(opts.lines) }));
+
+  program
+    .command('ssh-config')
+    .description('manage the ssh_config for <name>.vm hosts')
+    .option('--install', 'add an Include line to ~/.ssh/config')
+    .option('--uninstall', 'remove that line')
+    .action(todo('ssh-config'));
+
+  program
+    .command('completion')
+    .description('print a shell completion script')
+    .addArgument(new Command().createArgument('<shell>', 'bash, zsh, fish or powershell').choices(['bash', 'zsh', 'fish', 'powershell']))
+    .action((shell) => completionCommand(ctx, program, shell));
+
+  program.command('tui').description('full-screen fleet view').action(todo('tui'));
+
+  program
+    .command('__complete', { hidden: true })
+    .argument('[words...]')
+    .allowUnknownOption()
+    .helpOption(false)
+    .action((words) => completeCommand(ctx, program, words));
+
+  return program as unknown as Command;
+}
+
+export { Option };

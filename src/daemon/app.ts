@@ -1,0 +1,102 @@
+import fs from 'node:fs';
+import { routes } from '../api/routes.js';
+import type { Status } from '../api/schemas/daemon.js';
+import type { Paths } from '../config/paths.js';
+import type { ConfigSource } from '../config/source.js';
+import type { HostFacts } from '../config/vmDefaults.js';
+import { DoctorService } from '../doctor/service.js';
+import type { Store } from '../store/index.js';
+import { which } from '../util/exec.js';
+import type { Logger } from '../util/log.js';
+import { IDENTITY, VERSION } from '../version.js';
+import { resolveVmm } from '../vmm/resolve.js';
+import { followFile, tailFile } from '../util/tail.js';
+import { ApiServer } from './http.js';
+import { KeyedMutex, Operations } from './ops.js';
+
+/**
+ * The daemon is a composition of services. Each service owns its tables and
+ * its locks; this module wires them to the API routes and nothing more.
+ */
+export interface DaemonContext {
+  paths: Paths;
+  configSource: ConfigSource;
+  logger: Logger;
+  store: Store;
+  host: HostFacts;
+  ops: Operations;
+  locks: KeyedMutex;
+  startedAt: Date;
+  /** Ask the process to shut down gracefully (after in-flight operations). */
+  requestShutdown(): void;
+}
+
+export function createApp(ctx: DaemonContext): ApiServer {
+  const config = () => ctx.configSource.current().config;
+  const server = new ApiServer({
+    version: IDENTITY,
+    logger: ctx.logger,
+    track: (name, fn) => ctx.ops.track(name, fn),
+    isShuttingDown: () => ctx.ops.isShuttingDown,
+    inflight: () => ctx.ops.count,
+  });
+
+  const doctor = new DoctorService({
+    config,
+    stateDir: ctx.paths.stateDir,
+    runtimeDir: ctx.paths.runtimeDir,
+    host: ctx.host,
+  });
+
+  server.json(routes.status, (): Status => {
+    const c = config();
+    const vmCounts = ctx.store.vms.counts();
+    return {
+      apiVersion: 'v1',
+      version: VERSION,
+      build: IDENTITY,
+      pid: process.pid,
+      startedAt: ctx.startedAt.toISOString(),
+      uptimeMs: Date.now() - ctx.startedAt.getTime(),
+      socket: ctx.paths.socket,
+      logPath: ctx.paths.log,
+      stateDir: ctx.paths.stateDir,
+      configFile: ctx.paths.configFile,
+      logLevel: c.logLevel,
+      dnsListen: `${c.dnsListen.host}:${c.dnsListen.port}`,
+      vmm: resolveVmm(c, (cmd) => which(cmd)),
+      accel: c.accel,
+      counts: {
+        vms: vmCounts,
+        vmsTotal: Object.values(vmCounts).reduce((a, b) => a + b, 0),
+        images: ctx.store.images.list().length,
+        kernels: ctx.store.kernels.list().length,
+      },
+      inflight: ctx.ops.count,
+    };
+  });
+
+  server.json(routes.shutdown, ({ body }) => {
+    const inflight = ctx.ops.count;
+    if (body.ifIdle && inflight > 0) return { stopping: false, inflight };
+    setImmediate(() => ctx.requestShutdown());
+    return { stopping: true, inflight };
+  });
+
+  server.text(routes.daemonLogs, async ({ query, signal }, write) => {
+    const tail = query.tail ?? 200;
+    if (!fs.existsSync(ctx.paths.log)) return;
+    write(await tailFile(ctx.paths.log, tail));
+    if (query.follow) await followFile(ctx.paths.log, write, signal);
+  });
+
+  server.stream(routes.doctor, (_input, emit) => doctor.run(emit));
+
+  server.json(routes.completionNames, () => ({
+    vms: ctx.store.vms.list().map((v) => v.name),
+    images: ctx.store.images.list().map((i) => i.name),
+    kernels: ctx.store.kernels.list().map((k) => k.name),
+  }));
+
+  return server;
+}

@@ -1,0 +1,27 @@
+import { openDb, type Db } from './db.js';
+import { EventStore } from './events.js';
+import { ImageStore } from './images.js';
+import { KernelStore } from './kernels.js';
+import { VmStore } from './vms.js';
+
+/** All tables of the state database, one store object per table. */
+export interface Store {
+  db: Db;
+  vms: VmStore;
+  images: ImageStore;
+  kernels: KernelStore;
+  events: EventStore;
+  close(): void;
+}
+
+export function openStore(file: string): Store {
+  const db = openDb(file);
+  return {
+    db,
+    vms: new VmStore(db),
+    images: new ImageStore(db),
+    kernels: new KernelStore(db),
+    events: new EventStore(db),
+    close: () => db.close(),
+  };
+}
