@@ -7,7 +7,12 @@ import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 fs.rmSync(path.join(root, 'dist'), { recursive: true, force: true });
-execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-p', root], { stdio: 'inherit' });
+try {
+  execFileSync(path.join(root, 'node_modules/.bin/tsc'), ['-p', root], { stdio: 'inherit' });
+} catch {
+  console.error('build failed: TypeScript errors above');
+  process.exit(1);
+}
 
 const hash = createHash('sha256');
 const walk = (dir) => {

@@ -115,7 +115,7 @@ async function main(): Promise<void> {
     if (!process.env.BANGER_READY_FD) console.error(`bangerd: ${err.line}`);
     store?.close();
     lock?.release();
-    process.exitCode = err.code === 'daemon_running' ? 0 : 1;
+    process.exitCode = 1;
   }
 }
 

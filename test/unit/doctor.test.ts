@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
+import { CHECKS, type Probe } from '../../src/doctor/checks.js';
+import { DoctorService } from '../../src/doctor/service.js';
+
+const goodProbe = (over: Partial<Probe> = {}): Probe => ({
+  arch: 'x64',
+  uid: 1000,
+  which: (c) => (['firecracker', 'custom-fc'].includes(c) ? undefined : `/usr/bin/${c}`),
+  access: () => true,
+  exists: () => true,
+  version: async (bin) => `${bin} version 1`,
+  freeBytes: () => 100 * 1024 ** 3,
+  stat: () => ({ uid: 1000, mode: 0o40700 }),
+  hasNetAdmin: () => true,
+  openFilesLimit: () => 4096,
+  ...over,
+});
+
+async function runDoctor(probe: Probe, config: Partial<Config> = {}) {
+  const events: unknown[] = [];
+  const svc = new DoctorService({
+    config: () => ({ ...DEFAULT_CONFIG, ...config }),
+    stateDir: '/s',
+    runtimeDir: '/r',
+    host: { cpus: 8, memoryBytes: 16 * 1024 ** 3 },
+    probe,
+  });
+  const result = await svc.run((e) => events.push(e));
+  const by = Object.fromEntries(result.checks.map((c) => [c.id, c]));
+  return { result, by, events };
+}
+
+describe('doctor checks', () => {
+  test('a good host passes, firecracker missing is only a warning', async () => {
+    const { result, by } = await runDoctor(goodProbe());
+    assert.equal(result.summary.fail, 0);
+    assert.equal(by.firecracker!.status, 'warn');
+    assert.equal(result.checks.length, CHECKS.length);
+    assert.deepEqual(result.vmDefaults.vcpu, { value: 2, source: 'host' });
+  });
+  test('each failure carries a fix hint', async () => {
+    const { by } = await runDoctor(
+      goodProbe({
+        arch: 'arm64',
+        access: () => false,
+        which: () => undefined,
+        hasNetAdmin: () => false,
+        freeBytes: () => 1024 ** 3,
+        stat: () => ({ uid: 0, mode: 0o40777 }),
+      }),
+      { accel: 'kvm' },
+    );
+    for (const id of ['arch', 'kvm', 'qemu', 'vmm', 'tool:mkfs.ext4', 'tool:firewall', 'tun', 'net-admin', 'disk', 'runtime-dir']) {
+      assert.equal(by[id]?.status, 'fail', id);
+      assert.ok(by[id]?.hint, `${id} hint`);
+    }
+    assert.match(by.kvm!.hint!, /usermod -aG kvm/);
+    assert.match(by['tool:mkfs.ext4']!.hint!, /apt-get install e2fsprogs/);
+  });
+  test('kvm missing is a warning unless accel = kvm', async () => {
+    const probe = goodProbe({ access: (f) => f !== '/dev/kvm', exists: () => false });
+    assert.equal((await runDoctor(probe)).by.kvm!.status, 'warn');
+    assert.equal((await runDoctor(probe, { accel: 'kvm' })).by.kvm!.status, 'fail');
+  });
+  test('vmm = firecracker without the binary fails', async () => {
+    const { by } = await runDoctor(goodProbe(), { vmm: 'firecracker' });
+    assert.equal(by.firecracker!.status, 'fail');
+    assert.equal(by.vmm!.status, 'fail');
+  });
+  test('progress: one start, an item per check, one done', async () => {
+    const { events } = await runDoctor(goodProbe());
+    const types = (events as { type: string; state?: string }[]).map((e) => (e.type === 'step' ? `step:${e.state}` : e.type));
+    assert.equal(types[0], 'step:start');
+    assert.equal(types[types.length - 1], 'step:done');
+    assert.equal(types.filter((t) => t === 'item').length, CHECKS.length);
+  });
+});
