@@ -16,7 +16,9 @@ try {
 
 const hash = createHash('sha256');
 const walk = (dir) => {
-  for (const e of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+  for (const e of fs
+    .readdirSync(dir, { withFileTypes: true })
+    .sort((a, b) => a.name.localeCompare(b.name))) {
     const p = path.join(dir, e.name);
     if (e.isDirectory()) walk(p);
     else if (p.endsWith('.js')) {

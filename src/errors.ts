@@ -72,7 +72,12 @@ export class BangerError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { hint?: string; details?: Record<string, unknown>; cause?: unknown; exitCode?: number } = {},
+    opts: {
+      hint?: string;
+      details?: Record<string, unknown>;
+      cause?: unknown;
+      exitCode?: number;
+    } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'BangerError';
@@ -122,9 +127,15 @@ export function toBangerError(e: unknown): BangerError {
   if (e instanceof Error) {
     const errno = e as NodeJS.ErrnoException;
     if (errno.code === 'EACCES' || errno.code === 'EPERM') {
-      return new BangerError('permission', errno.message, { cause: e, hint: 'check file ownership and permissions' });
+      return new BangerError('permission', errno.message, {
+        cause: e,
+        hint: 'check file ownership and permissions',
+      });
     }
-    return new BangerError('internal', e.message, { cause: e, hint: 'rerun with --debug for details' });
+    return new BangerError('internal', e.message, {
+      cause: e,
+      hint: 'rerun with --debug for details',
+    });
   }
   return new BangerError('internal', String(e), { hint: 'rerun with --debug for details' });
 }

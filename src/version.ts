@@ -14,12 +14,20 @@ function read(): { version: string; build: string } {
   let version = '0.0.0';
   let build = 'dev';
   try {
-    version = (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+    version = (
+      JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {
+        version: string;
+      }
+    ).version;
   } catch {
     // keep default
   }
   try {
-    build = (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'dist', 'build-info.json'), 'utf8')) as { build: string }).build;
+    build = (
+      JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'dist', 'build-info.json'), 'utf8')) as {
+        build: string;
+      }
+    ).build;
   } catch {
     // keep default
   }

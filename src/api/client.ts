@@ -45,7 +45,10 @@ export class ApiClient {
       try {
         parsed = JSON.parse(line);
       } catch {
-        throw new BangerError('internal', `daemon sent an invalid progress line: ${line.slice(0, 80)}`);
+        throw new BangerError(
+          'internal',
+          `daemon sent an invalid progress line: ${line.slice(0, 80)}`,
+        );
       }
       const ev = StreamEventSchema.parse(parsed);
       if (ev.type === 'result') final = { result: ev.data };
@@ -76,12 +79,22 @@ export class ApiClient {
         }
       });
       res.on('error', reject);
-      res.on('aborted', () => reject(new BangerError('daemon_unavailable', 'the daemon closed the connection mid-operation', { hint: 'see `banger daemon logs`' })));
+      res.on('aborted', () =>
+        reject(
+          new BangerError('daemon_unavailable', 'the daemon closed the connection mid-operation', {
+            hint: 'see `banger daemon logs`',
+          }),
+        ),
+      );
     });
     if (!final) {
-      throw new BangerError('daemon_unavailable', `the daemon ended ${def.method} ${def.path} without a result`, {
-        hint: 'see `banger daemon logs`',
-      });
+      throw new BangerError(
+        'daemon_unavailable',
+        `the daemon ended ${def.method} ${def.path} without a result`,
+        {
+          hint: 'see `banger daemon logs`',
+        },
+      );
     }
     if (final.error) throw BangerError.fromJSON(final.error);
     return def.response.parse(final.result) as Response<D>;
@@ -112,7 +125,11 @@ export class ApiClient {
         socketPath: this.opts.socketPath,
         method: def.method,
         path,
-        headers: { connection: 'Upgrade', upgrade: 'banger-tunnel', [VERSION_HEADER]: this.opts.version },
+        headers: {
+          connection: 'Upgrade',
+          upgrade: 'banger-tunnel',
+          [VERSION_HEADER]: this.opts.version,
+        },
       });
       req.on('upgrade', (_res, socket, head) => {
         if (head.length) socket.unshift(head);
@@ -172,9 +189,13 @@ export class ApiClient {
       if (opts.timeoutMs) {
         req.setTimeout(opts.timeoutMs, () =>
           req.destroy(
-            new BangerError('timeout', `the daemon did not answer ${def.method} ${def.path} within ${opts.timeoutMs} ms`, {
-              hint: 'see `banger daemon logs`',
-            }),
+            new BangerError(
+              'timeout',
+              `the daemon did not answer ${def.method} ${def.path} within ${opts.timeoutMs} ms`,
+              {
+                hint: 'see `banger daemon logs`',
+              },
+            ),
           ),
         );
       }
@@ -188,7 +209,9 @@ export class ApiClient {
           .then((body) => reject(errorFromBody(status, body, def)))
           .catch(reject);
       });
-      req.on('error', (e) => reject(e instanceof BangerError ? e : transportError(e, this.opts.socketPath)));
+      req.on('error', (e) =>
+        reject(e instanceof BangerError ? e : transportError(e, this.opts.socketPath)),
+      );
       req.end(payload);
     });
   }
@@ -212,9 +235,13 @@ function parseResponse<D extends RouteDef>(def: D, body: string, socket: string)
   }
   const r = (def.response as z.ZodType).safeParse(json);
   if (!r.success) {
-    throw new BangerError('version_mismatch', `the daemon's answer to ${def.path} does not match this CLI`, {
-      hint: 'restart it with `banger daemon stop`',
-    });
+    throw new BangerError(
+      'version_mismatch',
+      `the daemon's answer to ${def.path} does not match this CLI`,
+      {
+        hint: 'restart it with `banger daemon stop`',
+      },
+    );
   }
   return r.data as Response<D>;
 }
@@ -227,17 +254,25 @@ function errorFromBody(status: number, body: string, def: RouteDef): BangerError
   } catch {
     // fall through
   }
-  return new BangerError('internal', `daemon answered ${def.method} ${def.path} with HTTP ${status}`, {
-    hint: 'see `banger daemon logs`',
-  });
+  return new BangerError(
+    'internal',
+    `daemon answered ${def.method} ${def.path} with HTTP ${status}`,
+    {
+      hint: 'see `banger daemon logs`',
+    },
+  );
 }
 
 export function transportError(e: unknown, socket: string): BangerError {
   if (isErrno(e, 'ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EPIPE')) {
-    return new BangerError('daemon_unavailable', `cannot reach bangerd at ${socket} (${(e as NodeJS.ErrnoException).code})`, {
-      hint: 'start it with `banger daemon status` and see `banger daemon logs`',
-      cause: e,
-    });
+    return new BangerError(
+      'daemon_unavailable',
+      `cannot reach bangerd at ${socket} (${(e as NodeJS.ErrnoException).code})`,
+      {
+        hint: 'start it with `banger daemon status` and see `banger daemon logs`',
+        cause: e,
+      },
+    );
   }
   if (isErrno(e, 'EACCES')) {
     return new BangerError('permission', `cannot connect to ${socket}: permission denied`, {
@@ -248,8 +283,12 @@ export function transportError(e: unknown, socket: string): BangerError {
   if (e instanceof Error && e.name === 'AbortError') {
     return new BangerError('cancelled', 'cancelled', { cause: e });
   }
-  return new BangerError('daemon_unavailable', `talking to bangerd at ${socket} failed: ${(e as Error).message}`, {
-    hint: 'see `banger daemon logs`',
-    cause: e,
-  });
+  return new BangerError(
+    'daemon_unavailable',
+    `talking to bangerd at ${socket} failed: ${(e as Error).message}`,
+    {
+      hint: 'see `banger daemon logs`',
+      cause: e,
+    },
+  );
 }

@@ -62,7 +62,8 @@ export function route<
 export type Params<D> = D extends RouteDef<infer P> ? z.input<P> : never;
 export type Query<D> = D extends RouteDef<z.ZodType, infer Q> ? z.input<Q> : never;
 export type Body<D> = D extends RouteDef<z.ZodType, z.ZodType, infer B> ? z.input<B> : never;
-export type Response<D> = D extends RouteDef<z.ZodType, z.ZodType, z.ZodType, infer R> ? z.output<R> : never;
+export type Response<D> =
+  D extends RouteDef<z.ZodType, z.ZodType, z.ZodType, infer R> ? z.output<R> : never;
 
 export interface CallInput<D extends RouteDef> {
   params?: Params<D>;

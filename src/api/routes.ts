@@ -33,7 +33,13 @@ export const routes = {
     query: z.object({ follow: qBool.optional(), tail: qInt.optional() }).strict(),
     versionExempt: true,
   }),
-  doctor: route({ id: 'doctor', method: 'POST', path: '/v1/doctor', kind: 'stream', response: DoctorResultSchema }),
+  doctor: route({
+    id: 'doctor',
+    method: 'POST',
+    path: '/v1/doctor',
+    kind: 'stream',
+    response: DoctorResultSchema,
+  }),
   completionNames: route({
     id: 'completionNames',
     method: 'GET',

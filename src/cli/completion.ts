@@ -55,7 +55,11 @@ export function kindOf(name: string): NameKind | undefined {
   }
 }
 
-function findOption(node: CompletionNode, globals: CompletionOption[], word: string): CompletionOption | undefined {
+function findOption(
+  node: CompletionNode,
+  globals: CompletionOption[],
+  word: string,
+): CompletionOption | undefined {
   const flag = word.split('=')[0]!;
   return [...node.options, ...globals].find((o) => o.flags.includes(flag));
 }
@@ -110,13 +114,17 @@ export function planCompletion({ tree, words }: CompletionRequest): CompletionPl
     }
   }
   if (prefix.startsWith('-')) {
-    const flags = [...node.options, ...(node === tree ? [] : globals)].flatMap((o) => o.flags.filter((f) => f.startsWith('--')));
+    const flags = [...node.options, ...(node === tree ? [] : globals)].flatMap((o) =>
+      o.flags.filter((f) => f.startsWith('--')),
+    );
     return { kind: 'static', candidates: filter([...new Set([...flags, '--help'])]) };
   }
-  const subcommands = positional === 0 ? node.children.filter((c) => !c.hidden).map((c) => c.name) : [];
+  const subcommands =
+    positional === 0 ? node.children.filter((c) => !c.hidden).map((c) => c.name) : [];
   const arg = node.args[Math.min(positional, node.args.length - 1)];
   const argApplies = arg !== undefined && (positional < node.args.length || arg.variadic);
-  if (argApplies && arg.choices) return { kind: 'static', candidates: filter([...subcommands, ...arg.choices]) };
+  if (argApplies && arg.choices)
+    return { kind: 'static', candidates: filter([...subcommands, ...arg.choices]) };
   const k = argApplies ? kindOf(arg.name) : undefined;
   if (k) return { kind: 'names', names: k, extra: filter(subcommands), prefix };
   if (subcommands.length) return { kind: 'static', candidates: filter(subcommands) };
@@ -130,7 +138,10 @@ export function resolvePlan(plan: CompletionPlan, names: Names | undefined): str
     case 'files':
       return [];
     case 'names':
-      return [...plan.extra, ...(names?.[plan.names] ?? []).filter((n) => n.startsWith(plan.prefix))];
+      return [
+        ...plan.extra,
+        ...(names?.[plan.names] ?? []).filter((n) => n.startsWith(plan.prefix)),
+      ];
   }
 }
 

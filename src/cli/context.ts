@@ -61,10 +61,15 @@ export class CliContext {
     process.once('SIGINT', onSig);
     try {
       return await this.daemon((c) =>
-        c.stream(def, input, (e) => {
-          opts.onEvent?.(e);
-          renderer.handle(e);
-        }, ac.signal),
+        c.stream(
+          def,
+          input,
+          (e) => {
+            opts.onEvent?.(e);
+            renderer.handle(e);
+          },
+          ac.signal,
+        ),
       );
     } finally {
       process.off('SIGINT', onSig);

@@ -15,7 +15,8 @@ import { IDENTITY } from '../version.js';
 
 const START_TIMEOUT_MS = 20_000;
 
-export const daemonEntry = (): string => fileURLToPath(new URL('../daemon/main.js', import.meta.url));
+export const daemonEntry = (): string =>
+  fileURLToPath(new URL('../daemon/main.js', import.meta.url));
 
 export function newClient(paths: Paths, timeoutMs?: number): ApiClient {
   return new ApiClient({ socketPath: paths.socket, version: IDENTITY, timeoutMs });
@@ -41,7 +42,11 @@ export function socketAnswers(socketPath: string, timeoutMs = 2000): Promise<boo
   });
 }
 
-async function waitFor(cond: () => Promise<boolean>, timeoutMs: number, stepMs = 50): Promise<boolean> {
+async function waitFor(
+  cond: () => Promise<boolean>,
+  timeoutMs: number,
+  stepMs = 50,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await cond()) return true;
@@ -94,13 +99,19 @@ export async function startDaemon(paths: Paths): Promise<void> {
     if (await waitFor(() => socketAnswers(paths.socket), START_TIMEOUT_MS)) return;
   }
   if (parsed.error) throw BangerError.fromJSON(parsed.error);
-  throw new BangerError('daemon_unavailable', `bangerd did not start within ${START_TIMEOUT_MS / 1000}s`, {
-    hint: `see ${paths.daemonStderr} and ${paths.log}`,
-  });
+  throw new BangerError(
+    'daemon_unavailable',
+    `bangerd did not start within ${START_TIMEOUT_MS / 1000}s`,
+    {
+      hint: `see ${paths.daemonStderr} and ${paths.log}`,
+    },
+  );
 }
 
 const isConnectFailure = (e: unknown): boolean =>
-  e instanceof BangerError && e.code === 'daemon_unavailable' && /\((ENOENT|ECONNREFUSED)\)$/.test(e.message);
+  e instanceof BangerError &&
+  e.code === 'daemon_unavailable' &&
+  /\((ENOENT|ECONNREFUSED)\)$/.test(e.message);
 
 /** Wait until the daemon's socket stops answering. */
 export function waitForStop(paths: Paths, timeoutMs: number): Promise<boolean> {
@@ -133,7 +144,11 @@ export async function withDaemon<T>(
   }
 }
 
-async function replaceDaemon(paths: Paths, client: ApiClient, mismatch: BangerError): Promise<void> {
+async function replaceDaemon(
+  paths: Paths,
+  client: ApiClient,
+  mismatch: BangerError,
+): Promise<void> {
   const r = await client.call(routes.shutdown, { body: { ifIdle: true } });
   if (!r.stopping) {
     throw new BangerError(
@@ -143,7 +158,9 @@ async function replaceDaemon(paths: Paths, client: ApiClient, mismatch: BangerEr
     );
   }
   if (!(await waitForStop(paths, 60_000))) {
-    throw new BangerError('timeout', 'the old bangerd did not stop within 60s', { hint: 'stop it with `banger daemon stop`' });
+    throw new BangerError('timeout', 'the old bangerd did not stop within 60s', {
+      hint: 'stop it with `banger daemon stop`',
+    });
   }
   await startDaemon(paths);
 }

@@ -26,7 +26,11 @@ async function main(argv: string[]): Promise<number> {
   } catch (e) {
     if (e instanceof ExitWith) return e.code;
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') {
+      if (
+        e.code === 'commander.helpDisplayed' ||
+        e.code === 'commander.version' ||
+        e.code === 'commander.help'
+      ) {
         return e.code === 'commander.help' ? 2 : 0;
       }
       const msg = (e.message.replace(/^error: /, '').split('\n')[0] ?? '').replace(/\.$/, '');
@@ -59,7 +63,8 @@ function formatDebug(e: unknown): string {
   let cur: unknown = e;
   while (cur instanceof Error) {
     parts.push(cur.stack ?? String(cur));
-    if (cur instanceof BangerError && cur.details) parts.push(`details: ${JSON.stringify(cur.details)}`);
+    if (cur instanceof BangerError && cur.details)
+      parts.push(`details: ${JSON.stringify(cur.details)}`);
     cur = (cur as Error & { cause?: unknown }).cause;
   }
   return parts.join('\ncaused by: ');

@@ -16,7 +16,10 @@ import type { CliContext } from './context.js';
 
 type Action = () => Promise<void>;
 
-const todo = (name: string): Action => () => Promise.reject(notImplemented(name));
+const todo =
+  (name: string): Action =>
+  () =>
+    Promise.reject(notImplemented(name));
 
 function sizing(cmd: Command): void {
   cmd
@@ -70,22 +73,37 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--image <image>', 'image to boot')
     .option('--kernel <kernel>', 'kernel to boot');
   sizing(vmCreate as unknown as Command);
-  vmCreate.option('--nat', 'give the VM outbound network access').option('--no-start', 'only create').action(todo('vm create'));
+  vmCreate
+    .option('--nat', 'give the VM outbound network access')
+    .option('--no-start', 'only create')
+    .action(todo('vm create'));
 
   vm.command('list').alias('ls').description('list VMs').action(todo('vm list'));
-  vm.command('show').description('show one VM').argument('<vm>', 'VM name or id prefix').action(todo('vm show'));
-  vm.command('stats').description('CPU, memory and disk usage').argument('[vm...]', 'VMs (default: all running)').action(todo('vm stats'));
+  vm.command('show')
+    .description('show one VM')
+    .argument('<vm>', 'VM name or id prefix')
+    .action(todo('vm show'));
+  vm.command('stats')
+    .description('CPU, memory and disk usage')
+    .argument('[vm...]', 'VMs (default: all running)')
+    .action(todo('vm stats'));
   vm.command('ssh')
     .description('open a shell in a VM (or run -- CMD)')
     .argument('<vm>', 'VM name or id prefix')
     .action(todo('vm ssh'));
-  vm.command('start').description('start VMs').argument('<vm...>', 'VM names or id prefixes').action(todo('vm start'));
+  vm.command('start')
+    .description('start VMs')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .action(todo('vm start'));
   vm.command('stop')
     .description('stop VMs gracefully (guest shutdown, then kill after a timeout)')
     .argument('<vm...>', 'VM names or id prefixes')
     .option('--timeout <duration>', 'how long to wait for the guest', '30s')
     .action(todo('vm stop'));
-  vm.command('restart').description('restart VMs').argument('<vm...>', 'VM names or id prefixes').action(todo('vm restart'));
+  vm.command('restart')
+    .description('restart VMs')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .action(todo('vm restart'));
   vm.command('kill')
     .description('send a signal to the VMM of VMs')
     .argument('<vm...>', 'VM names or id prefixes')
@@ -108,7 +126,10 @@ export function buildProgram(ctx: CliContext): Command {
     .argument('<vm>', 'VM name or id prefix')
     .option('-f, --follow', 'keep printing new output')
     .action(todo('vm logs'));
-  vm.command('ports').description('listening ports in VMs').argument('<vm...>', 'VM names or id prefixes').action(todo('vm ports'));
+  vm.command('ports')
+    .description('listening ports in VMs')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .action(todo('vm ports'));
   vm.command('workspace')
     .description('workspace operations')
     .command('prepare')
@@ -122,8 +143,17 @@ export function buildProgram(ctx: CliContext): Command {
   // ---- image ----------------------------------------------------------------
   const image = program.command('image').description('manage images');
   image.command('list').alias('ls').description('list images').action(todo('image list'));
-  image.command('show').description('show one image').argument('<image>', 'image name').action(todo('image show'));
-  image.command('delete').alias('rm').description('delete images').argument('<image...>', 'image names').action(todo('image delete'));
+  image
+    .command('show')
+    .description('show one image')
+    .argument('<image>', 'image name')
+    .action(todo('image show'));
+  image
+    .command('delete')
+    .alias('rm')
+    .description('delete images')
+    .argument('<image...>', 'image names')
+    .action(todo('image delete'));
   image
     .command('pull')
     .description('pull a catalog image (debian-bookworm) or an OCI image (registry/repo:tag)')
@@ -150,13 +180,31 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--initrd <path>', 'initramfs file')
     .option('--work-seed <path>', 'ext4 seed for /root')
     .action(todo('image register'));
-  image.command('promote').description('copy an unmanaged image under banger\'s ownership').argument('<image>', 'image name').action(todo('image promote'));
+  image
+    .command('promote')
+    .description("copy an unmanaged image under banger's ownership")
+    .argument('<image>', 'image name')
+    .action(todo('image promote'));
 
   // ---- kernel ---------------------------------------------------------------
   const kernel = program.command('kernel').description('manage kernels');
-  kernel.command('list').alias('ls').description('list kernels').option('--available', 'show the catalog').action(todo('kernel list'));
-  kernel.command('pull').description('fetch a kernel from the catalog').argument('<catalog-kernel>', 'catalog name').action(todo('kernel pull'));
-  kernel.command('delete').alias('rm').description('delete kernels').argument('<kernel...>', 'kernel names').action(todo('kernel delete'));
+  kernel
+    .command('list')
+    .alias('ls')
+    .description('list kernels')
+    .option('--available', 'show the catalog')
+    .action(todo('kernel list'));
+  kernel
+    .command('pull')
+    .description('fetch a kernel from the catalog')
+    .argument('<catalog-kernel>', 'catalog name')
+    .action(todo('kernel pull'));
+  kernel
+    .command('delete')
+    .alias('rm')
+    .description('delete kernels')
+    .argument('<kernel...>', 'kernel names')
+    .action(todo('kernel delete'));
 
   // ---- host -----------------------------------------------------------------
   program
@@ -165,9 +213,18 @@ export function buildProgram(ctx: CliContext): Command {
     .action(() => doctorCommand(ctx));
 
   const daemon = program.command('daemon').description('control bangerd, the per-user daemon');
-  daemon.command('status').description('start bangerd if needed and show its state').action(() => daemonStatus(ctx));
-  daemon.command('socket').description('print the socket path').action(() => daemonSocket(ctx));
-  daemon.command('stop').description('stop bangerd after in-flight operations finish').action(() => daemonStop(ctx));
+  daemon
+    .command('status')
+    .description('start bangerd if needed and show its state')
+    .action(() => daemonStatus(ctx));
+  daemon
+    .command('socket')
+    .description('print the socket path')
+    .action(() => daemonSocket(ctx));
+  daemon
+    .command('stop')
+    .description('stop bangerd after in-flight operations finish')
+    .action(() => daemonStop(ctx));
   daemon
     .command('logs')
     .description('show the daemon log (JSON lines)')
@@ -185,7 +242,11 @@ export function buildProgram(ctx: CliContext): Command {
   program
     .command('completion')
     .description('print a shell completion script')
-    .addArgument(new Command().createArgument('<shell>', 'bash, zsh, fish or powershell').choices(['bash', 'zsh', 'fish', 'powershell']))
+    .addArgument(
+      new Command()
+        .createArgument('<shell>', 'bash, zsh, fish or powershell')
+        .choices(['bash', 'zsh', 'fish', 'powershell']),
+    )
     .action((shell) => completionCommand(ctx, program, shell));
 
   program.command('tui').description('full-screen fleet view').action(todo('tui'));

@@ -103,7 +103,12 @@ function readFields(
   for (const f of fields) {
     if (!(f.key in raw)) continue;
     const r = f.schema.safeParse(raw[f.key]);
-    if (!r.success) ctx.fail({ ...loc, key: f.key }, `bad value for '${keyName(loc.table, f.key)}'`, zodMessage(r.error));
+    if (!r.success)
+      ctx.fail(
+        { ...loc, key: f.key },
+        `bad value for '${keyName(loc.table, f.key)}'`,
+        zodMessage(r.error),
+      );
     out[f.key] = r.data;
   }
   return out;
@@ -159,20 +164,27 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
   } catch (e) {
     if (e instanceof TomlError) {
       const first = e.message.split('\n')[0] ?? 'syntax error';
-      throw new BangerError('config_invalid', `${file}:${e.line}: invalid TOML: ${first.replace(/^Invalid TOML document: /, '')}`, {
-        hint: `fix the syntax in ${file}`,
-        details: { file, line: e.line, column: e.column },
-      });
+      throw new BangerError(
+        'config_invalid',
+        `${file}:${e.line}: invalid TOML: ${first.replace(/^Invalid TOML document: /, '')}`,
+        {
+          hint: `fix the syntax in ${file}`,
+          details: { file, line: e.line, column: e.column },
+        },
+      );
     }
     throw e;
   }
   const fromFile = Object.keys(parsed).flatMap((k) =>
-    k === 'vm_defaults' && isTable(parsed[k]) ? Object.keys(parsed[k] as Raw).map((s) => `vm_defaults.${s}`) : [k],
+    k === 'vm_defaults' && isTable(parsed[k])
+      ? Object.keys(parsed[k] as Raw).map((s) => `vm_defaults.${s}`)
+      : [k],
   );
 
   // 2. normalise
   const raw: Raw = { ...parsed };
-  if (raw.vm_defaults !== undefined && isTable(raw.vm_defaults)) raw.vm_defaults = { ...(raw.vm_defaults as Raw) };
+  if (raw.vm_defaults !== undefined && isTable(raw.vm_defaults))
+    raw.vm_defaults = { ...(raw.vm_defaults as Raw) };
   applyEnv(raw, env, fromEnv);
 
   const { vm_defaults: vmDefaultsRaw, file_sync: fileSyncRaw, ...topRaw } = raw;
@@ -180,21 +192,40 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
 
   let vmDefaults: Record<string, unknown> = {};
   if (vmDefaultsRaw !== undefined) {
-    if (!isTable(vmDefaultsRaw)) ctx.fail({ table: [], key: 'vm_defaults' }, "bad value for 'vm_defaults'", 'must be a table [vm_defaults]');
-    vmDefaults = readFields(ctx, vmDefaultsRaw as Raw, VM_DEFAULT_FIELDS, { table: ['vm_defaults'] }, ' in [vm_defaults]');
+    if (!isTable(vmDefaultsRaw))
+      ctx.fail(
+        { table: [], key: 'vm_defaults' },
+        "bad value for 'vm_defaults'",
+        'must be a table [vm_defaults]',
+      );
+    vmDefaults = readFields(
+      ctx,
+      vmDefaultsRaw as Raw,
+      VM_DEFAULT_FIELDS,
+      { table: ['vm_defaults'] },
+      ' in [vm_defaults]',
+    );
   }
 
   const fileSync: FileSync[] = [];
   if (fileSyncRaw !== undefined) {
     if (!Array.isArray(fileSyncRaw) || !fileSyncRaw.every(isTable)) {
-      ctx.fail({ table: [], key: 'file_sync' }, "bad value for 'file_sync'", 'must be an array of tables [[file_sync]]');
+      ctx.fail(
+        { table: [], key: 'file_sync' },
+        "bad value for 'file_sync'",
+        'must be an array of tables [[file_sync]]',
+      );
     }
     (fileSyncRaw as Raw[]).forEach((entry, index) => {
       const loc = { table: ['file_sync'], index };
       const v = readFields(ctx, entry, FILE_SYNC_FIELDS, loc, ' in [[file_sync]]');
       for (const required of ['host', 'guest'] as const) {
         if (v[required] === undefined) {
-          ctx.fail({ table: ['file_sync'], index }, `[[file_sync]] entry ${index + 1}`, `'${required}' is required`);
+          ctx.fail(
+            { table: ['file_sync'], index },
+            `[[file_sync]] entry ${index + 1}`,
+            `'${required}' is required`,
+          );
         }
       }
       fileSync.push({
@@ -215,10 +246,16 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
   };
   set('logLevel', top.log_level);
   set('vmm', top.vmm);
-  set('firecrackerBin', top.firecracker_bin === undefined ? undefined : expandHome(top.firecracker_bin as string, home));
+  set(
+    'firecrackerBin',
+    top.firecracker_bin === undefined ? undefined : expandHome(top.firecracker_bin as string, home),
+  );
   set('qemuBin', top.qemu_bin === undefined ? undefined : expandHome(top.qemu_bin as string, home));
   set('accel', top.accel);
-  set('sshKeyPath', top.ssh_key_path === undefined ? undefined : expandHome(top.ssh_key_path as string, home));
+  set(
+    'sshKeyPath',
+    top.ssh_key_path === undefined ? undefined : expandHome(top.ssh_key_path as string, home),
+  );
   set('defaultImageName', top.default_image_name);
   set('defaultKernel', top.default_kernel);
   set('bridgeName', top.bridge_name);
@@ -230,8 +267,10 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
   set('autoStopStaleAfterMs', top.auto_stop_stale_after);
   set('statsPollIntervalMs', top.stats_poll_interval);
   if (vmDefaults.vcpu !== undefined) config.vmDefaults.vcpu = vmDefaults.vcpu as number;
-  if (vmDefaults.memory_mib !== undefined) config.vmDefaults.memoryMib = vmDefaults.memory_mib as number;
-  if (vmDefaults.disk_size !== undefined) config.vmDefaults.diskSize = vmDefaults.disk_size as number;
+  if (vmDefaults.memory_mib !== undefined)
+    config.vmDefaults.memoryMib = vmDefaults.memory_mib as number;
+  if (vmDefaults.disk_size !== undefined)
+    config.vmDefaults.diskSize = vmDefaults.disk_size as number;
 
   // 3. validate across keys
   validate(ctx, config);
@@ -240,16 +279,29 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
 
 function validate(ctx: Ctx, c: Config): void {
   if (!cidrContains(c.cidr, c.bridgeIp)) {
-    ctx.fail({ table: [], key: 'bridge_ip' }, `bad value for 'bridge_ip'`, `${c.bridgeIp} is not inside cidr ${c.cidr}`);
+    ctx.fail(
+      { table: [], key: 'bridge_ip' },
+      `bad value for 'bridge_ip'`,
+      `${c.bridgeIp} is not inside cidr ${c.cidr}`,
+    );
   }
   const { network, prefix } = parseCidr(c.cidr);
   const broadcast = intToIp((ipToInt(network) | (0xffffffff >>> prefix)) >>> 0);
   if (c.bridgeIp === network || c.bridgeIp === broadcast) {
-    ctx.fail({ table: [], key: 'bridge_ip' }, `bad value for 'bridge_ip'`, `${c.bridgeIp} is the network or broadcast address of ${c.cidr}`);
+    ctx.fail(
+      { table: [], key: 'bridge_ip' },
+      `bad value for 'bridge_ip'`,
+      `${c.bridgeIp} is the network or broadcast address of ${c.cidr}`,
+    );
   }
   if (c.statsPollIntervalMs !== 0 && c.statsPollIntervalMs < 500) {
-    ctx.fail({ table: [], key: 'stats_poll_interval' }, `bad value for 'stats_poll_interval'`, 'must be at least 500ms');
+    ctx.fail(
+      { table: [], key: 'stats_poll_interval' },
+      `bad value for 'stats_poll_interval'`,
+      'must be at least 500ms',
+    );
   }
 }
 
-const isTable = (v: unknown): v is Raw => typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+const isTable = (v: unknown): v is Raw =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);

@@ -11,7 +11,11 @@ export interface KeyLocation {
   key?: string;
 }
 
-const unquote = (s: string): string => s.trim().replace(/^"(.*)"$/, '$1').replace(/^'(.*)'$/, '$1');
+const unquote = (s: string): string =>
+  s
+    .trim()
+    .replace(/^"(.*)"$/, '$1')
+    .replace(/^'(.*)'$/, '$1');
 
 export function locateKey(source: string, loc: KeyLocation): number | undefined {
   const lines = source.split(/\r?\n/);
@@ -34,7 +38,11 @@ export function locateKey(source: string, loc: KeyLocation): number | undefined 
       } else {
         currentIndex = undefined;
       }
-      if (loc.key === undefined && name === want && (loc.index === undefined || loc.index === currentIndex)) {
+      if (
+        loc.key === undefined &&
+        name === want &&
+        (loc.index === undefined || loc.index === currentIndex)
+      ) {
         return i + 1;
       }
       continue;
@@ -45,7 +53,11 @@ export function locateKey(source: string, loc: KeyLocation): number | undefined 
     const parts = unquote(kv[1]!).split('.');
     const fullTable = [...table, ...parts.slice(0, -1)].join('.');
     const key = parts[parts.length - 1];
-    if (fullTable === want && key === loc.key && (loc.index === undefined || loc.index === currentIndex)) {
+    if (
+      fullTable === want &&
+      key === loc.key &&
+      (loc.index === undefined || loc.index === currentIndex)
+    ) {
       return i + 1;
     }
   }

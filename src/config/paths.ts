@@ -44,14 +44,18 @@ export function resolvePaths({ env, uid, home }: PathInputs): Paths {
     const v = nonEmpty(env[name]);
     return v && path.isAbsolute(v) ? v : path.join(home, fallback);
   };
-  const configDir = nonEmpty(env.BANGER_CONFIG_DIR) ?? path.join(xdg('XDG_CONFIG_HOME', '.config'), 'banger');
+  const configDir =
+    nonEmpty(env.BANGER_CONFIG_DIR) ?? path.join(xdg('XDG_CONFIG_HOME', '.config'), 'banger');
   const stateDir =
     nonEmpty(env.BANGER_STATE_DIR) ?? path.join(xdg('XDG_STATE_HOME', '.local/state'), 'banger');
-  const cacheDir = nonEmpty(env.BANGER_CACHE_DIR) ?? path.join(xdg('XDG_CACHE_HOME', '.cache'), 'banger');
+  const cacheDir =
+    nonEmpty(env.BANGER_CACHE_DIR) ?? path.join(xdg('XDG_CACHE_HOME', '.cache'), 'banger');
   const xdgRuntime = nonEmpty(env.XDG_RUNTIME_DIR);
   const runtimeDir =
     nonEmpty(env.BANGER_RUNTIME_DIR) ??
-    (xdgRuntime && path.isAbsolute(xdgRuntime) ? path.join(xdgRuntime, 'banger') : `/tmp/banger-${uid}`);
+    (xdgRuntime && path.isAbsolute(xdgRuntime)
+      ? path.join(xdgRuntime, 'banger')
+      : `/tmp/banger-${uid}`);
   const sshDir = path.join(configDir, 'ssh');
   return {
     configDir: path.resolve(configDir),

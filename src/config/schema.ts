@@ -18,12 +18,16 @@ export type AccelChoice = (typeof ACCEL_CHOICES)[number];
 const nameRe = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const ifnameRe = /^[a-zA-Z0-9_.-]{1,15}$/;
 
-const ipv4 = z.string().refine((s) => net.isIPv4(s), { message: 'must be an IPv4 address like 172.16.0.1' });
+const ipv4 = z
+  .string()
+  .refine((s) => net.isIPv4(s), { message: 'must be an IPv4 address like 172.16.0.1' });
 
 export function parseCidr(s: string): { network: string; prefix: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d{1,2})$/.exec(s.trim());
   if (!m || !net.isIPv4(m[1]!) || Number(m[2]) > 30 || Number(m[2]) < 8) {
-    throw new Error(`'${s}' is not an IPv4 CIDR with a prefix between /8 and /30 (e.g. 172.16.0.0/24)`);
+    throw new Error(
+      `'${s}' is not an IPv4 CIDR with a prefix between /8 and /30 (e.g. 172.16.0.0/24)`,
+    );
   }
   const prefix = Number(m[2]);
   const addr = ipToInt(m[1]!);
@@ -33,20 +37,25 @@ export function parseCidr(s: string): { network: string; prefix: number } {
 
 export const ipToInt = (ip: string): number =>
   ip.split('.').reduce((acc, o) => ((acc << 8) | Number(o)) >>> 0, 0);
-export const intToIp = (n: number): string =>
-  [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
+export const intToIp = (n: number): string => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
 
 export function cidrContains(cidr: string, ip: string): boolean {
   const { network, prefix } = parseCidr(cidr);
   const mask = (0xffffffff << (32 - prefix)) >>> 0;
-  return ((ipToInt(ip) & mask) >>> 0) === ipToInt(network);
+  return (ipToInt(ip) & mask) >>> 0 === ipToInt(network);
 }
 
 /** Accept what users write: numbers, strings, and strings that came from env vars. */
 const fromEnvNumber = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]);
 
 const positiveInt = (max: number) =>
-  fromEnvNumber.pipe(z.number().int('must be a whole number').min(1, 'must be at least 1').max(max, `must be at most ${max}`));
+  fromEnvNumber.pipe(
+    z
+      .number()
+      .int('must be a whole number')
+      .min(1, 'must be at least 1')
+      .max(max, `must be at most ${max}`),
+  );
 
 const size = (min: number, what: string) =>
   z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -86,7 +95,14 @@ const listenAddr = z.string().transform((v, ctx) => {
 
 const dnsList = z
   .union([z.string(), z.array(z.string())])
-  .transform((v) => (Array.isArray(v) ? v : v.split(',').map((s) => s.trim()).filter(Boolean)))
+  .transform((v) =>
+    Array.isArray(v)
+      ? v
+      : v
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+  )
   .pipe(z.array(ipv4).max(3, 'at most 3 servers'));
 
 const cidr = z.string().transform((v, ctx) => {
@@ -122,19 +138,31 @@ export const TOP_FIELDS: FieldSpec[] = [
     schema: z.string().regex(nameRe, 'must be a lowercase kernel name'),
     help: 'kernel used when --kernel is not given',
   },
-  { key: 'bridge_name', schema: z.string().regex(ifnameRe, 'must be a valid interface name (max 15 chars)'), help: 'host bridge' },
+  {
+    key: 'bridge_name',
+    schema: z.string().regex(ifnameRe, 'must be a valid interface name (max 15 chars)'),
+    help: 'host bridge',
+  },
   { key: 'bridge_ip', schema: ipv4, help: 'bridge address (gateway of the guests)' },
   { key: 'cidr', schema: cidr, help: 'guest address range' },
   { key: 'default_dns', schema: dnsList, help: 'DNS servers given to guests' },
   { key: 'dns_listen', schema: listenAddr, help: 'where the daemon answers <name>.vm queries' },
-  { key: 'tap_pool_size', schema: fromEnvNumber.pipe(z.number().int().min(0).max(64)), help: 'warm taps kept ready' },
+  {
+    key: 'tap_pool_size',
+    schema: fromEnvNumber.pipe(z.number().int().min(0).max(64)),
+    help: 'warm taps kept ready',
+  },
   { key: 'auto_stop_stale_after', schema: duration, help: 'stop VMs idle this long (0 = never)' },
   { key: 'stats_poll_interval', schema: duration, help: 'how often VM stats are sampled' },
 ];
 
 export const VM_DEFAULT_FIELDS: FieldSpec[] = [
   { key: 'vcpu', schema: positiveInt(64), help: 'vCPUs per VM' },
-  { key: 'memory_mib', schema: positiveInt(1024 * 1024).pipe(z.number().min(128, 'must be at least 128')), help: 'memory per VM in MiB' },
+  {
+    key: 'memory_mib',
+    schema: positiveInt(1024 * 1024).pipe(z.number().min(128, 'must be at least 128')),
+    help: 'memory per VM in MiB',
+  },
   { key: 'disk_size', schema: size(1024 ** 3, 'disk_size'), help: 'work disk size per VM' },
 ];
 
@@ -151,9 +179,9 @@ export const FILE_SYNC_FIELDS: FieldSpec[] = [
   },
   {
     key: 'mode',
-    schema: z.union([z.string().regex(/^0?[0-7]{3,4}$/, "must be octal like '0600'"), z.number().int()]).transform((v) =>
-      typeof v === 'number' ? v : parseInt(v, 8),
-    ),
+    schema: z
+      .union([z.string().regex(/^0?[0-7]{3,4}$/, "must be octal like '0600'"), z.number().int()])
+      .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8))),
     help: 'file mode (default 0600)',
   },
 ];

@@ -26,7 +26,11 @@ export interface HostFacts {
 export const BUILTIN_FLOORS = { vcpu: 1, memoryMib: 512, diskSize: 8 * 1024 ** 3 } as const;
 const GiB = 1024 ** 3;
 
-export function hostHeuristics(host: HostFacts): { vcpu: number; memoryMib: number; diskSize: number } {
+export function hostHeuristics(host: HostFacts): {
+  vcpu: number;
+  memoryMib: number;
+  diskSize: number;
+} {
   return {
     vcpu: Math.min(4, Math.floor(host.cpus / 4)),
     memoryMib: Math.floor(Math.min(8 * GiB, host.memoryBytes / 8) / 1024 ** 2),

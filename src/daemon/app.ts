@@ -12,7 +12,7 @@ import { IDENTITY, VERSION } from '../version.js';
 import { resolveVmm } from '../vmm/resolve.js';
 import { followFile, tailFile } from '../util/tail.js';
 import { ApiServer } from './http.js';
-import { KeyedMutex, Operations } from './ops.js';
+import type { KeyedMutex, Operations } from './ops.js';
 
 /**
  * The daemon is a composition of services. Each service owns its tables and

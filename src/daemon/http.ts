@@ -21,10 +21,22 @@ export interface RequestInput<D extends RouteDef> {
   signal: AbortSignal;
 }
 
-export type JsonHandler<D extends RouteDef> = (input: RequestInput<D>) => Promise<z.input<D['response']>> | z.input<D['response']>;
-export type StreamHandler<D extends RouteDef> = (input: RequestInput<D>, emit: ProgressSink) => Promise<z.input<D['response']>>;
-export type TextHandler<D extends RouteDef> = (input: RequestInput<D>, write: (chunk: string) => boolean) => Promise<void>;
-export type UpgradeHandler<D extends RouteDef> = (input: RequestInput<D>, socket: Duplex, head: Buffer) => Promise<void>;
+export type JsonHandler<D extends RouteDef> = (
+  input: RequestInput<D>,
+) => Promise<z.input<D['response']>> | z.input<D['response']>;
+export type StreamHandler<D extends RouteDef> = (
+  input: RequestInput<D>,
+  emit: ProgressSink,
+) => Promise<z.input<D['response']>>;
+export type TextHandler<D extends RouteDef> = (
+  input: RequestInput<D>,
+  write: (chunk: string) => boolean,
+) => Promise<void>;
+export type UpgradeHandler<D extends RouteDef> = (
+  input: RequestInput<D>,
+  socket: Duplex,
+  head: Buffer,
+) => Promise<void>;
 
 interface Registered {
   def: RouteDef;
@@ -80,15 +92,24 @@ export class ApiServer {
     this.registered.push({ def, handler });
   }
 
-  private find(method: string, pathname: string): { reg: Registered; params: Record<string, string> } {
+  private find(
+    method: string,
+    pathname: string,
+  ): { reg: Registered; params: Record<string, string> } {
     const m = /^\/(v\d+)\//.exec(pathname);
     if (!m) {
-      throw new BangerError('route_not_found', `no API route ${pathname}`, { hint: `API paths start with /${API_VERSION}/` });
+      throw new BangerError('route_not_found', `no API route ${pathname}`, {
+        hint: `API paths start with /${API_VERSION}/`,
+      });
     }
     if (m[1] !== API_VERSION) {
-      throw new BangerError('api_version_unsupported', `API version ${m[1]} is not supported by this daemon (it speaks ${API_VERSION})`, {
-        hint: 'use a banger CLI of the same version as the daemon',
-      });
+      throw new BangerError(
+        'api_version_unsupported',
+        `API version ${m[1]} is not supported by this daemon (it speaks ${API_VERSION})`,
+        {
+          hint: 'use a banger CLI of the same version as the daemon',
+        },
+      );
     }
     let methodMismatch = false;
     for (const reg of this.registered) {
@@ -97,8 +118,11 @@ export class ApiServer {
       if (reg.def.method === method) return { reg, params };
       methodMismatch = true;
     }
-    if (methodMismatch) throw new BangerError('method_not_allowed', `${method} is not allowed on ${pathname}`);
-    throw new BangerError('route_not_found', `no API route ${method} ${pathname}`, { hint: 'check the CLI and daemon versions' });
+    if (methodMismatch)
+      throw new BangerError('method_not_allowed', `${method} is not allowed on ${pathname}`);
+    throw new BangerError('route_not_found', `no API route ${method} ${pathname}`, {
+      hint: 'check the CLI and daemon versions',
+    });
   }
 
   private async readInput(
@@ -109,11 +133,23 @@ export class ApiServer {
     signal: AbortSignal,
   ): Promise<RequestInput<RouteDef>> {
     const clientVersion = req.headers[VERSION_HEADER];
-    if (typeof clientVersion === 'string' && clientVersion !== this.hooks.version && !def.versionExempt) {
-      throw new BangerError('version_mismatch', `bangerd is version ${this.hooks.version}, this CLI is ${clientVersion}`, {
-        hint: 'restart the daemon with `banger daemon stop`',
-        details: { daemon: this.hooks.version, client: clientVersion, inflight: this.hooks.inflight() },
-      });
+    if (
+      typeof clientVersion === 'string' &&
+      clientVersion !== this.hooks.version &&
+      !def.versionExempt
+    ) {
+      throw new BangerError(
+        'version_mismatch',
+        `bangerd is version ${this.hooks.version}, this CLI is ${clientVersion}`,
+        {
+          hint: 'restart the daemon with `banger daemon stop`',
+          details: {
+            daemon: this.hooks.version,
+            client: clientVersion,
+            inflight: this.hooks.inflight(),
+          },
+        },
+      );
     }
     const raw = await readBody(req);
     let body: unknown = {};
@@ -121,7 +157,10 @@ export class ApiServer {
       try {
         body = JSON.parse(raw);
       } catch (e) {
-        throw new BangerError('bad_json', `request body of ${def.method} ${def.path} is not valid JSON: ${(e as Error).message}`);
+        throw new BangerError(
+          'bad_json',
+          `request body of ${def.method} ${def.path} is not valid JSON: ${(e as Error).message}`,
+        );
       }
     }
     const query = Object.fromEntries(url.searchParams.entries());
@@ -151,15 +190,22 @@ export class ApiServer {
       const input = await this.readInput(req, reg.def, params, url, ac.signal);
       const tracked = !reg.def.versionExempt && reg.def.method !== 'GET';
       if (tracked && this.hooks.isShuttingDown()) {
-        throw new BangerError('shutting_down', 'bangerd is shutting down', { hint: 'retry in a moment' });
+        throw new BangerError('shutting_down', 'bangerd is shutting down', {
+          hint: 'retry in a moment',
+        });
       }
       const run = (): Promise<void> => this.dispatch(reg, input, res);
       await (tracked ? this.hooks.track(reg.def.id, run) : run());
       this.hooks.logger.debug({ route: routeId, ms: Date.now() - started }, 'request');
     } catch (e) {
       const err = toBangerError(e);
-      if (err.code === 'internal') this.hooks.logger.error({ route: routeId, err: e }, 'request failed');
-      else this.hooks.logger.debug({ route: routeId, code: err.code, msg: err.message }, 'request refused');
+      if (err.code === 'internal')
+        this.hooks.logger.error({ route: routeId, err: e }, 'request failed');
+      else
+        this.hooks.logger.debug(
+          { route: routeId, code: err.code, msg: err.message },
+          'request refused',
+        );
       if (!res.headersSent) {
         sendJson(res, err.httpStatus, { error: err.toJSON() });
       } else if (res.getHeader('content-type') === NDJSON) {
@@ -171,7 +217,11 @@ export class ApiServer {
     }
   }
 
-  private async dispatch(reg: Registered, input: RequestInput<RouteDef>, res: http.ServerResponse): Promise<void> {
+  private async dispatch(
+    reg: Registered,
+    input: RequestInput<RouteDef>,
+    res: http.ServerResponse,
+  ): Promise<void> {
     const def = reg.def;
     switch (def.kind) {
       case 'json': {
@@ -190,14 +240,18 @@ export class ApiServer {
           writeEvent(res, { type: 'result', data: def.response.parse(out) });
         } catch (e) {
           const err = toBangerError(e);
-          if (err.code === 'internal') this.hooks.logger.error({ route: def.id, err: e }, 'operation failed');
+          if (err.code === 'internal')
+            this.hooks.logger.error({ route: def.id, err: e }, 'operation failed');
           writeEvent(res, { type: 'error', error: ErrorShapeSchema.parse(err.toJSON()) });
         }
         res.end();
         return;
       }
       case 'text': {
-        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-cache' });
+        res.writeHead(200, {
+          'content-type': 'text/plain; charset=utf-8',
+          'cache-control': 'no-cache',
+        });
         res.flushHeaders();
         await (reg.handler as TextHandler<RouteDef>)(input, (chunk) => res.write(chunk));
         res.end();
@@ -214,7 +268,8 @@ export class ApiServer {
     try {
       const url = new URL(req.url ?? '/', 'http://bangerd');
       const { reg, params } = this.find(req.method ?? 'GET', url.pathname);
-      if (reg.def.kind !== 'upgrade') throw new BangerError('invalid_request', `${url.pathname} cannot be upgraded`);
+      if (reg.def.kind !== 'upgrade')
+        throw new BangerError('invalid_request', `${url.pathname} cannot be upgraded`);
       const input = await this.readInput(req, reg.def, params, url, ac.signal);
       await (reg.handler as UpgradeHandler<RouteDef>)(input, socket, head);
     } catch (e) {
@@ -232,15 +287,25 @@ export class ApiServer {
 
 /** Reply 101 and hand the raw socket over (used by upgrade handlers). */
 export function acceptUpgrade(socket: Duplex): void {
-  socket.write('HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: banger-tunnel\r\n\r\n');
+  socket.write(
+    'HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: banger-tunnel\r\n\r\n',
+  );
 }
 
-function validate<T extends z.ZodType>(schema: T, value: unknown, what: string, def: RouteDef): z.output<T> {
+function validate<T extends z.ZodType>(
+  schema: T,
+  value: unknown,
+  what: string,
+  def: RouteDef,
+): z.output<T> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
   const issue = r.error.issues[0];
   const at = issue?.path.length ? ` at '${issue.path.join('.')}'` : '';
-  throw new BangerError('invalid_request', `invalid ${what} for ${def.method} ${def.path}${at}: ${issue?.message ?? 'invalid'}`);
+  throw new BangerError(
+    'invalid_request',
+    `invalid ${what} for ${def.method} ${def.path}${at}: ${issue?.message ?? 'invalid'}`,
+  );
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {
@@ -275,7 +340,10 @@ const tooLarge = (): BangerError =>
 
 function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   const text = body === undefined ? '' : JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
   res.end(text);
 }
 

@@ -28,9 +28,13 @@ export function acquireDaemonLock(lockPath: string): DaemonLock {
       } catch {
         // unknown holder
       }
-      throw new BangerError('daemon_running', `another bangerd already runs for ${lockPath}${holder ? ` (pid ${holder})` : ''}`, {
-        hint: 'use `banger daemon status`, or stop it with `banger daemon stop`',
-      });
+      throw new BangerError(
+        'daemon_running',
+        `another bangerd already runs for ${lockPath}${holder ? ` (pid ${holder})` : ''}`,
+        {
+          hint: 'use `banger daemon status`, or stop it with `banger daemon stop`',
+        },
+      );
     }
     throw e;
   }

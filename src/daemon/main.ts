@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import { currentPaths, type Paths } from '../config/paths.js';
 import { readHostFacts } from '../config/host.js';
 import { ConfigSource } from '../config/source.js';
-import { BangerError, toBangerError } from '../errors.js';
+import type { BangerError } from '../errors.js';
+import { toBangerError } from '../errors.js';
 import { openStore, type Store } from '../store/index.js';
 import { createFileLogger, type Logger } from '../util/log.js';
 import { IDENTITY } from '../version.js';
@@ -19,7 +20,9 @@ import { ensurePrivateDir } from './runtimeDir.js';
 
 const SHUTDOWN_GRACE_MS = 10 * 60_000;
 
-function reportReady(msg: { ready: true; pid: number } | { error: ReturnType<BangerError['toJSON']> }): void {
+function reportReady(
+  msg: { ready: true; pid: number } | { error: ReturnType<BangerError['toJSON']> },
+): void {
   const fd = Number(process.env.BANGER_READY_FD);
   if (!Number.isInteger(fd) || fd < 3) return;
   try {

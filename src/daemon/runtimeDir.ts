@@ -7,9 +7,13 @@ export function ensurePrivateDir(dir: string): void {
   const st = fs.statSync(dir);
   const uid = process.getuid?.() ?? 0;
   if (st.uid !== uid) {
-    throw new BangerError('permission', `${dir} belongs to uid ${st.uid}, not to you (uid ${uid})`, {
-      hint: 'set BANGER_RUNTIME_DIR to a directory of your own',
-    });
+    throw new BangerError(
+      'permission',
+      `${dir} belongs to uid ${st.uid}, not to you (uid ${uid})`,
+      {
+        hint: 'set BANGER_RUNTIME_DIR to a directory of your own',
+      },
+    );
   }
   if ((st.mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
 }

@@ -39,8 +39,16 @@ export interface CheckDef {
 }
 
 const pass = (detail: string): Omit<Check, 'id' | 'title'> => ({ status: 'pass', detail });
-const warn = (detail: string, hint: string): Omit<Check, 'id' | 'title'> => ({ status: 'warn', detail, hint });
-const fail = (detail: string, hint: string): Omit<Check, 'id' | 'title'> => ({ status: 'fail', detail, hint });
+const warn = (detail: string, hint: string): Omit<Check, 'id' | 'title'> => ({
+  status: 'warn',
+  detail,
+  hint,
+});
+const fail = (detail: string, hint: string): Omit<Check, 'id' | 'title'> => ({
+  status: 'fail',
+  detail,
+  hint,
+});
 
 interface ToolSpec {
   id: string;
@@ -51,14 +59,29 @@ interface ToolSpec {
 
 const TOOLS: ToolSpec[] = [
   { id: 'mkfs.ext4', anyOf: ['mkfs.ext4'], pkg: 'e2fsprogs', why: 'creates VM disks and images' },
-  { id: 'debugfs', anyOf: ['debugfs'], pkg: 'e2fsprogs', why: 'writes files into disks without mounting' },
+  {
+    id: 'debugfs',
+    anyOf: ['debugfs'],
+    pkg: 'e2fsprogs',
+    why: 'writes files into disks without mounting',
+  },
   { id: 'e2fsck', anyOf: ['e2fsck'], pkg: 'e2fsprogs', why: 'checks disks before resizing' },
   { id: 'resize2fs', anyOf: ['resize2fs'], pkg: 'e2fsprogs', why: 'grows work disks' },
   { id: 'ip', anyOf: ['ip'], pkg: 'iproute2', why: 'creates the bridge and taps' },
   { id: 'firewall', anyOf: ['iptables', 'nft'], pkg: 'iptables', why: 'NAT for --nat VMs' },
   { id: 'ssh', anyOf: ['ssh'], pkg: 'openssh-client', why: 'shells into VMs' },
-  { id: 'ssh-keygen', anyOf: ['ssh-keygen'], pkg: 'openssh-client', why: 'creates the managed SSH key' },
-  { id: 'rootfs-builder', anyOf: ['mmdebstrap', 'debootstrap'], pkg: 'mmdebstrap', why: 'builds the default image' },
+  {
+    id: 'ssh-keygen',
+    anyOf: ['ssh-keygen'],
+    pkg: 'openssh-client',
+    why: 'creates the managed SSH key',
+  },
+  {
+    id: 'rootfs-builder',
+    anyOf: ['mmdebstrap', 'debootstrap'],
+    pkg: 'mmdebstrap',
+    why: 'builds the default image',
+  },
 ];
 
 export const CHECKS: CheckDef[] = [
@@ -99,11 +122,14 @@ export const CHECKS: CheckDef[] = [
       const vmm = resolveVmm(config, probe.which);
       if (!bin) {
         const hint = 'sudo apt-get install qemu-system-x86';
-        if (config.vmm === 'qemu' || vmm.resolved === null) return fail('qemu-system-x86_64 not found', hint);
+        if (config.vmm === 'qemu' || vmm.resolved === null)
+          return fail('qemu-system-x86_64 not found', hint);
         return warn('qemu-system-x86_64 not found (not needed while firecracker is used)', hint);
       }
       const v = await probe.version(bin);
-      return v ? pass(`${bin}: ${v}`) : fail(`${bin} does not run (--version failed)`, 'reinstall qemu-system-x86');
+      return v
+        ? pass(`${bin}: ${v}`)
+        : fail(`${bin} does not run (--version failed)`, 'reinstall qemu-system-x86');
     },
   },
   {
@@ -118,7 +144,9 @@ export const CHECKS: CheckDef[] = [
         return warn(`${name} not found: using qemu`, hint);
       }
       const v = await probe.version(bin);
-      return v ? pass(`${bin}: ${v}`) : fail(`${bin} does not run (--version failed)`, 'reinstall firecracker');
+      return v
+        ? pass(`${bin}: ${v}`)
+        : fail(`${bin} does not run (--version failed)`, 'reinstall firecracker');
     },
   },
   {
@@ -128,29 +156,33 @@ export const CHECKS: CheckDef[] = [
       const r = resolveVmm(config, probe.which);
       return r.resolved
         ? pass(`${r.resolved} (${r.reason})`)
-        : fail(r.reason, 'install qemu-system-x86 or firecracker, or fix vmm / qemu_bin / firecracker_bin in config.toml');
+        : fail(
+            r.reason,
+            'install qemu-system-x86 or firecracker, or fix vmm / qemu_bin / firecracker_bin in config.toml',
+          );
     },
   },
-  ...TOOLS.map(
-    (t): CheckDef => ({
-      id: `tool:${t.id}`,
-      title: `tool ${t.anyOf.join(' or ')}`,
-      run: ({ probe }) => {
-        for (const cmd of t.anyOf) {
-          const found = probe.which(cmd);
-          if (found) return pass(found);
-        }
-        return fail(`${t.anyOf.join(' / ')} not found (${t.why})`, `sudo apt-get install ${t.pkg}`);
-      },
-    }),
-  ),
+  ...TOOLS.map((t): CheckDef => ({
+    id: `tool:${t.id}`,
+    title: `tool ${t.anyOf.join(' or ')}`,
+    run: ({ probe }) => {
+      for (const cmd of t.anyOf) {
+        const found = probe.which(cmd);
+        if (found) return pass(found);
+      }
+      return fail(`${t.anyOf.join(' / ')} not found (${t.why})`, `sudo apt-get install ${t.pkg}`);
+    },
+  })),
   {
     id: 'tun',
     title: '/dev/net/tun',
     run: ({ probe }) =>
       probe.access('/dev/net/tun', fs.constants.R_OK | fs.constants.W_OK)
         ? pass('read/writable')
-        : fail('/dev/net/tun is missing or not accessible', 'load the tun module (sudo modprobe tun)'),
+        : fail(
+            '/dev/net/tun is missing or not accessible',
+            'load the tun module (sudo modprobe tun)',
+          ),
   },
   {
     id: 'net-admin',
@@ -168,10 +200,16 @@ export const CHECKS: CheckDef[] = [
     title: 'free disk space',
     run: ({ probe, stateDir }) => {
       const free = probe.freeBytes(stateDir);
-      if (free === undefined) return warn(`cannot measure free space at ${stateDir}`, 'check that the directory is readable');
+      if (free === undefined)
+        return warn(
+          `cannot measure free space at ${stateDir}`,
+          'check that the directory is readable',
+        );
       const detail = `${formatSize(free)} free at ${stateDir}`;
-      if (free < 2 * 1024 ** 3) return fail(detail, 'free space or set BANGER_STATE_DIR to a larger disk (2 GiB minimum)');
-      if (free < 10 * 1024 ** 3) return warn(detail, 'images and VM disks need several GiB; 10 GiB+ recommended');
+      if (free < 2 * 1024 ** 3)
+        return fail(detail, 'free space or set BANGER_STATE_DIR to a larger disk (2 GiB minimum)');
+      if (free < 10 * 1024 ** 3)
+        return warn(detail, 'images and VM disks need several GiB; 10 GiB+ recommended');
       return pass(detail);
     },
   },
@@ -181,8 +219,16 @@ export const CHECKS: CheckDef[] = [
     run: ({ probe, runtimeDir }) => {
       const st = probe.stat(runtimeDir);
       if (!st) return warn(`${runtimeDir} does not exist yet`, 'it is created when bangerd starts');
-      if (st.uid !== probe.uid) return fail(`${runtimeDir} is owned by uid ${st.uid}, not ${probe.uid}`, `remove it or set BANGER_RUNTIME_DIR`);
-      if ((st.mode & 0o077) !== 0) return fail(`${runtimeDir} has mode ${(st.mode & 0o777).toString(8)}`, `chmod 700 ${runtimeDir}`);
+      if (st.uid !== probe.uid)
+        return fail(
+          `${runtimeDir} is owned by uid ${st.uid}, not ${probe.uid}`,
+          `remove it or set BANGER_RUNTIME_DIR`,
+        );
+      if ((st.mode & 0o077) !== 0)
+        return fail(
+          `${runtimeDir} has mode ${(st.mode & 0o777).toString(8)}`,
+          `chmod 700 ${runtimeDir}`,
+        );
       return pass(`${runtimeDir} (0700)`);
     },
   },
@@ -192,13 +238,18 @@ export const CHECKS: CheckDef[] = [
     run: ({ probe }) => {
       const n = probe.openFilesLimit();
       if (n === undefined) return warn('unknown', 'check `ulimit -n`');
-      return n >= 1024 ? pass(`${n}`) : warn(`${n} open files allowed`, 'raise it (ulimit -n 4096) for many VMs');
+      return n >= 1024
+        ? pass(`${n}`)
+        : warn(`${n} open files allowed`, 'raise it (ulimit -n 4096) for many VMs');
     },
   },
 ];
 
 /** The real host. */
-export function hostProbe(run: (bin: string) => Promise<string | undefined>, which: (c: string) => string | undefined): Probe {
+export function hostProbe(
+  run: (bin: string) => Promise<string | undefined>,
+  which: (c: string) => string | undefined,
+): Probe {
   return {
     arch: process.arch,
     uid: process.getuid?.() ?? 0,
@@ -237,7 +288,9 @@ export function hostProbe(run: (bin: string) => Promise<string | undefined>, whi
     hasNetAdmin: () => hasCapability(CAP_NET_ADMIN),
     openFilesLimit: () => {
       try {
-        const m = /^Max open files\s+(\d+|unlimited)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'));
+        const m = /^Max open files\s+(\d+|unlimited)/m.exec(
+          fs.readFileSync('/proc/self/limits', 'utf8'),
+        );
         return m ? (m[1] === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(m[1])) : undefined;
       } catch {
         return undefined;

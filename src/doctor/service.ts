@@ -21,16 +21,26 @@ export class DoctorService {
   constructor(private readonly deps: DoctorDeps) {
     this.probe =
       deps.probe ??
-      hostProbe(async (bin) => {
-        const r = await run(bin, ['--version'], { allowFailure: true, timeoutMs: 10_000 }).catch(() => undefined);
-        if (!r || r.code !== 0) return undefined;
-        return r.stdout.split('\n').find((l) => l.trim()) ?? lastLine(r.stderr);
-      }, (c) => which(c));
+      hostProbe(
+        async (bin) => {
+          const r = await run(bin, ['--version'], { allowFailure: true, timeoutMs: 10_000 }).catch(
+            () => undefined,
+          );
+          if (!r || r.code !== 0) return undefined;
+          return r.stdout.split('\n').find((l) => l.trim()) ?? lastLine(r.stderr);
+        },
+        (c) => which(c),
+      );
   }
 
   async run(emit: ProgressSink, signal?: AbortSignal): Promise<DoctorResult> {
     const config = this.deps.config();
-    const ctx = { config, stateDir: this.deps.stateDir, runtimeDir: this.deps.runtimeDir, probe: this.probe };
+    const ctx = {
+      config,
+      stateDir: this.deps.stateDir,
+      runtimeDir: this.deps.runtimeDir,
+      probe: this.probe,
+    };
     const checks: Check[] = [];
     const defs = this.deps.checks ?? CHECKS;
     const started = Date.now();
@@ -41,12 +51,22 @@ export class DoctorService {
       try {
         result = await def.run(ctx);
       } catch (e) {
-        result = { status: 'fail', detail: `check crashed: ${(e as Error).message}`, hint: 'report this as a bug' };
+        result = {
+          status: 'fail',
+          detail: `check crashed: ${(e as Error).message}`,
+          hint: 'report this as a bug',
+        };
       }
       const check: Check = { id: def.id, title: def.title, ...result };
       checks.push(check);
       emit({ type: 'item', data: check });
-      emit({ type: 'progress', id: 'doctor', current: checks.length, total: defs.length, unit: 'items' });
+      emit({
+        type: 'progress',
+        id: 'doctor',
+        current: checks.length,
+        total: defs.length,
+        unit: 'items',
+      });
     }
     const summary = summarize(checks);
     emit({

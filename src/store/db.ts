@@ -18,10 +18,14 @@ export function openDb(file: string, opts: OpenOptions = {}): Db {
   try {
     db = new Database(file);
   } catch (e) {
-    throw new BangerError('internal', `cannot open state database ${file}: ${(e as Error).message}`, {
-      hint: 'check permissions of the state directory',
-      cause: e,
-    });
+    throw new BangerError(
+      'internal',
+      `cannot open state database ${file}: ${(e as Error).message}`,
+      {
+        hint: 'check permissions of the state directory',
+        cause: e,
+      },
+    );
   }
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
@@ -32,7 +36,9 @@ export function openDb(file: string, opts: OpenOptions = {}): Db {
 }
 
 export function schemaVersion(db: Db): number {
-  const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
+  const row = db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as {
+    v: number | null;
+  };
   return row.v ?? 0;
 }
 

@@ -14,9 +14,15 @@ export interface EventRecord {
 export class EventStore {
   constructor(private readonly db: Db) {}
 
-  append(kind: string, subject?: { type: string; id: string }, data: Record<string, unknown> = {}): void {
+  append(
+    kind: string,
+    subject?: { type: string; id: string },
+    data: Record<string, unknown> = {},
+  ): void {
     this.db
-      .prepare('INSERT INTO events (at, kind, subject_type, subject_id, data) VALUES (?, ?, ?, ?, ?)')
+      .prepare(
+        'INSERT INTO events (at, kind, subject_type, subject_id, data) VALUES (?, ?, ?, ?, ?)',
+      )
       .run(nowIso(), kind, subject?.type ?? null, subject?.id ?? null, JSON.stringify(data));
   }
 
@@ -36,7 +42,14 @@ export class EventStore {
       .prepare(sql)
       .all(...args, opts.limit ?? 100)
       .map((r) => {
-        const row = r as { id: number; at: string; kind: string; subject_type: string | null; subject_id: string | null; data: string };
+        const row = r as {
+          id: number;
+          at: string;
+          kind: string;
+          subject_type: string | null;
+          subject_id: string | null;
+          data: string;
+        };
         return {
           id: row.id,
           at: row.at,

@@ -1,7 +1,15 @@
 import type { Db } from './db.js';
 import { fromRow, insertSql, nowIso, toRow, updateSql } from './rows.js';
 
-export const VM_STATES = ['created', 'starting', 'running', 'stopping', 'stopped', 'crashed', 'error'] as const;
+export const VM_STATES = [
+  'created',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'crashed',
+  'error',
+] as const;
 export type VmState = (typeof VM_STATES)[number];
 
 export interface VmRecord {
@@ -38,7 +46,10 @@ export class VmStore {
   }
 
   list(): VmRecord[] {
-    return this.db.prepare('SELECT * FROM vms ORDER BY created_at, name').all().map((r) => this.map(r));
+    return this.db
+      .prepare('SELECT * FROM vms ORDER BY created_at, name')
+      .all()
+      .map((r) => this.map(r));
   }
 
   get(id: string): VmRecord | undefined {
@@ -59,11 +70,17 @@ export class VmStore {
   }
 
   usingImage(imageId: string): VmRecord[] {
-    return this.db.prepare('SELECT * FROM vms WHERE image_id = ?').all(imageId).map((r) => this.map(r));
+    return this.db
+      .prepare('SELECT * FROM vms WHERE image_id = ?')
+      .all(imageId)
+      .map((r) => this.map(r));
   }
 
   usingKernel(kernelName: string): VmRecord[] {
-    return this.db.prepare('SELECT * FROM vms WHERE kernel_name = ?').all(kernelName).map((r) => this.map(r));
+    return this.db
+      .prepare('SELECT * FROM vms WHERE kernel_name = ?')
+      .all(kernelName)
+      .map((r) => this.map(r));
   }
 
   usedIps(): string[] {

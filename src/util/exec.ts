@@ -58,9 +58,13 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
       if (timer) clearTimeout(timer);
       if (e.code === 'ENOENT') {
         reject(
-          new BangerError('tool_missing', `${cmd} not found${opts.what ? ` (needed for ${opts.what})` : ''}`, {
-            hint: `install it (see \`banger doctor\`)`,
-          }),
+          new BangerError(
+            'tool_missing',
+            `${cmd} not found${opts.what ? ` (needed for ${opts.what})` : ''}`,
+            {
+              hint: `install it (see \`banger doctor\`)`,
+            },
+          ),
         );
       } else if (e.name === 'AbortError') {
         reject(new BangerError('cancelled', `${opts.what ?? cmd} was cancelled`));
@@ -75,11 +79,18 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
         stderr: Buffer.concat(err).toString('utf8'),
       };
       if (result.code !== 0 && !opts.allowFailure) {
-        const last = lastLine(result.stderr) || lastLine(result.stdout) || (signal ? `killed by ${signal}` : `exit ${code}`);
+        const last =
+          lastLine(result.stderr) ||
+          lastLine(result.stdout) ||
+          (signal ? `killed by ${signal}` : `exit ${code}`);
         reject(
-          new BangerError('tool_failed', `${opts.what ? `${opts.what}: ` : ''}${path.basename(cmd)} failed: ${last}`, {
-            details: { cmd, args, code, stderr: result.stderr.slice(-4000) },
-          }),
+          new BangerError(
+            'tool_failed',
+            `${opts.what ? `${opts.what}: ` : ''}${path.basename(cmd)} failed: ${last}`,
+            {
+              details: { cmd, args, code, stderr: result.stderr.slice(-4000) },
+            },
+          ),
         );
         return;
       }

@@ -9,7 +9,10 @@ export type Logger = PinoLogger;
 export function createFileLogger(file: string, level: LogLevel): Logger {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const dest = pino.destination({ dest: file, sync: true, mkdir: true });
-  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, dest);
+  return pino(
+    { level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+    dest,
+  );
 }
 
 export function silentLogger(): Logger {

@@ -56,10 +56,14 @@ export async function followFile(
     }
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, interval);
-      signal.addEventListener('abort', () => {
-        clearTimeout(t);
-        resolve();
-      }, { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          clearTimeout(t);
+          resolve();
+        },
+        { once: true },
+      );
     });
   }
 }

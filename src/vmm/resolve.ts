@@ -14,15 +14,47 @@ export function resolveVmm(
   switch (config.vmm) {
     case 'firecracker':
       return fc
-        ? { configured: 'firecracker', resolved: 'firecracker', binary: fc, reason: 'vmm = "firecracker"' }
-        : { configured: 'firecracker', resolved: null, binary: null, reason: `vmm = "firecracker" but ${config.firecrackerBin ?? 'firecracker'} was not found` };
+        ? {
+            configured: 'firecracker',
+            resolved: 'firecracker',
+            binary: fc,
+            reason: 'vmm = "firecracker"',
+          }
+        : {
+            configured: 'firecracker',
+            resolved: null,
+            binary: null,
+            reason: `vmm = "firecracker" but ${config.firecrackerBin ?? 'firecracker'} was not found`,
+          };
     case 'qemu':
       return qemu
         ? { configured: 'qemu', resolved: 'qemu', binary: qemu, reason: 'vmm = "qemu"' }
-        : { configured: 'qemu', resolved: null, binary: null, reason: `vmm = "qemu" but ${config.qemuBin ?? 'qemu-system-x86_64'} was not found` };
+        : {
+            configured: 'qemu',
+            resolved: null,
+            binary: null,
+            reason: `vmm = "qemu" but ${config.qemuBin ?? 'qemu-system-x86_64'} was not found`,
+          };
     default:
-      if (fc) return { configured: 'auto', resolved: 'firecracker', binary: fc, reason: 'auto: firecracker found' };
-      if (qemu) return { configured: 'auto', resolved: 'qemu', binary: qemu, reason: 'auto: firecracker not found, using qemu' };
-      return { configured: 'auto', resolved: null, binary: null, reason: 'auto: neither firecracker nor qemu-system-x86_64 found' };
+      if (fc)
+        return {
+          configured: 'auto',
+          resolved: 'firecracker',
+          binary: fc,
+          reason: 'auto: firecracker found',
+        };
+      if (qemu)
+        return {
+          configured: 'auto',
+          resolved: 'qemu',
+          binary: qemu,
+          reason: 'auto: firecracker not found, using qemu',
+        };
+      return {
+        configured: 'auto',
+        resolved: null,
+        binary: null,
+        reason: 'auto: neither firecracker nor qemu-system-x86_64 found',
+      };
   }
 }

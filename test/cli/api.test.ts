@@ -9,13 +9,32 @@ interface Raw {
   headers: http.IncomingHttpHeaders;
 }
 
-function raw(socketPath: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}): Promise<Raw> {
+function raw(
+  socketPath: string,
+  method: string,
+  path: string,
+  body?: string | Buffer,
+  headers: Record<string, string> = {},
+): Promise<Raw> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath, method, path, headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
-      let data = '';
-      res.on('data', (c: Buffer) => (data += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data, headers: res.headers }));
-    });
+    const req = http.request(
+      {
+        socketPath,
+        method,
+        path,
+        headers: {
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...headers,
+        },
+      },
+      (res) => {
+        let data = '';
+        res.on('data', (c: Buffer) => (data += c.toString()));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, body: data, headers: res.headers }),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -32,7 +51,8 @@ describe('daemon API robustness', () => {
     await sb.cleanup();
   });
 
-  const errorOf = (r: Raw): { code: string; message: string } => (JSON.parse(r.body) as { error: { code: string; message: string } }).error;
+  const errorOf = (r: Raw): { code: string; message: string } =>
+    (JSON.parse(r.body) as { error: { code: string; message: string } }).error;
 
   test('malformed JSON body → 400 bad_json', async () => {
     const r = await raw(sb.paths.socket, 'POST', '/v1/daemon/shutdown', '{"ifIdle": tru');
@@ -71,7 +91,11 @@ describe('daemon API robustness', () => {
 
   test('oversized body → 413 body_too_large', async () => {
     const big = `{"ifIdle": true, "pad": "${'x'.repeat(2 * 1024 * 1024)}"}`;
-    const r = await raw(sb.paths.socket, 'POST', '/v1/daemon/shutdown', big).catch((e: Error) => ({ status: -1, body: e.message, headers: {} }));
+    const r = await raw(sb.paths.socket, 'POST', '/v1/daemon/shutdown', big).catch((e: Error) => ({
+      status: -1,
+      body: e.message,
+      headers: {},
+    }));
     // The daemon refuses from the declared length without reading it all.
     assert.equal(r.status, 413, r.body);
     assert.equal(errorOf(r as Raw).code, 'body_too_large');
@@ -88,7 +112,9 @@ describe('daemon API robustness', () => {
   });
 
   test('version mismatch is reported with the daemon version', async () => {
-    const r = await raw(sb.paths.socket, 'POST', '/v1/doctor', '{}', { 'x-banger-version': '0.0.0+other' });
+    const r = await raw(sb.paths.socket, 'POST', '/v1/doctor', '{}', {
+      'x-banger-version': '0.0.0+other',
+    });
     assert.equal(r.status, 409);
     assert.equal(errorOf(r).code, 'version_mismatch');
   });
@@ -97,7 +123,10 @@ describe('daemon API robustness', () => {
     const r = await raw(sb.paths.socket, 'POST', '/v1/doctor', '{}');
     assert.equal(r.status, 200);
     assert.equal(r.headers['content-type'], 'application/x-ndjson');
-    const events = r.body.trim().split('\n').map((l) => JSON.parse(l) as { type: string; data?: unknown; state?: string });
+    const events = r.body
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; data?: unknown; state?: string });
     assert.equal(events[0]!.type, 'step');
     assert.equal(events[0]!.state, 'start');
     assert.ok(events.filter((e) => e.type === 'item').length >= 10, 'one item per check');

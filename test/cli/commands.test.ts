@@ -15,14 +15,39 @@ describe('command tree and exit codes', () => {
   test('--help shows every command group of the spec', async () => {
     const r = await sb.run(['--help']);
     assert.equal(r.code, 0);
-    for (const g of ['vm', 'image', 'kernel', 'doctor', 'daemon', 'ssh-config', 'completion', 'tui']) {
+    for (const g of [
+      'vm',
+      'image',
+      'kernel',
+      'doctor',
+      'daemon',
+      'ssh-config',
+      'completion',
+      'tui',
+    ]) {
       assert.match(r.stdout, new RegExp(`^  ${g}\\b`, 'm'), g);
     }
   });
 
   test('group help lists the subcommands', async () => {
     const expect: Record<string, string[]> = {
-      vm: ['run', 'create', 'list', 'show', 'stats', 'ssh', 'start', 'stop', 'restart', 'kill', 'delete', 'set', 'logs', 'ports', 'workspace'],
+      vm: [
+        'run',
+        'create',
+        'list',
+        'show',
+        'stats',
+        'ssh',
+        'start',
+        'stop',
+        'restart',
+        'kill',
+        'delete',
+        'set',
+        'logs',
+        'ports',
+        'workspace',
+      ],
       image: ['list', 'show', 'delete', 'pull', 'build', 'register', 'promote'],
       kernel: ['list', 'pull', 'delete'],
       daemon: ['status', 'socket', 'stop', 'logs'],
@@ -35,7 +60,13 @@ describe('command tree and exit codes', () => {
   });
 
   test('usage errors exit 2 with one line', async () => {
-    for (const args of [['vm', 'lst'], ['vm', 'show'], ['--bogus'], ['completion', 'tcsh'], ['vm']]) {
+    for (const args of [
+      ['vm', 'lst'],
+      ['vm', 'show'],
+      ['--bogus'],
+      ['completion', 'tcsh'],
+      ['vm'],
+    ]) {
       const r = await sb.run(args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       if (args[0] !== 'vm' || args.length > 1) {
@@ -58,15 +89,19 @@ describe('doctor', () => {
     try {
       const r = await sb.run(['doctor']);
       assert.ok(r.code === 0 || r.code === 1);
-      assert.match(r.stdout, /\[(ok  |warn|FAIL)\] CPU architecture/);
-      assert.match(r.stdout, /\[(ok  |warn|FAIL)\] KVM access/);
+      assert.match(r.stdout, /\[(ok {2}|warn|FAIL)\] CPU architecture/);
+      assert.match(r.stdout, /\[(ok {2}|warn|FAIL)\] KVM access/);
       assert.match(r.stdout, /tool mkfs\.ext4/);
-      assert.match(r.stdout, /effective vm_defaults:\n  vcpu\s+\d+ \((host|builtin)\)/);
+      assert.match(r.stdout, /effective vm_defaults:\n {2}vcpu\s+\d+ \((host|builtin)\)/);
       assert.match(r.stdout, /\d+ passed, \d+ warnings, \d+ failed/);
       const j = await sb.run(['doctor', '--json']);
-      const out = JSON.parse(j.stdout) as { checks: { id: string; status: string; hint?: string }[]; summary: { fail: number } };
+      const out = JSON.parse(j.stdout) as {
+        checks: { id: string; status: string; hint?: string }[];
+        summary: { fail: number };
+      };
       assert.ok(out.checks.length >= 15);
-      for (const c of out.checks) if (c.status !== 'pass') assert.ok(c.hint, `${c.id} has a fix hint`);
+      for (const c of out.checks)
+        if (c.status !== 'pass') assert.ok(c.hint, `${c.id} has a fix hint`);
       assert.equal(j.code, out.summary.fail > 0 ? 1 : 0);
     } finally {
       await sb.cleanup();
@@ -74,11 +109,16 @@ describe('doctor', () => {
   });
 
   test('a failing check makes doctor exit 1 and names the fix', async () => {
-    const sb = await makeSandbox({ config: 'vmm = "firecracker"\nfirecracker_bin = "/nonexistent/firecracker"\n' });
+    const sb = await makeSandbox({
+      config: 'vmm = "firecracker"\nfirecracker_bin = "/nonexistent/firecracker"\n',
+    });
     try {
       const r = await sb.run(['doctor']);
       assert.equal(r.code, 1);
-      assert.match(r.stdout, /\[FAIL\] Firecracker: \/nonexistent\/firecracker not found\n\s+fix: /);
+      assert.match(
+        r.stdout,
+        /\[FAIL\] Firecracker: \/nonexistent\/firecracker not found\n\s+fix: /,
+      );
       assert.match(r.stderr, /^error: \d+ doctor check\(s\) failed/m);
     } finally {
       await sb.cleanup();
@@ -128,18 +168,39 @@ describe('shell completion', () => {
       assert.equal(r.code, 0);
       assert.match(r.stdout, /__complete --/);
     }
-    const env = { ...sb.env, PATH: `${CLI.replace(/\/banger$/, '')}:${process.env.PATH}` } as NodeJS.ProcessEnv;
-    const bash = await runProcess('bash', ['-c', 'source <(banger completion bash) && complete -p banger && COMP_WORDS=(banger vm st) COMP_CWORD=2 && _banger_complete && printf "%s\\n" "${COMPREPLY[@]}"'], { env });
+    const env = {
+      ...sb.env,
+      PATH: `${CLI.replace(/\/banger$/, '')}:${process.env.PATH}`,
+    } as NodeJS.ProcessEnv;
+    const bash = await runProcess(
+      'bash',
+      [
+        '-c',
+        'source <(banger completion bash) && complete -p banger && COMP_WORDS=(banger vm st) COMP_CWORD=2 && _banger_complete && printf "%s\\n" "${COMPREPLY[@]}"',
+      ],
+      { env },
+    );
     assert.equal(bash.code, 0, bash.stderr);
     assert.match(bash.stdout, /complete -o filenames -F _banger_complete banger/);
     assert.match(bash.stdout, /^stats$/m);
     assert.match(bash.stdout, /^stop$/m);
 
-    const zsh = await runProcess('zsh', ['-fc', 'autoload -Uz compinit && compinit -u -d /dev/null && source <(banger completion zsh) && print -r -- ${_comps[banger]}'], { env });
+    const zsh = await runProcess(
+      'zsh',
+      [
+        '-fc',
+        'autoload -Uz compinit && compinit -u -d /dev/null && source <(banger completion zsh) && print -r -- ${_comps[banger]}',
+      ],
+      { env },
+    );
     assert.equal(zsh.code, 0, zsh.stderr);
     assert.equal(zsh.stdout.trim(), '_banger_complete');
 
-    const fish = await runProcess('fish', ['--no-config', '-c', 'banger completion fish | source; complete -C"banger vm st"'], { env });
+    const fish = await runProcess(
+      'fish',
+      ['--no-config', '-c', 'banger completion fish | source; complete -C"banger vm st"'],
+      { env },
+    );
     assert.equal(fish.code, 0, fish.stderr);
     assert.match(fish.stdout, /^stats/m);
     assert.match(fish.stdout, /^stop/m);

@@ -8,12 +8,14 @@ describe('config errors through the CLI', () => {
     {
       name: 'unknown top-level key',
       config: 'log_level = "debug"\n\nbriddge_name = "br0"\n',
-      expect: /config\.toml:3: unknown key 'briddge_name': not a banger setting: remove it or use one of: .*bridge_name/,
+      expect:
+        /config\.toml:3: unknown key 'briddge_name': not a banger setting: remove it or use one of: .*bridge_name/,
     },
     {
       name: 'unknown key in [vm_defaults]',
       config: '[vm_defaults]\nvcpu = 2\nmemory = 4096\n',
-      expect: /config\.toml:3: unknown key 'vm_defaults\.memory': not a banger setting in \[vm_defaults\]: .*memory_mib/,
+      expect:
+        /config\.toml:3: unknown key 'vm_defaults\.memory': not a banger setting in \[vm_defaults\]: .*memory_mib/,
     },
     {
       name: 'bad enum value',
@@ -33,11 +35,13 @@ describe('config errors through the CLI', () => {
     {
       name: 'bridge_ip outside cidr',
       config: 'cidr = "172.16.0.0/24"\nbridge_ip = "172.17.0.1"\n',
-      expect: /config\.toml:2: bad value for 'bridge_ip': 172\.17\.0\.1 is not inside cidr 172\.16\.0\.0\/24/,
+      expect:
+        /config\.toml:2: bad value for 'bridge_ip': 172\.17\.0\.1 is not inside cidr 172\.16\.0\.0\/24/,
     },
     {
       name: 'file_sync guest path outside /root',
-      config: '[[file_sync]]\nhost = "~/.gitconfig"\nguest = "~/.gitconfig"\n\n[[file_sync]]\nhost = "~/.npmrc"\nguest = "/etc/npmrc"\n',
+      config:
+        '[[file_sync]]\nhost = "~/.gitconfig"\nguest = "~/.gitconfig"\n\n[[file_sync]]\nhost = "~/.npmrc"\nguest = "/etc/npmrc"\n',
       expect: /config\.toml:7: bad value for 'file_sync\.guest': must be under '~\/' or '\/root\/'/,
     },
     {
@@ -66,10 +70,15 @@ describe('config errors through the CLI', () => {
   }
 
   test('a valid config shows up in doctor vm_defaults with provenance', async () => {
-    const sb = await makeSandbox({ config: '[vm_defaults]\nvcpu = 3\ndisk_size = "20G"\n', env: { BANGER_VM_DEFAULTS_MEMORY_MIB: '1536' } });
+    const sb = await makeSandbox({
+      config: '[vm_defaults]\nvcpu = 3\ndisk_size = "20G"\n',
+      env: { BANGER_VM_DEFAULTS_MEMORY_MIB: '1536' },
+    });
     try {
       const r = await sb.run(['doctor', '--json']);
-      const out = JSON.parse(r.stdout) as { vmDefaults: Record<string, { value: number; source: string }> };
+      const out = JSON.parse(r.stdout) as {
+        vmDefaults: Record<string, { value: number; source: string }>;
+      };
       assert.deepEqual(out.vmDefaults.vcpu, { value: 3, source: 'config' });
       assert.deepEqual(out.vmDefaults.memoryMib, { value: 1536, source: 'config' });
       assert.deepEqual(out.vmDefaults.diskSize, { value: 20 * 1024 ** 3, source: 'config' });

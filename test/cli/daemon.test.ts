@@ -21,12 +21,18 @@ describe('bangerd lifecycle through the CLI', () => {
     const pid = sb.daemonPid();
     assert.ok(pid && isAlive(pid), 'daemon pid alive');
     assert.match(r.stdout, new RegExp(`pid:\\s+${pid}`));
-    assert.match(r.stdout, new RegExp(`socket:\\s+${sb.paths.socket.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+    assert.match(
+      r.stdout,
+      new RegExp(`socket:\\s+${sb.paths.socket.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
+    );
     assert.match(r.stdout, /log:\s+.*bangerd\.log \(level info\)/);
     assert.match(r.stdout, /dns:\s+127\.0\.0\.1:42069/);
     assert.match(r.stdout, /vmm:\s+(qemu|firecracker) \(auto/);
     // detached: its own session, not our child
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').slice(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+    const stat = fs
+      .readFileSync(`/proc/${pid}/stat`, 'utf8')
+      .slice(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2)
+      .split(' ');
     assert.equal(stat[3], String(pid), 'daemon is a session leader (setsid)');
     // permissions
     assert.equal(fs.statSync(sb.paths.runtimeDir).mode & 0o777, 0o700);
@@ -37,7 +43,17 @@ describe('bangerd lifecycle through the CLI', () => {
     const r = await sb.run(['daemon', 'status', '--json']);
     assert.equal(r.code, 0, r.stderr);
     const s = JSON.parse(r.stdout) as Record<string, unknown>;
-    for (const k of ['pid', 'socket', 'logPath', 'version', 'build', 'dnsListen', 'vmm', 'counts', 'apiVersion']) {
+    for (const k of [
+      'pid',
+      'socket',
+      'logPath',
+      'version',
+      'build',
+      'dnsListen',
+      'vmm',
+      'counts',
+      'apiVersion',
+    ]) {
       assert.ok(k in s, `missing ${k}`);
     }
     assert.equal(s.pid, sb.daemonPid());
@@ -57,7 +73,11 @@ describe('bangerd lifecycle through the CLI', () => {
 
   test('daemon logs -f streams new lines', async () => {
     const { spawn } = await import('node:child_process');
-    const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/banger'), 'daemon', 'logs', '-f', '-n', '0'], { env: sb.env });
+    const child = spawn(
+      process.execPath,
+      [path.join(REPO_ROOT, 'bin/banger'), 'daemon', 'logs', '-f', '-n', '0'],
+      { env: sb.env },
+    );
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     await sleep(700);
@@ -75,7 +95,9 @@ describe('bangerd lifecycle through the CLI', () => {
 
   test('a second daemon refuses to start while one runs', async () => {
     const { runProcess } = await import('../helpers/sandbox.js');
-    const r = await runProcess(process.execPath, [path.join(REPO_ROOT, 'bin/bangerd')], { env: sb.env });
+    const r = await runProcess(process.execPath, [path.join(REPO_ROOT, 'bin/bangerd')], {
+      env: sb.env,
+    });
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /another bangerd already runs .*pid \d+/);
     const s = await sb.run(['daemon', 'status', '--json']);
@@ -112,7 +134,11 @@ describe('many clients at once', () => {
   test('50 parallel `daemon status` calls start exactly one daemon and all succeed', async () => {
     const sb = await makeSandbox();
     try {
-      const results = await Promise.all(Array.from({ length: 50 }, () => sb.run(['daemon', 'status', '--json'], { timeoutMs: 120_000 })));
+      const results = await Promise.all(
+        Array.from({ length: 50 }, () =>
+          sb.run(['daemon', 'status', '--json'], { timeoutMs: 120_000 }),
+        ),
+      );
       const failures = results.filter((r) => r.code !== 0);
       assert.equal(failures.length, 0, failures.map((f) => f.stderr).join('\n'));
       const pids = new Set(results.map((r) => (JSON.parse(r.stdout) as { pid: number }).pid));
@@ -135,8 +161,13 @@ describe('version handshake', () => {
       fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(other, 'node_modules'));
       fs.writeFileSync(path.join(other, 'dist', 'build-info.json'), '{"build":"otherbuild"}\n');
 
-      const first = JSON.parse((await sb.run(['daemon', 'status', '--json'])).stdout) as { pid: number; build: string };
-      const r = await sb.run(['daemon', 'status', '--json'], { cli: path.join(other, 'bin', 'banger') });
+      const first = JSON.parse((await sb.run(['daemon', 'status', '--json'])).stdout) as {
+        pid: number;
+        build: string;
+      };
+      const r = await sb.run(['daemon', 'status', '--json'], {
+        cli: path.join(other, 'bin', 'banger'),
+      });
       assert.equal(r.code, 0, r.stderr);
       const second = JSON.parse(r.stdout) as { pid: number; build: string };
       assert.notEqual(second.pid, first.pid, 'daemon replaced');

@@ -10,7 +10,12 @@ import { resolvePaths, type Paths } from '../../src/config/paths.js';
  * the real built CLI, and a cleanup that stops the daemon it started (by pid)
  * and removes every file.
  */
-export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const REPO_ROOT = path.resolve(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+);
 export const CLI = path.join(REPO_ROOT, 'bin', 'banger');
 
 export interface RunResult {
@@ -38,16 +43,28 @@ export interface Sandbox {
   cleanup(): Promise<void>;
 }
 
-export function runProcess(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export function runProcess(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: opts.env, cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: opts.env,
+      cwd: opts.cwd,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`timeout after ${opts.timeoutMs}ms: ${cmd} ${args.join(' ')}\nstdout: ${stdout}\nstderr: ${stderr}`));
+      reject(
+        new Error(
+          `timeout after ${opts.timeoutMs}ms: ${cmd} ${args.join(' ')}\nstdout: ${stdout}\nstderr: ${stderr}`,
+        ),
+      );
     }, opts.timeoutMs ?? 60_000);
     child.on('error', (e) => {
       clearTimeout(timer);
@@ -61,7 +78,9 @@ export function runProcess(cmd: string, args: string[], opts: { env?: NodeJS.Pro
   });
 }
 
-export async function makeSandbox(opts: { config?: string; env?: Record<string, string> } = {}): Promise<Sandbox> {
+export async function makeSandbox(
+  opts: { config?: string; env?: Record<string, string> } = {},
+): Promise<Sandbox> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-'));
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
@@ -88,8 +107,16 @@ export async function makeSandbox(opts: { config?: string; env?: Record<string, 
       const fullEnv = { ...env, ...o.env } as NodeJS.ProcessEnv;
       for (const k of Object.keys(fullEnv)) if (fullEnv[k] === undefined) delete fullEnv[k];
       return cmd
-        ? runProcess(cmd, [...pre, process.execPath, cli, ...args], { env: fullEnv, input: o.input, timeoutMs: o.timeoutMs })
-        : runProcess(process.execPath, [cli, ...args], { env: fullEnv, input: o.input, timeoutMs: o.timeoutMs });
+        ? runProcess(cmd, [...pre, process.execPath, cli, ...args], {
+            env: fullEnv,
+            input: o.input,
+            timeoutMs: o.timeoutMs,
+          })
+        : runProcess(process.execPath, [cli, ...args], {
+            env: fullEnv,
+            input: o.input,
+            timeoutMs: o.timeoutMs,
+          });
     },
     daemonPid() {
       try {

@@ -4,7 +4,13 @@ import { buildPath, matchPath } from '../../src/api/route.js';
 import { BUILTIN_FLOORS, resolveVmSizing } from '../../src/config/vmDefaults.js';
 import { KeyedMutex, Operations } from '../../src/daemon/ops.js';
 import { BangerError, toBangerError } from '../../src/errors.js';
-import { formatDuration, formatSize, formatSizeShort, parseDuration, parseSize } from '../../src/util/units.js';
+import {
+  formatDuration,
+  formatSize,
+  formatSizeShort,
+  parseDuration,
+  parseSize,
+} from '../../src/util/units.js';
 import { resolveVmm } from '../../src/vmm/resolve.js';
 
 describe('units', () => {
@@ -64,12 +70,18 @@ describe('routes', () => {
 describe('vmm resolution', () => {
   const find = (have: string[]) => (c: string) => (have.includes(c) ? `/usr/bin/${c}` : undefined);
   test('auto prefers firecracker', () => {
-    assert.equal(resolveVmm({ vmm: 'auto' }, find(['firecracker', 'qemu-system-x86_64'])).resolved, 'firecracker');
+    assert.equal(
+      resolveVmm({ vmm: 'auto' }, find(['firecracker', 'qemu-system-x86_64'])).resolved,
+      'firecracker',
+    );
     assert.equal(resolveVmm({ vmm: 'auto' }, find(['qemu-system-x86_64'])).resolved, 'qemu');
     assert.equal(resolveVmm({ vmm: 'auto' }, find([])).resolved, null);
   });
   test('explicit choices and binaries', () => {
-    assert.equal(resolveVmm({ vmm: 'qemu' }, find(['firecracker', 'qemu-system-x86_64'])).resolved, 'qemu');
+    assert.equal(
+      resolveVmm({ vmm: 'qemu' }, find(['firecracker', 'qemu-system-x86_64'])).resolved,
+      'qemu',
+    );
     const r = resolveVmm({ vmm: 'firecracker', firecrackerBin: '/opt/fc' }, find(['firecracker']));
     assert.equal(r.resolved, null);
     assert.match(r.reason, /\/opt\/fc was not found/);
@@ -78,7 +90,9 @@ describe('vmm resolution', () => {
 
 describe('errors', () => {
   test('one line with hint, typed codes and exit codes', () => {
-    const e = new BangerError('not_found', "vm 'x' not found", { hint: 'list VMs with `banger vm list`' });
+    const e = new BangerError('not_found', "vm 'x' not found", {
+      hint: 'list VMs with `banger vm list`',
+    });
     assert.equal(e.line, "vm 'x' not found: list VMs with `banger vm list`");
     assert.equal(e.exitCode, 1);
     assert.equal(e.httpStatus, 404);

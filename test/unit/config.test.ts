@@ -6,7 +6,8 @@ import { resolvePaths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG } from '../../src/config/schema.js';
 import { BangerError } from '../../src/errors.js';
 
-const load = (text: string, env: Record<string, string> = {}) => loadConfig({ file: '/cfg/config.toml', env, home: '/home/u', text });
+const load = (text: string, env: Record<string, string> = {}) =>
+  loadConfig({ file: '/cfg/config.toml', env, home: '/home/u', text });
 
 const errorOf = (fn: () => unknown): BangerError => {
   try {
@@ -77,11 +78,18 @@ mode = "0644"
   });
 
   test('cidr is normalised to its network address', () => {
-    assert.equal(load('cidr = "172.16.0.77/24"\nbridge_ip = "172.16.0.1"').config.cidr, '172.16.0.0/24');
+    assert.equal(
+      load('cidr = "172.16.0.77/24"\nbridge_ip = "172.16.0.1"').config.cidr,
+      '172.16.0.0/24',
+    );
   });
 
   test('env overrides win over the file and are reported', () => {
-    const r = load('vmm = "qemu"\n', { BANGER_VMM: 'firecracker', BANGER_VM_DEFAULTS_VCPU: '3', BANGER_DEFAULT_DNS: '8.8.8.8, 1.1.1.1' });
+    const r = load('vmm = "qemu"\n', {
+      BANGER_VMM: 'firecracker',
+      BANGER_VM_DEFAULTS_VCPU: '3',
+      BANGER_DEFAULT_DNS: '8.8.8.8, 1.1.1.1',
+    });
     assert.equal(r.config.vmm, 'firecracker');
     assert.equal(r.config.vmDefaults.vcpu, 3);
     assert.deepEqual(r.config.defaultDns, ['8.8.8.8', '1.1.1.1']);
@@ -92,7 +100,10 @@ mode = "0644"
     const e = errorOf(() => load('a = 1\n[vm_defaults]\nvcpu = 0\n'));
     assert.match(e.message, /^\/cfg\/config\.toml:1: unknown key 'a'/);
     const e2 = errorOf(() => load('[vm_defaults]\n\nvcpu = 0\n'));
-    assert.match(e2.message, /^\/cfg\/config\.toml:3: bad value for 'vm_defaults\.vcpu': must be at least 1/);
+    assert.match(
+      e2.message,
+      /^\/cfg\/config\.toml:3: bad value for 'vm_defaults\.vcpu': must be at least 1/,
+    );
     assert.equal(e2.code, 'config_invalid');
     const e3 = errorOf(() => load('tap_pool_size = "many"'));
     assert.match(e3.message, /:1: bad value for 'tap_pool_size'/);
@@ -153,14 +164,22 @@ describe('paths', () => {
   });
   test('XDG variables and BANGER_*_DIR overrides', () => {
     const p = resolvePaths({
-      env: { XDG_RUNTIME_DIR: '/run/user/1000', XDG_CONFIG_HOME: '/xdg/config', BANGER_STATE_DIR: '/s' },
+      env: {
+        XDG_RUNTIME_DIR: '/run/user/1000',
+        XDG_CONFIG_HOME: '/xdg/config',
+        BANGER_STATE_DIR: '/s',
+      },
       uid: 1000,
       home: '/home/u',
     });
     assert.equal(p.socket, '/run/user/1000/banger/bangerd.sock');
     assert.equal(p.configDir, '/xdg/config/banger');
     assert.equal(p.vmsDir, '/s/vms');
-    const q = resolvePaths({ env: { BANGER_RUNTIME_DIR: '/r', XDG_CONFIG_HOME: 'relative' }, uid: 1, home: '/h' });
+    const q = resolvePaths({
+      env: { BANGER_RUNTIME_DIR: '/r', XDG_CONFIG_HOME: 'relative' },
+      uid: 1,
+      home: '/h',
+    });
     assert.equal(q.socket, '/r/bangerd.sock');
     assert.equal(q.configDir, '/h/.config/banger', 'relative XDG values are ignored');
   });

@@ -52,7 +52,18 @@ describe('doctor checks', () => {
       }),
       { accel: 'kvm' },
     );
-    for (const id of ['arch', 'kvm', 'qemu', 'vmm', 'tool:mkfs.ext4', 'tool:firewall', 'tun', 'net-admin', 'disk', 'runtime-dir']) {
+    for (const id of [
+      'arch',
+      'kvm',
+      'qemu',
+      'vmm',
+      'tool:mkfs.ext4',
+      'tool:firewall',
+      'tun',
+      'net-admin',
+      'disk',
+      'runtime-dir',
+    ]) {
       assert.equal(by[id]?.status, 'fail', id);
       assert.ok(by[id]?.hint, `${id} hint`);
     }
@@ -71,7 +82,9 @@ describe('doctor checks', () => {
   });
   test('progress: one start, an item per check, one done', async () => {
     const { events } = await runDoctor(goodProbe());
-    const types = (events as { type: string; state?: string }[]).map((e) => (e.type === 'step' ? `step:${e.state}` : e.type));
+    const types = (events as { type: string; state?: string }[]).map((e) =>
+      e.type === 'step' ? `step:${e.state}` : e.type,
+    );
     assert.equal(types[0], 'step:start');
     assert.equal(types[types.length - 1], 'step:done');
     assert.equal(types.filter((t) => t === 'item').length, CHECKS.length);

@@ -17,12 +17,19 @@ describe('state database', () => {
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     assert.equal(db.pragma('foreign_keys', { simple: true }), 1);
     assert.equal(schemaVersion(db), Math.max(...MIGRATIONS.map((m) => m.version)));
-    const tables = db.prepare("SELECT name FROM sqlite_master WHERE type='table'").all().map((r) => (r as { name: string }).name);
-    for (const t of ['vms', 'images', 'kernels', 'events', 'schema_migrations']) assert.ok(tables.includes(t), t);
+    const tables = db
+      .prepare("SELECT name FROM sqlite_master WHERE type='table'")
+      .all()
+      .map((r) => (r as { name: string }).name);
+    for (const t of ['vms', 'images', 'kernels', 'events', 'schema_migrations'])
+      assert.ok(tables.includes(t), t);
     db.close();
     // reopening applies nothing twice
     const again = openDb(file);
-    assert.equal((again.prepare('SELECT COUNT(*) AS n FROM schema_migrations').get() as { n: number }).n, MIGRATIONS.length);
+    assert.equal(
+      (again.prepare('SELECT COUNT(*) AS n FROM schema_migrations').get() as { n: number }).n,
+      MIGRATIONS.length,
+    );
     again.close();
   });
 
@@ -37,24 +44,73 @@ describe('state database', () => {
   test('a failing migration leaves the previous version intact', () => {
     const file = path.join(dir, 'c.db');
     const db = openDb(file);
-    assert.throws(() => migrate(db, [...MIGRATIONS, { version: 2, name: 'bad', sql: 'CREATE TABLE ok (x); SELECT nope FROM nowhere;' }]));
+    assert.throws(() =>
+      migrate(db, [
+        ...MIGRATIONS,
+        { version: 2, name: 'bad', sql: 'CREATE TABLE ok (x); SELECT nope FROM nowhere;' },
+      ]),
+    );
     assert.equal(schemaVersion(db), 1);
-    assert.equal((db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'ok'").get() as { n: number }).n, 0);
+    assert.equal(
+      (
+        db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'ok'").get() as {
+          n: number;
+        }
+      ).n,
+      0,
+    );
     db.close();
   });
 
   test('stores round-trip records and enforce references', () => {
     const store = openStore(path.join(dir, 'd.db'));
-    store.kernels.upsert({ name: 'k1', version: '6.1', source: 'test', dir: '/k', kernelPath: '/k/vmlinuz', vmlinuxPath: null, initrdPath: null, managed: true, meta: { a: 1 } });
+    store.kernels.upsert({
+      name: 'k1',
+      version: '6.1',
+      source: 'test',
+      dir: '/k',
+      kernelPath: '/k/vmlinuz',
+      vmlinuxPath: null,
+      initrdPath: null,
+      managed: true,
+      meta: { a: 1 },
+    });
     const img = store.images.insert({
-      id: 'img1', name: 'debian', source: 'catalog:debian', digest: null, kernelName: 'k1', kernelPath: null, initrdPath: null,
-      rootfsPath: '/i/rootfs.ext4', workSeedPath: null, managed: true, sizeBytes: 10, meta: {},
+      id: 'img1',
+      name: 'debian',
+      source: 'catalog:debian',
+      digest: null,
+      kernelName: 'k1',
+      kernelPath: null,
+      initrdPath: null,
+      rootfsPath: '/i/rootfs.ext4',
+      workSeedPath: null,
+      managed: true,
+      sizeBytes: 10,
+      meta: {},
     });
     assert.equal(store.images.byName('debian')?.id, img.id);
     const vm = store.vms.insert({
-      id: 'abcdef0123456789', name: 'dev', imageId: 'img1', kernelName: 'k1', state: 'created', vmm: 'qemu', accel: 'tcg',
-      vcpu: 1, memoryMib: 512, diskSize: 1, nat: true, ip: '172.16.0.2', mac: null, tap: null, pid: null, pidStartTime: null,
-      lastError: null, meta: { x: [1] }, startedAt: null, stoppedAt: null,
+      id: 'abcdef0123456789',
+      name: 'dev',
+      imageId: 'img1',
+      kernelName: 'k1',
+      state: 'created',
+      vmm: 'qemu',
+      accel: 'tcg',
+      vcpu: 1,
+      memoryMib: 512,
+      diskSize: 1,
+      nat: true,
+      ip: '172.16.0.2',
+      mac: null,
+      tap: null,
+      pid: null,
+      pidStartTime: null,
+      lastError: null,
+      meta: { x: [1] },
+      startedAt: null,
+      stoppedAt: null,
     });
     assert.equal(vm.nat, true);
     const got = store.vms.get(vm.id)!;

@@ -19,7 +19,15 @@ export function toCompletionTree(cmd: AnyCommand): CompletionNode {
     _name: string;
     _hidden?: boolean;
     _aliases: string[];
-    options: { short?: string; long?: string; required: boolean; optional: boolean; argChoices?: string[]; flags: string; hidden: boolean }[];
+    options: {
+      short?: string;
+      long?: string;
+      required: boolean;
+      optional: boolean;
+      argChoices?: string[];
+      flags: string;
+      hidden: boolean;
+    }[];
     registeredArguments: { name(): string; variadic: boolean; argChoices?: string[] }[];
     commands: AnyCommand[];
   };
@@ -35,12 +43,20 @@ export function toCompletionTree(cmd: AnyCommand): CompletionNode {
         choices: o.argChoices,
         valueName: /<([^>]+)>|\[([^\]]+)\]/.exec(o.flags)?.slice(1).find(Boolean),
       })),
-    args: c.registeredArguments.map((a) => ({ name: a.name(), variadic: a.variadic, choices: a.argChoices })),
+    args: c.registeredArguments.map((a) => ({
+      name: a.name(),
+      variadic: a.variadic,
+      choices: a.argChoices,
+    })),
     children: c.commands.map((child) => toCompletionTree(child)),
   };
 }
 
-export async function completionCommand(ctx: CliContext, _program: unknown, shell: string): Promise<void> {
+export async function completionCommand(
+  ctx: CliContext,
+  _program: unknown,
+  shell: string,
+): Promise<void> {
   ctx.out.write(completionScript(shell as Shell));
 }
 
@@ -53,7 +69,11 @@ async function liveNames(ctx: CliContext): Promise<Names | undefined> {
   }
 }
 
-export async function completeCommand(ctx: CliContext, program: unknown, words: string[]): Promise<void> {
+export async function completeCommand(
+  ctx: CliContext,
+  program: unknown,
+  words: string[],
+): Promise<void> {
   const tree = toCompletionTree(program as AnyCommand);
   const plan = planCompletion({ tree, words: words.length ? words : [''] });
   const names = plan.kind === 'names' ? await liveNames(ctx) : undefined;

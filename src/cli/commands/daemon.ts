@@ -45,19 +45,33 @@ export async function daemonStop(ctx: CliContext): Promise<void> {
   const client = newClient(ctx.paths);
   const status = await client.call(routes.status);
   const r = await client.call(routes.shutdown, { body: { ifIdle: false } });
-  if (r.inflight > 0 && !ctx.flags.json) ctx.note(`waiting for ${r.inflight} operation(s) to finish...`);
+  if (r.inflight > 0 && !ctx.flags.json)
+    ctx.note(`waiting for ${r.inflight} operation(s) to finish...`);
   const stopped = await waitForStop(ctx.paths, 11 * 60_000);
   if (ctx.flags.json) ctx.printJson({ running: !stopped, pid: status.pid });
-  else ctx.print(stopped ? `bangerd stopped (pid ${status.pid})` : `bangerd (pid ${status.pid}) is still stopping`);
+  else
+    ctx.print(
+      stopped
+        ? `bangerd stopped (pid ${status.pid})`
+        : `bangerd (pid ${status.pid}) is still stopping`,
+    );
 }
 
-export async function daemonLogs(ctx: CliContext, opts: { follow: boolean; lines: number }): Promise<void> {
+export async function daemonLogs(
+  ctx: CliContext,
+  opts: { follow: boolean; lines: number },
+): Promise<void> {
   const ac = new AbortController();
   const onSig = (): void => ac.abort();
   process.once('SIGINT', onSig);
   try {
     await ctx.daemon((c) =>
-      c.text(routes.daemonLogs, { query: { follow: opts.follow, tail: opts.lines } }, (s) => ctx.out.write(s), ac.signal),
+      c.text(
+        routes.daemonLogs,
+        { query: { follow: opts.follow, tail: opts.lines } },
+        (s) => ctx.out.write(s),
+        ac.signal,
+      ),
     );
   } finally {
     process.off('SIGINT', onSig);

@@ -21,18 +21,24 @@ export function formatDefaults(r: DoctorResult): string {
 }
 
 export async function doctorCommand(ctx: CliContext): Promise<void> {
-  const result = await ctx.stream(routes.doctor, {}, {
-    onItem: (data) => {
-      if (!ctx.flags.json) ctx.print(formatCheck(data as Check));
+  const result = await ctx.stream(
+    routes.doctor,
+    {},
+    {
+      onItem: (data) => {
+        if (!ctx.flags.json) ctx.print(formatCheck(data as Check));
+      },
     },
-  });
+  );
   if (ctx.flags.json) {
     ctx.printJson(result);
   } else {
     ctx.print();
     ctx.print(formatDefaults(result));
     ctx.print();
-    ctx.print(`${result.summary.pass} passed, ${result.summary.warn} warnings, ${result.summary.fail} failed`);
+    ctx.print(
+      `${result.summary.pass} passed, ${result.summary.warn} warnings, ${result.summary.fail} failed`,
+    );
   }
   if (result.summary.fail > 0) {
     throw new BangerError('precondition', `${result.summary.fail} doctor check(s) failed`, {

@@ -75,19 +75,33 @@ export class ProgressRenderer {
     this.active.delete(ev.id);
     const ms = ev.ms ?? (a ? Date.now() - a.started : undefined);
     const mark = ev.state === 'done' ? '✓' : ev.state === 'skip' ? '-' : '✗';
-    const extra = [ev.detail, ms !== undefined && ev.state !== 'skip' ? formatDuration(ms) : undefined].filter(Boolean).join(', ');
-    this.print(`${this.opts.tty ? mark : ev.state === 'done' ? 'done:' : `${ev.state}:`} ${ev.label}${extra ? ` (${extra})` : ''}`);
+    const extra = [
+      ev.detail,
+      ms !== undefined && ev.state !== 'skip' ? formatDuration(ms) : undefined,
+    ]
+      .filter(Boolean)
+      .join(', ');
+    this.print(
+      `${this.opts.tty ? mark : ev.state === 'done' ? 'done:' : `${ev.state}:`} ${ev.label}${extra ? ` (${extra})` : ''}`,
+    );
     if (this.active.size === 0) this.stopTimer();
   }
 
-  private plainProgress(id: string, a: Active | undefined, current: number, total?: number, unit?: string): void {
+  private plainProgress(
+    id: string,
+    a: Active | undefined,
+    current: number,
+    total?: number,
+    unit?: string,
+  ): void {
     // Plain output: at most one line per 25% of a known total.
     if (!total || unit !== 'bytes') return;
     const pct = Math.floor((current / total) * 4);
     if ((this.lastPlainProgress.get(id) ?? -1) >= pct) return;
     this.lastPlainProgress.set(id, pct);
     if (pct === 0 || pct >= 4) return;
-    const amount = unit === 'bytes' ? `${formatSize(current)} / ${formatSize(total)}` : `${current} / ${total}`;
+    const amount =
+      unit === 'bytes' ? `${formatSize(current)} / ${formatSize(total)}` : `${current} / ${total}`;
     this.print(`  ${a?.label ?? id}: ${amount}`);
   }
 
@@ -105,7 +119,10 @@ export class ProgressRenderer {
       const ratio = Math.min(1, a.current / a.total);
       const filled = Math.round(ratio * BAR_WIDTH);
       const bar = `${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)}`;
-      const amount = a.unit === 'bytes' ? `${formatSize(a.current)}/${formatSize(a.total)}` : `${a.current}/${a.total}`;
+      const amount =
+        a.unit === 'bytes'
+          ? `${formatSize(a.current)}/${formatSize(a.total)}`
+          : `${a.current}/${a.total}`;
       return `${spin} ${a.label} ${bar} ${amount} ${elapsed}`;
     }
     if (a.current !== undefined) {
