@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up a Debian/Ubuntu host for banger: system packages, npm dependencies,
+# the build, and a `banger` command on PATH. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  # VMM and disks
+  qemu-system-x86 e2fsprogs
+  # default kernel and image builds
+  mmdebstrap uidmap busybox-static cpio kmod dpkg-dev lz4 zstd xz-utils binutils file
+  # guest agent (static binary)
+  musl-tools
+  # networking
+  iproute2 iptables
+  # ssh into guests
+  openssh-client
+  # OCI pull tests: a real local registry and image tools
+  docker-registry skopeo umoci
+  # completion tests and the TUI tests
+  zsh fish tmux socat
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The registry package starts a system service on port 5000; banger's tests run their own.
+if systemctl is-active --quiet docker-registry 2>/dev/null; then $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+
+echo "==> npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+echo "==> build"
+npm run --silent build
+
+if ! command -v banger >/dev/null 2>&1 || [ "$(readlink -f "$(command -v banger)")" != "$(readlink -f bin/banger)" ]; then
+  echo "==> linking banger and bangerd into /usr/local/bin"
+  $SUDO ln -sf "$PWD/bin/banger" /usr/local/bin/banger
+  $SUDO ln -sf "$PWD/bin/bangerd" /usr/local/bin/bangerd
+fi
+echo "==> ready: $(banger --version)"
