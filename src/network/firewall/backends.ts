@@ -87,11 +87,14 @@ export class IptablesFirewall implements Firewall {
 
   async teardown(): Promise<void> {
     for (const j of IPT_JUMPS) {
-      const list = await this.run(this.bin.iptables, ['-w', '-t', j.table, '-S', j.parent]);
+      // One listing of the whole table: the jumps and whether the chain exists.
+      // (iptables-nft 1.8.9 reports `-S <missing chain>` as "incompatible".)
+      const listArgs = ['-w', '-t', j.table, '-S'];
+      const list = await this.run(this.bin.iptables, listArgs);
       if (list.code !== 0) {
         // A table the kernel does not have holds nothing of ours.
-        if (/Table does not exist|No chain/i.test(list.stderr)) continue;
-        throw netFailure(`listing ${j.parent} (table ${j.table})`, this.bin.iptables, [], list);
+        if (/Table does not exist/i.test(list.stderr)) continue;
+        throw netFailure(`listing iptables table ${j.table}`, this.bin.iptables, listArgs, list);
       }
       for (const del of jumpDeletions(list.stdout, j.parent, j.chain)) {
         const args = ['-w', '-t', j.table, ...del];
@@ -106,7 +109,7 @@ export class IptablesFirewall implements Firewall {
           );
         }
       }
-      if (!(await this.chainExists(j.table, j.chain))) continue;
+      if (!list.stdout.split('\n').some((l) => l.trim() === `-N ${j.chain}`)) continue;
       await mustRun(this.run, `flushing chain ${j.chain}`, this.bin.iptables, [
         '-w',
         '-t',
@@ -124,13 +127,6 @@ export class IptablesFirewall implements Firewall {
         },
       );
     }
-  }
-
-  private async chainExists(table: string, chain: string): Promise<boolean> {
-    const r = await this.run(this.bin.iptables, ['-w', '-t', table, '-S', chain]);
-    if (r.code === 0) return true;
-    if (/No chain|does not exist|Table does not exist/i.test(r.stderr)) return false;
-    throw netFailure(`reading chain ${chain}`, this.bin.iptables, ['-t', table, '-S', chain], r);
   }
 
   async status(): Promise<FirewallStatus> {
