@@ -97,7 +97,12 @@ export function netFailure(
   r: RunResult,
   opts: { hint?: string } = {},
 ): BangerError {
-  const said = lastLine(r.stderr) || lastLine(r.stdout) || `exit ${r.code}`;
+  const said =
+    lastLine(r.stderr) ||
+    lastLine(r.stdout) ||
+    (r.signal
+      ? `killed by ${r.signal} (timed out after ${NET_TIMEOUT_MS / 1000}s?)`
+      : `exit ${r.code}`);
   const text = `${r.stderr}\n${r.stdout}`;
   const rule = HINTS.find((h) => h.re.test(text));
   const tool = rule?.code === 'tool_missing' ? (rule.re.exec(text)?.[1] ?? cmd) : cmd;
