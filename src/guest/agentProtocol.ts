@@ -1,0 +1,264 @@
+import { z } from 'zod';
+
+/**
+ * The host <-> guest agent protocol (see docs/guest-agent.md): newline-delimited
+ * JSON. Host requests `{"id":n,"op":...}`, the agent answers each with
+ * `{"id":n,"ok":true,"result":{...}}` or `{"id":n,"ok":false,"error":"...","code":"..."}`
+ * and may send unsolicited `{"event":...}` lines. These schemas are what the
+ * host holds the agent to; result objects are not strict so a newer agent may
+ * add fields without breaking an older host.
+ */
+
+export const AGENT_PROTOCOL_VERSION = 1;
+/** Name of the QEMU virtserialport the agent looks for (`-device virtserialport,name=...`). */
+export const AGENT_VIRTIO_PORT_NAME = 'banger.agent';
+/** Guest vsock port the agent listens on (Firecracker: `CONNECT 1024`). */
+export const AGENT_VSOCK_PORT = 1024;
+/** A request line, newline included, may not exceed this many bytes. */
+export const AGENT_MAX_REQUEST_BYTES = 65536;
+
+export const AGENT_OPS = [
+  'hello',
+  'wait-ready',
+  'ports',
+  'stats',
+  'sync',
+  'poweroff',
+  'reboot',
+] as const;
+export const AgentOpSchema = z.enum(AGENT_OPS);
+export type AgentOp = z.infer<typeof AgentOpSchema>;
+
+/** Error codes the agent puts in `code` next to `error`. */
+export const AGENT_ERROR_CODES = [
+  'bad_request',
+  'unknown_op',
+  'too_large',
+  'timeout',
+  'busy',
+  'failed',
+] as const;
+
+// ---------- requests ----------
+
+const requestId = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+export const WaitReadyArgsSchema = z.object({
+  /** Agent-side limit; the agent answers `timeout` after it. Absent = until the connection ends. */
+  timeoutMs: z.number().int().nonnegative().optional(),
+});
+
+export const AgentRequestSchema = z.discriminatedUnion('op', [
+  z.object({ id: requestId, op: z.literal('hello') }),
+  z.object({ id: requestId, op: z.literal('wait-ready') }).extend(WaitReadyArgsSchema.shape),
+  z.object({ id: requestId, op: z.literal('ports') }),
+  z.object({ id: requestId, op: z.literal('stats') }),
+  z.object({ id: requestId, op: z.literal('sync') }),
+  z.object({ id: requestId, op: z.literal('poweroff') }),
+  z.object({ id: requestId, op: z.literal('reboot') }),
+]);
+export type AgentRequest = z.infer<typeof AgentRequestSchema>;
+
+/** Arguments each op takes besides id/op. */
+export interface AgentArgs {
+  hello: Record<string, never>;
+  'wait-ready': z.infer<typeof WaitReadyArgsSchema>;
+  ports: Record<string, never>;
+  stats: Record<string, never>;
+  sync: Record<string, never>;
+  poweroff: Record<string, never>;
+  reboot: Record<string, never>;
+}
+
+// ---------- results ----------
+
+export const HelloResultSchema = z.object({
+  protocol: z.number().int(),
+  agentVersion: z.string(),
+  hostname: z.string(),
+  /** /proc/sys/kernel/random/boot_id: changes on every guest boot. */
+  bootId: z.string().nullable(),
+  uptimeMs: z.number().nonnegative(),
+  /** sshd is listening on port 22 right now. */
+  ready: z.boolean(),
+  transport: z.string(),
+  ops: z.array(z.string()),
+});
+export type HelloResult = z.infer<typeof HelloResultSchema>;
+
+export const ReadyResultSchema = z.object({
+  /** Lines of /etc/ssh/ssh_host_*_key.pub (`<type> <base64> [comment]`), sorted by file name. */
+  hostKeys: z.array(z.string()),
+  /** Guest uptime (ms since boot) when sshd was first seen listening. */
+  readyAtMs: z.number().nonnegative(),
+  sshPort: z.number().int(),
+});
+export type ReadyResult = z.infer<typeof ReadyResultSchema>;
+
+export const ListeningSocketSchema = z.object({
+  proto: z.enum(['tcp', 'tcp6', 'udp', 'udp6']),
+  address: z.string(),
+  port: z.number().int().min(0).max(65535),
+  pid: z.number().int().positive().nullable(),
+  process: z.string().nullable(),
+});
+export type ListeningSocket = z.infer<typeof ListeningSocketSchema>;
+
+export const PortsResultSchema = z.object({
+  ports: z.array(ListeningSocketSchema),
+  /** More sockets than the agent reports at once (1024). */
+  truncated: z.boolean(),
+});
+export type PortsResult = z.infer<typeof PortsResultSchema>;
+
+export const CpuTicksSchema = z.object({
+  user: z.number(),
+  nice: z.number(),
+  system: z.number(),
+  idle: z.number(),
+  iowait: z.number(),
+  irq: z.number(),
+  softirq: z.number(),
+  steal: z.number(),
+  guest: z.number(),
+  guestNice: z.number(),
+});
+export type CpuTicks = z.infer<typeof CpuTicksSchema>;
+
+export const DiskUsageSchema = z.object({
+  mount: z.string(),
+  totalBytes: z.number().nonnegative(),
+  /** Free blocks (what root can still use). */
+  freeBytes: z.number().nonnegative(),
+  /** Free blocks available to unprivileged users (df's "Avail"). */
+  availBytes: z.number().nonnegative(),
+});
+export type DiskUsage = z.infer<typeof DiskUsageSchema>;
+
+export const StatsResultSchema = z.object({
+  uptimeMs: z.number().nonnegative(),
+  load1: z.number(),
+  load5: z.number(),
+  load15: z.number(),
+  memTotalKib: z.number().nonnegative(),
+  memAvailableKib: z.number().nonnegative(),
+  memFreeKib: z.number().nonnegative(),
+  cpus: z.number().int().nonnegative(),
+  /** USER_HZ: cpuTicks are in 1/clockTicksPerSec seconds. */
+  clockTicksPerSec: z.number().int().positive(),
+  /** Totals over all CPUs since boot (first line of /proc/stat); diff two samples for usage. */
+  cpuTicks: CpuTicksSchema.nullable(),
+  /** `/` and `/root` (the work disk); a mount that cannot be read is left out. */
+  disks: z.array(DiskUsageSchema),
+});
+export type StatsResult = z.infer<typeof StatsResultSchema>;
+
+export const PowerResultSchema = z.object({
+  action: z.enum(['poweroff', 'reboot']),
+  /** How the agent will act: `systemctl` when systemd is PID 1, else `reboot(2)`. */
+  method: z.string(),
+  /** True when the agent was started with power actions disabled (tests). */
+  dryRun: z.boolean(),
+});
+export type PowerResult = z.infer<typeof PowerResultSchema>;
+
+export const EmptyResultSchema = z.object({});
+
+export const AgentResultSchemas = {
+  hello: HelloResultSchema,
+  'wait-ready': ReadyResultSchema,
+  ports: PortsResultSchema,
+  stats: StatsResultSchema,
+  sync: EmptyResultSchema,
+  poweroff: PowerResultSchema,
+  reboot: PowerResultSchema,
+} as const satisfies Record<AgentOp, z.ZodType>;
+
+export type AgentResult<O extends AgentOp> = z.infer<(typeof AgentResultSchemas)[O]>;
+
+// ---------- responses and events ----------
+
+export const AgentOkResponseSchema = z.object({
+  id: requestId,
+  ok: z.literal(true),
+  result: z.unknown(),
+});
+
+export const AgentErrorResponseSchema = z.object({
+  /** null when the agent could not tell which request failed (unparseable line). */
+  id: requestId.nullable(),
+  ok: z.literal(false),
+  error: z.string(),
+  /** One of AGENT_ERROR_CODES; other strings are tolerated from newer agents. */
+  code: z.string().optional(),
+});
+
+export const AgentResponseSchema = z.discriminatedUnion('ok', [
+  AgentOkResponseSchema,
+  AgentErrorResponseSchema,
+]);
+export type AgentResponse = z.infer<typeof AgentResponseSchema>;
+
+export const ReadyEventSchema = z
+  .object({ event: z.literal('ready') })
+  .extend(ReadyResultSchema.shape);
+export type ReadyEvent = z.infer<typeof ReadyEventSchema>;
+
+/** Any event; known ones are checked further with their own schema. */
+export const AgentEventSchema = z.looseObject({ event: z.string() });
+export type AgentEvent = z.infer<typeof AgentEventSchema>;
+
+/** One line from the agent: a response or an event. */
+export type AgentMessage =
+  { kind: 'response'; response: AgentResponse } | { kind: 'event'; event: AgentEvent };
+
+/**
+ * Parse one line received from the agent. Throws a plain Error with a short
+ * reason when the line is neither a valid response nor an event.
+ */
+export function parseAgentLine(line: string): AgentMessage {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    throw new Error(`not JSON: ${line.slice(0, 80)}`);
+  }
+  if (raw !== null && typeof raw === 'object' && 'event' in raw) {
+    const ev = AgentEventSchema.safeParse(raw);
+    if (!ev.success) throw new Error(`invalid event: ${line.slice(0, 80)}`);
+    return { kind: 'event', event: ev.data };
+  }
+  const res = AgentResponseSchema.safeParse(raw);
+  if (!res.success) throw new Error(`invalid response: ${line.slice(0, 80)}`);
+  return { kind: 'response', response: res.data };
+}
+
+/** The request line (with newline) for op; checks the size limit. */
+export function encodeAgentRequest<O extends AgentOp>(
+  id: number,
+  op: O,
+  args: AgentArgs[O],
+): string {
+  const req = AgentRequestSchema.parse({ ...args, id, op });
+  const line = JSON.stringify(req) + '\n';
+  if (Buffer.byteLength(line) > AGENT_MAX_REQUEST_BYTES) {
+    throw new Error(`agent request ${op} is over ${AGENT_MAX_REQUEST_BYTES} bytes`);
+  }
+  return line;
+}
+
+/** Split a host key line `<type> <base64> [comment]` for known_hosts. */
+export function parseHostKey(
+  line: string,
+): { type: string; key: string; comment?: string } | undefined {
+  const parts = line.trim().split(/\s+/);
+  if (
+    parts.length < 2 ||
+    !/^(ssh-|ecdsa-|sk-)/.test(parts[0]!) ||
+    !/^[A-Za-z0-9+/]+=*$/.test(parts[1]!)
+  ) {
+    return undefined;
+  }
+  const comment = parts.slice(2).join(' ');
+  return { type: parts[0]!, key: parts[1]!, ...(comment ? { comment } : {}) };
+}

@@ -1,0 +1,619 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { BangerError } from '../../src/errors.js';
+import { AgentClient } from '../../src/guest/agentClient.js';
+import {
+  AGENT_OPS,
+  AGENT_VIRTIO_PORT_NAME,
+  type ReadyEvent,
+} from '../../src/guest/agentProtocol.js';
+
+/**
+ * The real guest agent binary (scripts/build-agent.sh) against a fixture root
+ * (fake /proc/net/tcp etc.) over Unix sockets, driven by the real AgentClient
+ * or by raw lines. Every process started here is stopped by pid; every file
+ * lives under one temp dir that is removed at the end.
+ */
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-agent-test-'));
+let agentBin: string | undefined;
+let buildError = '';
+const children = new Set<ChildProcess>();
+
+before(() => {
+  if (process.env.BANGER_AGENT_BIN) {
+    agentBin = process.env.BANGER_AGENT_BIN;
+    return;
+  }
+  const out = path.join(tmp, 'bin');
+  const r = spawnSync('bash', [path.join(REPO_ROOT, 'scripts/build-agent.sh'), out], {
+    encoding: 'utf8',
+    env: { ...process.env, AGENT_WERROR: '1' },
+  });
+  if (r.status === 0) agentBin = path.join(out, 'banger-agent');
+  else buildError = (r.stderr || r.stdout || '').trim().split('\n').pop() ?? 'build failed';
+});
+
+after(async () => {
+  for (const c of children) await stopChild(c);
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+async function stopChild(c: ChildProcess): Promise<void> {
+  if (c.exitCode === null && c.signalCode === null) {
+    const gone = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    await Promise.race([gone, sleep(2000)]);
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }
+  children.delete(c);
+}
+
+// ---------- fixture root ----------
+
+const hex4 = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0');
+const TCP_HEADER =
+  '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
+const UDP_HEADER =
+  '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops';
+// Addresses as the kernel prints them on x86: each 32-bit word in host (little-endian) order.
+const V4_ANY = '00000000';
+const V4_LOOP = '0100007F';
+const V4_GUEST = '0200000A'; // 10.0.0.2
+const V4_HOST = '0100000A'; // 10.0.0.1
+const V6_ANY = '0'.repeat(32);
+const V6_LOOP = '000000000000000000000000' + '01000000';
+
+function sockLine(
+  sl: number,
+  local: string,
+  lport: number,
+  rem: string,
+  rport: number,
+  st: string,
+  inode: number,
+): string {
+  return `${String(sl).padStart(4)}: ${local}:${hex4(lport)} ${rem}:${hex4(rport)} ${st} 00000000:00000000 00:00000000 00000000     0        0 ${inode} 1 0000000000000000 100 0 0 10 0`;
+}
+
+function tcpTable(sshListening: boolean): string {
+  const lines = [
+    TCP_HEADER,
+    sockLine(0, V4_LOOP, 5432, V4_ANY, 0, '0A', 1002),
+    // an outgoing connection *to* port 22 elsewhere must not count as sshd
+    sockLine(1, V4_GUEST, 40000, V4_HOST, 22, '01', 0),
+  ];
+  if (sshListening) lines.push(sockLine(2, V4_ANY, 22, V4_ANY, 0, '0A', 1001));
+  return lines.join('\n') + '\n';
+}
+
+interface Fixture {
+  root: string;
+  setSshListening(on: boolean): void;
+}
+
+function makeFixture(name: string, opts: { sshListening?: boolean } = {}): Fixture {
+  const root = path.join(tmp, name);
+  const w = (rel: string, content: string): void => {
+    const p = path.join(root, rel);
+    fs.mkdirSync(path.dirname(p), { recursive: true });
+    // write then rename, as the kernel's files never appear half-written
+    fs.writeFileSync(`${p}.tmp`, content);
+    fs.renameSync(`${p}.tmp`, p);
+  };
+  w('proc/sys/kernel/hostname', 'fixture-vm\n');
+  w('proc/sys/kernel/random/boot_id', '0f7c6a2e-1111-4222-8333-944455556666\n');
+  w('proc/loadavg', '0.42 0.30 0.10 1/99 1234\n');
+  w(
+    'proc/meminfo',
+    'MemTotal:        2000000 kB\nMemFree:         1500000 kB\nMemAvailable:    1800000 kB\nBuffers: 1 kB\n',
+  );
+  w(
+    'proc/stat',
+    'cpu  100 1 50 1000 5 0 2 3 0 0\ncpu0 50 1 25 500 2 0 1 1 0 0\ncpu1 50 0 25 500 3 0 1 2 0 0\n' +
+      `intr ${'0 '.repeat(3000)}\nctxt 12345\nbtime 1700000000\n`,
+  );
+  w('proc/net/tcp', tcpTable(opts.sshListening ?? false));
+  w(
+    'proc/net/tcp6',
+    [
+      TCP_HEADER,
+      sockLine(0, V6_ANY, 8080, V6_ANY, 0, '0A', 1003),
+      sockLine(1, V6_LOOP, 631, V6_ANY, 0, '0A', 1004),
+    ].join('\n') + '\n',
+  );
+  w(
+    'proc/net/udp',
+    [
+      UDP_HEADER,
+      sockLine(0, V4_ANY, 68, V4_ANY, 0, '07', 1005),
+      // a connected UDP socket is not a listener
+      sockLine(1, V4_GUEST, 50000, V4_HOST, 53, '01', 1006),
+    ].join('\n') + '\n',
+  );
+  w('proc/net/udp6', UDP_HEADER + '\n');
+  const proc = (pid: number, comm: string, fds: Record<string, number>): void => {
+    w(`proc/${pid}/comm`, `${comm}\n`);
+    for (const [fd, inode] of Object.entries(fds)) {
+      fs.symlinkSync(`socket:[${inode}]`, path.join(root, `proc/${pid}/fd/${fd}`));
+    }
+  };
+  fs.mkdirSync(path.join(root, 'proc/500/fd'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'proc/600/fd'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'proc/700/fd'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'proc/800/fd'), { recursive: true });
+  proc(500, 'sshd', { '3': 1001 });
+  proc(600, 'postgres', { '5': 1002, '6': 9999 });
+  proc(700, 'node', { '20': 1003 });
+  proc(800, 'dhclient', { '4': 1005 });
+  fs.symlinkSync('/dev/null', path.join(root, 'proc/800/fd/0'));
+  w(
+    'etc/ssh/ssh_host_ed25519_key.pub',
+    'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEd25519FixtureKey root@fixture\n',
+  );
+  w(
+    'etc/ssh/ssh_host_ecdsa_key.pub',
+    'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAFixture root@fixture\n',
+  );
+  w('etc/ssh/ssh_host_ed25519_key', '-----BEGIN OPENSSH PRIVATE KEY----- (not a public key)\n');
+  w('etc/ssh/sshd_config', 'PermitRootLogin prohibit-password\n');
+  fs.mkdirSync(path.join(root, 'root'), { recursive: true });
+  fs.mkdirSync(path.join(root, 'run/systemd/system'), { recursive: true });
+  return { root, setSshListening: (on) => w('proc/net/tcp', tcpTable(on)) };
+}
+
+// ---------- running the agent ----------
+
+interface Agent {
+  proc: ChildProcess;
+  log(): string;
+  stop(): Promise<void>;
+}
+
+async function startAgent(args: string[], waitStarted = true): Promise<Agent> {
+  const proc = spawn(agentBin!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(proc);
+  let log = '';
+  proc.stdout!.on('data', (c: Buffer) => (log += c.toString()));
+  proc.stderr!.on('data', (c: Buffer) => (log += c.toString()));
+  const agent = { proc, log: () => log, stop: () => stopChild(proc) };
+  if (waitStarted)
+    await until('banger-agent: started', () => log.includes('banger-agent: started'));
+  return agent;
+}
+
+let seq = 0;
+const sockPath = (): string => path.join(tmp, `s${++seq}.sock`);
+
+/** A raw line-level connection, for what the typed client never sends. */
+async function rawConn(
+  p: string,
+): Promise<{ send(s: string): void; next(): Promise<Record<string, unknown>>; close(): void }> {
+  const sock = net.connect({ path: p });
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  let buf = '';
+  const lines: string[] = [];
+  sock.on('data', (c: Buffer) => {
+    buf += c.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      lines.push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  return {
+    send: (s) => sock.write(s),
+    next: async () => {
+      await until('a line from the agent', () => lines.length > 0);
+      return JSON.parse(lines.shift()!) as Record<string, unknown>;
+    },
+    close: () => sock.destroy(),
+  };
+}
+
+describe('guest agent binary', () => {
+  test('builds as a static binary', (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const size = fs.statSync(agentBin).size;
+    assert.ok(size > 10_000 && size < 2_000_000, `size ${size}`);
+    const v = spawnSync(agentBin, ['--version'], { encoding: 'utf8' });
+    assert.equal(v.status, 0);
+    assert.match(v.stdout, /^banger-agent \S+ \(protocol 1\)/);
+    const bad = spawnSync(agentBin, ['--bogus'], { encoding: 'utf8' });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /unknown option '--bogus'/);
+  });
+
+  test('hello, stats, sync and the startup line', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('hello');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    assert.match(
+      agent.log(),
+      /banger-agent: started \(.*transport unix listen .*power actions disabled\)/,
+    );
+    const client = AgentClient.unix(p, { label: 'vm test' });
+    try {
+      const h = await client.hello();
+      assert.equal(h.protocol, 1);
+      assert.equal(h.hostname, 'fixture-vm');
+      assert.equal(h.bootId, '0f7c6a2e-1111-4222-8333-944455556666');
+      assert.equal(h.ready, false);
+      assert.equal(h.transport, 'unix');
+      assert.deepEqual(h.ops, [...AGENT_OPS]);
+      assert.ok(h.uptimeMs > 0);
+
+      const s = await client.stats();
+      assert.equal(s.load1, 0.42);
+      assert.equal(s.memTotalKib, 2_000_000);
+      assert.equal(s.memAvailableKib, 1_800_000);
+      assert.equal(s.memFreeKib, 1_500_000);
+      assert.equal(s.cpus, 2);
+      assert.deepEqual(s.cpuTicks, {
+        user: 100,
+        nice: 1,
+        system: 50,
+        idle: 1000,
+        iowait: 5,
+        irq: 0,
+        softirq: 2,
+        steal: 3,
+        guest: 0,
+        guestNice: 0,
+      });
+      assert.ok(s.clockTicksPerSec > 0);
+      assert.deepEqual(
+        s.disks.map((d) => d.mount),
+        ['/', '/root'],
+      );
+      for (const d of s.disks)
+        assert.ok(d.totalBytes > 0 && d.freeBytes <= d.totalBytes && d.availBytes <= d.freeBytes);
+
+      assert.deepEqual(await client.sync(), {});
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+    assert.match(agent.log(), /banger-agent: stopping/);
+    assert.equal(fs.existsSync(p), false, 'the listening socket is removed on SIGTERM');
+  });
+
+  test('ports: tcp, tcp6 and udp listeners with their processes', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('ports', { sshListening: true });
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p);
+    try {
+      const r = await client.ports();
+      assert.equal(r.truncated, false);
+      assert.deepEqual(r.ports, [
+        { proto: 'tcp', address: '0.0.0.0', port: 22, pid: 500, process: 'sshd' },
+        { proto: 'tcp', address: '127.0.0.1', port: 5432, pid: 600, process: 'postgres' },
+        { proto: 'tcp6', address: '::1', port: 631, pid: null, process: null },
+        { proto: 'tcp6', address: '::', port: 8080, pid: 700, process: 'node' },
+        { proto: 'udp', address: '0.0.0.0', port: 68, pid: 800, process: 'dhclient' },
+      ]);
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
+  test('wait-ready answers when sshd starts listening, serving other requests meanwhile', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('ready');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p);
+    const events: ReadyEvent[] = [];
+    client.on('ready', (e) => events.push(e));
+    try {
+      await client.connect();
+      let settled = false;
+      const waiting = client.waitReady({ timeoutMs: 10_000 }).finally(() => (settled = true));
+      // a second waiter on another connection
+      const other = AgentClient.unix(p);
+      const waiting2 = other.waitReady({ timeoutMs: 10_000 });
+      await sleep(300);
+      assert.equal(settled, false);
+      // the agent keeps answering while the waiters are parked
+      const [h, ports, stats] = await Promise.all([client.hello(), client.ports(), client.stats()]);
+      assert.equal(h.ready, false);
+      assert.equal(ports.ports.length, 4);
+      assert.equal(stats.cpus, 2);
+      assert.equal(settled, false);
+
+      const before = Date.now();
+      fx.setSshListening(true);
+      const r = await waiting;
+      assert.ok(Date.now() - before < 2000, 'answered soon after the flip');
+      assert.deepEqual(r.hostKeys, [
+        'ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAFixture root@fixture',
+        'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEd25519FixtureKey root@fixture',
+      ]);
+      assert.equal(r.sshPort, 22);
+      assert.ok(r.readyAtMs > 0);
+      assert.deepEqual(await waiting2, r);
+      other.close();
+
+      await until('the ready event', () => events.length === 1);
+      assert.deepEqual(events[0], { event: 'ready', ...r });
+      assert.match(agent.log(), /banger-agent: sshd ready after \d+ ms/);
+
+      // once ready, later calls answer at once with the same first-seen time
+      assert.deepEqual(await client.waitReady({ timeoutMs: 1000 }), r);
+      assert.equal((await client.hello()).ready, true);
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
+  test('wait-ready times out in the agent with a clear error', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('notready');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p, { label: 'vm slow' });
+    try {
+      const err = await client.waitReady({ timeoutMs: 300 }).then(
+        () => assert.fail('resolved'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof BangerError);
+      assert.equal(err.code, 'timeout');
+      assert.match(err.message, /^vm slow: sshd is not listening on port 22 after \d+ ms$/);
+      // the connection is still usable
+      assert.equal((await client.hello()).ready, false);
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
+  test('bad requests get one-line errors and the agent keeps serving', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('bad');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const c = await rawConn(p);
+    try {
+      c.send('{"id":1,"op":"frobnicate"}\n');
+      assert.deepEqual(await c.next(), {
+        id: 1,
+        ok: false,
+        code: 'unknown_op',
+        error:
+          'unknown op "frobnicate" (known: hello, wait-ready, ports, stats, sync, poweroff, reboot)',
+      });
+      c.send('this is not json\n');
+      const bad = await c.next();
+      assert.equal(bad.id, null);
+      assert.equal(bad.code, 'bad_request');
+      assert.match(String(bad.error), /^invalid JSON at byte 0/);
+      c.send(
+        '{"id":2}\n{"op":"hello"}\n{"id":3,"op":"hello","nested":{"a":1}}\n{"id":-1,"op":"hello"}\n',
+      );
+      assert.match(String((await c.next()).error), /missing or invalid "op"/);
+      assert.match(String((await c.next()).error), /missing or invalid "id"/);
+      const nested = await c.next();
+      assert.equal(nested.id, 3, 'the id is salvaged from a line that fails to parse');
+      assert.match(String(nested.error), /nested objects and arrays are not supported/);
+      assert.match(String((await c.next()).error), /missing or invalid "id"/);
+      c.send('{"id":4,"op":"wait-ready","timeoutMs":"soon"}\n');
+      assert.match(String((await c.next()).error), /"timeoutMs" must be a non-negative number/);
+
+      // over 64 KiB: one error (with the id, found at the start), then business as usual
+      c.send(`{"id":5,"op":"hello","pad":"${'x'.repeat(70_000)}"}\n{"id":6,"op":"hello"}\n`);
+      const big = await c.next();
+      assert.equal(big.id, 5);
+      assert.equal(big.code, 'too_large');
+      assert.match(String(big.error), /request too large/);
+      const after = await c.next();
+      assert.equal(after.id, 6);
+      assert.equal(after.ok, true);
+
+      // blank lines (the host's resync) and CRLF are fine; strings may be escaped
+      c.send('\n\r\n  {"id":7,"op":"\\u0068ello"}\r\n');
+      assert.equal((await c.next()).id, 7);
+    } finally {
+      c.close();
+      await agent.stop();
+    }
+  });
+
+  test('poweroff and reboot answer first and are dry runs on Unix sockets', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('power');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p);
+    try {
+      assert.deepEqual(await client.poweroff(), {
+        action: 'poweroff',
+        method: 'systemctl',
+        dryRun: true,
+      });
+      await until('the dry-run log line', () =>
+        agent.log().includes('poweroff requested by the host (dry run'),
+      );
+      fs.rmSync(path.join(fx.root, 'run/systemd'), { recursive: true });
+      assert.deepEqual(await client.reboot(), {
+        action: 'reboot',
+        method: 'reboot(2)',
+        dryRun: true,
+      });
+      await until('the dry-run log line', () =>
+        agent.log().includes('reboot requested by the host (dry run'),
+      );
+      assert.equal(agent.proc.exitCode, null, 'still running');
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
+  test('serves several host connections at once', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('multi');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const clients = Array.from({ length: 5 }, () => AgentClient.unix(p));
+    try {
+      const hellos = await Promise.all(clients.flatMap((c) => [c.hello(), c.hello(), c.hello()]));
+      assert.equal(hellos.length, 15);
+      // a client that goes away with a parked waiter does not disturb the others
+      const gone = await rawConn(p);
+      gone.send('{"id":1,"op":"wait-ready"}\n');
+      await sleep(100);
+      gone.close();
+      assert.equal((await clients[0]!.hello()).hostname, 'fixture-vm');
+    } finally {
+      for (const c of clients) c.close();
+      await agent.stop();
+    }
+  });
+
+  test('client: dials until the agent listens, and reconnects after the agent restarts', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('redial');
+    const p = sockPath();
+    const client = AgentClient.unix(p, { label: 'vm redial' });
+    let disconnects = 0;
+    client.on('disconnect', () => disconnects++);
+    let agent: Agent | undefined;
+    try {
+      const connecting = client.connect({ timeoutMs: 10_000 });
+      await sleep(300); // nothing listens yet: ENOENT, retried
+      agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+      await connecting;
+      assert.equal((await client.hello()).hostname, 'fixture-vm');
+
+      await agent.stop();
+      await until('the disconnect', () => disconnects === 1);
+      assert.equal(client.connected, false);
+      const pending = client.hello({ timeoutMs: 10_000 }); // dials again once the agent is back
+      await sleep(200);
+      agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+      assert.equal((await pending).hostname, 'fixture-vm');
+    } finally {
+      client.close();
+      await agent?.stop();
+    }
+  });
+
+  test('--connect-unix: the agent reconnects when the host drops the connection', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('connect');
+    const p = sockPath();
+    const accepted: net.Socket[] = [];
+    const server = net.createServer((s) => accepted.push(s));
+    await new Promise<void>((r) => server.listen(p, r));
+    const agent = await startAgent(['--root', fx.root, '--connect-unix', p]);
+    try {
+      await until('the first connection', () => accepted.length === 1);
+      const first = AgentClient.fromStream(accepted[0]!, { label: 'vm dial' });
+      assert.equal((await first.hello()).transport, 'unix');
+      // a partial line from this host must not leak into the next session
+      accepted[0]!.write('{"id":99,"op":"hel');
+      await sleep(50);
+      accepted[0]!.destroy();
+      await until('the agent to dial again', () => accepted.length === 2, 5000);
+      const second = AgentClient.fromStream(accepted[1]!);
+      assert.equal((await second.hello()).hostname, 'fixture-vm');
+      assert.match(agent.log(), /connection to .* closed; reconnecting/);
+      // the first client cannot reconnect by itself: it says so
+      const err = await first.hello().catch((e: unknown) => e);
+      assert.ok(err instanceof BangerError);
+      assert.equal(err.code, 'vmm_failed');
+      assert.match(err.message, /^vm dial: guest agent channel is closed$/);
+      second.close();
+    } finally {
+      await agent.stop();
+      for (const s of accepted) s.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('virtio-serial: finds the port by name in sysfs and does not spin while the host is away', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (spawnSync('socat', ['-V']).status !== 0) return t.skip('socat not installed');
+    const fx = makeFixture('serial');
+    // sysfs as the kernel shows a virtio port; the device node is a pty that socat
+    // bridges to a Unix socket (a pty hangs up like a port with no host attached)
+    fs.mkdirSync(path.join(fx.root, 'sys/class/virtio-ports/vport0p1'), { recursive: true });
+    fs.mkdirSync(path.join(fx.root, 'sys/class/virtio-ports/vport0p2'), { recursive: true });
+    fs.writeFileSync(
+      path.join(fx.root, 'sys/class/virtio-ports/vport0p1/name'),
+      'org.qemu.guest_agent.0\n',
+    );
+    fs.writeFileSync(
+      path.join(fx.root, 'sys/class/virtio-ports/vport0p2/name'),
+      `${AGENT_VIRTIO_PORT_NAME}\n`,
+    );
+    fs.mkdirSync(path.join(fx.root, 'dev'));
+    const host = sockPath();
+    const startSocat = (): ChildProcess => {
+      const s = spawn(
+        'socat',
+        [`PTY,link=${path.join(fx.root, 'dev/vport0p2')},raw,echo=0`, `UNIX-LISTEN:${host}`],
+        { stdio: 'ignore' },
+      );
+      children.add(s);
+      return s;
+    };
+    const socat = startSocat();
+    await until(
+      'the pty link',
+      () => fs.existsSync(path.join(fx.root, 'dev/vport0p2')) && fs.existsSync(host),
+    );
+    const agent = await startAgent(['--root', fx.root, '--transport', 'virtio-serial']);
+    try {
+      await until('the serial transport', () => agent.log().includes('vport0p2'));
+      assert.match(agent.log(), /started \(.*transport virtio-serial .*\/dev\/vport0p2/);
+      const client = AgentClient.unix(host, { label: 'vm serial' });
+      const h = await client.hello();
+      assert.equal(h.transport, 'virtio-serial');
+      client.close();
+      // socat exits with its one client; the pty hangs up, as a port does when QEMU's socket has no client
+      await until('socat to exit', () => socat.exitCode !== null || socat.signalCode !== null);
+      children.delete(socat);
+      const cpu0 = cpuTicks(agent.proc.pid!);
+      await sleep(1500);
+      const used = cpuTicks(agent.proc.pid!) - cpu0;
+      assert.ok(used < 30, `agent used ${used} ticks in 1.5 s while the host was away`);
+      assert.equal(agent.proc.exitCode, null);
+    } finally {
+      await agent.stop();
+      await stopChild(socat);
+    }
+  });
+});
+
+function cpuTicks(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]); // utime + stime
+}
