@@ -28,6 +28,14 @@ const walk = (dir) => {
   }
 };
 walk(path.join(root, 'dist', 'src'));
+// The guest agent: a static binary injected into every image.
+try {
+  execFileSync('bash', [path.join(root, 'scripts/build-agent.sh'), path.join(root, 'dist', 'guest')], { stdio: 'inherit' });
+} catch {
+  console.error('build failed: the guest agent did not compile (is musl-tools or a static libc installed?)');
+  process.exit(1);
+}
+hash.update(fs.readFileSync(path.join(root, 'dist', 'guest', 'banger-agent')));
 const build = hash.digest('hex').slice(0, 12);
 fs.writeFileSync(path.join(root, 'dist', 'build-info.json'), JSON.stringify({ build }) + '\n');
 console.log(`built dist (build ${build})`);
