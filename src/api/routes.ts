@@ -7,6 +7,18 @@ import {
   ShutdownResponseSchema,
   StatusSchema,
 } from './schemas/daemon.js';
+import {
+  DeletedSchema,
+  ImageBuildRequestSchema,
+  ImageCatalogEntrySchema,
+  ImageName,
+  ImagePullRequestSchema,
+  ImageRegisterRequestSchema,
+  ImageViewSchema,
+  KernelCatalogEntrySchema,
+  KernelPullRequestSchema,
+  KernelViewSchema,
+} from './schemas/images.js';
 
 /** The daemon API, version 1. Every route the CLI or TUI may call is listed here. */
 export const API_VERSION = 'v1';
@@ -46,6 +58,94 @@ export const routes = {
     path: '/v1/completion/names',
     response: CompletionNamesSchema,
     versionExempt: true,
+  }),
+
+  // ---- kernels ------------------------------------------------------------
+  kernelList: route({
+    id: 'kernelList',
+    method: 'GET',
+    path: '/v1/kernels',
+    response: z.object({ kernels: z.array(KernelViewSchema) }),
+  }),
+  kernelCatalog: route({
+    id: 'kernelCatalog',
+    method: 'GET',
+    path: '/v1/kernels/catalog',
+    response: z.object({ kernels: z.array(KernelCatalogEntrySchema) }),
+  }),
+  kernelPull: route({
+    id: 'kernelPull',
+    method: 'POST',
+    path: '/v1/kernels/pull',
+    kind: 'stream',
+    body: KernelPullRequestSchema,
+    response: KernelViewSchema,
+  }),
+  kernelDelete: route({
+    id: 'kernelDelete',
+    method: 'DELETE',
+    path: '/v1/kernels/:name',
+    params: z.object({ name: ImageName }),
+    response: DeletedSchema,
+  }),
+
+  // ---- images ---------------------------------------------------------------
+  imageList: route({
+    id: 'imageList',
+    method: 'GET',
+    path: '/v1/images',
+    response: z.object({ images: z.array(ImageViewSchema) }),
+  }),
+  imageCatalog: route({
+    id: 'imageCatalog',
+    method: 'GET',
+    path: '/v1/images/catalog',
+    response: z.object({ images: z.array(ImageCatalogEntrySchema) }),
+  }),
+  imageShow: route({
+    id: 'imageShow',
+    method: 'GET',
+    path: '/v1/images/:name',
+    params: z.object({ name: z.string() }),
+    response: ImageViewSchema,
+  }),
+  imagePull: route({
+    id: 'imagePull',
+    method: 'POST',
+    path: '/v1/images/pull',
+    kind: 'stream',
+    body: ImagePullRequestSchema,
+    response: ImageViewSchema,
+  }),
+  imageBuild: route({
+    id: 'imageBuild',
+    method: 'POST',
+    path: '/v1/images/build',
+    kind: 'stream',
+    body: ImageBuildRequestSchema,
+    response: ImageViewSchema,
+  }),
+  imageRegister: route({
+    id: 'imageRegister',
+    method: 'POST',
+    path: '/v1/images/register',
+    body: ImageRegisterRequestSchema,
+    response: ImageViewSchema,
+  }),
+  imagePromote: route({
+    id: 'imagePromote',
+    method: 'POST',
+    path: '/v1/images/:name/promote',
+    kind: 'stream',
+    params: z.object({ name: z.string() }),
+    response: ImageViewSchema,
+  }),
+  imageDelete: route({
+    id: 'imageDelete',
+    method: 'DELETE',
+    path: '/v1/images/:name',
+    params: z.object({ name: z.string() }),
+    response: DeletedSchema,
   }),
 };
 

@@ -5,6 +5,8 @@ import type { Paths } from '../config/paths.js';
 import type { ConfigSource } from '../config/source.js';
 import type { HostFacts } from '../config/vmDefaults.js';
 import { DoctorService } from '../doctor/service.js';
+import { KernelService } from '../image/kernel/service.js';
+import { ImageService } from '../image/service.js';
 import type { Store } from '../store/index.js';
 import { which } from '../util/exec.js';
 import type { Logger } from '../util/log.js';
@@ -13,6 +15,8 @@ import { resolveVmm } from '../vmm/resolve.js';
 import { followFile, tailFile } from '../util/tail.js';
 import { ApiServer } from './http.js';
 import type { KeyedMutex, Operations } from './ops.js';
+import { registerImageRoutes } from './routes/images.js';
+import type { ServiceDeps } from './services.js';
 
 /**
  * The daemon is a composition of services. Each service owns its tables and
@@ -40,6 +44,17 @@ export function createApp(ctx: DaemonContext): ApiServer {
     isShuttingDown: () => ctx.ops.isShuttingDown,
     inflight: () => ctx.ops.count,
   });
+
+  const deps: ServiceDeps = {
+    paths: ctx.paths,
+    config,
+    logger: ctx.logger,
+    store: ctx.store,
+    locks: ctx.locks,
+  };
+  const kernels = new KernelService(deps);
+  const images = new ImageService(deps, kernels);
+  registerImageRoutes(server, kernels, images);
 
   const doctor = new DoctorService({
     config,

@@ -111,13 +111,20 @@ export class ApiServer {
         },
       );
     }
+    // Literal segments win over parameters: /v1/images/catalog before /v1/images/:name.
+    let best: { reg: Registered; params: Record<string, string> } | undefined;
     let methodMismatch = false;
     for (const reg of this.registered) {
       const params = matchPath(reg.def.path, pathname);
       if (!params) continue;
-      if (reg.def.method === method) return { reg, params };
-      methodMismatch = true;
+      if (reg.def.method !== method) {
+        methodMismatch = true;
+        continue;
+      }
+      if (!best || Object.keys(params).length < Object.keys(best.params).length)
+        best = { reg, params };
     }
+    if (best) return best;
     if (methodMismatch)
       throw new BangerError('method_not_allowed', `${method} is not allowed on ${pathname}`);
     throw new BangerError('route_not_found', `no API route ${method} ${pathname}`, {

@@ -19,17 +19,23 @@ export async function ensureSshKey(keyPath: string): Promise<string> {
     const tmp = `${keyPath}.tmp-${process.pid}`;
     fs.rmSync(tmp, { force: true });
     fs.rmSync(`${tmp}.pub`, { force: true });
-    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'banger', '-f', tmp], { what: 'creating the banger SSH key' });
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'banger', '-f', tmp], {
+      what: 'creating the banger SSH key',
+    });
     fs.renameSync(`${tmp}.pub`, pub);
     fs.renameSync(tmp, keyPath);
   }
   if (!fs.existsSync(pub)) {
-    const r = await run('ssh-keygen', ['-y', '-f', keyPath], { what: `reading the public key of ${keyPath}` });
+    const r = await run('ssh-keygen', ['-y', '-f', keyPath], {
+      what: `reading the public key of ${keyPath}`,
+    });
     fs.writeFileSync(pub, r.stdout, { mode: 0o644 });
   }
   const text = fs.readFileSync(pub, 'utf8').trim();
   if (!/^ssh-(ed25519|rsa) |^ecdsa-/.test(text)) {
-    throw new BangerError('precondition', `${pub} is not an SSH public key`, { hint: 'fix or remove it (and the private key) so banger can create a new one' });
+    throw new BangerError('precondition', `${pub} is not an SSH public key`, {
+      hint: 'fix or remove it (and the private key) so banger can create a new one',
+    });
   }
   return text;
 }
@@ -38,12 +44,15 @@ const KEY_RE = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+
 
 /** known_hosts content with the lines of `alias` replaced by `keys` (pure). */
 export function replaceKnownHosts(current: string, alias: string, keys: string[]): string {
-  const kept = current
-    .split('\n')
-    .filter((l) => l.trim() && l.split(' ')[0] !== alias);
+  const kept = current.split('\n').filter((l) => l.trim() && l.split(' ')[0] !== alias);
   const added = keys.map((k) => {
     const m = KEY_RE.exec(k.trim());
-    if (!m) throw new BangerError('boot_failed', `the guest reported an invalid SSH host key for ${alias}`, { hint: 'see `banger vm logs`' });
+    if (!m)
+      throw new BangerError(
+        'boot_failed',
+        `the guest reported an invalid SSH host key for ${alias}`,
+        { hint: 'see `banger vm logs`' },
+      );
     return `${alias} ${m[0]}`;
   });
   const lines = [...kept, ...added];
@@ -81,7 +90,8 @@ export interface SshArgsInput {
   options?: Record<string, string>;
 }
 
-const shellQuote = (s: string): string => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+const shellQuote = (s: string): string =>
+  /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 
 /** argv for `ssh` (pure). The remote command is quoted for the guest shell. */
 export function sshArgs(i: SshArgsInput): string[] {

@@ -32,7 +32,8 @@ export interface VmLayout {
 export function vmLayout(vmsDir: string, vmId: string): VmLayout {
   const dir = path.join(vmsDir, vmId);
   const out = { dir } as VmLayout;
-  for (const [k, f] of Object.entries(VM_FILES)) (out as unknown as Record<string, string>)[k] = path.join(dir, f);
+  for (const [k, f] of Object.entries(VM_FILES))
+    (out as unknown as Record<string, string>)[k] = path.join(dir, f);
   return out;
 }
 

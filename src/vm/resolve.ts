@@ -14,10 +14,16 @@ export function resolveVmRef(store: VmLookup, ref: string): VmRecord {
     const matches = store.byIdPrefix(ref);
     if (matches.length === 1) return matches[0]!;
     if (matches.length > 1) {
-      throw new BangerError('ambiguous', `VM id prefix '${ref}' matches ${matches.length} VMs (${matches.map((m) => m.name).join(', ')})`, {
-        hint: 'use more characters of the id, or the name',
-      });
+      throw new BangerError(
+        'ambiguous',
+        `VM id prefix '${ref}' matches ${matches.length} VMs (${matches.map((m) => m.name).join(', ')})`,
+        {
+          hint: 'use more characters of the id, or the name',
+        },
+      );
     }
   }
-  throw new BangerError('not_found', `VM '${ref}' not found`, { hint: 'list VMs with `banger vm list`' });
+  throw new BangerError('not_found', `VM '${ref}' not found`, {
+    hint: 'list VMs with `banger vm list`',
+  });
 }
