@@ -4,6 +4,16 @@ import { IDENTITY } from '../version.js';
 import { completionCommand, completeCommand } from './commands/completion.js';
 import { daemonLogs, daemonSocket, daemonStatus, daemonStop } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
+import {
+  imageBuild,
+  imageDelete,
+  imageList,
+  imagePromote,
+  imagePull,
+  imageRegister,
+  imageShow,
+} from './commands/image.js';
+import { kernelDelete, kernelList, kernelPull } from './commands/kernel.js';
 import type { CliContext } from './context.js';
 
 /**
@@ -142,18 +152,22 @@ export function buildProgram(ctx: CliContext): Command {
 
   // ---- image ----------------------------------------------------------------
   const image = program.command('image').description('manage images');
-  image.command('list').alias('ls').description('list images').action(todo('image list'));
+  image
+    .command('list')
+    .alias('ls')
+    .description('list images')
+    .action(() => imageList(ctx));
   image
     .command('show')
     .description('show one image')
     .argument('<image>', 'image name')
-    .action(todo('image show'));
+    .action((name) => imageShow(ctx, name));
   image
     .command('delete')
     .alias('rm')
     .description('delete images')
     .argument('<image...>', 'image names')
-    .action(todo('image delete'));
+    .action((names) => imageDelete(ctx, names));
   image
     .command('pull')
     .description('pull a catalog image (debian-bookworm) or an OCI image (registry/repo:tag)')
@@ -161,7 +175,7 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--name <name>', 'name for the image')
     .option('--kernel-ref <kernel>', 'kernel to pair with the image')
     .option('--insecure', 'allow plain HTTP to a non-loopback registry')
-    .action(todo('image pull'));
+    .action((ref, opts) => imagePull(ctx, ref, opts));
   image
     .command('build')
     .description('build a new image from an existing one')
@@ -169,7 +183,7 @@ export function buildProgram(ctx: CliContext): Command {
     .requiredOption('--from-image <image>', 'image to start from')
     .option('--packages <list>', 'comma-separated Debian packages to add')
     .option('--docker', 'add Docker (docker.io)')
-    .action(todo('image build'));
+    .action((opts) => imageBuild(ctx, opts));
   image
     .command('register')
     .description('register an existing rootfs as an unmanaged image')
@@ -179,12 +193,12 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--kernel <path>', 'kernel image file')
     .option('--initrd <path>', 'initramfs file')
     .option('--work-seed <path>', 'ext4 seed for /root')
-    .action(todo('image register'));
+    .action((opts) => imageRegister(ctx, opts));
   image
     .command('promote')
     .description("copy an unmanaged image under banger's ownership")
     .argument('<image>', 'image name')
-    .action(todo('image promote'));
+    .action((name) => imagePromote(ctx, name));
 
   // ---- kernel ---------------------------------------------------------------
   const kernel = program.command('kernel').description('manage kernels');
@@ -193,18 +207,18 @@ export function buildProgram(ctx: CliContext): Command {
     .alias('ls')
     .description('list kernels')
     .option('--available', 'show the catalog')
-    .action(todo('kernel list'));
+    .action((opts) => kernelList(ctx, { available: Boolean(opts.available) }));
   kernel
     .command('pull')
     .description('fetch a kernel from the catalog')
     .argument('<catalog-kernel>', 'catalog name')
-    .action(todo('kernel pull'));
+    .action((name) => kernelPull(ctx, name));
   kernel
     .command('delete')
     .alias('rm')
     .description('delete kernels')
     .argument('<kernel...>', 'kernel names')
-    .action(todo('kernel delete'));
+    .action((names) => kernelDelete(ctx, names));
 
   // ---- host -----------------------------------------------------------------
   program
