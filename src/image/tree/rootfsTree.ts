@@ -152,6 +152,7 @@ export class RootfsTree {
       children: new Map(),
       layer: 0,
     };
+    this.root.inode.nlink = 1;
   }
 
   /** A new, empty tree staged in `dir`, which must not exist yet (its parent is created). */
