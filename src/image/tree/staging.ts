@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { RootfsTree } from './rootfsTree.js';
+import type { TreeLimits } from './rules.js';
+
+/**
+ * Where a tree is staged. Creating inodes is the slow part of unpacking (on the
+ * project machines ~0.5 ms per file on ext4, ~10 µs on tmpfs), and the staged
+ * copy only lives until mkfs has read it, so a tree that comfortably fits in
+ * memory is staged on tmpfs (/dev/shm) and otherwise in the caller's work dir.
+ *
+ * tmpfs staging lives in a private per-user dir (`/dev/shm/banger-<uid>`, 0700,
+ * refused if someone else made it); dirs of dead processes are swept on use.
+ */
+export interface StagingOptions {
+  /** Expected uncompressed size; without it the work dir is used. */
+  expectedBytes?: number;
+  /** `auto` (default), `disk` (always the work dir) or an explicit parent dir. */
+  staging?: 'auto' | 'disk' | string;
+  /** The tmpfs to consider (tests). */
+  tmpfs?: string;
+  limits?: Partial<TreeLimits>;
+}
+
+const DEFAULT_TMPFS = '/dev/shm';
+const TMPFS_MAGIC = 0x01021994;
+
+/** The parent dir for a new staging tree. Pure apart from statfs/lstat/meminfo. */
+export function chooseStagingParent(workDir: string, o: StagingOptions = {}): string {
+  const mode = o.staging ?? 'auto';
+  if (mode === 'disk') return workDir;
+  if (mode !== 'auto') return mode;
+  if (!o.expectedBytes) return workDir;
+  const tmpfs = o.tmpfs ?? DEFAULT_TMPFS;
+  try {
+    const st = fs.statfsSync(tmpfs);
+    if (st.type !== TMPFS_MAGIC) return workDir;
+    const free = st.bavail * st.bsize;
+    const need = o.expectedBytes * 1.2;
+    if (need > free / 2 || need > os.freemem() / 4) return workDir;
+    const uid = process.getuid?.() ?? 0;
+    const mine = path.join(tmpfs, `banger-${uid}`);
+    try {
+      fs.mkdirSync(mine, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return workDir;
+    }
+    const l = fs.lstatSync(mine);
+    if (!l.isDirectory() || l.uid !== uid || (l.mode & 0o077) !== 0) return workDir;
+    sweepStale(mine);
+    return mine;
+  } catch {
+    return workDir;
+  }
+}
+
+/** Remove staging dirs whose process is gone (`tree-<pid>-<rand>`). */
+function sweepStale(dir: string): void {
+  for (const name of fs.readdirSync(dir)) {
+    const m = /^tree-(\d+)-[0-9a-f]+$/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') {
+        fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+      }
+    }
+  }
+}
+
+/** A new RootfsTree staged where `chooseStagingParent` says. */
+export function createStagedTree(workDir: string, o: StagingOptions = {}): Promise<RootfsTree> {
+  const parent = chooseStagingParent(workDir, o);
+  const name = `tree-${process.pid}-${randomBytes(4).toString('hex')}`;
+  return RootfsTree.create(path.join(parent, name), { limits: o.limits });
+}
