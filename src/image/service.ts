@@ -41,6 +41,8 @@ export class ImageService {
 
   /** Return the image, pulling it from the catalog when missing (used by vm create/run). */
   async ensure(name: string, _emit: ProgressSink, _signal?: AbortSignal): Promise<ImageRecord> {
+    const found = this.get(name);
+    if (found) return found;
     throw notImplemented(`image pull ${name}`);
   }
 

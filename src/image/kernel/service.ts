@@ -22,6 +22,8 @@ export class KernelService {
 
   /** Pull (or return) a catalog kernel; concurrent calls for one name share one pull. */
   async ensure(name: string, _emit: ProgressSink, _signal?: AbortSignal): Promise<KernelRecord> {
+    const found = this.get(name);
+    if (found) return found;
     throw notImplemented(`kernel pull ${name}`);
   }
 
