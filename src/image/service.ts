@@ -51,6 +51,8 @@ export class ImageService {
     _emit: ProgressSink,
     _signal?: AbortSignal,
   ): Promise<ImageView> {
+    const found = this.get(req.ref);
+    if (found) return { ...found, kernel: found.kernelName, allocatedBytes: null };
     throw notImplemented(`image pull ${req.ref}`);
   }
 

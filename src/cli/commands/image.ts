@@ -1,3 +1,4 @@
+import { routes } from '../../api/routes.js';
 import { notImplemented } from '../../errors.js';
 import type { CliContext } from '../context.js';
 
@@ -14,11 +15,13 @@ export async function imageDelete(_ctx: CliContext, names: string[]): Promise<vo
 }
 
 export async function imagePull(
-  _ctx: CliContext,
+  ctx: CliContext,
   ref: string,
-  _opts: { name?: string; kernelRef?: string; insecure?: boolean },
+  opts: { name?: string; kernelRef?: string; insecure?: boolean },
 ): Promise<void> {
-  throw notImplemented(`image pull ${ref}`);
+  const img = await ctx.stream(routes.imagePull, { body: { ref, ...opts } });
+  if (ctx.flags.json) ctx.printJson(img);
+  else ctx.print(img.name);
 }
 
 export async function imageBuild(

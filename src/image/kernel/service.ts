@@ -28,6 +28,8 @@ export class KernelService {
   }
 
   async pull(name: string, _emit: ProgressSink, _signal?: AbortSignal): Promise<KernelView> {
+    const found = this.get(name);
+    if (found) return found;
     throw notImplemented(`kernel pull ${name}`);
   }
 
