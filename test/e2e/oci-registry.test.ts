@@ -321,6 +321,30 @@ describe('OCI pull from a local registry', () => {
     assertClean(d);
   });
 
+  test('a tree that outgrows its tmpfs staging budget is rebuilt on disk', async () => {
+    await pushImage(reg.host, 'test/grows', 'latest', [
+      { data: gzip(makeTar([{ name: 'big', content: Buffer.alloc(2 << 20, 3) }])) },
+    ]);
+    const d = caseDirs();
+    const events: StreamEvent[] = [];
+    const p = await pullOci(
+      `${reg.host}/test/grows`,
+      opts(d, { staging: 'auto', stagingBudgetBytes: 256 * 1024, emit: (e) => events.push(e) }),
+    );
+    assert.equal(p.tree.get('/big')!.size, 2 << 20);
+    const onTmpfs = fs.existsSync('/dev/shm') && fs.statfsSync('/dev/shm').type === 0x01021994;
+    if (onTmpfs) {
+      assert.ok(p.tree.dir.startsWith(d.work), 'moved to the work dir');
+      assert.ok(
+        events.some(
+          (e) => e.type === 'log' && /larger than expected; unpacking on disk/.test(e.message),
+        ),
+      );
+    }
+    await p.tree.dispose();
+    assertClean(d);
+  });
+
   test('blob redirects to another origin do not carry credentials', async () => {
     const auth = await startRegistry({ kind: 'htpasswd' });
     const proxy = await startProxy(auth.host, { storageAuth: auth.pushAuth });

@@ -354,6 +354,15 @@ describe('VM disk helpers', () => {
     await assert.rejects(growExt4(work, 1024 ** 3), /cannot shrink/);
     await growExt4(work, 2 * 1024 ** 3); // same size: nothing to do
     fsck(work);
+    // a disk a VM has used (mounted after its last check) needs e2fsck before resize2fs
+    assert.equal(sh('debugfs', ['-w', '-R', 'ssv mtime 20990101', work]).code, 0);
+    assert.match(
+      sh('resize2fs', [work, '3G']).err + sh('resize2fs', [work, '3G']).out,
+      /e2fsck -f/,
+    );
+    await growExt4(work, 3 * 1024 ** 3);
+    assert.equal((await ext4Usage(work)).sizeBytes, 3 * 1024 ** 3);
+    fsck(work);
 
     // replace a file, add one with a host source, keep the rest
     const host = path.join(tmp, 'hostfile');
