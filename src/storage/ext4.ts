@@ -541,7 +541,7 @@ export async function growExt4(
         allowFailure: true,
         signal,
       });
-      if (f.code > 1) throw resizeError(file, f.stdout + f.stderr);
+      if (f.code > 2) throw resizeError(file, f.stdout + f.stderr);
       const again = await run('resize2fs', [file], {
         what: `growing ${file}`,
         allowFailure: true,
