@@ -250,6 +250,25 @@ describe('OCI pull from a local registry', () => {
       const byDigest = await pullOci(`${proxy.host}/test/warm@${img.digest}`, opts(d));
       assert.deepEqual(proxy.requests, [], 'fully offline by digest');
       await byDigest.tree.dispose();
+      // another image sharing the first layer only fetches what it lacks
+      const shared = fs.readFileSync(
+        path.join(d.cache, 'blobs', 'sha256', img.layers[0]!.digest.slice(7)),
+      );
+      const other = await pushImage(reg.host, 'test/warm-other', 'latest', [
+        { data: shared },
+        { data: gzip(makeTar([{ name: 'c', content: 'c' }])) },
+      ]);
+      proxy.requests.length = 0;
+      const second = await pullOci(`${proxy.host}/test/warm-other`, opts(d));
+      assert.deepEqual(
+        blobGets()
+          .map((r) => r.path.split('/').pop())
+          .sort(),
+        [other.layers[1]!.digest, other.configDigest].sort(),
+        'only the new layer and the config',
+      );
+      assert.deepEqual(second.tree.list('/'), ['a', 'c']);
+      await second.tree.dispose();
       assertClean(d);
     } finally {
       await proxy.stop();
