@@ -28,7 +28,7 @@ before(async () => {
         res.writeHead(503);
         return res.end();
       case '/slow-headers':
-        return void setTimeout(() => res.end('late'), 2000);
+        return void setTimeout(() => res.end('late'), 2000).unref();
       case '/stall':
         res.writeHead(200, { 'content-length': '100' });
         res.write('x'.repeat(10));
