@@ -377,9 +377,9 @@ async function fixupImage(
     const a = actual.get(e.path);
     if (!a) throw new BangerError('internal', `${e.path} is missing from ${image} after mkfs`);
     const special = e.type === 'char' || e.type === 'block' || e.type === 'fifo';
-    // Hard links share an inode: fix it once (specials are separate inodes per name).
-    if (!special && done.has(e.inode)) continue;
-    done.add(e.inode);
+    // Hard links share an inode: fix it once.
+    if (done.has(a.ino)) continue;
+    done.add(a.ino);
     const spec = `<${a.ino}>`;
     const mode = TYPE_BITS[e.type] | e.mode;
     if ((a.mode & S_IFMT) !== TYPE_BITS[e.type]) {
