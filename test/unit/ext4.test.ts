@@ -305,6 +305,27 @@ describe('tar → ext4', () => {
     assert.ok(!fs.existsSync(path.join(tmp, 'nl.ext4')));
   });
 
+  test('a size estimate that misses is retried larger', async () => {
+    const out = path.join(tmp, 'retry.ext4');
+    const events: string[] = [];
+    const r = await tarToExt4(
+      chunked(makeTar([{ name: 'big', content: Buffer.alloc(64 << 20, 1) }]), 1 << 20),
+      out,
+      {
+        workDir: tmp,
+        headroom: -0.7,
+        emit: (e) => e.type === 'log' && events.push(e.message),
+      },
+    );
+    assert.ok(
+      events.some((m) => /estimate too small/.test(m)),
+      'retried',
+    );
+    assert.ok(r.sizeBytes > 64 << 20);
+    fsck(out);
+    fs.rmSync(out);
+  });
+
   test('an explicit size that is too small fails without leaving files', async () => {
     const out = path.join(tmp, 'small.ext4');
     await assert.rejects(
