@@ -377,9 +377,9 @@ async function fixupImage(
     const a = actual.get(e.path);
     if (!a) throw new BangerError('internal', `${e.path} is missing from ${image} after mkfs`);
     const special = e.type === 'char' || e.type === 'block' || e.type === 'fifo';
-    // Hard links share an inode: fix it once (specials are separate inodes per name).
-    if (!special && done.has(e.inode)) continue;
-    done.add(e.inode);
+    // Hard links share an inode: fix it once.
+    if (done.has(a.ino)) continue;
+    done.add(a.ino);
     const spec = `<${a.ino}>`;
     const mode = TYPE_BITS[e.type] | e.mode;
     if ((a.mode & S_IFMT) !== TYPE_BITS[e.type]) {
@@ -415,7 +415,7 @@ async function fixupImage(
 export interface TarToExt4Options extends BuildExt4Options {
   /** Work directory (the staging tree goes inside unless on tmpfs). Default: beside `out`. */
   workDir?: string;
-  /** Size of the tar if known: lets a small enough tree be staged on tmpfs (much faster). */
+  /** Uncompressed size if known (default: the tar file's size): a tree that fits is staged on tmpfs. */
   sizeHint?: number;
   /** `auto` (tmpfs when it fits, needs sizeHint), `disk`, or a parent dir for the staging tree. */
   staging?: 'auto' | 'disk' | string;
@@ -427,28 +427,52 @@ export interface TarToExt4Options extends BuildExt4Options {
   prepare?: (tree: RootfsTree) => void | Promise<void>;
 }
 
-/** One tar (a rootfs tarball, e.g. from mmdebstrap) → ext4 image. */
+/**
+ * One tar (a rootfs tarball, e.g. from mmdebstrap) → ext4 image. Give a file
+ * path rather than a stream when there is one: its size decides whether the
+ * tree can be staged on tmpfs, and it can be read again if it turns out larger.
+ */
 export async function tarToExt4(
-  tar: AsyncIterable<Uint8Array>,
+  tar: string | AsyncIterable<Uint8Array>,
   out: string,
   opts: TarToExt4Options = {},
 ): Promise<Ext4Result & { tree: TreeStats; extractMs: number }> {
   const t0 = Date.now();
   const workDir = opts.workDir ?? path.dirname(path.resolve(out));
-  const tree = await createStagedTree(workDir, {
-    expectedBytes: opts.sizeHint,
-    staging: opts.staging,
-    limits: opts.limits,
-  });
-  try {
-    opts.emit?.({ type: 'step', id: 'ext4:extract', label: 'unpack rootfs tar', state: 'start' });
-    await tree.applyLayer(tar, {
-      compression: opts.compression ?? 'auto',
-      devices: opts.devices ?? 'keep',
-      label: 'rootfs tar',
-      emit: opts.emit,
-      signal: opts.signal,
+  const sizeHint =
+    opts.sizeHint ?? (typeof tar === 'string' ? (await fs.promises.stat(tar)).size : undefined);
+  const open = () =>
+    typeof tar === 'string' ? fs.createReadStream(tar, { highWaterMark: 1 << 20 }) : tar;
+  const unpack = async (staging: TarToExt4Options['staging']): Promise<RootfsTree> => {
+    const tree = await createStagedTree(workDir, {
+      expectedBytes: sizeHint,
+      staging,
+      limits: opts.limits,
     });
+    try {
+      await tree.applyLayer(open(), {
+        compression: opts.compression ?? 'auto',
+        devices: opts.devices ?? 'keep',
+        label: 'rootfs tar',
+        emit: opts.emit,
+        signal: opts.signal,
+      });
+      return tree;
+    } catch (e) {
+      await tree.dispose();
+      throw e;
+    }
+  };
+  opts.emit?.({ type: 'step', id: 'ext4:extract', label: 'unpack rootfs tar', state: 'start' });
+  let tree: RootfsTree;
+  try {
+    tree = await unpack(opts.staging);
+  } catch (e) {
+    // Staged on tmpfs and it grew past its share of memory: start again on disk.
+    if (!(typeof tar === 'string' && e instanceof BangerError && e.details?.stagingFull)) throw e;
+    tree = await unpack('disk');
+  }
+  try {
     const extractMs = Date.now() - t0;
     opts.emit?.({
       type: 'step',
@@ -541,7 +565,7 @@ export async function growExt4(
         allowFailure: true,
         signal,
       });
-      if (f.code > 1) throw resizeError(file, f.stdout + f.stderr);
+      if (f.code > 2) throw resizeError(file, f.stdout + f.stderr);
       const again = await run('resize2fs', [file], {
         what: `growing ${file}`,
         allowFailure: true,

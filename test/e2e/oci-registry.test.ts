@@ -250,6 +250,25 @@ describe('OCI pull from a local registry', () => {
       const byDigest = await pullOci(`${proxy.host}/test/warm@${img.digest}`, opts(d));
       assert.deepEqual(proxy.requests, [], 'fully offline by digest');
       await byDigest.tree.dispose();
+      // another image sharing the first layer only fetches what it lacks
+      const shared = fs.readFileSync(
+        path.join(d.cache, 'blobs', 'sha256', img.layers[0]!.digest.slice(7)),
+      );
+      const other = await pushImage(reg.host, 'test/warm-other', 'latest', [
+        { data: shared },
+        { data: gzip(makeTar([{ name: 'c', content: 'c' }])) },
+      ]);
+      proxy.requests.length = 0;
+      const second = await pullOci(`${proxy.host}/test/warm-other`, opts(d));
+      assert.deepEqual(
+        blobGets()
+          .map((r) => r.path.split('/').pop())
+          .sort(),
+        [other.layers[1]!.digest, other.configDigest].sort(),
+        'only the new layer and the config',
+      );
+      assert.deepEqual(second.tree.list('/'), ['a', 'c']);
+      await second.tree.dispose();
       assertClean(d);
     } finally {
       await proxy.stop();
@@ -317,6 +336,30 @@ describe('OCI pull from a local registry', () => {
     const p = await pullOci(`${reg.host}/test/zstd`, opts(d));
     assert.equal(p.tree.readFile('/z/file').toString(), 'zstd layer');
     assert.equal(p.tree.readFile('/plain').toString(), 'plain layer');
+    await p.tree.dispose();
+    assertClean(d);
+  });
+
+  test('a tree that outgrows its tmpfs staging budget is rebuilt on disk', async () => {
+    await pushImage(reg.host, 'test/grows', 'latest', [
+      { data: gzip(makeTar([{ name: 'big', content: Buffer.alloc(2 << 20, 3) }])) },
+    ]);
+    const d = caseDirs();
+    const events: StreamEvent[] = [];
+    const p = await pullOci(
+      `${reg.host}/test/grows`,
+      opts(d, { staging: 'auto', stagingBudgetBytes: 256 * 1024, emit: (e) => events.push(e) }),
+    );
+    assert.equal(p.tree.get('/big')!.size, 2 << 20);
+    const onTmpfs = fs.existsSync('/dev/shm') && fs.statfsSync('/dev/shm').type === 0x01021994;
+    if (onTmpfs) {
+      assert.ok(p.tree.dir.startsWith(d.work), 'moved to the work dir');
+      assert.ok(
+        events.some(
+          (e) => e.type === 'log' && /larger than expected; unpacking on disk/.test(e.message),
+        ),
+      );
+    }
     await p.tree.dispose();
     assertClean(d);
   });

@@ -3,11 +3,10 @@
  * whatever credentials it was started with and prints the result as JSON.
  *   node ext4Child.js TAR OUT WORKDIR [staging]
  */
-import fs from 'node:fs';
 import { tarToExt4 } from '../../src/storage/ext4.js';
 
 const [tar, out, workDir, staging] = process.argv.slice(2) as [string, string, string, string?];
-const r = await tarToExt4(fs.createReadStream(tar), out, {
+const r = await tarToExt4(tar, out, {
   workDir,
   staging: staging ?? 'disk',
   label: 'unpriv',

@@ -1,10 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, createPrivateKey, randomBytes, sign, X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { runProcess } from './sandbox.js';
 
 /**
@@ -176,6 +177,24 @@ export async function pushManifest(
 export interface TestLayer {
   data: Buffer;
   mediaType?: string;
+  /** sha256 of the uncompressed tar (computed when not given). */
+  diffId?: string;
+}
+
+function diffIdOf(l: TestLayer, mediaType: string): string {
+  if (l.diffId) return l.diffId;
+  if (mediaType.endsWith('gzip')) {
+    try {
+      return sha256(zlib.gunzipSync(l.data));
+    } catch {
+      return sha256(l.data);
+    }
+  }
+  if (mediaType.endsWith('zstd')) {
+    const r = spawnSync('zstd', ['-d', '-c', '-q'], { input: l.data, maxBuffer: 1 << 30 });
+    return sha256(r.status === 0 ? r.stdout : l.data);
+  }
+  return sha256(l.data);
 }
 
 export interface PushedImage {
@@ -209,10 +228,12 @@ export async function pushImage(
     ? 'application/vnd.docker.image.rootfs.diff.tar.gzip'
     : 'application/vnd.oci.image.layer.v1.tar+gzip';
   const descs = [];
+  const diffIds: string[] = [];
   for (const [i, l] of layers.entries()) {
     const digest = await pushBlob(host, repo, l.data, o.auth);
     const d = { mediaType: l.mediaType ?? layerMt, digest, size: l.data.length };
     descs.push({ ...d, ...(o.lie?.(d, i) ?? {}) });
+    diffIds.push(diffIdOf(l, d.mediaType));
   }
   const config = Buffer.from(
     JSON.stringify({
@@ -224,7 +245,7 @@ export async function pushImage(
         WorkingDir: '/',
         ...(o.config ?? {}),
       },
-      rootfs: { type: 'layers', diff_ids: descs.map((d) => d.digest) },
+      rootfs: { type: 'layers', diff_ids: diffIds },
     }),
   );
   const configDigest = await pushBlob(host, repo, config, o.auth);

@@ -305,6 +305,27 @@ describe('tar → ext4', () => {
     assert.ok(!fs.existsSync(path.join(tmp, 'nl.ext4')));
   });
 
+  test('a size estimate that misses is retried larger', async () => {
+    const out = path.join(tmp, 'retry.ext4');
+    const events: string[] = [];
+    const r = await tarToExt4(
+      chunked(makeTar([{ name: 'big', content: Buffer.alloc(64 << 20, 1) }]), 1 << 20),
+      out,
+      {
+        workDir: tmp,
+        headroom: -0.7,
+        emit: (e) => e.type === 'log' && events.push(e.message),
+      },
+    );
+    assert.ok(
+      events.some((m) => /estimate too small/.test(m)),
+      'retried',
+    );
+    assert.ok(r.sizeBytes > 64 << 20);
+    fsck(out);
+    fs.rmSync(out);
+  });
+
   test('an explicit size that is too small fails without leaving files', async () => {
     const out = path.join(tmp, 'small.ext4');
     await assert.rejects(
@@ -353,6 +374,15 @@ describe('VM disk helpers', () => {
     assert.ok(u.totalBytes > 1.9 * 1024 ** 3);
     await assert.rejects(growExt4(work, 1024 ** 3), /cannot shrink/);
     await growExt4(work, 2 * 1024 ** 3); // same size: nothing to do
+    fsck(work);
+    // a disk a VM has used (mounted after its last check) needs e2fsck before resize2fs
+    assert.equal(sh('debugfs', ['-w', '-R', 'ssv mtime 20990101', work]).code, 0);
+    assert.match(
+      sh('resize2fs', [work, '3G']).err + sh('resize2fs', [work, '3G']).out,
+      /e2fsck -f/,
+    );
+    await growExt4(work, 3 * 1024 ** 3);
+    assert.equal((await ext4Usage(work)).sizeBytes, 3 * 1024 ** 3);
     fsck(work);
 
     // replace a file, add one with a host source, keep the rest

@@ -47,7 +47,11 @@ describe('image references', () => {
       { registry: 'docker.io', repository: 'user/app' },
       'docker.io/user/app:latest',
     ],
-    ['user/app:v1', { registry: 'docker.io', repository: 'user/app', tag: 'v1' }, 'docker.io/user/app:v1'],
+    [
+      'user/app:v1',
+      { registry: 'docker.io', repository: 'user/app', tag: 'v1' },
+      'docker.io/user/app:v1',
+    ],
     [
       'ghcr.io/org/team/tool:1.2.3',
       { registry: 'ghcr.io', endpoint: 'ghcr.io', repository: 'org/team/tool', tag: '1.2.3' },

@@ -339,6 +339,17 @@ describe('RootfsTree', () => {
     await tree.dispose();
   });
 
+  test('a tmpfs budget stops the tree with a recognisable error', async () => {
+    const { dir } = workDir();
+    const tree = await RootfsTree.create(dir, { budgetBytes: 100_000 });
+    await assert.rejects(
+      tree.applyLayer(chunked(makeTar([{ name: 'a', content: Buffer.alloc(200_000) }]))),
+      (e: unknown) =>
+        e instanceof BangerError && e.details?.stagingFull === true && /outgrew/.test(e.message),
+    );
+    await tree.dispose();
+  });
+
   test('staging dir must be new', async () => {
     const { dir } = workDir();
     fs.mkdirSync(dir, { recursive: true });

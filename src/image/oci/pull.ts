@@ -46,6 +46,8 @@ export interface PullOciOptions {
   platform?: Platform;
   /** Where to stage the tree: `auto` (default), `disk`, or a parent dir. */
   staging?: 'auto' | 'disk' | string;
+  /** Cap on how much a tmpfs-staged tree may hold before moving to disk (tests). */
+  stagingBudgetBytes?: number;
   /** Parallel layer downloads. Default 3. */
   concurrency?: number;
   /** Test knobs for the HTTP helper. */
@@ -178,39 +180,60 @@ async function pullInto(
     mediaType: l.mediaType,
   }));
   const sizeBytes = layers.reduce((a, l) => a + l.size, 0);
-  const tree = await createStagedTree(opts.workDir, {
-    expectedBytes: sizeBytes * 4,
-    staging: opts.staging,
-    limits: opts.limits,
+  const downloads = startDownloads(client, cache, ref, canonical, manifest.layers, {
+    concurrency: opts.concurrency ?? 3,
+    emit,
+    signal: abort.signal,
   });
-  let downloads: Promise<string>[] = [];
-  try {
-    downloads = startDownloads(client, cache, ref, canonical, manifest.layers, {
-      concurrency: opts.concurrency ?? 3,
-      emit,
-      signal: abort.signal,
+  const build = async (staging: PullOciOptions['staging']): Promise<RootfsTree> => {
+    const tree = await createStagedTree(opts.workDir, {
+      expectedBytes: sizeBytes * 4,
+      staging,
+      limits: opts.limits,
+      maxBudgetBytes: opts.stagingBudgetBytes,
     });
-    for (const [i, l] of manifest.layers.entries()) {
-      const file = await downloads[i]!;
-      const id = `extract:${short(l.digest)}`;
-      const label = `extract layer ${short(l.digest)}`;
-      const ts = Date.now();
-      emit({ type: 'step', id, label, state: 'start' });
-      let last = 0;
-      await tree.applyLayer(fs.createReadStream(file, { highWaterMark: 1 << 20 }), {
-        compression: layerCompression(l.mediaType)!,
-        label: `layer ${l.digest.slice(0, 19)} of ${canonical}`,
-        devices: 'skip',
-        emit,
-        signal: abort.signal,
-        onInputBytes: (n) => {
-          if (n - last >= 1 << 20 || n === l.size) {
-            last = n;
-            emit({ type: 'progress', id, current: n, total: l.size, unit: 'bytes' });
-          }
-        },
+    try {
+      for (const [i, l] of manifest.layers.entries()) {
+        const file = await downloads[i]!;
+        const id = `extract:${short(l.digest)}`;
+        const label = `extract layer ${short(l.digest)}`;
+        const ts = Date.now();
+        emit({ type: 'step', id, label, state: 'start' });
+        let last = 0;
+        await tree.applyLayer(fs.createReadStream(file, { highWaterMark: 1 << 20 }), {
+          compression: layerCompression(l.mediaType)!,
+          label: `layer ${l.digest.slice(0, 19)} of ${canonical}`,
+          devices: 'skip',
+          emit,
+          signal: abort.signal,
+          onInputBytes: (n) => {
+            if (n - last >= 1 << 20 || n === l.size) {
+              last = n;
+              emit({ type: 'progress', id, current: n, total: l.size, unit: 'bytes' });
+            }
+          },
+        });
+        emit({ type: 'step', id, label, state: 'done', ms: Date.now() - ts });
+      }
+      return tree;
+    } catch (e) {
+      await tree.dispose();
+      throw e;
+    }
+  };
+  try {
+    let tree: RootfsTree;
+    try {
+      tree = await build(opts.staging);
+    } catch (e) {
+      // Staged on tmpfs and it grew past its share of memory: start again on disk.
+      if (!(e instanceof BangerError && e.details?.stagingFull)) throw e;
+      emit({
+        type: 'log',
+        level: 'info',
+        message: `${canonical} is larger than expected; unpacking on disk`,
       });
-      emit({ type: 'step', id, label, state: 'done', ms: Date.now() - ts });
+      tree = await build('disk');
     }
     return {
       tree,
@@ -226,7 +249,6 @@ async function pullInto(
   } catch (e) {
     abort.abort();
     await Promise.allSettled(downloads);
-    await tree.dispose();
     throw e;
   }
 }

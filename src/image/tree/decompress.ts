@@ -79,7 +79,8 @@ export async function* decompress(
     return;
   }
   if (compression === 'gzip') {
-    const gunzip = zlib.createGunzip();
+    // Big output chunks: 16 KiB (the default) makes inflate 3x slower in thread-pool round trips.
+    const gunzip = zlib.createGunzip({ chunkSize: 256 * 1024 });
     const src = Readable.from(counted(), { objectMode: false });
     const feeding = pipeline(src, gunzip).catch((e: unknown) => e);
     try {

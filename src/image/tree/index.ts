@@ -10,4 +10,9 @@ export {
 } from './rootfsTree.js';
 export { DEFAULT_LIMITS, type TreeLimits } from './rules.js';
 export type { Compression } from './decompress.js';
-export { createStagedTree, chooseStagingParent, type StagingOptions } from './staging.js';
+export {
+  createStagedTree,
+  chooseStaging,
+  type StagingChoice,
+  type StagingOptions,
+} from './staging.js';

@@ -138,6 +138,8 @@ export class RootfsTree {
   private constructor(
     readonly dir: string,
     limits: Partial<TreeLimits>,
+    /** Bytes the staging dir may take (tmpfs); past it, applying fails with `stagingFull`. */
+    readonly budgetBytes?: number,
   ) {
     this.limits = resolveLimits(limits);
     this.root = {
@@ -158,7 +160,7 @@ export class RootfsTree {
   /** A new, empty tree staged in `dir`, which must not exist yet (its parent is created). */
   static async create(
     dir: string,
-    opts: { limits?: Partial<TreeLimits> } = {},
+    opts: { limits?: Partial<TreeLimits>; budgetBytes?: number } = {},
   ): Promise<RootfsTree> {
     const abs = path.resolve(dir);
     await fs.promises.mkdir(path.dirname(abs), { recursive: true });
@@ -173,7 +175,7 @@ export class RootfsTree {
       throw e;
     }
     await fs.promises.chmod(abs, 0o700);
-    return new RootfsTree(abs, opts.limits ?? {});
+    return new RootfsTree(abs, opts.limits ?? {}, opts.budgetBytes);
   }
 
   // ---------------------------------------------------------------- layers
@@ -210,6 +212,13 @@ export class RootfsTree {
     const reader = new TarReader(stream, {
       onBytes: (n) => {
         this.totalBytes = startTotal + n;
+        if (this.budgetBytes !== undefined && this.totalBytes > this.budgetBytes) {
+          throw new BangerError(
+            'precondition',
+            `${label}: the image outgrew its ${this.budgetBytes}-byte staging space on tmpfs`,
+            { hint: "stage it on disk (staging: 'disk')", details: { stagingFull: true } },
+          );
+        }
         if (this.totalBytes > limits.maxTotalBytes) {
           throw this.limitError(
             label,

@@ -21,38 +21,50 @@ export interface StagingOptions {
   staging?: 'auto' | 'disk' | string;
   /** The tmpfs to consider (tests). */
   tmpfs?: string;
+  /** Cap on the tmpfs budget (tests). */
+  maxBudgetBytes?: number;
   limits?: Partial<TreeLimits>;
 }
 
 const DEFAULT_TMPFS = '/dev/shm';
 const TMPFS_MAGIC = 0x01021994;
 
+export interface StagingChoice {
+  parent: string;
+  /** On tmpfs: the most the tree may hold before it must move to disk. */
+  budgetBytes?: number;
+}
+
 /** The parent dir for a new staging tree. Pure apart from statfs/lstat/meminfo. */
-export function chooseStagingParent(workDir: string, o: StagingOptions = {}): string {
+export function chooseStaging(workDir: string, o: StagingOptions = {}): StagingChoice {
   const mode = o.staging ?? 'auto';
-  if (mode === 'disk') return workDir;
-  if (mode !== 'auto') return mode;
-  if (!o.expectedBytes) return workDir;
+  const disk = { parent: workDir };
+  if (mode === 'disk') return disk;
+  if (mode !== 'auto') return { parent: mode };
+  if (!o.expectedBytes) return disk;
   const tmpfs = o.tmpfs ?? DEFAULT_TMPFS;
   try {
     const st = fs.statfsSync(tmpfs);
-    if (st.type !== TMPFS_MAGIC) return workDir;
-    const free = st.bavail * st.bsize;
-    const need = o.expectedBytes * 1.2;
-    if (need > free / 2 || need > os.freemem() / 4) return workDir;
+    if (st.type !== TMPFS_MAGIC) return disk;
+    const budget = Math.min(
+      (st.bavail * st.bsize) / 2,
+      os.freemem() / 4,
+      o.maxBudgetBytes ?? Infinity,
+    );
+    if (o.expectedBytes * 1.2 > budget && !o.maxBudgetBytes) return disk;
     const uid = process.getuid?.() ?? 0;
     const mine = path.join(tmpfs, `banger-${uid}`);
     try {
       fs.mkdirSync(mine, { mode: 0o700 });
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return workDir;
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return disk;
     }
     const l = fs.lstatSync(mine);
-    if (!l.isDirectory() || l.uid !== uid || (l.mode & 0o077) !== 0) return workDir;
+    if (!l.isDirectory() || l.uid !== uid || (l.mode & 0o077) !== 0) return disk;
     sweepStale(mine);
-    return mine;
+    return { parent: mine, budgetBytes: Math.floor(budget) };
   } catch {
-    return workDir;
+    return disk;
   }
 }
 
@@ -73,9 +85,9 @@ function sweepStale(dir: string): void {
   }
 }
 
-/** A new RootfsTree staged where `chooseStagingParent` says. */
+/** A new RootfsTree staged where `chooseStaging` says (with its tmpfs budget). */
 export function createStagedTree(workDir: string, o: StagingOptions = {}): Promise<RootfsTree> {
-  const parent = chooseStagingParent(workDir, o);
+  const { parent, budgetBytes } = chooseStaging(workDir, o);
   const name = `tree-${process.pid}-${randomBytes(4).toString('hex')}`;
-  return RootfsTree.create(path.join(parent, name), { limits: o.limits });
+  return RootfsTree.create(path.join(parent, name), { limits: o.limits, budgetBytes });
 }
