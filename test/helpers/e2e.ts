@@ -72,9 +72,17 @@ export async function vmEnv(label: string, opts: { config?: string } = {}): Prom
       BANGER_CACHE_DIR: path.join(E2E_DIR, 'cache'),
     },
   });
-  await prepareArtifacts(sb);
+  try {
+    await prepareArtifacts(sb);
+  } catch (e) {
+    await sb.cleanup();
+    throw e;
+  }
   const add = await runProcess('ip', ['netns', 'add', ns]);
-  if (add.code !== 0) throw new Error(`ip netns add ${ns}: ${add.stderr}`);
+  if (add.code !== 0) {
+    await sb.cleanup();
+    throw new Error(`ip netns add ${ns}: ${add.stderr}`);
+  }
   await runProcess('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
   const names: string[] = [];
   const wrap = ['ip', 'netns', 'exec', ns];
