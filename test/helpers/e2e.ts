@@ -61,7 +61,10 @@ async function prepareArtifacts(sb: Sandbox): Promise<void> {
   await sb.run(['daemon', 'stop']);
 }
 
-export async function vmEnv(label: string, opts: { config?: string } = {}): Promise<VmEnv> {
+export async function vmEnv(
+  label: string,
+  opts: { config?: string; env?: Record<string, string> } = {},
+): Promise<VmEnv> {
   const ns = `bgt-${label}-${randomBytes(3).toString('hex')}`.slice(0, 15);
   fs.mkdirSync(path.join(E2E_DIR, 'state'), { recursive: true });
   fs.mkdirSync(path.join(E2E_DIR, 'cache'), { recursive: true });
@@ -70,6 +73,7 @@ export async function vmEnv(label: string, opts: { config?: string } = {}): Prom
     env: {
       BANGER_STATE_DIR: path.join(E2E_DIR, 'state'),
       BANGER_CACHE_DIR: path.join(E2E_DIR, 'cache'),
+      ...opts.env,
     },
   });
   try {
