@@ -202,22 +202,21 @@ export interface ElfNote {
 /** Notes of one PT_NOTE segment. */
 export function parseNotes(buf: Buffer): ElfNote[] {
   const out: ElfNote[] = [];
+  const align4 = (n: number): number => Math.ceil(n / 4) * 4;
   let o = 0;
-  const align4 = (n: number): number => (n + 3) & ~3;
   while (o + 12 <= buf.length) {
     const namesz = buf.readUInt32LE(o);
     const descsz = buf.readUInt32LE(o + 4);
     const type = buf.readUInt32LE(o + 8);
     const nameStart = o + 12;
     const descStart = nameStart + align4(namesz);
-    const end = descStart + align4(descsz);
-    if (end > buf.length + 3) break;
+    if (descStart + descsz > buf.length) break; // padding or garbage: stop
     out.push({
       name: buf.toString('latin1', nameStart, nameStart + namesz).replace(/\0+$/, ''),
       type,
       desc: buf.subarray(descStart, descStart + descsz),
     });
-    o = end;
+    o = descStart + align4(descsz);
   }
   return out;
 }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   CMDLINE,
   DISKS,
@@ -55,6 +56,14 @@ export interface InitScriptOptions {
 
 const RELEASE_RE = /^[A-Za-z0-9._+-]+$/;
 const MODULE_RE = /^[A-Za-z0-9._+/-]+\.ko$/;
+
+/**
+ * The /etc/machine-id /init writes for a VM: md5 of its id (what
+ * `printf %s "$id" | md5sum` gives), 32 hex characters as systemd wants.
+ */
+export function guestMachineId(vmId: string): string {
+  return createHash('md5').update(vmId).digest('hex');
+}
 
 /** Single-quote a word for sh. */
 export const shQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;

@@ -57,7 +57,7 @@ export function initramfsEntries(inputs: InitramfsInputs): CpioEntry[] {
   for (const m of inputs.modules) {
     entries.push({
       type: 'file',
-      path: `${INITRAMFS_MODULES_DIR}/${m.path}`,
+      path: `${INITRAMFS_MODULES_DIR.slice(1)}/${m.path}`,
       mode: 0o644,
       data: m.data,
     });

@@ -34,6 +34,8 @@ import { kernelLayout, KERNEL_FILES } from './layout.js';
 export interface KernelServiceOptions {
   /** The tool runner (tests may wrap it); default util/exec run. */
   runner?: Runner;
+  /** What builds a kernel directory (tests swap in a fake); default build.ts buildKernel. */
+  build?: typeof buildKernel;
 }
 
 interface Flight {
@@ -59,6 +61,7 @@ export function modulesDiskPath(k: KernelRecord): string | undefined {
 export class KernelService {
   private readonly flights = new Map<string, Flight>();
   private readonly runner: Runner;
+  private readonly build: typeof buildKernel;
   private sweptTmp = false;
 
   constructor(
@@ -66,6 +69,7 @@ export class KernelService {
     opts: KernelServiceOptions = {},
   ) {
     this.runner = opts.runner ?? run;
+    this.build = opts.build ?? buildKernel;
   }
 
   // ---- reads --------------------------------------------------------------
@@ -229,7 +233,7 @@ export class KernelService {
   ): Promise<KernelRecord> {
     const item = catalogItem(name)!;
     const { paths } = this.deps;
-    await this.sweepTmp();
+    await this.sweepTmp(name);
     const resolved = await step(
       emit,
       'resolve',
@@ -288,7 +292,7 @@ export class KernelService {
     const workDir = await fsp.mkdtemp(path.join(paths.tmpDir, `${TMP_PREFIX}${name}-`));
     const layout = kernelLayout(paths.kernelsDir, name);
     try {
-      const { outDir, meta: built } = await buildKernel({
+      const { outDir, meta: built } = await this.build({
         item,
         metapackage: resolved.meta,
         deb: resolved.deb,
@@ -339,7 +343,7 @@ export class KernelService {
   }
 
   /** Remove work dirs a crashed daemon left behind (once per daemon, before the first pull). */
-  private async sweepTmp(): Promise<void> {
+  private async sweepTmp(self: string): Promise<void> {
     if (this.sweptTmp) return;
     this.sweptTmp = true;
     let names: string[] = [];
@@ -348,7 +352,7 @@ export class KernelService {
     } catch {
       return;
     }
-    const busy = [...this.flights.keys()];
+    const busy = [...this.flights.keys()].filter((b) => b !== self);
     for (const n of names) {
       if (!n.startsWith(TMP_PREFIX)) continue;
       if (busy.some((b) => n.startsWith(`${TMP_PREFIX}${b}-`))) continue;
