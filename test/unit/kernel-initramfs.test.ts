@@ -171,6 +171,18 @@ describe('/init builder', () => {
           `IFS=:\nset -- $IP_ARG\nunset IFS\necho "$1|$3|$4|$5|$6|$8|$9"`,
       );
       assert.equal(split, '172.16.0.9|172.16.0.1|255.255.255.0|calm-otter|eth0|172.16.0.1|9.9.9.9');
+      const ucs = init.slice(
+        init.indexOf('uptime_cs() {'),
+        init.indexOf('\n', init.indexOf('uptime_cs() {')),
+      );
+      const cs = Number(sh(`${ucs}\nuptime_cs`));
+      const up = Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+      assert.ok(Math.abs(cs - up * 100) < 200, `uptime_cs ${cs} vs ${up}`);
+      assert.equal(
+        sh(`${ucs.replace('read -r up _ < /proc/uptime', 'up=0.08')}\nuptime_cs`),
+        '8',
+        'no octal trap',
+      );
       const mid = sh(`printf %s "0123456789abcdef" | md5sum | cut -c1-32`);
       assert.equal(mid, guestMachineId('0123456789abcdef'));
       assert.match(mid, /^[0-9a-f]{32}$/);

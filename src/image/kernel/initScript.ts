@@ -76,8 +76,9 @@ export function buildInitScript(opts: InitScriptOptions): string {
     if (!MODULE_RE.test(m) || m.split('/').includes('..'))
       throw new Error(`invalid module path '${m}'`);
   }
-  const diskPolls = Math.max(1, Math.ceil((opts.diskWaitMs ?? 5000) / 10));
-  const netPolls = Math.max(1, Math.ceil((opts.netWaitMs ?? 2000) / 10));
+  // deadlines in centiseconds of /proc/uptime (TCG makes every fork slow: count time, not polls)
+  const diskWaitCs = Math.max(1, Math.ceil((opts.diskWaitMs ?? 5000) / 10));
+  const netWaitCs = Math.max(1, Math.ceil((opts.netWaitMs ?? 2000) / 10));
   const modulesMount = `/newroot/lib/modules/${opts.kernelRelease}`;
   const loads = opts.modules.map((m) => `load ${shQuote(m)}`).join('\n');
   const applets = SHUTDOWN_APPLETS.join(' ');
@@ -125,17 +126,19 @@ trace modules loaded
 # disks: virtio-blk serial set by the host (QEMU), else the ext4 label (Firecracker)
 find_disk() {
     for s in /sys/block/vd*/serial; do
-        [ -r "$s" ] && [ "$(cat "$s")" = "$1" ] && { d="\${s%/serial}"; echo "/dev/\${d##*/}"; return 0; }
+        [ -r "$s" ] && read -r ser < "$s" && [ "$ser" = "$1" ] && { d="\${s%/serial}"; echo "/dev/\${d##*/}"; return 0; }
     done
     findfs "LABEL=$2" 2>/dev/null
 }
+uptime_cs() { read -r up _ < /proc/uptime; echo $((\${up%.*} * 100 + 1\${up#*.} - 100)); }
 i=0
+deadline=$(($(uptime_cs) + ${diskWaitCs}))
 while :; do
     BASE=$(find_disk ${DISKS.base.serial} ${DISKS.base.label}) &&
         OVL=$(find_disk ${DISKS.overlay.serial} ${DISKS.overlay.label}) &&
         WORK=$(find_disk ${DISKS.work.serial} ${DISKS.work.label}) && break
     i=$((i + 1))
-    [ $i -ge ${diskPolls} ] && fail "disks not found (want ${DISKS.base.serial}, ${DISKS.overlay.serial}, ${DISKS.work.serial}; have: $(ls /sys/block | tr '\\n' ' '))"
+    [ "$(uptime_cs)" -ge $deadline ] && fail "disks not found (want ${DISKS.base.serial}, ${DISKS.overlay.serial}, ${DISKS.work.serial}; have: $(ls /sys/block | tr '\\n' ' '))"
     sleep 0.01
 done
 MODS=$(find_disk ${DISKS.modules.serial} ${DISKS.modules.label}) || MODS=
@@ -196,10 +199,9 @@ if [ -n "$IP_ARG" ]; then
     set -- $IP_ARG
     unset IFS
     CLIENT=$1 GW=$3 MASK=$4 HOST=$5 DEV=\${6:-eth0} DNS0=$8 DNS1=$9
-    i=0
+    deadline=$(($(uptime_cs) + ${netWaitCs}))
     while [ ! -e "/sys/class/net/$DEV" ]; do
-        i=$((i + 1))
-        [ $i -ge ${netPolls} ] && fail "network device $DEV not found (have: $(ls /sys/class/net | tr '\\n' ' '))"
+        [ "$(uptime_cs)" -ge $deadline ] && fail "network device $DEV not found (have: $(ls /sys/class/net | tr '\\n' ' '))"
         sleep 0.01
     done
     if [ -n "$CLIENT" ]; then
@@ -234,7 +236,8 @@ done
 
 # shutdown initramfs: systemd-shutdown pivots into /run/initramfs and runs /shutdown,
 # which unmounts the overlay root so both disks end clean
-mkdir -p /newroot/run/initramfs/bin
+mkdir -p /newroot/run/initramfs/bin /newroot/run/initramfs/oldroot
+for d in dev proc sys run; do mkdir -p "/newroot/run/initramfs/$d"; done
 cp /bin/busybox /newroot/run/initramfs/bin/busybox && cp /shutdown /newroot/run/initramfs/shutdown ||
     fail "install shutdown initramfs"
 for a in ${applets}; do ln -s busybox "/newroot/run/initramfs/bin/$a"; done
