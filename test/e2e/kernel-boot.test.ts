@@ -28,7 +28,8 @@ import { assertRunnable, cannotPull, requires, TEST_CACHE_DIR } from './kernel-h
  * user-mode network has nowhere to go.
  */
 
-const NAME = 'debian-cloud-6.1';
+/** BANGER_KERNEL_TEST_NAME boots another catalog kernel (e.g. debian-generic-6.1). */
+const NAME = process.env.BANGER_KERNEL_TEST_NAME || 'debian-cloud-6.1';
 const VM_ID = '0123456789abcdef';
 const BOOT_TIMEOUT = 180_000;
 

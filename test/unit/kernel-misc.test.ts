@@ -263,6 +263,32 @@ describe('modules disk', () => {
       assert.doesNotMatch(features, /has_journal/);
     },
   );
+  test(
+    'files owned by another user end up root-owned (the path for non-root builds)',
+    need('debugfs'),
+    async () => {
+      const tree = path.join(tmp, 'tree2');
+      fs.mkdirSync(path.join(tree, 'kernel'), { recursive: true });
+      fs.writeFileSync(path.join(tree, 'kernel/y.ko'), 'y');
+      fs.writeFileSync(path.join(tree, 'modules.dep'), 'kernel/y.ko:\n');
+      if (process.getuid?.() === 0) {
+        for (const p of ['kernel', 'kernel/y.ko', 'modules.dep'])
+          fs.chownSync(path.join(tree, p), 1000, 1000);
+      }
+      const entries = await prepareModulesTree(tree);
+      const img = path.join(tmp, 'owners.ext4');
+      const r = await buildModulesDisk(run, tree, entries, img, { tmpDir: tmp, fixOwners: true });
+      assert.equal(r.ownersFixed, true);
+      for (const p of ['/kernel', '/kernel/y.ko', '/modules.dep']) {
+        const st = execFileSync('debugfs', ['-R', `stat ${p}`, img], {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'ignore'],
+        });
+        assert.match(st, /User:\s+0\s+Group:\s+0\s/, p);
+      }
+      execFileSync('e2fsck', ['-fn', img], { stdio: 'pipe' });
+    },
+  );
 });
 
 describe('kernel CLI rendering', () => {

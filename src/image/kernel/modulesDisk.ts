@@ -93,6 +93,8 @@ export async function buildModulesDisk(
     signal?: AbortSignal;
     onOutput?: (c: Buffer, s: 'stdout' | 'stderr') => void;
     tmpDir: string;
+    /** Set every owner to 0:0 with debugfs (default: when not running as root). */
+    fixOwners?: boolean;
   },
 ): Promise<{ sizeBytes: number; allocatedBytes: number; ownersFixed: boolean }> {
   const { blocks, inodes } = ext4Size(entries);
@@ -130,7 +132,7 @@ export async function buildModulesDisk(
   );
   // Not root: the files were extracted as the current user; make them root's inside the image.
   let ownersFixed = false;
-  if (process.getuid?.() !== 0) {
+  if (opts.fixOwners ?? process.getuid?.() !== 0) {
     const cmds = path.join(opts.tmpDir, 'debugfs-owners.txt');
     await fs.writeFile(cmds, debugfsOwnerCommands(entries));
     await runner('debugfs', ['-w', '-f', cmds, outFile], {
