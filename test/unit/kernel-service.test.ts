@@ -310,8 +310,11 @@ describe('KernelService', () => {
       recursive: true,
     });
     fs.mkdirSync(path.join(h.paths.tmpDir, 'image-other'), { recursive: true });
+    fs.mkdirSync(path.join(h.paths.debCacheDir, '.download-abc'), { recursive: true });
+    fs.writeFileSync(path.join(h.paths.debCacheDir, 'kept.deb'), '');
     await h.svc.pull(NAME, () => undefined);
     assert.deepEqual(tmpEntries(h), ['image-other']);
+    assert.deepEqual(fs.readdirSync(h.paths.debCacheDir), ['kept.deb']);
   });
 
   test('delete: refused while images or VMs use it (naming them), else removes files and row', async () => {

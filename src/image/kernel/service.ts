@@ -346,6 +346,15 @@ export class KernelService {
   private async sweepTmp(self: string): Promise<void> {
     if (this.sweptTmp) return;
     this.sweptTmp = true;
+    if (this.flights.size === 1) {
+      // partial downloads (only when no other pull could be downloading right now)
+      const debs = await fsp.readdir(this.deps.paths.debCacheDir).catch(() => [] as string[]);
+      for (const n of debs.filter((d) => d.startsWith('.download-'))) {
+        await fsp
+          .rm(path.join(this.deps.paths.debCacheDir, n), { recursive: true, force: true })
+          .catch(() => undefined);
+      }
+    }
     let names: string[] = [];
     try {
       names = await fsp.readdir(this.deps.paths.tmpDir);
