@@ -11,7 +11,7 @@ import { AgentClient } from '../guest/agentClient.js';
 import { DISKS, INIT_DONE_MARKER, INIT_ERROR_MARKER } from '../guest/bootContract.js';
 import { ensureSshKey, hostAlias, removeKnownHost, setKnownHost } from '../guest/ssh.js';
 import type { ImageService } from '../image/service.js';
-import type { KernelService } from '../image/kernel/service.js';
+import { kernelFeatures, modulesDiskPath, type KernelService } from '../image/kernel/service.js';
 import { allocateIp, macForVm } from '../network/index.js';
 import {
   cloneSparse,
@@ -32,7 +32,6 @@ import {
   checkFirecrackerCompat,
   connectVsock,
   AGENT_VSOCK_PORT,
-  type KernelFeatures,
 } from '../vmm/firecracker/index.js';
 import { kvmError, kvmFailure } from '../vmm/qemu/driver.js';
 import { createVmmDriver } from '../vmm/registry.js';
@@ -394,9 +393,8 @@ export class VmService {
       { id: 'overlay', path: l.overlayDisk, readOnly: false },
       { id: 'work', path: l.workDisk, readOnly: false },
     ];
-    const modulesDisk = kernel ? `${kernel.dir}/modules.ext4` : undefined;
-    if (modulesDisk && fs.existsSync(modulesDisk))
-      disks.push({ id: 'modules', path: modulesDisk, readOnly: true });
+    const modulesDisk = kernel ? modulesDiskPath(kernel) : undefined;
+    if (modulesDisk) disks.push({ id: 'modules', path: modulesDisk, readOnly: true });
     const cmdline = buildKernelCmdline({
       vmId: vm.id,
       ipArg: net.ipArg,
@@ -480,7 +478,7 @@ export class VmService {
         kernel: {
           name: kernel.name,
           path: kernel.vmlinuxPath ?? kernel.kernelPath,
-          features: kernel.meta as unknown as KernelFeatures,
+          features: kernelFeatures(kernel) ?? { virtioMmioCmdline: false },
         },
         version: await driver.version(),
       });
