@@ -44,7 +44,8 @@ async function main(argv: string[]): Promise<number> {
     if (debug) {
       process.stderr.write(`${formatDebug(e)}\n`);
     }
-    return err.exitCode;
+    // Interrupted by Ctrl-C: the conventional 128 + SIGINT.
+    return err.code === 'cancelled' ? 130 : err.exitCode;
   }
 }
 

@@ -102,9 +102,9 @@ export function createApp(ctx: DaemonContext): App {
 
   server.json(routes.shutdown, ({ body }) => {
     const inflight = ctx.ops.count;
-    if (body.ifIdle && inflight > 0) return { stopping: false, inflight };
+    if (body.ifIdle && inflight > 0) return { stopping: false, inflight, pid: process.pid };
     setImmediate(() => ctx.requestShutdown());
-    return { stopping: true, inflight };
+    return { stopping: true, inflight, pid: process.pid };
   });
 
   server.text(routes.daemonLogs, async ({ query, signal }, write) => {

@@ -101,7 +101,9 @@ describe(
     test('doctor reports the firecracker binary and its version', async (t) => {
       if (!needs(t, isRoot(), 'needs root')) return;
       const out = await env!.run(['doctor', '--json']);
-      const r = JSON.parse(out.stdout) as { checks: { id: string; status: string; detail: string }[] };
+      const r = JSON.parse(out.stdout) as {
+        checks: { id: string; status: string; detail: string }[];
+      };
       const fc = r.checks.find((c) => c.id === 'firecracker')!;
       assert.equal(fc.status, 'pass', fc.detail);
       assert.match(fc.detail, /1\.\d+/);
