@@ -9,6 +9,7 @@ import type { ServiceDeps } from '../daemon/services.js';
 import { BangerError, toBangerError } from '../errors.js';
 import { AgentClient } from '../guest/agentClient.js';
 import { DISKS, INIT_DONE_MARKER, INIT_ERROR_MARKER } from '../guest/bootContract.js';
+import { CMDLINE_NAT } from '../guest/firstboot.js';
 import { ensureSshKey, hostAlias, removeKnownHost, setKnownHost } from '../guest/ssh.js';
 import type { ImageService } from '../image/service.js';
 import { kernelFeatures, modulesDiskPath, type KernelService } from '../image/kernel/service.js';
@@ -395,11 +396,14 @@ export class VmService {
     ];
     const modulesDisk = kernel ? modulesDiskPath(kernel) : undefined;
     if (modulesDisk) disks.push({ id: 'modules', path: modulesDisk, readOnly: true });
+    // Container images without systemd/sshd boot through banger's first-boot step (image meta `init`).
+    const init = typeof image.meta.init === 'string' ? image.meta.init : undefined;
     const cmdline = buildKernelCmdline({
       vmId: vm.id,
       ipArg: net.ipArg,
       accel: (vm.accel ?? 'tcg') as 'kvm' | 'tcg',
       tscKhz: hostTscKhz(),
+      extra: [...(init ? [`init=${init}`] : []), ...(vm.nat ? [CMDLINE_NAT] : [])],
     });
     return {
       vmId: vm.id,
