@@ -189,7 +189,7 @@ describe('shell completion', () => {
       'zsh',
       [
         '-fc',
-        'autoload -Uz compinit && compinit -u -d /dev/null && source <(banger completion zsh) && print -r -- ${_comps[banger]}',
+        'autoload -Uz compinit && compinit -u -D && source <(banger completion zsh) && print -r -- ${_comps[banger]}',
       ],
       { env },
     );
