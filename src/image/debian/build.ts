@@ -174,7 +174,7 @@ export async function buildDebianImage(o: DebianBuildOptions): Promise<BuiltImag
         if (p && p !== phase) {
           if (phase) step.done(`bootstrap:${phase}`);
           phase = p;
-          step.start(`bootstrap:${phase}`, `  ${phase}`);
+          step.start(`bootstrap:${phase}`, `bootstrap: ${phase}`);
         }
       },
     });
