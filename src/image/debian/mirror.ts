@@ -76,7 +76,25 @@ export function parseSourcesList(text: string): SourceEntry[] {
   return out;
 }
 
-const isDebianSuite = (s: string): boolean => /^[a-z]+(-updates|-security|\/updates)?$/.test(s);
+/** Debian's release names and aliases (Ubuntu and derivatives use others). */
+export const DEBIAN_SUITES = [
+  'buster',
+  'bullseye',
+  'bookworm',
+  'trixie',
+  'forky',
+  'duke',
+  'sid',
+  'oldoldstable',
+  'oldstable',
+  'stable',
+  'testing',
+  'unstable',
+] as const;
+
+const isDebianSuite = (s: string): boolean =>
+  /^[a-z]+(-updates|-security|\/updates)?$/.test(s) &&
+  (DEBIAN_SUITES as readonly string[]).includes(codenameOf(s));
 const codenameOf = (s: string): string => s.replace(/(-updates|-security|\/updates)$/, '');
 const isSecurity = (s: string): boolean => /(-security|\/updates)$/.test(s);
 
