@@ -52,7 +52,7 @@ export function requireFile(p: string, what: string): string {
     throw e;
   }
   if (!st.isFile()) {
-    throw new BangerError('usage', `${what} ${abs} is not a regular file`, {
+    throw new BangerError('image_invalid', `${what} ${abs} is not a regular file`, {
       hint: 'pass a file (an ext4 image for rootfs and work-seed)',
     });
   }

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { routes } from '../../api/routes.js';
-import type { ImageView } from '../../api/schemas/images.js';
+import { IMAGE_NAME_RE, type ImageView } from '../../api/schemas/images.js';
 import { BangerError, toBangerError, usageError } from '../../errors.js';
 import { formatDuration, formatSizeShort } from '../../util/units.js';
 import type { CliContext } from '../context.js';
@@ -144,12 +144,26 @@ export async function imagePull(
   ref: string,
   opts: { name?: string; kernelRef?: string; insecure?: boolean },
 ): Promise<void> {
+  checkImageName(opts.name, '--name');
+  checkImageName(opts.kernelRef, '--kernel-ref');
   const t0 = Date.now();
   const v = await ctx.stream(routes.imagePull, {
     body: { ref, name: opts.name, kernelRef: opts.kernelRef, insecure: opts.insecure },
   });
   done(ctx, 'image', v, t0);
 }
+
+/** Check names here so a bad one is a one-line usage error, not a schema dump. */
+export function checkImageName(name: string | undefined, flag: string): void {
+  if (name !== undefined && !IMAGE_NAME_RE.test(name)) {
+    throw usageError(
+      `invalid image name '${name}' (${flag})`,
+      'use 1-64 characters: lowercase letters, digits, dots, dashes, underscores; start with a letter or digit',
+    );
+  }
+}
+
+const PACKAGE_RE = /^[a-z0-9][a-z0-9+.:=~-]*$/;
 
 /** "a, b,,c" → ['a','b','c']. */
 export function parsePackages(list: string | undefined): string[] {
@@ -191,6 +205,8 @@ export async function imageRegister(
   if (opts.kernel && opts.kernelRef) {
     throw usageError('give either --kernel or --kernel-ref, not both');
   }
+  checkImageName(opts.name, '--name');
+  checkImageName(opts.kernelRef, '--kernel-ref');
   // the daemon has its own working directory: send absolute paths
   const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(p));
   const v = await ctx.call(routes.imageRegister, {
