@@ -86,11 +86,22 @@ export function spawnLogged(cmd: string, args: string[], o: SpawnLoggedOptions):
     o.log.line(
       `$ ${cmd} ${args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ')}`,
     );
+    // Own process group: on abort the whole tree (mmdebstrap, apt, dpkg, the
+    // unshared worker) gets the signal, so mmdebstrap cleans up at once
+    // instead of finishing the build first.
     const child = spawn(cmd, args, {
       cwd: o.cwd,
       env: o.env ?? process.env,
       stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
     });
+    const signalGroup = (sig: NodeJS.Signals) => {
+      try {
+        if (child.pid) process.kill(-child.pid, sig);
+      } catch {
+        child.kill(sig);
+      }
+    };
     const tail: string[] = [];
     const partial = { stdout: '', stderr: '' };
     const onData = (stream: 'stdout' | 'stderr') => (c: Buffer) => {
@@ -111,8 +122,8 @@ export function spawnLogged(cmd: string, args: string[], o: SpawnLoggedOptions):
     const onAbort = () => {
       aborted = true;
       o.log.line(`cancelled: sending SIGTERM to ${cmd} (pid ${child.pid})`);
-      child.kill('SIGTERM');
-      killer = setTimeout(() => child.kill('SIGKILL'), o.killGraceMs ?? 30_000);
+      signalGroup('SIGTERM');
+      killer = setTimeout(() => signalGroup('SIGKILL'), o.killGraceMs ?? 30_000);
     };
     o.signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (e: NodeJS.ErrnoException) => {
