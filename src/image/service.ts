@@ -378,8 +378,8 @@ export class ImageService {
         log.line(`image ${spec.name} committed as ${rec.id}`);
         return rec;
       } catch (e) {
+        // the kernel pull (if any) goes on by itself: it is useful anyway
         log.line(`failed: ${toBangerError(e).line}`);
-        await kernelTask;
         throw e;
       } finally {
         log.close();
@@ -524,6 +524,7 @@ export class ImageService {
   }
 
   private isCatalogKernel(name: string): boolean {
+    if (name === this.deps.config().defaultKernel) return true;
     try {
       return this.kernels.catalog().some((k) => k.name === name);
     } catch {
