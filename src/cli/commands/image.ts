@@ -177,11 +177,20 @@ export async function imageBuild(
   ctx: CliContext,
   opts: { name: string; fromImage: string; packages?: string; docker?: boolean },
 ): Promise<void> {
+  checkImageName(opts.name, '--name');
+  checkImageName(opts.fromImage, '--from-image');
   const packages = parsePackages(opts.packages);
   if (opts.packages !== undefined && packages.length === 0) {
     throw usageError(
       '--packages is empty',
       'give a comma-separated list, e.g. --packages make,gcc',
+    );
+  }
+  const bad = packages.find((p) => !PACKAGE_RE.test(p));
+  if (bad) {
+    throw usageError(
+      `'${bad}' is not a Debian package name (--packages)`,
+      'use names like make, libssl-dev, python3.11',
     );
   }
   const t0 = Date.now();
