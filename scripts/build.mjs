@@ -30,9 +30,15 @@ const walk = (dir) => {
 walk(path.join(root, 'dist', 'src'));
 // The guest agent: a static binary injected into every image.
 try {
-  execFileSync('bash', [path.join(root, 'scripts/build-agent.sh'), path.join(root, 'dist', 'guest')], { stdio: 'inherit' });
+  execFileSync(
+    'bash',
+    [path.join(root, 'scripts/build-agent.sh'), path.join(root, 'dist', 'guest')],
+    { stdio: 'inherit' },
+  );
 } catch {
-  console.error('build failed: the guest agent did not compile (is musl-tools or a static libc installed?)');
+  console.error(
+    'build failed: the guest agent did not compile (is musl-tools or a static libc installed?)',
+  );
   process.exit(1);
 }
 hash.update(fs.readFileSync(path.join(root, 'dist', 'guest', 'banger-agent')));

@@ -9,7 +9,8 @@ export default async function* summary(source) {
     if (ev.type !== 'test:pass' && ev.type !== 'test:fail') continue;
     if (ev.data.details?.type === 'suite') {
       // A suite that failed outside its tests (e.g. a hook) counts once.
-      if (ev.type === 'test:fail' && ev.data.details?.error?.failureType !== 'subtestsFailed') failed++;
+      if (ev.type === 'test:fail' && ev.data.details?.error?.failureType !== 'subtestsFailed')
+        failed++;
       continue;
     }
     if (ev.type === 'test:fail') failed++;

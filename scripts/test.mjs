@@ -13,7 +13,8 @@ import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const args = process.argv.slice(2);
-const suite = args.find((a) => !a.startsWith('-') && args[args.indexOf(a) - 1] !== '--only') ?? 'all';
+const suite =
+  args.find((a) => !a.startsWith('-') && args[args.indexOf(a) - 1] !== '--only') ?? 'all';
 const onlyIdx = args.indexOf('--only');
 const only = onlyIdx >= 0 ? args[onlyIdx + 1] : undefined;
 
@@ -34,7 +35,11 @@ try {
   for (const group of selected) {
     const dir = path.join(root, groups[group]);
     const files = fs.existsSync(dir)
-      ? fs.readdirSync(dir).filter((f) => f.endsWith('.test.js') && (!only || f.includes(only))).sort().map((f) => path.join(dir, f))
+      ? fs
+          .readdirSync(dir)
+          .filter((f) => f.endsWith('.test.js') && (!only || f.includes(only)))
+          .sort()
+          .map((f) => path.join(dir, f))
       : [];
     if (files.length === 0) continue;
     console.log(`\n=== ${group} tests (${files.length} files) ===`);
@@ -67,5 +72,7 @@ try {
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
 }
-console.log(`\n${total.passed} passed, ${total.failed} failed${total.skipped ? `, ${total.skipped} skipped` : ''}`);
+console.log(
+  `\n${total.passed} passed, ${total.failed} failed${total.skipped ? `, ${total.skipped} skipped` : ''}`,
+);
 process.exit(total.failed > 0 ? 1 : 0);

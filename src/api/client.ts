@@ -78,12 +78,24 @@ export class ApiClient {
           reject(e);
         }
       });
-      res.on('error', reject);
+      res.on('error', (e) =>
+        reject(
+          signal?.aborted
+            ? new BangerError('cancelled', `${def.method} ${def.path} was cancelled`)
+            : e,
+        ),
+      );
       res.on('aborted', () =>
         reject(
-          new BangerError('daemon_unavailable', 'the daemon closed the connection mid-operation', {
-            hint: 'see `banger daemon logs`',
-          }),
+          signal?.aborted
+            ? new BangerError('cancelled', `${def.method} ${def.path} was cancelled`)
+            : new BangerError(
+                'daemon_unavailable',
+                'the daemon closed the connection mid-operation',
+                {
+                  hint: 'see `banger daemon logs`',
+                },
+              ),
         ),
       );
     });

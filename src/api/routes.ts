@@ -19,6 +19,16 @@ import {
   KernelPullRequestSchema,
   KernelViewSchema,
 } from './schemas/images.js';
+import {
+  VM_ACTIONS,
+  VmActionRequestSchema,
+  VmCreateRequestSchema,
+  VmCreateResultSchema,
+  VmResultsSchema,
+  VmSetRequestSchema,
+  VmStatsSchema,
+  VmViewSchema,
+} from './schemas/vms.js';
 
 /** The daemon API, version 1. Every route the CLI or TUI may call is listed here. */
 export const API_VERSION = 'v1';
@@ -146,6 +156,69 @@ export const routes = {
     path: '/v1/images/:name',
     params: z.object({ name: z.string() }),
     response: DeletedSchema,
+  }),
+
+  // ---- vms ------------------------------------------------------------------
+  vmList: route({
+    id: 'vmList',
+    method: 'GET',
+    path: '/v1/vms',
+    response: z.object({ vms: z.array(VmViewSchema) }),
+  }),
+  vmShow: route({
+    id: 'vmShow',
+    method: 'GET',
+    path: '/v1/vms/:ref',
+    params: z.object({ ref: z.string() }),
+    response: VmViewSchema,
+  }),
+  vmCreate: route({
+    id: 'vmCreate',
+    method: 'POST',
+    path: '/v1/vms',
+    kind: 'stream',
+    body: VmCreateRequestSchema,
+    response: VmCreateResultSchema,
+  }),
+  vmAction: route({
+    id: 'vmAction',
+    method: 'POST',
+    path: '/v1/vms/actions/:action',
+    kind: 'stream',
+    params: z.object({ action: z.enum(VM_ACTIONS) }),
+    body: VmActionRequestSchema,
+    response: VmResultsSchema,
+  }),
+  vmSet: route({
+    id: 'vmSet',
+    method: 'POST',
+    path: '/v1/vms/set',
+    kind: 'stream',
+    body: VmSetRequestSchema,
+    response: VmResultsSchema,
+  }),
+  vmLogs: route({
+    id: 'vmLogs',
+    method: 'GET',
+    path: '/v1/vms/:ref/logs',
+    kind: 'text',
+    params: z.object({ ref: z.string() }),
+    query: z.object({ follow: qBool.optional(), tail: qInt.optional() }).strict(),
+  }),
+  vmSsh: route({
+    id: 'vmSsh',
+    method: 'GET',
+    path: '/v1/vms/:ref/ssh',
+    kind: 'upgrade',
+    params: z.object({ ref: z.string() }),
+    query: z.object({ port: qInt.optional() }).strict(),
+  }),
+  vmStats: route({
+    id: 'vmStats',
+    method: 'GET',
+    path: '/v1/stats',
+    query: z.object({ refs: z.string().optional() }).strict(),
+    response: z.object({ vms: z.array(VmStatsSchema) }),
   }),
 };
 

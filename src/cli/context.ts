@@ -1,6 +1,7 @@
 import type { ApiClient } from '../api/client.js';
 import type { StreamEvent } from '../api/events.js';
 import type { CallInput, Response, RouteDef } from '../api/route.js';
+import { loadConfig } from '../config/load.js';
 import { currentPaths, type Paths } from '../config/paths.js';
 import { withDaemon } from './daemon.js';
 import { ProgressRenderer } from './render/progress.js';
@@ -19,6 +20,16 @@ export class CliContext {
   readonly out = process.stdout;
   readonly err = process.stderr;
   flags: GlobalFlags = { json: false, debug: false };
+  /** Words after `--` on the command line (the guest command of vm run / vm ssh). */
+  guestCommand: string[] = [];
+
+  /** The private key ssh uses: ssh_key_path from config, else banger's managed key. */
+  sshKeyPath(): string {
+    return (
+      loadConfig({ file: this.paths.configFile, env: process.env }).config.sshKeyPath ??
+      this.paths.sshKey
+    );
+  }
 
   get stderrTty(): boolean {
     return Boolean(this.err.isTTY) && process.env.TERM !== 'dumb';

@@ -1,6 +1,7 @@
 import { CommanderError } from '@commander-js/extra-typings';
 import { BangerError, toBangerError } from '../errors.js';
 import { CliContext } from './context.js';
+import { ExitWith } from './exit.js';
 import { buildProgram } from './program.js';
 
 /**
@@ -9,15 +10,14 @@ import { buildProgram } from './program.js';
  * (0 ok, 1 failure, 2 usage; guest commands pass their own status through).
  */
 
-/** Set by commands that pass a guest command's exit status through. */
-export class ExitWith extends Error {
-  constructor(readonly code: number) {
-    super(`exit ${code}`);
-  }
-}
-
 async function main(argv: string[]): Promise<number> {
   const ctx = new CliContext();
+  // `vm run ... -- CMD` / `vm ssh NAME -- CMD`: everything after `--` is the guest command.
+  const dd = argv.indexOf('--');
+  if (dd >= 0 && argv[0] !== '__complete') {
+    ctx.guestCommand = argv.slice(dd + 1);
+    argv = argv.slice(0, dd);
+  }
   const program = buildProgram(ctx);
   const debug = argv.includes('--debug');
   try {
@@ -44,7 +44,8 @@ async function main(argv: string[]): Promise<number> {
     if (debug) {
       process.stderr.write(`${formatDebug(e)}\n`);
     }
-    return err.exitCode;
+    // Interrupted by Ctrl-C: the conventional 128 + SIGINT.
+    return err.code === 'cancelled' ? 130 : err.exitCode;
   }
 }
 

@@ -14,6 +14,25 @@ import {
   imageShow,
 } from './commands/image.js';
 import { kernelDelete, kernelList, kernelPull } from './commands/kernel.js';
+import {
+  proxyCommand,
+  type CreateFlags,
+  type RunFlags,
+  type SizingFlags,
+  vmCreate,
+  vmDelete,
+  vmKill,
+  vmList,
+  vmLogs,
+  vmRestart,
+  vmRun,
+  vmSet,
+  vmShow,
+  vmSsh,
+  vmStart,
+  vmStats,
+  vmStop,
+} from './commands/vm.js';
 import type { CliContext } from './context.js';
 
 /**
@@ -30,13 +49,6 @@ const todo =
   (name: string): Action =>
   () =>
     Promise.reject(notImplemented(name));
-
-function sizing(cmd: Command): void {
-  cmd
-    .option('--vcpu <n>', 'number of vCPUs')
-    .option('--memory <size>', 'memory, e.g. 2G or 2048M')
-    .option('--disk-size <size>', 'work disk size, e.g. 8G');
-}
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command()
@@ -61,81 +73,87 @@ export function buildProgram(ctx: CliContext): Command {
   // ---- vm -----------------------------------------------------------------
   const vm = program.command('vm').description('create, run and manage VMs');
 
-  const vmRun = vm
-    .command('run')
+  vm.command('run')
     .description('create a VM, start it and open a shell (or run -- CMD and exit with its status)')
     .argument('[path]', 'git checkout to copy into the VM (workspace mode)')
     .option('--name <name>', 'VM name (default: generated)')
     .option('--image <image>', 'image to boot')
-    .option('--kernel <kernel>', 'kernel to boot');
-  sizing(vmRun as unknown as Command);
-  vmRun
+    .option('--kernel <kernel>', 'kernel to boot')
+    .option('--vcpu <n>', 'number of vCPUs')
+    .option('--memory <size>', 'memory, e.g. 2G or 2048M')
+    .option('--disk-size <size>', 'work disk size, e.g. 8G')
     .option('--nat', 'give the VM outbound network access')
     .option('--rm', 'delete the VM when the session or command ends')
     .option('--branch <branch>', 'create this branch in the guest checkout')
     .option('--from <ref>', 'start the branch from this ref')
-    .action(todo('vm run'));
+    .action((path, opts) => vmRun(ctx, path, opts as RunFlags, ctx.guestCommand));
 
-  const vmCreate = vm
-    .command('create')
+  vm.command('create')
     .description('create a VM (and start it unless --no-start)')
     .option('--name <name>', 'VM name (default: generated)')
     .option('--image <image>', 'image to boot')
-    .option('--kernel <kernel>', 'kernel to boot');
-  sizing(vmCreate as unknown as Command);
-  vmCreate
+    .option('--kernel <kernel>', 'kernel to boot')
+    .option('--vcpu <n>', 'number of vCPUs')
+    .option('--memory <size>', 'memory, e.g. 2G or 2048M')
+    .option('--disk-size <size>', 'work disk size, e.g. 8G')
     .option('--nat', 'give the VM outbound network access')
     .option('--no-start', 'only create')
-    .action(todo('vm create'));
+    .action((opts) => vmCreate(ctx, opts as CreateFlags));
 
-  vm.command('list').alias('ls').description('list VMs').action(todo('vm list'));
+  vm.command('list')
+    .alias('ls')
+    .description('list VMs')
+    .action(() => vmList(ctx));
   vm.command('show')
     .description('show one VM')
     .argument('<vm>', 'VM name or id prefix')
-    .action(todo('vm show'));
+    .action((ref) => vmShow(ctx, ref));
   vm.command('stats')
     .description('CPU, memory and disk usage')
     .argument('[vm...]', 'VMs (default: all running)')
-    .action(todo('vm stats'));
+    .action((refs) => vmStats(ctx, refs));
   vm.command('ssh')
     .description('open a shell in a VM (or run -- CMD)')
     .argument('<vm>', 'VM name or id prefix')
-    .action(todo('vm ssh'));
+    .action((ref) => vmSsh(ctx, ref, ctx.guestCommand));
   vm.command('start')
     .description('start VMs')
     .argument('<vm...>', 'VM names or id prefixes')
-    .action(todo('vm start'));
+    .action((refs) => vmStart(ctx, refs));
   vm.command('stop')
     .description('stop VMs gracefully (guest shutdown, then kill after a timeout)')
     .argument('<vm...>', 'VM names or id prefixes')
     .option('--timeout <duration>', 'how long to wait for the guest', '30s')
-    .action(todo('vm stop'));
+    .action((refs, opts) => vmStop(ctx, refs, opts.timeout));
   vm.command('restart')
     .description('restart VMs')
     .argument('<vm...>', 'VM names or id prefixes')
-    .action(todo('vm restart'));
+    .action((refs) => vmRestart(ctx, refs));
   vm.command('kill')
     .description('send a signal to the VMM of VMs')
     .argument('<vm...>', 'VM names or id prefixes')
     .option('--signal <sig>', 'signal to send', 'SIGKILL')
-    .action(todo('vm kill'));
+    .action((refs, opts) => vmKill(ctx, refs, opts.signal));
   vm.command('delete')
     .alias('rm')
     .description('delete VMs and their disks')
     .argument('<vm...>', 'VM names or id prefixes')
     .option('-f, --force', 'stop running VMs first')
-    .action(todo('vm delete'));
-  const vmSet = vm
-    .command('set')
+    .action((refs, opts) => vmDelete(ctx, refs, opts.force));
+  vm.command('set')
     .description('change VM settings (sizes only while stopped; disks only grow)')
-    .argument('<vm...>', 'VM names or id prefixes');
-  sizing(vmSet as unknown as Command);
-  vmSet.option('--nat', 'enable NAT').option('--no-nat', 'disable NAT').action(todo('vm set'));
+    .argument('<vm...>', 'VM names or id prefixes')
+    .option('--vcpu <n>', 'number of vCPUs')
+    .option('--memory <size>', 'memory, e.g. 2G or 2048M')
+    .option('--disk-size <size>', 'work disk size, e.g. 8G (disks only grow)')
+    .option('--nat', 'enable NAT')
+    .option('--no-nat', 'disable NAT')
+    .action((refs, opts) => vmSet(ctx, refs, opts as SizingFlags & { nat?: boolean }));
   vm.command('logs')
     .description('VMM and serial console log')
     .argument('<vm>', 'VM name or id prefix')
     .option('-f, --follow', 'keep printing new output')
-    .action(todo('vm logs'));
+    .action((ref, opts) => vmLogs(ctx, ref, Boolean(opts.follow)));
   vm.command('ports')
     .description('listening ports in VMs')
     .argument('<vm...>', 'VM names or id prefixes')
@@ -264,6 +282,13 @@ export function buildProgram(ctx: CliContext): Command {
     .action((shell) => completionCommand(ctx, program, shell));
 
   program.command('tui').description('full-screen fleet view').action(todo('tui'));
+
+  program
+    .command('__proxy', { hidden: true })
+    .description('ssh ProxyCommand: a byte pipe to a VM port through bangerd')
+    .argument('<vm>')
+    .argument('[port]')
+    .action((ref, port) => proxyCommand(ctx, ref, port));
 
   program
     .command('__complete', { hidden: true })

@@ -16,6 +16,8 @@ import { followFile, tailFile } from '../util/tail.js';
 import { ApiServer } from './http.js';
 import type { KeyedMutex, Operations } from './ops.js';
 import { registerImageRoutes } from './routes/images.js';
+import { registerVmRoutes } from './routes/vms.js';
+import { VmService } from '../vm/service.js';
 import type { ServiceDeps } from './services.js';
 
 /**
@@ -35,7 +37,12 @@ export interface DaemonContext {
   requestShutdown(): void;
 }
 
-export function createApp(ctx: DaemonContext): ApiServer {
+export interface App {
+  server: ApiServer;
+  vms: VmService;
+}
+
+export function createApp(ctx: DaemonContext): App {
   const config = () => ctx.configSource.current().config;
   const server = new ApiServer({
     version: IDENTITY,
@@ -55,6 +62,8 @@ export function createApp(ctx: DaemonContext): ApiServer {
   const kernels = new KernelService(deps);
   const images = new ImageService(deps, kernels);
   registerImageRoutes(server, kernels, images);
+  const vms = new VmService({ ...deps, kernels, images, host: ctx.host });
+  registerVmRoutes(server, vms);
 
   const doctor = new DoctorService({
     config,
@@ -93,9 +102,9 @@ export function createApp(ctx: DaemonContext): ApiServer {
 
   server.json(routes.shutdown, ({ body }) => {
     const inflight = ctx.ops.count;
-    if (body.ifIdle && inflight > 0) return { stopping: false, inflight };
+    if (body.ifIdle && inflight > 0) return { stopping: false, inflight, pid: process.pid };
     setImmediate(() => ctx.requestShutdown());
-    return { stopping: true, inflight };
+    return { stopping: true, inflight, pid: process.pid };
   });
 
   server.text(routes.daemonLogs, async ({ query, signal }, write) => {
@@ -113,5 +122,5 @@ export function createApp(ctx: DaemonContext): ApiServer {
     kernels: ctx.store.kernels.list().map((k) => k.name),
   }));
 
-  return server;
+  return { server, vms };
 }

@@ -71,6 +71,7 @@ async function main(): Promise<void> {
       finish(0);
     };
     const finish = (code: number): void => {
+      vms.shutdown();
       server.server.close();
       server.server.closeAllConnections();
       try {
@@ -84,7 +85,7 @@ async function main(): Promise<void> {
       process.exit(code);
     };
 
-    const server = createApp({
+    const { server, vms } = createApp({
       paths,
       configSource,
       logger: log,
@@ -109,6 +110,11 @@ async function main(): Promise<void> {
     process.on('SIGTERM', () => void shutdown('SIGTERM'));
     process.on('SIGINT', () => void shutdown('SIGINT'));
     process.on('SIGHUP', () => log.info('SIGHUP ignored (config reloads automatically)'));
+    try {
+      await vms.adopt();
+    } catch (e) {
+      log.error({ err: e }, 'adopting VMs failed');
+    }
     log.info({ version: IDENTITY, socket: paths.socket, pid: process.pid }, 'bangerd started');
     reportReady({ ready: true, pid: process.pid });
   } catch (e) {

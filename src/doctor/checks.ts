@@ -4,7 +4,19 @@ import type { Check } from '../api/schemas/daemon.js';
 import type { Config } from '../config/schema.js';
 import { CAP_NET_ADMIN, hasCapability } from '../util/proc.js';
 import { formatSize } from '../util/units.js';
+import {
+  ACPI_VIRTIO_MIN,
+  parseFirecrackerVersion,
+  type FirecrackerVersion,
+} from '../vmm/firecracker/index.js';
 import { resolveVmm } from '../vmm/resolve.js';
+
+const versionBelow = (v: FirecrackerVersion, min: FirecrackerVersion): boolean =>
+  v.major !== min.major
+    ? v.major < min.major
+    : v.minor !== min.minor
+      ? v.minor < min.minor
+      : v.patch < min.patch;
 
 /**
  * Host checks for `banger doctor`. The host is reached only through the Probe,
@@ -144,9 +156,15 @@ export const CHECKS: CheckDef[] = [
         return warn(`${name} not found: using qemu`, hint);
       }
       const v = await probe.version(bin);
-      return v
-        ? pass(`${bin}: ${v}`)
-        : fail(`${bin} does not run (--version failed)`, 'reinstall firecracker');
+      if (!v) return fail(`${bin} does not run (--version failed)`, 'reinstall firecracker');
+      const parsed = parseFirecrackerVersion(v);
+      if (parsed && versionBelow(parsed, ACPI_VIRTIO_MIN)) {
+        return warn(
+          `${bin}: ${v}: older than ${ACPI_VIRTIO_MIN.text}, which Debian kernels need (virtio devices via ACPI)`,
+          `install Firecracker ${ACPI_VIRTIO_MIN.text} or newer`,
+        );
+      }
+      return pass(`${bin}: ${v}`);
     },
   },
   {

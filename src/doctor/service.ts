@@ -3,6 +3,7 @@ import type { Check, DoctorResult } from '../api/schemas/daemon.js';
 import type { Config } from '../config/schema.js';
 import { resolveVmSizing, type HostFacts } from '../config/vmDefaults.js';
 import { lastLine, run, which } from '../util/exec.js';
+import { networkChecks } from '../network/index.js';
 import { CHECKS, hostProbe, summarize, type CheckDef, type Probe } from './checks.js';
 
 export interface DoctorDeps {
@@ -42,7 +43,7 @@ export class DoctorService {
       probe: this.probe,
     };
     const checks: Check[] = [];
-    const defs = this.deps.checks ?? CHECKS;
+    const defs = this.deps.checks ?? [...CHECKS, ...networkChecks()];
     const started = Date.now();
     emit({ type: 'step', id: 'doctor', label: 'Running host checks', state: 'start' });
     for (const def of defs) {

@@ -38,3 +38,9 @@ export const GUEST_RUN_DIR = '/run/banger';
 export const INIT_ERROR_MARKER = 'BANGER-INIT-ERROR:';
 /** Marker /init prints right before switch_root. */
 export const INIT_DONE_MARKER = 'banger-init: switching root';
+
+/**
+ * Symlink /init makes to the ACPI power button's evdev node (QMP
+ * system_powerdown → "Power Button"); the image's power-key unit watches it.
+ */
+export const POWER_BUTTON_DEVICE = '/dev/input/power-button';

@@ -26,6 +26,7 @@ async function runDoctor(probe: Probe, config: Partial<Config> = {}) {
     runtimeDir: '/r',
     host: { cpus: 8, memoryBytes: 16 * 1024 ** 3 },
     probe,
+    checks: CHECKS,
   });
   const result = await svc.run((e) => events.push(e));
   const by = Object.fromEntries(result.checks.map((c) => [c.id, c]));

@@ -53,6 +53,7 @@ export const ShutdownRequestSchema = z
 export const ShutdownResponseSchema = z.object({
   stopping: z.boolean(),
   inflight: z.number(),
+  pid: z.number(),
 });
 
 export const CheckStatus = z.enum(['pass', 'warn', 'fail']);

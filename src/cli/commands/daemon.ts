@@ -42,18 +42,15 @@ export async function daemonStop(ctx: CliContext): Promise<void> {
     else ctx.print('bangerd is not running');
     return;
   }
-  const client = newClient(ctx.paths);
-  const status = await client.call(routes.status);
-  const r = await client.call(routes.shutdown, { body: { ifIdle: false } });
+  // shutdown is accepted from any CLI version, so an old daemon can always be stopped.
+  const r = await newClient(ctx.paths).call(routes.shutdown, { body: { ifIdle: false } });
   if (r.inflight > 0 && !ctx.flags.json)
     ctx.note(`waiting for ${r.inflight} operation(s) to finish...`);
   const stopped = await waitForStop(ctx.paths, 11 * 60_000);
-  if (ctx.flags.json) ctx.printJson({ running: !stopped, pid: status.pid });
+  if (ctx.flags.json) ctx.printJson({ running: !stopped, pid: r.pid });
   else
     ctx.print(
-      stopped
-        ? `bangerd stopped (pid ${status.pid})`
-        : `bangerd (pid ${status.pid}) is still stopping`,
+      stopped ? `bangerd stopped (pid ${r.pid})` : `bangerd (pid ${r.pid}) is still stopping`,
     );
 }
 

@@ -12,8 +12,7 @@ import { BangerError, isErrno } from '../../errors.js';
  * The guest agent protocol on top is the same as over QEMU's virtio-serial.
  */
 
-/** The guest agent's vsock port. */
-export const AGENT_VSOCK_PORT = 1024;
+export { AGENT_VSOCK_PORT } from '../../guest/agentProtocol.js';
 
 /** The reply line is short (`OK 1073741824`); anything longer without a newline is not Firecracker. */
 const MAX_REPLY = 64;

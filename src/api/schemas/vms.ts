@@ -1,0 +1,141 @@
+import { z } from 'zod';
+import { ErrorShapeSchema } from '../events.js';
+import { VmSizingSchema } from './daemon.js';
+
+/** Wire shapes of VMs. */
+
+export const VM_STATES = [
+  'created',
+  'starting',
+  'running',
+  'stopping',
+  'stopped',
+  'crashed',
+  'error',
+] as const;
+
+export const VmViewSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: z.enum(VM_STATES),
+  image: z.string(),
+  imageId: z.string(),
+  kernel: z.string().nullable(),
+  vmm: z.string(),
+  accel: z.string().nullable(),
+  vcpu: z.number(),
+  memoryMib: z.number(),
+  diskSize: z.number(),
+  nat: z.boolean(),
+  ip: z.string().nullable(),
+  mac: z.string().nullable(),
+  tap: z.string().nullable(),
+  pid: z.number().nullable(),
+  createdAt: z.string(),
+  startedAt: z.string().nullable(),
+  stoppedAt: z.string().nullable(),
+  lastError: z.string().nullable(),
+  /** Host name for ssh (`<name>.vm`). */
+  sshHost: z.string(),
+  dir: z.string(),
+  /** Time from VMM start to guest readiness on the last boot. */
+  bootMs: z.number().nullable(),
+});
+export type VmView = z.infer<typeof VmViewSchema>;
+
+const Sourced = <T extends z.ZodType>(t: T) => z.object({ value: t, source: z.string() });
+
+/** What `vm run` / `vm create` print first: the effective spec and where each value came from. */
+export const VmSpecSchema = z.object({
+  name: Sourced(z.string()),
+  sizing: VmSizingSchema,
+  image: Sourced(z.string()),
+  kernel: Sourced(z.string()),
+  vmm: Sourced(z.string()),
+  accel: Sourced(z.string()),
+  nat: z.boolean(),
+});
+export type VmSpec = z.infer<typeof VmSpecSchema>;
+
+export const VmName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must be 1-64 lowercase letters, digits or dashes');
+const SizeBytes = z.number().int().positive();
+
+export const VmCreateRequestSchema = z
+  .object({
+    name: VmName.optional(),
+    image: z.string().min(1).optional(),
+    kernel: z.string().min(1).optional(),
+    vcpu: z.number().int().min(1).max(64).optional(),
+    memoryMib: z.number().int().min(128).optional(),
+    diskSize: SizeBytes.optional(),
+    nat: z.boolean().default(false),
+    start: z.boolean().default(true),
+  })
+  .strict();
+
+export const VmCreateResultSchema = z.object({ vm: VmViewSchema, spec: VmSpecSchema });
+
+export const VM_ACTIONS = ['start', 'stop', 'restart', 'kill', 'delete'] as const;
+export type VmAction = (typeof VM_ACTIONS)[number];
+
+export const VmActionRequestSchema = z
+  .object({
+    refs: z.array(z.string().min(1)).min(1).max(256),
+    /** stop/restart: how long the guest gets to power off before the VMM is killed. */
+    timeoutMs: z.number().int().min(0).max(3_600_000).optional(),
+    /** kill: the signal. */
+    signal: z
+      .string()
+      .regex(/^(SIG)?[A-Z0-9]+$/)
+      .optional(),
+    /** delete: stop running VMs first. */
+    force: z.boolean().optional(),
+  })
+  .strict();
+
+export const VmSetRequestSchema = z
+  .object({
+    refs: z.array(z.string().min(1)).min(1).max(256),
+    vcpu: z.number().int().min(1).max(64).optional(),
+    memoryMib: z.number().int().min(128).optional(),
+    diskSize: SizeBytes.optional(),
+    nat: z.boolean().optional(),
+  })
+  .strict();
+
+export const VmResultSchema = z.object({
+  ref: z.string(),
+  ok: z.boolean(),
+  vm: VmViewSchema.optional(),
+  error: ErrorShapeSchema.optional(),
+});
+export type VmResult = z.infer<typeof VmResultSchema>;
+export const VmResultsSchema = z.object({ results: z.array(VmResultSchema) });
+
+export const VmStatsSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: z.string(),
+  /** Host CPU used by the VMM process, in percent of one core. */
+  cpuPercent: z.number().nullable(),
+  /** Resident memory of the VMM process. */
+  rssBytes: z.number().nullable(),
+  memoryMib: z.number(),
+  /** From the guest agent. */
+  guest: z
+    .object({
+      memTotalBytes: z.number(),
+      memAvailableBytes: z.number(),
+      load1: z.number(),
+      uptimeMs: z.number(),
+      disks: z.array(
+        z.object({ mount: z.string(), totalBytes: z.number(), freeBytes: z.number() }),
+      ),
+    })
+    .nullable(),
+  /** Host blocks allocated by the VM's disks (sparse files). */
+  disk: z.object({ overlayBytes: z.number(), workBytes: z.number(), workSizeBytes: z.number() }),
+});
+export type VmStats = z.infer<typeof VmStatsSchema>;

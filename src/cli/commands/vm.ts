@@ -1,0 +1,439 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { ErrorShape } from '../../errors.js';
+import { routes } from '../../api/routes.js';
+import type { VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js';
+import { BangerError, toBangerError } from '../../errors.js';
+import { sshArgs } from '../../guest/ssh.js';
+import {
+  formatDuration,
+  formatSize,
+  formatSizeShort,
+  parseDuration,
+  parseSize,
+} from '../../util/units.js';
+import type { CliContext } from '../context.js';
+import { ExitWith } from '../exit.js';
+import { table } from '../render/table.js';
+
+/** `banger vm ...`: thin wrappers over the VM routes, plus the ssh client side. */
+
+export interface SizingFlags {
+  vcpu?: string;
+  memory?: string;
+  diskSize?: string;
+}
+
+export function parseSizing(f: SizingFlags): {
+  vcpu?: number;
+  memoryMib?: number;
+  diskSize?: number;
+} {
+  const out: { vcpu?: number; memoryMib?: number; diskSize?: number } = {};
+  if (f.vcpu !== undefined) {
+    if (!/^\d+$/.test(f.vcpu) || Number(f.vcpu) < 1)
+      throw new BangerError('usage', `invalid --vcpu '${f.vcpu}'`, {
+        hint: 'use a whole number ≥ 1',
+      });
+    out.vcpu = Number(f.vcpu);
+  }
+  try {
+    if (f.memory !== undefined) {
+      // A bare number is MiB, like Docker's and QEMU's -m.
+      out.memoryMib = /^\d+$/.test(f.memory)
+        ? Number(f.memory)
+        : Math.floor(parseSize(f.memory) / 1024 ** 2);
+    }
+    if (f.diskSize !== undefined)
+      out.diskSize = /^\d+$/.test(f.diskSize)
+        ? Number(f.diskSize) * 1024 ** 3
+        : parseSize(f.diskSize);
+  } catch (e) {
+    throw new BangerError('usage', (e as Error).message, { hint: 'use sizes like 2G or 512M' });
+  }
+  return out;
+}
+
+export function formatSpec(s: VmSpec): string {
+  const z = s.sizing;
+  return [
+    `spec: name=${s.name.value}`,
+    `vcpu=${z.vcpu.value} (${z.vcpu.source})`,
+    `memory=${formatSizeShort(z.memoryMib.value * 1024 ** 2)} (${z.memoryMib.source})`,
+    `disk=${formatSizeShort(z.diskSize.value)} (${z.diskSize.source})`,
+    `image=${s.image.value} (${s.image.source})`,
+    `kernel=${s.kernel.value} (${s.kernel.source})`,
+    `vmm=${s.vmm.value} (${s.vmm.source})`,
+    `accel=${s.accel.value} (${s.accel.source})`,
+    `nat=${s.nat ? 'on' : 'off'}`,
+  ].join(' ');
+}
+
+const ago = (iso: string | null): string =>
+  iso ? `${formatDuration(Date.now() - Date.parse(iso))} ago` : '-';
+
+export function formatVmTable(vms: VmView[]): string {
+  return table(
+    ['NAME', 'STATE', 'IP', 'VCPU', 'MEMORY', 'DISK', 'IMAGE', 'VMM', 'CREATED'],
+    vms.map((v) => [
+      v.name,
+      v.state,
+      v.ip,
+      v.vcpu,
+      formatSizeShort(v.memoryMib * 1024 ** 2),
+      formatSizeShort(v.diskSize),
+      v.image,
+      `${v.vmm}/${v.accel ?? '?'}`,
+      ago(v.createdAt),
+    ]),
+  );
+}
+
+export function formatVm(v: VmView): string {
+  const rows: [string, string | number | null][] = [
+    ['name', v.name],
+    ['id', v.id],
+    ['state', v.state + (v.lastError ? ` (${v.lastError})` : '')],
+    ['image', v.image],
+    ['kernel', v.kernel],
+    ['vmm', `${v.vmm} (accel ${v.accel ?? '?'})`],
+    ['vcpu', v.vcpu],
+    ['memory', formatSizeShort(v.memoryMib * 1024 ** 2)],
+    ['disk', formatSizeShort(v.diskSize)],
+    ['nat', v.nat ? 'on' : 'off'],
+    ['ip', v.ip],
+    ['mac', v.mac],
+    ['tap', v.tap],
+    ['pid', v.pid],
+    ['ssh', `banger vm ssh ${v.name}`],
+    ['created', `${v.createdAt} (${ago(v.createdAt)})`],
+    ['started', v.startedAt],
+    ['stopped', v.stoppedAt],
+    ['boot', v.bootMs === null ? null : formatDuration(v.bootMs)],
+    ['dir', v.dir],
+  ];
+  return rows.map(([k, val]) => `${`${k}:`.padEnd(9)}${val ?? '-'}`).join('\n');
+}
+
+// ------------------------------------------------------------------ create / run
+
+export interface CreateFlags extends SizingFlags {
+  name?: string;
+  image?: string;
+  kernel?: string;
+  nat?: boolean;
+  start?: boolean;
+}
+
+async function createVm(
+  ctx: CliContext,
+  f: CreateFlags,
+  start: boolean,
+): Promise<{ vm: VmView; spec: VmSpec }> {
+  let printed = false;
+  return ctx.stream(
+    routes.vmCreate,
+    {
+      body: {
+        name: f.name,
+        image: f.image,
+        kernel: f.kernel,
+        ...parseSizing(f),
+        nat: Boolean(f.nat),
+        start,
+      },
+    },
+    {
+      onItem: (data) => {
+        const d = data as { kind?: string; spec?: VmSpec };
+        if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
+          printed = true;
+          ctx.note(formatSpec(d.spec));
+        }
+      },
+    },
+  );
+}
+
+export async function vmCreate(ctx: CliContext, f: CreateFlags): Promise<void> {
+  const r = await createVm(ctx, f, f.start !== false);
+  if (ctx.flags.json) ctx.printJson(r);
+  else ctx.print(r.vm.name);
+}
+
+export interface RunFlags extends CreateFlags {
+  rm?: boolean;
+  branch?: string;
+  from?: string;
+}
+
+export async function vmRun(
+  ctx: CliContext,
+  path: string | undefined,
+  f: RunFlags,
+  command: string[],
+): Promise<void> {
+  if (path !== undefined || f.branch || f.from) {
+    throw new BangerError(
+      'not_implemented',
+      "'vm run PATH' (workspace mode) is not implemented yet",
+      {
+        hint: 'run without PATH for now; see the README section "Status"',
+      },
+    );
+  }
+  let vm: VmView;
+  try {
+    vm = (await createVm(ctx, f, true)).vm;
+  } catch (e) {
+    const err = toBangerError(e);
+    // --rm: clean up unless the first readiness wait timed out (keep it for `vm logs`).
+    if (f.rm && !err.details?.bootTimeout) await removeQuietly(ctx, f.name);
+    else if (f.rm && f.name)
+      ctx.note(`kept vm '${f.name}' for inspection: banger vm logs ${f.name}`);
+    throw err;
+  }
+  const code = await sshInto(ctx, vm, command);
+  if (f.rm) {
+    await removeQuietly(ctx, vm.name);
+  } else if (command.length === 0) {
+    await remindIfRunning(ctx, vm.name);
+  }
+  if (code !== 0) throw new ExitWith(code);
+}
+
+async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {
+  if (!name) return;
+  try {
+    await ctx.daemon((c) =>
+      c.stream(
+        routes.vmAction,
+        { params: { action: 'delete' }, body: { refs: [name], force: true } },
+        () => undefined,
+      ),
+    );
+  } catch {
+    // best effort: the VM may never have been created
+  }
+}
+
+async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
+  try {
+    const v = await ctx.call(routes.vmShow, { params: { ref: name } });
+    if (v.state === 'running')
+      ctx.note(
+        `vm '${name}' is still running: stop it with \`banger vm stop ${name}\` or delete it with \`banger vm delete -f ${name}\``,
+      );
+  } catch {
+    // the VM is gone: nothing to remind
+  }
+}
+
+// ------------------------------------------------------------------ ssh
+
+const cliEntry = (): string => fileURLToPath(new URL('../main.js', import.meta.url));
+
+/** Run system ssh into the VM through the daemon's tunnel; resolves with ssh's exit code. */
+export async function sshInto(
+  ctx: CliContext,
+  vm: Pick<VmView, 'id' | 'name'>,
+  command: string[],
+): Promise<number> {
+  const interactive = command.length === 0 && Boolean(process.stdin.isTTY);
+  const args = sshArgs({
+    alias: `${vm.name}.vm`,
+    keyPath: ctx.sshKeyPath(),
+    knownHosts: ctx.paths.knownHosts,
+    proxyCommand: [process.execPath, cliEntry(), '__proxy', vm.id],
+    tty: interactive,
+    command,
+  });
+  return new Promise((resolve, reject) => {
+    const child = spawn('ssh', args, { stdio: 'inherit' });
+    child.on('error', (e) =>
+      reject(
+        new BangerError('tool_missing', `cannot run ssh: ${e.message}`, {
+          hint: 'install openssh-client',
+        }),
+      ),
+    );
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 1 : 1)));
+  });
+}
+
+export async function vmSsh(ctx: CliContext, ref: string, command: string[]): Promise<void> {
+  const vm = await ctx.call(routes.vmShow, { params: { ref } });
+  if (vm.state !== 'running') {
+    throw new BangerError('precondition', `vm '${vm.name}' is ${vm.state}`, {
+      hint: `start it with \`banger vm start ${vm.name}\``,
+    });
+  }
+  const code = await sshInto(ctx, vm, command);
+  if (command.length === 0) await remindIfRunning(ctx, vm.name);
+  if (code !== 0) throw new ExitWith(code);
+}
+
+/** ProxyCommand for ssh: a byte pipe between stdio and the guest's port 22, through the daemon. */
+export async function proxyCommand(ctx: CliContext, ref: string, port?: string): Promise<void> {
+  const sock = await ctx.daemon((c) =>
+    c.upgrade(routes.vmSsh, { params: { ref }, query: port ? { port: Number(port) } : {} }),
+  );
+  await new Promise<void>((resolve) => {
+    process.stdin.pipe(sock);
+    sock.pipe(process.stdout);
+    sock.on('close', () => resolve());
+    sock.on('error', () => resolve());
+    process.stdin.on('end', () => sock.end());
+  });
+}
+
+// ------------------------------------------------------------------ list / show / logs / stats
+
+export async function vmList(ctx: CliContext): Promise<void> {
+  const { vms } = await ctx.call(routes.vmList);
+  if (ctx.flags.json) ctx.printJson(vms);
+  else ctx.print(formatVmTable(vms));
+}
+
+export async function vmShow(ctx: CliContext, ref: string): Promise<void> {
+  const vm = await ctx.call(routes.vmShow, { params: { ref } });
+  if (ctx.flags.json) ctx.printJson(vm);
+  else ctx.print(formatVm(vm));
+}
+
+export async function vmLogs(ctx: CliContext, ref: string, follow: boolean): Promise<void> {
+  const ac = new AbortController();
+  const onSig = (): void => ac.abort();
+  process.once('SIGINT', onSig);
+  try {
+    await ctx.daemon((c) =>
+      c.text(
+        routes.vmLogs,
+        { params: { ref }, query: { follow } },
+        (s) => ctx.out.write(s),
+        ac.signal,
+      ),
+    );
+  } finally {
+    process.off('SIGINT', onSig);
+  }
+}
+
+export function formatStats(stats: VmStats[]): string {
+  return table(
+    ['NAME', 'STATE', 'CPU', 'VMM RSS', 'GUEST MEM USED', 'ROOT DISK USED', 'HOST DISK'],
+    stats.map((s) => {
+      const g = s.guest;
+      const mem = g
+        ? `${formatSize(g.memTotalBytes - g.memAvailableBytes)} / ${formatSize(g.memTotalBytes)}`
+        : '-';
+      const root = g?.disks.find((d) => d.mount === '/root');
+      const rootUse = root
+        ? `${formatSize(root.totalBytes - root.freeBytes)} / ${formatSize(root.totalBytes)}`
+        : '-';
+      return [
+        s.name,
+        s.state,
+        s.cpuPercent === null ? '-' : `${s.cpuPercent}%`,
+        s.rssBytes === null ? '-' : formatSize(s.rssBytes),
+        mem,
+        rootUse,
+        formatSize(s.disk.overlayBytes + s.disk.workBytes),
+      ];
+    }),
+  );
+}
+
+export async function vmStats(ctx: CliContext, refs: string[]): Promise<void> {
+  const { vms } = await ctx.call(routes.vmStats, {
+    query: refs.length ? { refs: refs.join(',') } : {},
+  });
+  if (ctx.flags.json) ctx.printJson(vms);
+  else ctx.print(formatStats(vms));
+}
+
+// ------------------------------------------------------------------ lifecycle over several VMs
+
+function reportResults(ctx: CliContext, verb: string, results: VmResult[]): void {
+  if (ctx.flags.json) {
+    ctx.printJson(results);
+  }
+  const failed = results.filter((r) => !r.ok);
+  if (failed.length === 0) return;
+  if (results.length === 1) throw BangerError.fromJSON(failed[0]!.error as ErrorShape);
+  throw new BangerError(
+    'precondition',
+    `${failed.length} of ${results.length} VMs failed to ${verb}`,
+    { hint: 'see the lines above' },
+  );
+}
+
+async function action(
+  ctx: CliContext,
+  verb: 'start' | 'stop' | 'restart' | 'kill' | 'delete',
+  refs: string[],
+  body: { timeoutMs?: number; signal?: string; force?: boolean } = {},
+): Promise<void> {
+  const past: Record<typeof verb, string> = {
+    start: 'started',
+    stop: 'stopped',
+    restart: 'restarted',
+    kill: 'killed',
+    delete: 'deleted',
+  };
+  const { results } = await ctx.stream(
+    routes.vmAction,
+    { params: { action: verb }, body: { refs, ...body } },
+    {
+      onItem: (data) => {
+        if (ctx.flags.json) return;
+        const r = data as VmResult;
+        if (r.ok) ctx.print(`${r.vm?.name ?? r.ref}: ${past[verb]}`);
+        else if (refs.length > 1)
+          ctx.note(
+            `error: ${r.ref}: ${r.error?.message}${r.error?.hint ? `: ${r.error.hint}` : ''}`,
+          );
+      },
+    },
+  );
+  reportResults(ctx, verb, results);
+}
+
+export const vmStart = (ctx: CliContext, refs: string[]): Promise<void> =>
+  action(ctx, 'start', refs);
+export const vmRestart = (ctx: CliContext, refs: string[], timeout?: string): Promise<void> =>
+  action(ctx, 'restart', refs, { timeoutMs: timeout ? parseTimeout(timeout) : undefined });
+export const vmStop = (ctx: CliContext, refs: string[], timeout?: string): Promise<void> =>
+  action(ctx, 'stop', refs, { timeoutMs: timeout ? parseTimeout(timeout) : undefined });
+export const vmKill = (ctx: CliContext, refs: string[], signal?: string): Promise<void> =>
+  action(ctx, 'kill', refs, { signal: signal?.toUpperCase() });
+export const vmDelete = (ctx: CliContext, refs: string[], force?: boolean): Promise<void> =>
+  action(ctx, 'delete', refs, { force: Boolean(force) });
+
+function parseTimeout(s: string): number {
+  try {
+    return /^\d+$/.test(s) ? Number(s) * 1000 : parseDuration(s);
+  } catch (e) {
+    throw new BangerError('usage', (e as Error).message, { hint: 'use e.g. --timeout 30s' });
+  }
+}
+
+export async function vmSet(
+  ctx: CliContext,
+  refs: string[],
+  f: SizingFlags & { nat?: boolean },
+): Promise<void> {
+  const { results } = await ctx.stream(
+    routes.vmSet,
+    { body: { refs, ...parseSizing(f), nat: f.nat } },
+    {
+      onItem: (data) => {
+        const r = data as VmResult;
+        if (!ctx.flags.json && r.ok) ctx.print(`${r.vm?.name ?? r.ref}: updated`);
+        else if (!ctx.flags.json && refs.length > 1)
+          ctx.note(`error: ${r.ref}: ${r.error?.message}`);
+      },
+    },
+  );
+  reportResults(ctx, 'update', results);
+}

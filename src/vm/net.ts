@@ -1,0 +1,108 @@
+import type { Config } from '../config/schema.js';
+import {
+  guestDns,
+  guestIpArg,
+  HostNetwork,
+  TapPool,
+  type NetRunner,
+  type RunningVmNet,
+} from '../network/index.js';
+import type { VmRecord } from '../store/vms.js';
+import type { Logger } from '../util/log.js';
+
+/**
+ * The VM service's view of bridge networking. Nothing touches the host
+ * network until the first VM starts (a daemon that only pulls images never
+ * creates a bridge). The HostNetwork is rebuilt when the bridge settings in
+ * config.toml change.
+ */
+export class VmNetwork {
+  private host?: HostNetwork;
+  private pool?: TapPool;
+  private key = '';
+
+  constructor(
+    private readonly config: () => Config,
+    private readonly logger: Logger,
+    private readonly runner?: NetRunner,
+  ) {}
+
+  private current(): { host: HostNetwork; pool: TapPool } {
+    const c = this.config();
+    const key = `${c.bridgeName}|${c.bridgeIp}|${c.cidr}|${c.tapPoolSize}`;
+    if (!this.host || !this.pool || key !== this.key) {
+      this.host = HostNetwork.fromConfig(c, this.runner ? { run: this.runner } : {});
+      this.pool = new TapPool(this.host, c.tapPoolSize, {
+        onError: (e) => this.logger.warn({ err: e }, 'tap pool refill failed'),
+      });
+      this.key = key;
+    }
+    return { host: this.host, pool: this.pool };
+  }
+
+  get prefix(): number {
+    return this.current().host.subnet.prefix;
+  }
+
+  /** Bridge up, a tap for the VM, and the guest's `ip=` argument. */
+  async prepare(
+    vm: Pick<VmRecord, 'id' | 'name' | 'ip'>,
+  ): Promise<{ tap: string; ipArg: string | undefined }> {
+    const { host, pool } = this.current();
+    await host.ensureBridge();
+    const tap = await pool.take(vm.id);
+    const c = this.config();
+    const ipArg = vm.ip
+      ? guestIpArg({
+          ip: vm.ip,
+          prefix: host.subnet.prefix,
+          gateway: c.bridgeIp,
+          hostname: vm.name,
+          dns: guestDns(c.defaultDns).servers,
+        })
+      : undefined;
+    return { tap, ipArg };
+  }
+
+  /** After the VMM runs: rules for every running VM, and the neighbour entry for this one. */
+  async started(vm: Pick<VmRecord, 'ip' | 'mac'>, running: RunningVmNet[]): Promise<void> {
+    const { host } = this.current();
+    await host.applyNat(running);
+    if (vm.ip && vm.mac)
+      await host
+        .neighbourSeed(vm.ip, vm.mac)
+        .catch((e) => this.logger.debug({ err: e }, 'neighbour seed failed'));
+  }
+
+  /** After the VMM is gone: its tap back to the pool (or deleted), its rules removed. */
+  async released(vm: Pick<VmRecord, 'ip' | 'tap'>, running: RunningVmNet[]): Promise<void> {
+    const { host, pool } = this.current();
+    if (vm.tap)
+      await pool
+        .give(vm.tap)
+        .catch((e) => this.logger.warn({ err: e, tap: vm.tap }, 'tap cleanup failed'));
+    await host.applyNat(running);
+    if (vm.ip) await host.neighbourClear(vm.ip).catch(() => undefined);
+  }
+
+  /** Rules only (vm set --nat/--no-nat on a running VM). */
+  async applyNat(running: RunningVmNet[]): Promise<void> {
+    await this.current().host.applyNat(running);
+  }
+
+  /** Daemon start: bridge, taps and rules made to match the VMs that run. */
+  async reconcile(running: RunningVmNet[]): Promise<void> {
+    const { host, pool } = this.current();
+    const report = await host.reconcile(running, { pool, seedNeighbours: true });
+    this.logger.info({ report }, 'network reconciled');
+    void pool.fill().catch((e) => this.logger.warn({ err: e }, 'tap pool fill failed'));
+  }
+}
+
+export const netOf = (v: VmRecord): RunningVmNet => ({
+  id: v.id,
+  ip: v.ip ?? '',
+  nat: v.nat,
+  tap: v.tap ?? undefined,
+  mac: v.mac ?? undefined,
+});

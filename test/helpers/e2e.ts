@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import {
+  makeSandbox,
+  REPO_ROOT,
+  runProcess,
+  type RunOptions,
+  type RunResult,
+  type Sandbox,
+} from './sandbox.js';
+
+/**
+ * The end-to-end VM environment. Every e2e file gets a fresh network
+ * namespace (the daemon and the VMs live in it; nothing private-range touches
+ * the root namespace), a fresh config and runtime dir, and a state/cache dir
+ * shared by the e2e files of this checkout so the default kernel and image are
+ * built once (`.cache/e2e/`, or BANGER_E2E_DIR). e2e files run one at a time.
+ */
+export const IN_CI = process.env.CI === 'true';
+export const E2E_DIR = process.env.BANGER_E2E_DIR ?? path.join(REPO_ROOT, '.cache', 'e2e');
+
+/** Fail in CI, skip elsewhere, when the host cannot run a test. */
+export function needs(t: TestContext, ok: boolean, why: string): boolean {
+  if (ok) return true;
+  if (IN_CI) throw new Error(`cannot run in CI: ${why}`);
+  t.skip(why);
+  return false;
+}
+
+export const isRoot = (): boolean => process.getuid?.() === 0;
+
+export interface VmEnv {
+  ns: string;
+  sb: Sandbox;
+  /** Run the CLI inside the namespace. */
+  run(args: string[], opts?: RunOptions): Promise<RunResult>;
+  /** Run the CLI and parse --json output; throws with stderr on failure. */
+  json<T>(args: string[]): Promise<T>;
+  /** Run a command inside the namespace. */
+  sh(cmd: string[]): Promise<RunResult>;
+  /** A VM name unique to this env; remembered for cleanup. */
+  name(prefix: string): string;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * Make sure the default kernel and image exist in the shared state, pulling
+ * them with a daemon in the root namespace (pulls only download and build
+ * files; no bridge or address is created until a VM starts).
+ */
+async function prepareArtifacts(sb: Sandbox): Promise<void> {
+  for (const args of [
+    ['kernel', 'pull', 'debian-cloud-6.1'],
+    ['image', 'pull', 'debian-bookworm'],
+  ]) {
+    const r = await sb.run(args, { timeoutMs: 20 * 60_000 });
+    if (r.code !== 0) throw new Error(`banger ${args.join(' ')} failed: ${r.stderr}`);
+  }
+  await sb.run(['daemon', 'stop']);
+}
+
+export async function vmEnv(
+  label: string,
+  opts: { config?: string; env?: Record<string, string> } = {},
+): Promise<VmEnv> {
+  const ns = `bgt-${label}-${randomBytes(3).toString('hex')}`.slice(0, 15);
+  fs.mkdirSync(path.join(E2E_DIR, 'state'), { recursive: true });
+  fs.mkdirSync(path.join(E2E_DIR, 'cache'), { recursive: true });
+  const sb = await makeSandbox({
+    config: opts.config ?? '',
+    env: {
+      BANGER_STATE_DIR: path.join(E2E_DIR, 'state'),
+      BANGER_CACHE_DIR: path.join(E2E_DIR, 'cache'),
+      ...opts.env,
+    },
+  });
+  try {
+    await prepareArtifacts(sb);
+  } catch (e) {
+    await sb.cleanup();
+    throw e;
+  }
+  const add = await runProcess('ip', ['netns', 'add', ns]);
+  if (add.code !== 0) {
+    await sb.cleanup();
+    throw new Error(`ip netns add ${ns}: ${add.stderr}`);
+  }
+  await runProcess('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  const names: string[] = [];
+  const wrap = ['ip', 'netns', 'exec', ns];
+  const env: VmEnv = {
+    ns,
+    sb,
+    run: (args, o = {}) => sb.run(args, { timeoutMs: 5 * 60_000, ...o, wrap }),
+    async json<T>(args: string[]): Promise<T> {
+      const r = await env.run([...args, '--json']);
+      if (r.code !== 0) throw new Error(`banger ${args.join(' ')} failed (${r.code}): ${r.stderr}`);
+      return JSON.parse(r.stdout) as T;
+    },
+    sh: (cmd) => runProcess(wrap[0]!, [...wrap.slice(1), ...cmd]),
+    name(prefix) {
+      const n = `${prefix}-${randomBytes(2).toString('hex')}`;
+      names.push(n);
+      return n;
+    },
+    async cleanup() {
+      try {
+        const r = await env.run(['vm', 'list', '--json'], { timeoutMs: 60_000 });
+        if (r.code === 0) {
+          const mine = (JSON.parse(r.stdout) as { name: string }[])
+            .map((v) => v.name)
+            .filter((n) => names.includes(n));
+          if (mine.length)
+            await env.run(['vm', 'delete', '--force', ...mine], { timeoutMs: 120_000 });
+        }
+      } finally {
+        await env.run(['daemon', 'stop'], { timeoutMs: 60_000 }).catch(() => undefined);
+        await sb.cleanup();
+        await runProcess('ip', ['netns', 'del', ns]);
+      }
+    },
+  };
+  return env;
+}
