@@ -1,11 +1,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ProgressSink } from '../api/events.js';
-import { BangerError } from '../errors.js';
 import { DISKS } from '../guest/bootContract.js';
 import { guestContractOps, type ContractOp } from '../guest/contract.js';
 import { applyContractToTree } from '../guest/contract/apply.js';
-import type { Ext4Module, TreeLike } from './ext4.js';
+import { treeToExt4 } from '../storage/ext4.js';
+import { pullOci } from './oci/index.js';
+import type { RootfsTree } from './tree/index.js';
 import { fileSize, IMAGE_FILES, type FileSize } from './files.js';
 import { splitWorkSeed } from './workSeed.js';
 
@@ -26,7 +27,6 @@ export interface ImageFromTreeOptions {
   /** Operations after the contract (recipe-specific). */
   extraOps?: ContractOp[];
   mtime?: number;
-  ext4: Ext4Module;
   emit?: ProgressSink;
   signal?: AbortSignal;
 }
@@ -39,7 +39,7 @@ export interface ImageArtifacts {
 }
 
 export async function imageFromTree(
-  tree: TreeLike,
+  tree: RootfsTree,
   o: ImageFromTreeOptions,
 ): Promise<ImageArtifacts> {
   applyContractToTree(
@@ -53,8 +53,8 @@ export async function imageFromTree(
   fs.mkdirSync(o.outDir, { recursive: true });
   const workSeedPath = path.join(o.outDir, IMAGE_FILES.workSeed);
   const rootfsPath = path.join(o.outDir, IMAGE_FILES.rootfs);
-  await splitWorkSeed(tree, workSeedPath, o.ext4, { workDir: o.workDir, signal: o.signal });
-  await o.ext4.treeToExt4(tree, rootfsPath, {
+  await splitWorkSeed(tree, workSeedPath, { workDir: o.workDir, signal: o.signal });
+  await treeToExt4(tree, rootfsPath, {
     label: DISKS.base.label,
     journal: false,
     emit: o.emit,
@@ -88,17 +88,64 @@ export interface OciArtifacts extends ImageArtifacts {
 }
 
 /**
- * OCI references → image artifacts. The one place to wire the OCI puller
- * (src/image/oci `pullOci`) once it is merged:
- *
- *   const pulled = await pullOci(ref, { cacheDir, workDir, insecure, emit, signal });
- *   try {
- *     const a = await imageFromTree(pulled.tree, { outDir, workDir, agentBinary, ext4, emit, signal });
- *     return { ...a, reference: pulled.reference, digest: pulled.digest, meta: { layers: pulled.layers, config: pulled.config } };
- *   } finally { await pulled.tree.dispose(); }
+ * OCI references → image artifacts: `pullOci` (src/image/oci: registry,
+ * layers, whiteouts, safety limits) gives a RootfsTree; the guest contract is
+ * applied to it and it becomes rootfs.ext4 + work-seed.ext4. mise is not
+ * installed (its binary needs glibc; OCI images may be musl-based).
  */
-export async function pullOciImage(ref: string, _o: OciImageOptions): Promise<OciArtifacts> {
-  throw new BangerError('not_implemented', `pulling OCI image '${ref}' is not implemented yet`, {
-    hint: 'use the catalog image (banger image pull debian-bookworm), or register an ext4 rootfs with banger image register',
+export async function pullOciImage(ref: string, o: OciImageOptions): Promise<OciArtifacts> {
+  const pulled = await pullOci(ref, {
+    cacheDir: o.cacheDir,
+    workDir: o.workDir,
+    insecure: o.insecure,
+    emit: o.emit,
+    signal: o.signal,
   });
+  try {
+    o.emit({
+      type: 'step',
+      id: 'convert',
+      label: 'apply guest contract, convert to ext4',
+      state: 'start',
+    });
+    const t0 = Date.now();
+    const a = await imageFromTree(pulled.tree, {
+      outDir: o.outDir,
+      workDir: o.workDir,
+      agentBinary: o.agentBinary,
+      emit: o.emit,
+      signal: o.signal,
+    });
+    o.emit({
+      type: 'step',
+      id: 'convert',
+      label: 'apply guest contract, convert to ext4',
+      state: 'done',
+      ms: Date.now() - t0,
+    });
+    const c = pulled.config;
+    return {
+      ...a,
+      reference: pulled.reference,
+      digest: pulled.digest,
+      meta: {
+        reference: pulled.reference,
+        digest: pulled.digest,
+        ...(pulled.indexDigest ? { indexDigest: pulled.indexDigest } : {}),
+        configDigest: pulled.configDigest,
+        layers: pulled.layers,
+        compressedBytes: pulled.sizeBytes,
+        contentBytes: pulled.contentBytes,
+        config: {
+          env: c.Env,
+          entrypoint: c.Entrypoint,
+          cmd: c.Cmd,
+          user: c.User,
+          workingDir: c.WorkingDir,
+        },
+      },
+    };
+  } finally {
+    await pulled.tree.dispose();
+  }
 }

@@ -272,6 +272,7 @@ export class ImageService {
     this.assertNameFree(name);
     const kernel = req.kernelRef ?? this.deps.config().defaultKernel;
     return this.singleFlight(name, `oci:${req.ref}`, emit, signal, async (fanout, sig) => {
+      const kernelTask = this.kernelInBackground(kernel, fanout, sig);
       const scratch = await this.scratchDir();
       try {
         const a = await pullOciImage(req.ref, {
@@ -284,6 +285,7 @@ export class ImageService {
           emit: fanout,
           signal: sig,
         });
+        await kernelTask;
         return await this.commit(path.join(scratch, 'out'), {
           name,
           source: `oci:${a.reference}@${a.digest}`,
@@ -320,17 +322,7 @@ export class ImageService {
       this.assertNameFree(spec.name);
       requireAgent(this.agentBinary);
       const kernelTask = pullKernel
-        ? this.kernels.ensure(spec.kernel, fanout, sig).then(
-            () => undefined,
-            (e: unknown) => {
-              if (sig.aborted) return;
-              fanout({
-                type: 'log',
-                level: 'warn',
-                message: `kernel ${spec.kernel} is not installed (${toBangerError(e).message}); a VM create will fetch it`,
-              });
-            },
-          )
+        ? this.kernelInBackground(spec.kernel, fanout, sig)
         : Promise.resolve();
       const scratch = await this.scratchDir();
       const log = BuildLog.open(this.deps.paths.imageBuildDir, spec.name);
@@ -387,6 +379,24 @@ export class ImageService {
         await rmrf(scratch);
       }
     });
+  }
+
+  /**
+   * Pull a kernel alongside an image build. A failure is a warning: the image
+   * is still useful, and VM create fetches the kernel again.
+   */
+  private kernelInBackground(name: string, emit: ProgressSink, signal: AbortSignal): Promise<void> {
+    return this.kernels.ensure(name, emit, signal).then(
+      () => undefined,
+      (e: unknown) => {
+        if (signal.aborted) return;
+        emit({
+          type: 'log',
+          level: 'warn',
+          message: `kernel ${name} is not installed (${toBangerError(e).message}); a VM create will fetch it`,
+        });
+      },
+    );
   }
 
   private installedKernel(name: string): string | null {

@@ -1,7 +1,8 @@
 import { DISKS } from '../guest/bootContract.js';
 import { WORK_SEED_DIR, WORK_SEED_MODE } from '../guest/contract.js';
 import type { ProgressSink } from '../api/events.js';
-import type { Ext4Built, Ext4Module, TreeEntryLike, TreeLike } from './ext4.js';
+import { treeToExt4, type Ext4Result } from '../storage/ext4.js';
+import { createStagedTree, type RootfsTree, type TreeEntry } from './tree/index.js';
 
 /**
  * The work-seed: the image's `/root` as its own small ext4 (label
@@ -10,26 +11,26 @@ import type { Ext4Built, Ext4Module, TreeEntryLike, TreeLike } from './ext4.js';
  * /root. The base rootfs keeps an empty /root (root:root 0700) as mount point.
  */
 
-export interface WorkSeedEntry {
+export interface WorkSeedEntry<E extends { path: string } = TreeEntry> {
   /** Path inside the seed (`/` is the seed's root = the guest's /root). */
   path: string;
-  entry: TreeEntryLike;
+  entry: E;
 }
 
 /** Entries below `dir` re-rooted at `/` (parents first, as the tree lists them). Pure. */
-export function seedEntries(
-  entries: Iterable<TreeEntryLike>,
+export function seedEntries<E extends { path: string }>(
+  entries: Iterable<E>,
   dir = WORK_SEED_DIR,
-): WorkSeedEntry[] {
+): WorkSeedEntry<E>[] {
   const prefix = `${dir}/`;
-  const out: WorkSeedEntry[] = [];
+  const out: WorkSeedEntry<E>[] = [];
   for (const e of entries) {
     if (e.path.startsWith(prefix)) out.push({ path: e.path.slice(dir.length), entry: e });
   }
   return out;
 }
 
-export interface WorkSeedResult extends Ext4Built {
+export interface WorkSeedResult extends Ext4Result {
   /** Entries moved out of the base image. */
   moved: number;
   /** Special files (devices, fifos) left out. */
@@ -41,13 +42,12 @@ export interface WorkSeedResult extends Ext4Built {
  * empty root-owned 0700 `/root` in the tree.
  */
 export async function splitWorkSeed(
-  tree: TreeLike,
+  tree: RootfsTree,
   out: string,
-  mod: Ext4Module,
   o: { workDir: string; emit?: ProgressSink; signal?: AbortSignal },
 ): Promise<WorkSeedResult> {
   const moving = seedEntries([...tree.entries()]);
-  const seed = await mod.createStagedTree(o.workDir);
+  const seed = await createStagedTree(o.workDir);
   const skipped: string[] = [];
   try {
     seed.setMeta('/', { uid: 0, gid: 0, mode: WORK_SEED_MODE });
@@ -58,7 +58,7 @@ export async function splitWorkSeed(
       else if (e.type === 'symlink') seed.symlink(p, e.linkTarget ?? '', meta);
       else skipped.push(e.path);
     }
-    const built = await mod.treeToExt4(seed, out, {
+    const built = await treeToExt4(seed, out, {
       label: DISKS.work.label,
       journal: true,
       emit: o.emit,

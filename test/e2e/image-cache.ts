@@ -5,6 +5,7 @@ import type { TestContext } from 'node:test';
 import { catalogEntry } from '../../src/image/catalog.js';
 import { defaultAgentBinary, imageInputsKey } from '../../src/image/inputs.js';
 import { which } from '../../src/util/exec.js';
+import { E2E_DIR } from '../helpers/e2e.js';
 import { isAlive, makeSandbox, REPO_ROOT, sleep, type Sandbox } from '../helpers/sandbox.js';
 
 /**
@@ -14,9 +15,9 @@ import { isAlive, makeSandbox, REPO_ROOT, sleep, type Sandbox } from '../helpers
  *  - `<repo>/.cache/e2e-images/<key>/` holds rootfs.ext4, work-seed.ext4 and
  *    image.json; `<key>` = imageInputsKey(recipe, agent binary): a change to
  *    the recipe, the guest contract, the agent or the mise pin builds anew.
- *  - `<repo>/.cache/e2e-cache/` is the BANGER_CACHE_DIR of those builds
- *    (.deb cache, mise), so a rebuild after a contract change downloads
- *    nothing.
+ *  - `<repo>/.cache/e2e/cache/` (E2E_DIR of test/helpers/e2e.ts) is the
+ *    BANGER_CACHE_DIR of those builds (.deb cache, mise), shared with the VM
+ *    e2e tests, so a rebuild after a contract change downloads nothing.
  *  - The build goes through the real CLI and daemon (`image pull
  *    debian-bookworm` in a throwaway sandbox); a lock file keeps parallel test
  *    files from building twice.
@@ -27,7 +28,8 @@ import { isAlive, makeSandbox, REPO_ROOT, sleep, type Sandbox } from '../helpers
 
 export const E2E_CACHE = path.join(REPO_ROOT, '.cache');
 export const IMAGE_CACHE = path.join(E2E_CACHE, 'e2e-images');
-export const BUILD_CACHE = path.join(E2E_CACHE, 'e2e-cache');
+/** The same cache dir the VM e2e tests use (test/helpers/e2e.ts): one .deb and mise cache. */
+export const BUILD_CACHE = path.join(E2E_DIR, 'cache');
 
 export interface CachedImage {
   key: string;

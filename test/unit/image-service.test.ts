@@ -314,13 +314,11 @@ describe('ImageService', () => {
     );
   });
 
-  test('OCI references go to the OCI puller (not implemented yet: clear error, nothing left)', async () => {
-    await rejects(
-      rig.svc.pull({ ref: 'ghcr.io/org/tool:1' }, emit),
-      'not_implemented',
-      /pulling OCI image 'ghcr\.io\/org\/tool:1'/,
-    );
+  test('OCI references go to the OCI puller; a failed pull leaves nothing', async () => {
+    const e = await rejects(rig.svc.pull({ ref: '127.0.0.1:9/none/tool:1' }, emit), 'network');
+    assert.match(e.message, /127\.0\.0\.1:9/);
     assert.deepEqual(scratchLeft(), []);
+    assert.deepEqual(imageDirs(), []);
     assert.equal(rig.store.images.list().length, 0);
   });
 

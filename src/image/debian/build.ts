@@ -10,7 +10,8 @@ import { contractFingerprint, guestContractOps, type ContractOp } from '../../gu
 import { mmdebstrapContractHooks } from '../../guest/contract/apply.js';
 import { run, which } from '../../util/exec.js';
 import { spawnLogged, type BuildLog } from '../buildLog.js';
-import { loadExt4, type Ext4Module, type TreeLike } from '../ext4.js';
+import { tarToExt4 } from '../../storage/ext4.js';
+import type { RootfsTree } from '../tree/index.js';
 import { fileSize, IMAGE_FILES, type FileSize } from '../files.js';
 import { ensureMise } from '../mise.js';
 import { recipeOps, type Recipe } from '../recipe.js';
@@ -48,7 +49,6 @@ export interface DebianBuildOptions {
   log: BuildLog;
   emit: ProgressSink;
   signal?: AbortSignal;
-  ext4?: Ext4Module;
 }
 
 export interface BuiltImage {
@@ -93,7 +93,6 @@ export async function buildDebianImage(o: DebianBuildOptions): Promise<BuiltImag
       ? sharedTmpDir()
       : path.join(o.buildDir, 'chroot');
   fs.mkdirSync(chrootTmp, { recursive: true });
-  const ext4 = o.ext4 ?? (await loadExt4());
   step.done('resolve', `mode ${mode}, ${mirror.reason}`);
 
   // ---- mise
@@ -195,7 +194,7 @@ export async function buildDebianImage(o: DebianBuildOptions): Promise<BuiltImag
   const rootfsPath = path.join(o.outDir, IMAGE_FILES.rootfs);
   const workSeedPath = path.join(o.outDir, IMAGE_FILES.workSeed);
   let packages: string[] = [];
-  await ext4.tarToExt4(fs.createReadStream(tar), rootfsPath, {
+  await tarToExt4(tar, rootfsPath, {
     label: DISKS.base.label,
     journal: false,
     workDir: o.buildDir,
@@ -205,7 +204,7 @@ export async function buildDebianImage(o: DebianBuildOptions): Promise<BuiltImag
     signal: o.signal,
     prepare: async (tree) => {
       packages = installedPackages(tree);
-      const seed = await splitWorkSeed(tree, workSeedPath, ext4, {
+      const seed = await splitWorkSeed(tree, workSeedPath, {
         workDir: o.buildDir,
         emit: relabel(emit, 'work-seed'),
         signal: o.signal,
@@ -327,7 +326,7 @@ export function parseDpkgStatus(text: string): string[] {
   return out.sort();
 }
 
-function installedPackages(tree: TreeLike): string[] {
+function installedPackages(tree: RootfsTree): string[] {
   try {
     return parseDpkgStatus(tree.readFile('/var/lib/dpkg/status').toString('utf8'));
   } catch {
