@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { AGENT_BINARY_NAME } from '../guest/agentUnit.js';
 import { CONTRACT_VERSION, contractFingerprint, guestContractOps } from '../guest/contract.js';
+import { fileURLToPath } from 'node:url';
 import { PACKAGE_ROOT } from '../version.js';
 import { DPKG_NODOC_CFG, mmdebstrapArgs } from './debian/mmdebstrap.js';
 import { recipeOps, type Recipe } from './recipe.js';
@@ -23,6 +24,44 @@ export const defaultAgentBinary = (): string =>
   path.join(PACKAGE_ROOT, 'dist', 'guest', AGENT_BINARY_NAME);
 
 const MISE_PLACEHOLDER = '/nonexistent/banger-mise';
+
+/** The compiled code that turns a recipe into ext4 files (relative to dist/src). */
+const BUILDER_CODE = [
+  'image/debian',
+  'image/tree',
+  'image/workSeed.js',
+  'storage',
+  'guest/contract.js',
+  'guest/contract',
+];
+let codeHash: string | undefined;
+
+/**
+ * sha256 over the builder's compiled code, so a change to the converter or the
+ * builder invalidates cached images (tests) and shows in image meta.
+ */
+export function builderCodeHash(): string {
+  if (codeHash) return codeHash;
+  const src = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+  const h = createHash('sha256');
+  const add = (p: string) => {
+    let st: fs.Stats;
+    try {
+      st = fs.statSync(p);
+    } catch {
+      return;
+    }
+    if (st.isDirectory()) {
+      for (const n of fs.readdirSync(p).sort()) add(path.join(p, n));
+    } else if (p.endsWith('.js')) {
+      h.update(path.relative(src, p));
+      h.update(fs.readFileSync(p));
+    }
+  };
+  for (const rel of BUILDER_CODE) add(path.join(src, rel));
+  codeHash = h.digest('hex');
+  return codeHash;
+}
 
 export function sha256File(p: string): string {
   return createHash('sha256').update(fs.readFileSync(p)).digest('hex');
@@ -47,6 +86,7 @@ export function imageInputs(recipe: Recipe, agentBinary: string): Record<string,
   });
   return {
     builder: BUILDER_VERSION,
+    code: builderCodeHash(),
     contractVersion: CONTRACT_VERSION,
     recipe,
     contract: createHash('sha256').update(contract).digest('hex'),
