@@ -1,4 +1,5 @@
 import { agentImageFiles, type GuestFile } from './agentUnit.js';
+import { POWER_BUTTON_DEVICE } from './bootContract.js';
 
 /**
  * The guest contract as data: the file, directory, symlink and removal
@@ -59,8 +60,6 @@ export const SSH_HOSTKEY_DROPIN_PATH = `${SSH_UNIT_DROPIN_DIR}/banger-hostkey.co
 export const SSH_EARLY_DROPIN_PATH = `${SSH_UNIT_DROPIN_DIR}/banger-early.conf`;
 export const POWERKEY_UNIT_NAME = 'banger-powerkey.service';
 export const POWERKEY_UNIT_PATH = `/etc/systemd/system/${POWERKEY_UNIT_NAME}`;
-/** Made by banger's initramfs from the ACPI "Power Button" input device. */
-export const POWER_BUTTON_DEVICE = '/dev/input/power-button';
 export const SERIAL_CONSOLE = 'ttyS0';
 export const SERIAL_GETTY_UNIT_PATH = `/etc/systemd/system/serial-getty@${SERIAL_CONSOLE}.service`;
 export const JOURNALD_DROPIN_PATH = '/etc/systemd/journald.conf.d/banger.conf';
