@@ -170,11 +170,25 @@ export async function defaultImage(opts: { timeoutMs?: number } = {}): Promise<C
       };
       fs.writeFileSync(path.join(tmp, 'image.json'), JSON.stringify(info, null, 2));
       fs.renameSync(tmp, path.join(IMAGE_CACHE, key));
+      pruneStale(key);
       return { ...readCached(key)!, built: true };
     } finally {
       await sb.cleanup();
     }
   });
+}
+
+/** Images of older inputs are of no use any more (~375 MB each): keep only `key`. */
+function pruneStale(key: string): void {
+  for (const n of fs.readdirSync(IMAGE_CACHE)) {
+    if (
+      /^[0-9a-f]{64}$/.test(n) &&
+      n !== key &&
+      !fs.existsSync(path.join(IMAGE_CACHE, `${n}.lock`))
+    ) {
+      fs.rmSync(path.join(IMAGE_CACHE, n), { recursive: true, force: true });
+    }
+  }
 }
 
 /** Register the cached default image into a sandbox as `name` (default debian-bookworm). */
