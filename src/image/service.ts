@@ -1,37 +1,98 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { z } from 'zod';
 import type { ProgressSink } from '../api/events.js';
 import type {
   ImageBuildRequestSchema,
+  ImageCatalogEntrySchema,
   ImagePullRequestSchema,
   ImageRegisterRequestSchema,
   ImageView,
 } from '../api/schemas/images.js';
 import type { ServiceDeps } from '../daemon/services.js';
-import { notImplemented } from '../errors.js';
+import { BangerError, isBangerError, notFound, toBangerError } from '../errors.js';
 import type { ImageRecord } from '../store/images.js';
+import { run } from '../util/exec.js';
+import { BuildLog, pruneBuildLogs } from './buildLog.js';
+import { CATALOG, catalogEntry } from './catalog.js';
+import { buildDebianImage, type BuiltImage } from './debian/build.js';
+import { fileSize, IMAGE_FILES, requireExt4, requireFile } from './files.js';
+import { pullOciImage } from './fromTree.js';
+import { defaultAgentBinary, imageInputsKey, sha256File } from './inputs.js';
 import type { KernelService } from './kernel/service.js';
+import { extendRecipe, parseRecipe, type Recipe } from './recipe.js';
 
 export type ImagePullRequest = z.output<typeof ImagePullRequestSchema>;
 export type ImageBuildRequest = z.output<typeof ImageBuildRequestSchema>;
 export type ImageRegisterRequest = z.output<typeof ImageRegisterRequestSchema>;
+export type ImageCatalogEntry = z.output<typeof ImageCatalogEntrySchema>;
 
-/** Images: catalog builds, OCI pulls, local builds, registration, deletion. */
+/** Builds an image from a recipe into `outDir` (tests swap in a fake). */
+export type RecipeBuilder = (o: Parameters<typeof buildDebianImage>[0]) => Promise<BuiltImage>;
+
+export interface ImageServiceOptions {
+  /** Host path of the guest agent to inject (default dist/guest/banger-agent). */
+  agentBinary?: string;
+  buildRecipe?: RecipeBuilder;
+}
+
+/** An in-flight image creation that later callers for the same name join. */
+interface Flight {
+  key: string;
+  promise: Promise<ImageRecord>;
+  sinks: Set<ProgressSink>;
+  waiters: number;
+  abort: AbortController;
+}
+
+/**
+ * Images: the catalog (built locally from recipes), OCI pulls, `image build`,
+ * registration of existing files, promotion, deletion. Owns the images table
+ * and `<state>/images/<id>/`.
+ *
+ * Creation is atomic: artifacts are built in `<state>/tmp/img-<pid>-<rand>/`,
+ * renamed to `<state>/images/<id>/`, then the row is inserted in one
+ * transaction; a failure or cancellation removes the scratch dir and leaves
+ * no row. Concurrent creations of one name share one build.
+ *
+ * Every image records its kernel: `kernel_name` when that kernel is installed
+ * (the column references the kernels table), and always `meta.kernel`, the
+ * name to ensure when a VM needs it (`ensureKernel`).
+ */
 export class ImageService {
+  private readonly flights = new Map<string, Flight>();
+  private swept = false;
+  private readonly agentBinary: string;
+  private readonly buildRecipe: RecipeBuilder;
+
   constructor(
     readonly deps: ServiceDeps,
     readonly kernels: KernelService,
-  ) {}
+    opts: ImageServiceOptions = {},
+  ) {
+    this.agentBinary = opts.agentBinary ?? defaultAgentBinary();
+    this.buildRecipe = opts.buildRecipe ?? buildDebianImage;
+  }
+
+  // ------------------------------------------------------------------ reads
 
   list(): ImageView[] {
-    throw notImplemented('image list');
+    return this.deps.store.images.list().map((i) => this.view(i));
   }
 
-  catalog(): { name: string; description: string; installed: boolean; default: boolean }[] {
-    throw notImplemented('image list');
+  catalog(): ImageCatalogEntry[] {
+    const def = this.deps.config().defaultImageName;
+    return CATALOG.map((c) => ({
+      name: c.name,
+      description: c.description,
+      installed: Boolean(this.deps.store.images.byName(c.name)),
+      default: c.name === def,
+    }));
   }
 
-  show(name: string): ImageView {
-    throw notImplemented(`image show ${name}`);
+  show(ref: string): ImageView {
+    return this.view(this.require(ref));
   }
 
   /** Find an image by name (or id). */
@@ -39,40 +100,695 @@ export class ImageService {
     return this.deps.store.images.byName(ref) ?? this.deps.store.images.get(ref);
   }
 
-  /** Return the image, pulling it from the catalog when missing (used by vm create/run). */
-  async ensure(name: string, _emit: ProgressSink, _signal?: AbortSignal): Promise<ImageRecord> {
-    const found = this.get(name);
-    if (found) return found;
-    throw notImplemented(`image pull ${name}`);
+  private require(ref: string): ImageRecord {
+    const img = this.get(ref);
+    if (!img) {
+      throw notFound(
+        'image',
+        ref,
+        'see `banger image list`; catalog images: ' + CATALOG.map((c) => c.name).join(', '),
+      );
+    }
+    return img;
   }
 
-  async pull(
-    req: ImagePullRequest,
-    _emit: ProgressSink,
-    _signal?: AbortSignal,
-  ): Promise<ImageView> {
-    const found = this.get(req.ref);
-    if (found) return { ...found, kernel: found.kernelName, allocatedBytes: null };
-    throw notImplemented(`image pull ${req.ref}`);
+  /** The kernel an image boots: its own file, or a kernel name to ensure. */
+  kernelOf(img: ImageRecord): { path: string } | { name: string } {
+    if (img.kernelPath) return { path: img.kernelPath };
+    const name =
+      img.kernelName ?? (typeof img.meta.kernel === 'string' ? img.meta.kernel : undefined);
+    return { name: name ?? this.deps.config().defaultKernel };
+  }
+
+  view(img: ImageRecord): ImageView {
+    const size = fileSize(img.rootfsPath);
+    const kernel = this.kernelOf(img);
+    return {
+      id: img.id,
+      name: img.name,
+      source: img.source,
+      digest: img.digest,
+      kernel: 'name' in kernel ? kernel.name : null,
+      kernelPath: img.kernelPath,
+      initrdPath: img.initrdPath,
+      rootfsPath: img.rootfsPath,
+      workSeedPath: img.workSeedPath,
+      managed: img.managed,
+      sizeBytes: size?.sizeBytes ?? img.sizeBytes,
+      allocatedBytes: size?.allocatedBytes ?? null,
+      createdAt: img.createdAt,
+      updatedAt: img.updatedAt,
+      meta: {
+        ...img.meta,
+        ...(size ? {} : { missing: `${img.rootfsPath} does not exist` }),
+        ...(img.workSeedPath ? { workSeedSize: fileSize(img.workSeedPath) } : {}),
+      },
+      usedBy: this.deps.store.vms.usingImage(img.id).map((v) => v.name),
+    };
+  }
+
+  // ------------------------------------------------------------------ ensure (vm create / run)
+
+  /** Return the image with its kernel installed, building a catalog image when it is missing. */
+  async ensure(name: string, emit: ProgressSink, signal?: AbortSignal): Promise<ImageRecord> {
+    let img = this.get(name);
+    if (!img) {
+      const entry = catalogEntry(name);
+      if (!entry) {
+        throw notFound(
+          'image',
+          name,
+          `pull or register it first (catalog images: ${CATALOG.map((c) => c.name).join(', ')})`,
+        );
+      }
+      img = await this.createFromRecipe(
+        {
+          name,
+          recipe: entry.recipe,
+          source: `catalog:${entry.name}`,
+          kernel: this.deps.config().defaultKernel,
+          meta: { catalog: entry.name },
+        },
+        emit,
+        signal,
+        true,
+      );
+    }
+    return this.ensureKernel(img, emit, signal);
+  }
+
+  /** Make sure the image's kernel is installed (pulling a catalog kernel), and record it. */
+  async ensureKernel(
+    img: ImageRecord,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<ImageRecord> {
+    const k = this.kernelOf(img);
+    if ('path' in k) return img;
+    const kernel = await this.kernels.ensure(k.name, emit, signal);
+    if (img.kernelName === kernel.name) return img;
+    return this.deps.store.images.update(img.id, { kernelName: kernel.name });
+  }
+
+  // ------------------------------------------------------------------ pull / build
+
+  async pull(req: ImagePullRequest, emit: ProgressSink, signal?: AbortSignal): Promise<ImageView> {
+    const name = req.name ?? req.ref;
+    const entry = catalogEntry(req.ref);
+    if (entry) {
+      const existing = this.get(name);
+      if (existing) {
+        emit({
+          type: 'log',
+          level: 'info',
+          message: `image ${name} is already present (created ${existing.createdAt}); delete it first to rebuild`,
+        });
+        return this.view(existing);
+      }
+      const kernel = req.kernelRef ?? this.deps.config().defaultKernel;
+      const img = await this.createFromRecipe(
+        {
+          name,
+          recipe: entry.recipe,
+          source: `catalog:${entry.name}`,
+          kernel,
+          meta: { catalog: entry.name },
+        },
+        emit,
+        signal,
+        true,
+      );
+      return this.view(img);
+    }
+    return this.view(await this.pullOci(req, emit, signal));
   }
 
   async build(
     req: ImageBuildRequest,
-    _emit: ProgressSink,
-    _signal?: AbortSignal,
+    emit: ProgressSink,
+    signal?: AbortSignal,
   ): Promise<ImageView> {
-    throw notImplemented(`image build ${req.name}`);
+    const from = this.require(req.fromImage);
+    const base = parseRecipe(from.meta.recipe);
+    if (!base) {
+      throw new BangerError(
+        'precondition',
+        `image ${from.name} (${from.source}) has no recipe, so image build cannot extend it yet`,
+        { hint: 'build from an image made from packages, e.g. --from-image debian-bookworm' },
+      );
+    }
+    this.assertNameFree(req.name);
+    const recipe = extendRecipe(base, { packages: req.packages, docker: req.docker });
+    const kernel = this.kernelOf(from);
+    const img = await this.createFromRecipe(
+      {
+        name: req.name,
+        recipe,
+        source: `build:${from.name}`,
+        kernel: 'name' in kernel ? kernel.name : this.deps.config().defaultKernel,
+        meta: { from: from.name, added: { packages: req.packages, docker: req.docker } },
+      },
+      emit,
+      signal,
+      true,
+    );
+    return this.view(img);
   }
 
-  register(req: ImageRegisterRequest): ImageView {
-    throw notImplemented(`image register ${req.name}`);
+  private assertNameFree(name: string): void {
+    if (this.get(name)) {
+      throw new BangerError('conflict', `image ${name} already exists`, {
+        hint: `choose another --name, or delete it first: banger image delete ${name}`,
+      });
+    }
   }
 
-  async promote(name: string, _emit: ProgressSink, _signal?: AbortSignal): Promise<ImageView> {
-    throw notImplemented(`image promote ${name}`);
+  private async pullOci(
+    req: ImagePullRequest,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<ImageRecord> {
+    const name = req.name ?? defaultOciName(req.ref);
+    this.assertNameFree(name);
+    const kernel = req.kernelRef ?? this.deps.config().defaultKernel;
+    return this.singleFlight(name, `oci:${req.ref}`, emit, signal, async (fanout, sig) => {
+      const kernelTask = this.kernelInBackground(kernel, fanout, sig);
+      const scratch = await this.scratchDir();
+      try {
+        const a = await pullOciImage(req.ref, {
+          name,
+          cacheDir: this.deps.paths.ociCacheDir,
+          outDir: path.join(scratch, 'out'),
+          workDir: scratch,
+          agentBinary: this.agentBinary,
+          insecure: req.insecure,
+          emit: fanout,
+          signal: sig,
+        });
+        await kernelTask;
+        return await this.commit(path.join(scratch, 'out'), {
+          name,
+          source: `oci:${a.reference}@${a.digest}`,
+          digest: a.digest,
+          kernelName: this.installedKernel(kernel),
+          sizeBytes: a.rootfs.sizeBytes,
+          meta: { ...a.meta, kernel, reference: a.reference },
+        });
+      } finally {
+        await rmrf(scratch);
+      }
+    });
   }
 
-  delete(name: string): { deleted: string[] } {
-    throw notImplemented(`image delete ${name}`);
+  /**
+   * Build an image from a recipe (single-flight per name). With
+   * `pullKernel`, the image's kernel is fetched in parallel; a kernel failure
+   * is then only a warning (VM create fetches it again).
+   */
+  private createFromRecipe(
+    spec: {
+      name: string;
+      recipe: Recipe;
+      source: string;
+      kernel: string;
+      meta: Record<string, unknown>;
+    },
+    emit: ProgressSink,
+    signal: AbortSignal | undefined,
+    pullKernel: boolean,
+  ): Promise<ImageRecord> {
+    const key = `${spec.source}:${imageInputsKey(spec.recipe, this.agentBinary)}`;
+    return this.singleFlight(spec.name, key, emit, signal, async (fanout, sig) => {
+      this.assertNameFree(spec.name);
+      requireAgent(this.agentBinary);
+      const kernelTask = pullKernel
+        ? this.kernelInBackground(spec.kernel, fanout, sig)
+        : Promise.resolve();
+      const scratch = await this.scratchDir();
+      const log = BuildLog.open(this.deps.paths.imageBuildDir, spec.name);
+      log.line(`image ${spec.name}: ${spec.source}, recipe ${JSON.stringify(spec.recipe)}`);
+      fanout({ type: 'log', level: 'debug', message: `build log: ${log.path}` });
+      try {
+        const outDir = path.join(scratch, 'out');
+        const built = await this.buildRecipe({
+          name: spec.name,
+          recipe: spec.recipe,
+          buildDir: scratch,
+          outDir,
+          paths: this.deps.paths,
+          agentBinary: this.agentBinary,
+          log,
+          emit: fanout,
+          signal: sig,
+        });
+        await kernelTask;
+        const rec = await this.commit(outDir, {
+          name: spec.name,
+          source: spec.source,
+          digest: null,
+          kernelName: this.installedKernel(spec.kernel),
+          sizeBytes: built.rootfs.sizeBytes,
+          meta: {
+            ...spec.meta,
+            kernel: spec.kernel,
+            recipe: spec.recipe,
+            inputsSha256: imageInputsKey(spec.recipe, this.agentBinary),
+            build: {
+              log: log.path,
+              mode: built.mode,
+              mirror: built.mirror,
+              ms: built.ms,
+              downloadedBytes: built.downloadedBytes,
+              tarBytes: built.tarBytes,
+              packageCount: built.packages.length,
+              mise: built.mise,
+              contractSha256: built.contractSha256,
+              agentSha256: sha256File(this.agentBinary),
+            },
+          },
+        });
+        log.line(`image ${spec.name} committed as ${rec.id}`);
+        return rec;
+      } catch (e) {
+        // the kernel pull (if any) goes on by itself: it is useful anyway
+        log.line(`failed: ${toBangerError(e).line}`);
+        throw e;
+      } finally {
+        log.close();
+        pruneBuildLogs(this.deps.paths.imageBuildDir, spec.name);
+        await rmrf(scratch);
+      }
+    });
+  }
+
+  /**
+   * Pull a kernel alongside an image build. A failure is a warning: the image
+   * is still useful, and VM create fetches the kernel again.
+   */
+  private kernelInBackground(name: string, emit: ProgressSink, signal: AbortSignal): Promise<void> {
+    return this.kernels.ensure(name, emit, signal).then(
+      () => undefined,
+      (e: unknown) => {
+        if (signal.aborted) return;
+        emit({
+          type: 'log',
+          level: 'warn',
+          message: `kernel ${name} is not installed (${toBangerError(e).message}); a VM create will fetch it`,
+        });
+      },
+    );
+  }
+
+  private installedKernel(name: string): string | null {
+    return this.deps.store.kernels.get(name) ? name : null;
+  }
+
+  /**
+   * Run `fn` once per image name: later callers (same key) join the running
+   * creation, get its progress too, and its result. The creation is
+   * cancelled only when every caller has gone.
+   */
+  private singleFlight(
+    name: string,
+    key: string,
+    emit: ProgressSink,
+    signal: AbortSignal | undefined,
+    fn: (emit: ProgressSink, signal: AbortSignal) => Promise<ImageRecord>,
+  ): Promise<ImageRecord> {
+    let f = this.flights.get(name);
+    if (f && f.key !== key) {
+      return Promise.reject(
+        new BangerError(
+          'conflict',
+          `image ${name} is being created from another source right now`,
+          {
+            hint: 'wait for it, or choose another --name',
+          },
+        ),
+      );
+    }
+    if (f)
+      emit({
+        type: 'log',
+        level: 'info',
+        message: `image ${name} is already being created; waiting for it`,
+      });
+    if (!f) {
+      const sinks = new Set<ProgressSink>();
+      const abort = new AbortController();
+      const fanout: ProgressSink = (e) => sinks.forEach((s) => s(e));
+      const flight: Flight = {
+        key,
+        sinks,
+        waiters: 0,
+        abort,
+        promise: Promise.resolve(undefined as never),
+      };
+      flight.promise = fn(fanout, abort.signal).finally(() => this.flights.delete(name));
+      this.flights.set(name, flight);
+      f = flight;
+    }
+    const flight = f;
+    flight.sinks.add(emit);
+    flight.waiters++;
+    const onAbort = () => {
+      flight.sinks.delete(emit);
+      if (--flight.waiters === 0) flight.abort.abort();
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    return flight.promise.finally(() => {
+      signal?.removeEventListener('abort', onAbort);
+      flight.sinks.delete(emit);
+    });
+  }
+
+  // ------------------------------------------------------------------ register / promote / delete
+
+  async register(req: ImageRegisterRequest): Promise<ImageView> {
+    if (req.kernel && req.kernelRef) {
+      throw new BangerError('usage', 'give either --kernel PATH or --kernel-ref NAME, not both');
+    }
+    const rootfsPath = requireExt4(req.rootfs, 'rootfs');
+    const workSeedPath = req.workSeed ? requireExt4(req.workSeed, 'work-seed') : null;
+    const kernelPath = req.kernel ? requireFile(req.kernel, 'kernel') : null;
+    const initrdPath = req.initrd ? requireFile(req.initrd, 'initrd') : null;
+    let kernel: string | null = null;
+    if (!kernelPath) {
+      kernel = req.kernelRef ?? this.deps.config().defaultKernel;
+      if (
+        req.kernelRef &&
+        !this.deps.store.kernels.get(req.kernelRef) &&
+        !this.isCatalogKernel(req.kernelRef)
+      ) {
+        throw notFound(
+          'kernel',
+          req.kernelRef,
+          'see `banger kernel list --available`, or pass --kernel PATH',
+        );
+      }
+    }
+    return this.deps.locks.run(`image:${req.name}`, async () => {
+      const fields = {
+        source: `register:${rootfsPath}`,
+        digest: null,
+        kernelName: kernel ? this.installedKernel(kernel) : null,
+        kernelPath,
+        initrdPath,
+        rootfsPath,
+        workSeedPath,
+        managed: false,
+        sizeBytes: fs.statSync(rootfsPath).size,
+      };
+      const meta = {
+        kernel,
+        registered: {
+          rootfs: rootfsPath,
+          workSeed: workSeedPath,
+          kernel: kernelPath,
+          initrd: initrdPath,
+        },
+      };
+      const existing = this.deps.store.images.byName(req.name);
+      if (existing) {
+        if (existing.managed) {
+          throw new BangerError(
+            'conflict',
+            `image ${req.name} is managed by banger (${existing.source}); register cannot replace it`,
+            {
+              hint: `choose another --name, or delete it first: banger image delete ${req.name}`,
+            },
+          );
+        }
+        return this.view(
+          this.deps.store.images.update(existing.id, {
+            ...fields,
+            meta: { ...existing.meta, ...meta },
+          }),
+        );
+      }
+      return this.view(
+        this.deps.store.images.insert({ id: newImageId(), name: req.name, ...fields, meta }),
+      );
+    });
+  }
+
+  private isCatalogKernel(name: string): boolean {
+    if (name === this.deps.config().defaultKernel) return true;
+    try {
+      return this.kernels.catalog().some((k) => k.name === name);
+    } catch {
+      return false;
+    }
+  }
+
+  async promote(ref: string, emit: ProgressSink, signal?: AbortSignal): Promise<ImageView> {
+    const img = this.require(ref);
+    return this.deps.locks.run(`image:${img.name}`, async () => {
+      const cur = this.require(img.id);
+      if (cur.managed) {
+        throw new BangerError('conflict', `image ${cur.name} is already managed by banger`, {
+          hint: 'promote is for images added with image register',
+        });
+      }
+      const files: [keyof ImageRecord, string | null, string][] = [
+        ['rootfsPath', cur.rootfsPath, IMAGE_FILES.rootfs],
+        ['workSeedPath', cur.workSeedPath, IMAGE_FILES.workSeed],
+        ['kernelPath', cur.kernelPath, IMAGE_FILES.kernel],
+        ['initrdPath', cur.initrdPath, IMAGE_FILES.initrd],
+      ];
+      for (const [, p] of files) if (p) requireFile(p, 'image file');
+      const total = files.reduce((n, [, p]) => n + (p ? (fileSize(p)?.sizeBytes ?? 0) : 0), 0);
+      const scratch = await this.scratchDir();
+      const out = path.join(scratch, 'out');
+      fs.mkdirSync(out, { mode: 0o755 });
+      const final = path.join(this.deps.paths.imagesDir, cur.id);
+      const patch: Partial<ImageRecord> = {};
+      emit({
+        type: 'step',
+        id: 'promote',
+        label: `copy ${cur.name} into banger's storage`,
+        state: 'start',
+      });
+      const t0 = Date.now();
+      try {
+        let done = 0;
+        for (const [key, p, fileName] of files) {
+          if (!p) continue;
+          const dst = path.join(out, fileName);
+          await copySparse(p, dst, signal, (n) =>
+            emit({ type: 'progress', id: 'promote', current: done + n, total, unit: 'bytes' }),
+          );
+          done += fileSize(p)?.sizeBytes ?? 0;
+          (patch as Record<string, unknown>)[key] = path.join(final, fileName);
+        }
+        if (fs.existsSync(final)) {
+          throw new BangerError('conflict', `${final} already exists`, {
+            hint: 'remove it (left over from a crash) and retry',
+          });
+        }
+        fs.mkdirSync(this.deps.paths.imagesDir, { recursive: true, mode: 0o700 });
+        fs.renameSync(out, final);
+        let updated: ImageRecord;
+        try {
+          updated = this.deps.store.images.update(cur.id, {
+            ...patch,
+            managed: true,
+            meta: {
+              ...cur.meta,
+              promoted: { at: new Date().toISOString(), from: cur.meta.registered ?? null },
+            },
+          });
+        } catch (e) {
+          await rmrf(final);
+          throw e;
+        }
+        emit({
+          type: 'step',
+          id: 'promote',
+          label: `copy ${cur.name} into banger's storage`,
+          state: 'done',
+          ms: Date.now() - t0,
+        });
+        return this.view(updated);
+      } catch (e) {
+        emit({
+          type: 'step',
+          id: 'promote',
+          label: `copy ${cur.name} into banger's storage`,
+          state: 'fail',
+        });
+        throw e;
+      } finally {
+        await rmrf(scratch);
+      }
+    });
+  }
+
+  async delete(ref: string): Promise<{ deleted: string[] }> {
+    const img = this.require(ref);
+    return this.deps.locks.run(`image:${img.name}`, async () => {
+      const cur = this.require(img.id);
+      const users = this.deps.store.vms.usingImage(cur.id).map((v) => v.name);
+      if (users.length) {
+        throw new BangerError(
+          'conflict',
+          `image ${cur.name} is used by VM${users.length > 1 ? 's' : ''} ${users.join(', ')}`,
+          {
+            hint: `delete ${users.length > 1 ? 'them' : 'it'} first: banger vm delete ${users.join(' ')}`,
+          },
+        );
+      }
+      const dir = path.join(this.deps.paths.imagesDir, cur.id);
+      let trash: string | undefined;
+      if (cur.managed && fs.existsSync(dir)) {
+        // move out of the way first, so a crash never leaves a row without files
+        trash = path.join(
+          await this.tmpRoot(),
+          `del-${process.pid}-${randomBytes(4).toString('hex')}`,
+        );
+        fs.renameSync(dir, trash);
+      }
+      try {
+        this.deps.store.images.delete(cur.id);
+      } catch (e) {
+        if (trash) fs.renameSync(trash, dir);
+        throw e;
+      }
+      if (trash) await rmrf(trash);
+      return { deleted: [cur.name] };
+    });
+  }
+
+  // ------------------------------------------------------------------ storage
+
+  private async tmpRoot(): Promise<string> {
+    const root = this.deps.paths.tmpDir;
+    await fs.promises.mkdir(root, { recursive: true, mode: 0o700 });
+    if (!this.swept) {
+      this.swept = true;
+      await sweepStale(root);
+    }
+    return root;
+  }
+
+  private async scratchDir(): Promise<string> {
+    const dir = path.join(
+      await this.tmpRoot(),
+      `img-${process.pid}-${randomBytes(4).toString('hex')}`,
+    );
+    await fs.promises.mkdir(dir, { mode: 0o700 });
+    return dir;
+  }
+
+  /** Move finished artifacts to `<state>/images/<id>/` and insert the row (or undo the move). */
+  private async commit(
+    outDir: string,
+    rec: Pick<ImageRecord, 'name' | 'source' | 'digest' | 'kernelName' | 'sizeBytes' | 'meta'>,
+  ): Promise<ImageRecord> {
+    const id = newImageId();
+    const dir = path.join(this.deps.paths.imagesDir, id);
+    await fs.promises.mkdir(this.deps.paths.imagesDir, { recursive: true, mode: 0o700 });
+    await fs.promises.rename(outDir, dir);
+    try {
+      const store = this.deps.store;
+      return store.db.transaction(() => {
+        if (store.images.byName(rec.name)) {
+          throw new BangerError('conflict', `image ${rec.name} was created meanwhile`, {
+            hint: 'use another name',
+          });
+        }
+        return store.images.insert({
+          id,
+          ...rec,
+          kernelPath: null,
+          initrdPath: null,
+          rootfsPath: path.join(dir, IMAGE_FILES.rootfs),
+          workSeedPath: fs.existsSync(path.join(dir, IMAGE_FILES.workSeed))
+            ? path.join(dir, IMAGE_FILES.workSeed)
+            : null,
+          managed: true,
+        });
+      })();
+    } catch (e) {
+      await rmrf(dir);
+      throw e;
+    }
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+/** 16 lowercase hex characters (like VM ids). */
+export const newImageId = (): string => randomBytes(8).toString('hex');
+
+/** `ghcr.io/org/tool:1.2` → `tool-1.2`, a valid image name. Pure. */
+export function defaultOciName(ref: string): string {
+  const noDigest = ref.split('@')[0]!;
+  const last = noDigest.split('/').pop()!;
+  const [repo, tag] = last.split(':');
+  const base = `${repo}${tag && tag !== 'latest' ? `-${tag}` : ''}`;
+  const clean = base
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+/, '');
+  return (clean || 'image').slice(0, 64);
+}
+
+function requireAgent(p: string): void {
+  if (!fs.existsSync(p)) {
+    throw new BangerError('precondition', `guest agent binary ${p} is missing`, {
+      hint: 'build banger first (npm run build compiles the agent into dist/guest)',
+    });
+  }
+}
+
+async function rmrf(p: string): Promise<void> {
+  await fs.promises.rm(p, { recursive: true, force: true }).catch(() => undefined);
+}
+
+/** Remove scratch dirs of processes that are gone (`img-<pid>-…`, `del-<pid>-…`). */
+async function sweepStale(root: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await fs.promises.readdir(root);
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const m = /^(?:img|del)-(\d+)-[0-9a-f]+$/.exec(n);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rmrf(path.join(root, n));
+    }
+  }
+}
+
+/** Copy a file keeping holes (reflink when possible), reporting bytes written. */
+async function copySparse(
+  src: string,
+  dst: string,
+  signal: AbortSignal | undefined,
+  onBytes: (n: number) => void,
+): Promise<void> {
+  const timer = setInterval(() => {
+    const s = fileSize(dst);
+    if (s) onBytes(s.allocatedBytes);
+  }, 500);
+  try {
+    await run('cp', ['--sparse=always', '--reflink=auto', '--no-preserve=all', '--', src, dst], {
+      what: `copying ${src}`,
+      signal,
+    });
+    onBytes(fileSize(src)?.sizeBytes ?? 0);
+  } catch (e) {
+    if (isBangerError(e)) throw e;
+    throw toBangerError(e);
+  } finally {
+    clearInterval(timer);
   }
 }

@@ -1,0 +1,211 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TestContext } from 'node:test';
+import { catalogEntry } from '../../src/image/catalog.js';
+import { defaultAgentBinary, imageInputsKey } from '../../src/image/inputs.js';
+import { which } from '../../src/util/exec.js';
+import { E2E_DIR } from '../helpers/e2e.js';
+import { isAlive, makeSandbox, REPO_ROOT, sleep, type Sandbox } from '../helpers/sandbox.js';
+
+/**
+ * The real default image, built once per CI run and reused by every e2e test
+ * that needs one (docs/images.md, "Tests").
+ *
+ *  - `<repo>/.cache/e2e-images/<key>/` holds rootfs.ext4, work-seed.ext4 and
+ *    image.json; `<key>` = imageInputsKey(recipe, agent binary): a change to
+ *    the recipe, the guest contract, the agent or the mise pin builds anew.
+ *  - `<repo>/.cache/e2e/cache/` (E2E_DIR of test/helpers/e2e.ts) is the
+ *    BANGER_CACHE_DIR of those builds (.deb cache, mise), shared with the VM
+ *    e2e tests, so a rebuild after a contract change downloads nothing.
+ *  - The build goes through the real CLI and daemon (`image pull
+ *    debian-bookworm` in a throwaway sandbox); a lock file keeps parallel test
+ *    files from building twice.
+ *  - Tests reuse it with `registerDefaultImage(sb)`: `image register` of the
+ *    cached files into their own sandbox (unmanaged: deleting the image there
+ *    never touches the cache).
+ */
+
+export const E2E_CACHE = path.join(REPO_ROOT, '.cache');
+export const IMAGE_CACHE = path.join(E2E_CACHE, 'e2e-images');
+/** The same cache dir the VM e2e tests use (test/helpers/e2e.ts): one .deb and mise cache. */
+export const BUILD_CACHE = path.join(E2E_DIR, 'cache');
+
+export interface CachedImage {
+  key: string;
+  dir: string;
+  rootfs: string;
+  workSeed: string;
+  /** Written when the image was built: the daemon's view + build figures. */
+  info: CachedImageInfo;
+  /** True when this call built it. */
+  built: boolean;
+}
+
+export interface CachedImageInfo {
+  key: string;
+  builtAt: string;
+  buildMs: number;
+  view: Record<string, unknown>;
+  buildLog: string;
+}
+
+export const IMAGE_BUILD_TOOLS = ['mmdebstrap', 'mkfs.ext4', 'debugfs', 'e2fsck', 'tar'];
+
+/** In CI a test that cannot run fails; elsewhere it is skipped with the reason. */
+export function requireOrSkip(t: TestContext, ok: boolean, reason: string): boolean {
+  if (ok) return true;
+  if (process.env.CI === 'true') throw new Error(`cannot run (CI=true): ${reason}`);
+  t.skip(reason);
+  return false;
+}
+
+export const missingTools = (tools = IMAGE_BUILD_TOOLS): string[] => tools.filter((t) => !which(t));
+
+/**
+ * What a user's shell would pass to the daemon for outbound HTTPS (the mise
+ * download): extra CA bundles (TLS-inspecting proxies) and proxy settings.
+ */
+export function networkEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const keys = [
+    'NODE_EXTRA_CA_CERTS',
+    'SSL_CERT_FILE',
+    'SSL_CERT_DIR',
+    'https_proxy',
+    'HTTPS_PROXY',
+    'http_proxy',
+    'HTTP_PROXY',
+    'no_proxy',
+    'NO_PROXY',
+    'npm_config_registry',
+  ];
+  const out: Record<string, string> = {};
+  for (const k of keys) if (env[k]) out[k] = env[k]!;
+  return out;
+}
+
+export function defaultImageKey(): string {
+  return imageInputsKey(catalogEntry('debian-bookworm')!.recipe, defaultAgentBinary());
+}
+
+function readCached(key: string): CachedImage | undefined {
+  const dir = path.join(IMAGE_CACHE, key);
+  try {
+    const info = JSON.parse(
+      fs.readFileSync(path.join(dir, 'image.json'), 'utf8'),
+    ) as CachedImageInfo;
+    const rootfs = path.join(dir, 'rootfs.ext4');
+    const workSeed = path.join(dir, 'work-seed.ext4');
+    if (!fs.existsSync(rootfs) || !fs.existsSync(workSeed)) return undefined;
+    return { key, dir, rootfs, workSeed, info, built: false };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Exclusive lock by pid file; waits while a live process holds it. */
+async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  for (;;) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      break;
+    } catch {
+      const pid = Number(fs.readFileSync(file, 'utf8').trim());
+      if (!pid || !isAlive(pid)) {
+        fs.rmSync(file, { force: true });
+        continue;
+      }
+      await sleep(1000);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+}
+
+/** The cached default image, building it through the CLI when missing. */
+export async function defaultImage(opts: { timeoutMs?: number } = {}): Promise<CachedImage> {
+  const key = defaultImageKey();
+  const hit = readCached(key);
+  if (hit) return hit;
+  return withLock(path.join(IMAGE_CACHE, `${key}.lock`), async () => {
+    const again = readCached(key);
+    if (again) return again;
+    fs.mkdirSync(BUILD_CACHE, { recursive: true });
+    const sb = await makeSandbox({ env: { ...networkEnv(), BANGER_CACHE_DIR: BUILD_CACHE } });
+    try {
+      const t0 = Date.now();
+      const r = await sb.run(['image', 'pull', 'debian-bookworm'], {
+        timeoutMs: opts.timeoutMs ?? 20 * 60_000,
+      });
+      const buildMs = Date.now() - t0;
+      if (r.code !== 0) {
+        throw new Error(
+          `image pull debian-bookworm failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`,
+        );
+      }
+      const show = await sb.run(['image', 'show', 'debian-bookworm', '--json']);
+      const view = JSON.parse(show.stdout) as Record<string, unknown> & {
+        rootfsPath: string;
+        workSeedPath: string;
+        meta: { build?: { log?: string } };
+      };
+      const tmp = path.join(IMAGE_CACHE, `${key}.tmp-${process.pid}`);
+      fs.rmSync(tmp, { recursive: true, force: true });
+      fs.mkdirSync(tmp, { recursive: true });
+      execFileSync('cp', ['--sparse=always', view.rootfsPath, path.join(tmp, 'rootfs.ext4')]);
+      execFileSync('cp', ['--sparse=always', view.workSeedPath, path.join(tmp, 'work-seed.ext4')]);
+      const logFile = view.meta.build?.log;
+      const buildLog = path.join(tmp, 'build.log');
+      if (logFile && fs.existsSync(logFile)) fs.copyFileSync(logFile, buildLog);
+      const info: CachedImageInfo = {
+        key,
+        builtAt: new Date().toISOString(),
+        buildMs,
+        view,
+        buildLog: path.join(IMAGE_CACHE, key, 'build.log'),
+      };
+      fs.writeFileSync(path.join(tmp, 'image.json'), JSON.stringify(info, null, 2));
+      fs.renameSync(tmp, path.join(IMAGE_CACHE, key));
+      pruneStale(key);
+      return { ...readCached(key)!, built: true };
+    } finally {
+      await sb.cleanup();
+    }
+  });
+}
+
+/** Images of older inputs are of no use any more (~375 MB each): keep only `key`. */
+function pruneStale(key: string): void {
+  for (const n of fs.readdirSync(IMAGE_CACHE)) {
+    if (
+      /^[0-9a-f]{64}$/.test(n) &&
+      n !== key &&
+      !fs.existsSync(path.join(IMAGE_CACHE, `${n}.lock`))
+    ) {
+      fs.rmSync(path.join(IMAGE_CACHE, n), { recursive: true, force: true });
+    }
+  }
+}
+
+/** Register the cached default image into a sandbox as `name` (default debian-bookworm). */
+export async function registerDefaultImage(
+  sb: Sandbox,
+  img: CachedImage,
+  name = 'debian-bookworm',
+): Promise<void> {
+  const r = await sb.run([
+    'image',
+    'register',
+    '--name',
+    name,
+    '--rootfs',
+    img.rootfs,
+    '--work-seed',
+    img.workSeed,
+  ]);
+  if (r.code !== 0) throw new Error(`image register failed: ${r.stderr}`);
+}
