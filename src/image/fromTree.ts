@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ProgressSink } from '../api/events.js';
+import { buildFirstbootScript, FIRSTBOOT_PATH } from '../guest/firstboot.js';
 import { DISKS } from '../guest/bootContract.js';
 import { guestContractOps, type ContractOp } from '../guest/contract.js';
 import { applyContractToTree } from '../guest/contract/apply.js';
@@ -93,6 +94,15 @@ export interface OciArtifacts extends ImageArtifacts {
  * applied to it and it becomes rootfs.ext4 + work-seed.ext4. mise is not
  * installed (its binary needs glibc; OCI images may be musl-based).
  */
+/** What a pulled tree has of what a banger guest needs to boot normally. */
+export function bootNeeds(tree: Pick<RootfsTree, 'exists'>): { systemd: boolean; sshd: boolean } {
+  const any = (paths: string[]): boolean => paths.some((p) => tree.exists(p, { follow: true }));
+  return {
+    systemd: any(['/lib/systemd/systemd', '/usr/lib/systemd/systemd']),
+    sshd: any(['/usr/sbin/sshd', '/usr/local/sbin/sshd', '/sbin/sshd']),
+  };
+}
+
 export async function pullOciImage(ref: string, o: OciImageOptions): Promise<OciArtifacts> {
   const pulled = await pullOci(ref, {
     cacheDir: o.cacheDir,
@@ -109,12 +119,35 @@ export async function pullOciImage(ref: string, o: OciImageOptions): Promise<Oci
       state: 'start',
     });
     const t0 = Date.now();
+    // Container images without systemd or sshd boot through banger's first-boot step.
+    const boot = bootNeeds(pulled.tree);
+    const firstboot = !boot.systemd || !boot.sshd;
+    if (firstboot) {
+      o.emit({
+        type: 'log',
+        level: 'info',
+        message: `${o.name} has no ${[!boot.systemd && 'systemd', !boot.sshd && 'sshd'].filter(Boolean).join(' and ')}: VMs boot through banger's first-boot step${boot.sshd ? '' : ' (sshd is installed on first boot when the VM has --nat)'}`,
+      });
+    }
     const a = await imageFromTree(pulled.tree, {
       outDir: o.outDir,
       workDir: o.workDir,
       agentBinary: o.agentBinary,
       emit: o.emit,
       signal: o.signal,
+      extraOps: firstboot
+        ? [
+            {
+              kind: 'file',
+              path: FIRSTBOOT_PATH,
+              mode: 0o755,
+              uid: 0,
+              gid: 0,
+              content: buildFirstbootScript(o.name),
+              why: 'first boot of a container image',
+            },
+          ]
+        : [],
     });
     o.emit({
       type: 'step',
@@ -134,6 +167,7 @@ export async function pullOciImage(ref: string, o: OciImageOptions): Promise<Oci
         ...(pulled.indexDigest ? { indexDigest: pulled.indexDigest } : {}),
         configDigest: pulled.configDigest,
         layers: pulled.layers,
+        ...(firstboot ? { init: FIRSTBOOT_PATH, boot } : {}),
         compressedBytes: pulled.sizeBytes,
         contentBytes: pulled.contentBytes,
         config: {

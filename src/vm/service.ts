@@ -600,17 +600,9 @@ export class VmService {
       while (!ac.signal.aborted) {
         await sleep(250);
         if (ac.signal.aborted) return;
-        if (!isProcessAlive(handle.pid, handle.pidStartTime)) {
-          const kvm = kvmFailure(tail(l.vmmLog));
-          failure = kvm
-            ? kvmError(vm.name, kvm)
-            : new BangerError(
-                'boot_failed',
-                `vm '${vm.name}': the VMM exited during boot${lastConsoleLine(l.consoleLog, consoleStart)}`,
-                {
-                  hint: `see \`banger vm logs ${vm.name}\``,
-                },
-              );
+        const found = this.bootFailure(vm, handle, consoleStart);
+        if (found) {
+          failure = found;
           ac.abort();
           return;
         }
@@ -619,20 +611,6 @@ export class VmService {
           lastSize = size;
           lastProgress = Date.now();
           const text = readFrom(l.consoleLog, consoleStart);
-          const err = text.indexOf(INIT_ERROR_MARKER);
-          if (err >= 0) {
-            const line = text
-              .slice(err + INIT_ERROR_MARKER.length)
-              .split('\n')[0]!
-              .trim();
-            failure = new BangerError(
-              'boot_failed',
-              `vm '${vm.name}': banger's init failed: ${line}`,
-              { hint: `see \`banger vm logs ${vm.name}\`` },
-            );
-            ac.abort();
-            return;
-          }
           for (const [pat, label] of milestones) {
             if (!seen.has(label) && text.includes(pat as string)) {
               seen.add(label);
@@ -656,6 +634,8 @@ export class VmService {
       const r = await ready;
       return { hostKeys: r.hostKeys };
     } catch (e) {
+      // The agent channel often notices a dead guest first: let the console and the process say why.
+      failure ??= this.bootFailure(vm, handle, consoleStart);
       if (failure) throw failure;
       if (signal?.aborted)
         throw new BangerError('cancelled', `starting vm '${vm.name}' was cancelled`);
@@ -676,6 +656,39 @@ export class VmService {
       signal?.removeEventListener('abort', onAbort);
       await watch;
     }
+  }
+
+  /** Why a boot failed, when the console or the VMM process says so; undefined while it looks healthy. */
+  private bootFailure(
+    vm: VmRecord,
+    handle: VmHandle,
+    consoleStart: number,
+  ): BangerError | undefined {
+    const l = this.layout(vm);
+    const text = readFrom(l.consoleLog, consoleStart);
+    const err = text.indexOf(INIT_ERROR_MARKER);
+    if (err >= 0) {
+      const line = text
+        .slice(err + INIT_ERROR_MARKER.length)
+        .split('\n')[0]!
+        .trim();
+      return new BangerError('boot_failed', `vm '${vm.name}': banger's init failed: ${line}`, {
+        hint: `see \`banger vm logs ${vm.name}\``,
+      });
+    }
+    if (!isProcessAlive(handle.pid, handle.pidStartTime)) {
+      const kvm = kvmFailure(tail(l.vmmLog));
+      return kvm
+        ? kvmError(vm.name, kvm)
+        : new BangerError(
+            'boot_failed',
+            `vm '${vm.name}': the VMM exited during boot${lastConsoleLine(l.consoleLog, consoleStart)}`,
+            {
+              hint: `see \`banger vm logs ${vm.name}\``,
+            },
+          );
+    }
+    return undefined;
   }
 
   // ------------------------------------------------------------------ liveness

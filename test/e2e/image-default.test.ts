@@ -21,7 +21,7 @@ import {
   registerDefaultImage,
   requireOrSkip,
   type CachedImage,
-} from './image-cache.js';
+} from '../helpers/image-cache.js';
 
 /**
  * The real default image (debian-bookworm) built once per CI run through the

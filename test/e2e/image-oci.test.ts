@@ -7,7 +7,7 @@ import { which } from '../../src/util/exec.js';
 import { pushImage, startRegistry, type Registry } from '../helpers/registry.js';
 import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
 import { gzip, makeTar } from '../helpers/tarWriter.js';
-import { requireOrSkip } from './image-cache.js';
+import { requireOrSkip } from '../helpers/image-cache.js';
 
 /**
  * `banger image pull <registry>/<repo>:<tag>` through the CLI and daemon from

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
-import { missingTools, requireOrSkip } from './image-cache.js';
+import { missingTools, requireOrSkip } from '../helpers/image-cache.js';
 
 /**
  * register / promote / delete through the real CLI and daemon, with small

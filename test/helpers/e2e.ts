@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'node:test';
+import { defaultImage } from './image-cache.js';
 import {
+  E2E_DIR,
   makeSandbox,
-  REPO_ROOT,
   runProcess,
   type RunOptions,
   type RunResult,
@@ -19,7 +20,7 @@ import {
  * built once (`.cache/e2e/`, or BANGER_E2E_DIR). e2e files run one at a time.
  */
 export const IN_CI = process.env.CI === 'true';
-export const E2E_DIR = process.env.BANGER_E2E_DIR ?? path.join(REPO_ROOT, '.cache', 'e2e');
+export { E2E_DIR };
 
 /** Fail in CI, skip elsewhere, when the host cannot run a test. */
 export function needs(t: TestContext, ok: boolean, why: string): boolean {
@@ -51,10 +52,25 @@ export interface VmEnv {
  * files; no bridge or address is created until a VM starts).
  */
 async function prepareArtifacts(sb: Sandbox): Promise<void> {
-  for (const args of [
+  // The default image is built once per change of its inputs (test/helpers/image-cache.ts).
+  const img = await defaultImage();
+  const steps = [
     ['kernel', 'pull', 'debian-cloud-6.1'],
-    ['image', 'pull', 'debian-bookworm'],
-  ]) {
+    // Re-registering updates in place: the shared state always points at the current build.
+    [
+      'image',
+      'register',
+      '--name',
+      'debian-bookworm',
+      '--rootfs',
+      img.rootfs,
+      '--work-seed',
+      img.workSeed,
+      '--kernel-ref',
+      'debian-cloud-6.1',
+    ],
+  ];
+  for (const args of steps) {
     const r = await sb.run(args, { timeoutMs: 20 * 60_000 });
     if (r.code !== 0) throw new Error(`banger ${args.join(' ')} failed: ${r.stderr}`);
   }

@@ -17,6 +17,30 @@ export const REPO_ROOT = path.resolve(
   '..',
 );
 export const CLI = path.join(REPO_ROOT, 'bin', 'banger');
+/** State and caches shared by the e2e files of this checkout (default kernel and image built once). */
+export const E2E_DIR = process.env.BANGER_E2E_DIR ?? path.join(REPO_ROOT, '.cache', 'e2e');
+
+/**
+ * What a user's shell passes to the daemon for outbound HTTPS (Debian mirror,
+ * mise download): extra CA bundles (TLS-inspecting proxies) and proxy settings.
+ */
+export function networkEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const keys = [
+    'NODE_EXTRA_CA_CERTS',
+    'SSL_CERT_FILE',
+    'SSL_CERT_DIR',
+    'https_proxy',
+    'HTTPS_PROXY',
+    'http_proxy',
+    'HTTP_PROXY',
+    'no_proxy',
+    'NO_PROXY',
+    'npm_config_registry',
+  ];
+  const out: Record<string, string> = {};
+  for (const k of keys) if (env[k]) out[k] = env[k]!;
+  return out;
+}
 
 export interface RunResult {
   code: number;
@@ -84,6 +108,7 @@ export async function makeSandbox(
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-'));
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    ...networkEnv(),
     HOME: path.join(root, 'home'),
     BANGER_CONFIG_DIR: path.join(root, 'config'),
     BANGER_STATE_DIR: path.join(root, 'state'),

@@ -150,6 +150,8 @@ mount -t ext4 -o noatime "$OVL" /ovl || fail "mount overlay disk $OVL"
 mkdir -p /ovl/upper /ovl/work || fail "prepare overlay disk $OVL"
 mount -t overlay overlay -o lowerdir=/base,upperdir=/ovl/upper,workdir=/ovl/work /newroot ||
     fail "mount overlayfs root"
+# container images may lack the mount points a booting system needs
+mkdir -p /newroot/dev /newroot/proc /newroot/sys /newroot/run /newroot/tmp || fail "create mount points in the root"
 mkdir -p /newroot/root && mount -t ext4 -o noatime "$WORK" /newroot/root || fail "mount work disk $WORK at /root"
 if [ -n "$MODS" ]; then
     mkdir -p ${modulesMount} && mount -t ext4 -o ro "$MODS" ${modulesMount} ||

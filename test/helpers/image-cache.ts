@@ -5,8 +5,15 @@ import type { TestContext } from 'node:test';
 import { catalogEntry } from '../../src/image/catalog.js';
 import { defaultAgentBinary, imageInputsKey } from '../../src/image/inputs.js';
 import { which } from '../../src/util/exec.js';
-import { E2E_DIR } from '../helpers/e2e.js';
-import { isAlive, makeSandbox, REPO_ROOT, sleep, type Sandbox } from '../helpers/sandbox.js';
+import {
+  E2E_DIR,
+  isAlive,
+  makeSandbox,
+  networkEnv,
+  REPO_ROOT,
+  sleep,
+  type Sandbox,
+} from './sandbox.js';
 
 /**
  * The real default image, built once per CI run and reused by every e2e test
@@ -61,28 +68,6 @@ export function requireOrSkip(t: TestContext, ok: boolean, reason: string): bool
 }
 
 export const missingTools = (tools = IMAGE_BUILD_TOOLS): string[] => tools.filter((t) => !which(t));
-
-/**
- * What a user's shell would pass to the daemon for outbound HTTPS (the mise
- * download): extra CA bundles (TLS-inspecting proxies) and proxy settings.
- */
-export function networkEnv(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
-  const keys = [
-    'NODE_EXTRA_CA_CERTS',
-    'SSL_CERT_FILE',
-    'SSL_CERT_DIR',
-    'https_proxy',
-    'HTTPS_PROXY',
-    'http_proxy',
-    'HTTP_PROXY',
-    'no_proxy',
-    'NO_PROXY',
-    'npm_config_registry',
-  ];
-  const out: Record<string, string> = {};
-  for (const k of keys) if (env[k]) out[k] = env[k]!;
-  return out;
-}
 
 export function defaultImageKey(): string {
   return imageInputsKey(catalogEntry('debian-bookworm')!.recipe, defaultAgentBinary());
