@@ -55,6 +55,18 @@ export class CliContext {
     return this.daemon((c) => c.call(def, input));
   }
 
+  /** Run fn with a signal that Ctrl-C aborts (instead of killing the CLI mid-request). */
+  async interruptible<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const ac = new AbortController();
+    const onSig = (): void => ac.abort();
+    process.once('SIGINT', onSig);
+    try {
+      return await fn(ac.signal);
+    } finally {
+      process.off('SIGINT', onSig);
+    }
+  }
+
   /** Run a streaming operation with progress rendered on stderr. */
   async stream<D extends RouteDef>(
     def: D,
@@ -67,23 +79,21 @@ export class CliContext {
       verbose: this.flags.debug,
       onItem: opts.onItem,
     });
-    const ac = new AbortController();
-    const onSig = (): void => ac.abort();
-    process.once('SIGINT', onSig);
     try {
-      return await this.daemon((c) =>
-        c.stream(
-          def,
-          input,
-          (e) => {
-            opts.onEvent?.(e);
-            renderer.handle(e);
-          },
-          ac.signal,
+      return await this.interruptible((signal) =>
+        this.daemon((c) =>
+          c.stream(
+            def,
+            input,
+            (e) => {
+              opts.onEvent?.(e);
+              renderer.handle(e);
+            },
+            signal,
+          ),
         ),
       );
     } finally {
-      process.off('SIGINT', onSig);
       renderer.finish();
     }
   }

@@ -1,12 +1,14 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { ApiClient } from '../api/client.js';
 import { routes } from '../api/routes.js';
 import type { Paths } from '../config/paths.js';
 import { BangerError, type ErrorShape } from '../errors.js';
+import { socketAnswers } from '../util/socket.js';
 import { IDENTITY } from '../version.js';
+
+export { socketAnswers };
 
 /**
  * Reaching bangerd: connect to its socket, start it (detached) when nothing
@@ -20,26 +22,6 @@ export const daemonEntry = (): string =>
 
 export function newClient(paths: Paths, timeoutMs?: number): ApiClient {
   return new ApiClient({ socketPath: paths.socket, version: IDENTITY, timeoutMs });
-}
-
-/** True when something accepts connections on the socket. */
-export function socketAnswers(socketPath: string, timeoutMs = 2000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socketPath);
-    const t = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, timeoutMs);
-    s.on('connect', () => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(true);
-    });
-    s.on('error', () => {
-      clearTimeout(t);
-      resolve(false);
-    });
-  });
 }
 
 async function waitFor(

@@ -11,6 +11,7 @@ import type {
   ImageView,
 } from '../api/schemas/images.js';
 import type { ServiceDeps } from '../daemon/services.js';
+import { Flights } from '../util/flight.js';
 import { BangerError, isBangerError, notFound, toBangerError } from '../errors.js';
 import type { ImageRecord } from '../store/images.js';
 import { run } from '../util/exec.js';
@@ -37,15 +38,6 @@ export interface ImageServiceOptions {
   buildRecipe?: RecipeBuilder;
 }
 
-/** An in-flight image creation that later callers for the same name join. */
-interface Flight {
-  key: string;
-  promise: Promise<ImageRecord>;
-  sinks: Set<ProgressSink>;
-  waiters: number;
-  abort: AbortController;
-}
-
 /**
  * Images: the catalog (built locally from recipes), OCI pulls, `image build`,
  * registration of existing files, promotion, deletion. Owns the images table
@@ -61,7 +53,7 @@ interface Flight {
  * name to ensure when a VM needs it (`ensureKernel`).
  */
 export class ImageService {
-  private readonly flights = new Map<string, Flight>();
+  private readonly flights = new Flights<ImageRecord>();
   private swept = false;
   private readonly agentBinary: string;
   private readonly buildRecipe: RecipeBuilder;
@@ -415,9 +407,11 @@ export class ImageService {
     signal: AbortSignal | undefined,
     fn: (emit: ProgressSink, signal: AbortSignal) => Promise<ImageRecord>,
   ): Promise<ImageRecord> {
-    let f = this.flights.get(name);
-    if (f && f.key !== key) {
-      return Promise.reject(
+    return this.flights.join(name, emit, signal, fn, {
+      source: key,
+      joinMessage: `image ${name} is already being created; waiting for it`,
+      cancelled: () => new BangerError('cancelled', `creating image ${name} was cancelled`),
+      conflict: () =>
         new BangerError(
           'conflict',
           `image ${name} is being created from another source right now`,
@@ -425,41 +419,6 @@ export class ImageService {
             hint: 'wait for it, or choose another --name',
           },
         ),
-      );
-    }
-    if (f)
-      emit({
-        type: 'log',
-        level: 'info',
-        message: `image ${name} is already being created; waiting for it`,
-      });
-    if (!f) {
-      const sinks = new Set<ProgressSink>();
-      const abort = new AbortController();
-      const fanout: ProgressSink = (e) => sinks.forEach((s) => s(e));
-      const flight: Flight = {
-        key,
-        sinks,
-        waiters: 0,
-        abort,
-        promise: Promise.resolve(undefined as never),
-      };
-      flight.promise = fn(fanout, abort.signal).finally(() => this.flights.delete(name));
-      this.flights.set(name, flight);
-      f = flight;
-    }
-    const flight = f;
-    flight.sinks.add(emit);
-    flight.waiters++;
-    const onAbort = () => {
-      flight.sinks.delete(emit);
-      if (--flight.waiters === 0) flight.abort.abort();
-    };
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
-    return flight.promise.finally(() => {
-      signal?.removeEventListener('abort', onAbort);
-      flight.sinks.delete(emit);
     });
   }
 

@@ -167,8 +167,17 @@ function lifecycleSuite(vmm: (typeof VMMS)[number]): void {
       const logs = await e().run(['vm', 'logs', a]);
       assert.match(logs.stdout, /banger-agent: started/);
       // The guest reached multi-user with nothing failed, and sshd is key-only.
-      const sys = await ssh(a, 'systemctl is-active multi-user.target; systemctl --failed --no-legend | wc -l; sshd -T | grep -E "^(passwordauthentication|permitrootlogin|kbdinteractiveauthentication) " | sort');
-      assert.deepEqual(sys.stdout.trim().split('\n'), ['active', '0', 'kbdinteractiveauthentication no', 'passwordauthentication no', 'permitrootlogin without-password']);
+      const sys = await ssh(
+        a,
+        'systemctl is-active multi-user.target; systemctl --failed --no-legend | wc -l; sshd -T | grep -E "^(passwordauthentication|permitrootlogin|kbdinteractiveauthentication) " | sort',
+      );
+      assert.deepEqual(sys.stdout.trim().split('\n'), [
+        'active',
+        '0',
+        'kbdinteractiveauthentication no',
+        'passwordauthentication no',
+        'permitrootlogin without-password',
+      ]);
       const stats = await e().json<
         { name: string; cpuPercent: number | null; guest: { memTotalBytes: number } | null }[]
       >(['vm', 'stats', a]);

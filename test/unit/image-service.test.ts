@@ -276,7 +276,7 @@ describe('ImageService', () => {
     open();
     const vb = await b;
     assert.equal(vb.name, 'debian-bookworm');
-    await a; // the first caller's request resolves too (its connection is gone anyway)
+    await rejects(a, 'cancelled'); // the caller that left is told so at once
   });
 
   test('image build extends the recipe; images without one are refused with a reason', async () => {

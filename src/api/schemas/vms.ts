@@ -1,18 +1,11 @@
 import { z } from 'zod';
 import { ErrorShapeSchema } from '../events.js';
+import { VM_STATES } from '../../store/vms.js';
+
+export { VM_STATES };
 import { VmSizingSchema } from './daemon.js';
 
 /** Wire shapes of VMs. */
-
-export const VM_STATES = [
-  'created',
-  'starting',
-  'running',
-  'stopping',
-  'stopped',
-  'crashed',
-  'error',
-] as const;
 
 export const VmViewSchema = z.object({
   id: z.string(),

@@ -58,19 +58,14 @@ export async function daemonLogs(
   ctx: CliContext,
   opts: { follow: boolean; lines: number },
 ): Promise<void> {
-  const ac = new AbortController();
-  const onSig = (): void => ac.abort();
-  process.once('SIGINT', onSig);
-  try {
-    await ctx.daemon((c) =>
+  await ctx.interruptible((signal) =>
+    ctx.daemon((c) =>
       c.text(
         routes.daemonLogs,
         { query: { follow: opts.follow, tail: opts.lines } },
         (s) => ctx.out.write(s),
-        ac.signal,
+        signal,
       ),
-    );
-  } finally {
-    process.off('SIGINT', onSig);
-  }
+    ),
+  );
 }

@@ -302,21 +302,16 @@ export async function vmShow(ctx: CliContext, ref: string): Promise<void> {
 }
 
 export async function vmLogs(ctx: CliContext, ref: string, follow: boolean): Promise<void> {
-  const ac = new AbortController();
-  const onSig = (): void => ac.abort();
-  process.once('SIGINT', onSig);
-  try {
-    await ctx.daemon((c) =>
+  await ctx.interruptible((signal) =>
+    ctx.daemon((c) =>
       c.text(
         routes.vmLogs,
         { params: { ref }, query: { follow } },
         (s) => ctx.out.write(s),
-        ac.signal,
+        signal,
       ),
-    );
-  } finally {
-    process.off('SIGINT', onSig);
-  }
+    ),
+  );
 }
 
 export function formatStats(stats: VmStats[]): string {

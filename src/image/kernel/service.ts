@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { ProgressSink } from '../../api/events.js';
 import type { KernelCatalogEntry, KernelView } from '../../api/schemas/images.js';
 import type { ServiceDeps } from '../../daemon/services.js';
+import { Flights } from '../../util/flight.js';
 import { BangerError, notFound } from '../../errors.js';
 import type { KernelRecord } from '../../store/kernels.js';
 import { run, type RunOptions } from '../../util/exec.js';
@@ -38,13 +39,6 @@ export interface KernelServiceOptions {
   build?: typeof buildKernel;
 }
 
-interface Flight {
-  promise: Promise<KernelRecord>;
-  sinks: Set<ProgressSink>;
-  controller: AbortController;
-  waiters: number;
-}
-
 const TMP_PREFIX = 'kernel-';
 
 /** The kernel features the VMM drivers check (Firecracker compat), from a record. */
@@ -59,7 +53,7 @@ export function modulesDiskPath(k: KernelRecord): string | undefined {
 }
 
 export class KernelService {
-  private readonly flights = new Map<string, Flight>();
+  private readonly flights = new Flights<KernelRecord>();
   private readonly runner: Runner;
   private readonly build: typeof buildKernel;
   private sweptTmp = false;
@@ -163,67 +157,16 @@ export class KernelService {
         },
       );
     }
-    signal?.throwIfAborted();
-    let flight = this.flights.get(name);
-    if (flight) {
-      emit({
-        type: 'log',
-        level: 'info',
-        message: `kernel '${name}' is already being pulled; waiting for it`,
-      });
-    } else {
-      const sinks = new Set<ProgressSink>();
-      const controller = new AbortController();
-      const fanOut: ProgressSink = (e) => {
-        for (const s of sinks) {
-          try {
-            s(e);
-          } catch {
-            // a client that went away
-          }
-        }
-      };
-      const f: Flight = {
-        sinks,
-        controller,
-        waiters: 0,
-        promise: this.deps.locks
-          .run(`kernel:${name}`, () => this.doPull(name, fanOut, controller.signal))
-          .finally(() => this.flights.delete(name)),
-      };
-      f.promise.catch(() => undefined); // observed by the waiters
-      this.flights.set(name, f);
-      flight = f;
-    }
-    const fl = flight;
-    fl.sinks.add(emit);
-    fl.waiters++;
-    return new Promise<KernelRecord>((resolve, reject) => {
-      let left = false;
-      const leave = (): void => {
-        if (left) return;
-        left = true;
-        fl.sinks.delete(emit);
-        fl.waiters--;
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const onAbort = (): void => {
-        leave();
-        if (fl.waiters === 0) fl.controller.abort();
-        reject(new BangerError('cancelled', `kernel pull ${name} was cancelled`));
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      fl.promise.then(
-        (k) => {
-          leave();
-          resolve(k);
-        },
-        (e: unknown) => {
-          leave();
-          reject(e);
-        },
-      );
-    });
+    return this.flights.join(
+      name,
+      emit,
+      signal,
+      (fanOut, sig) => this.deps.locks.run(`kernel:${name}`, () => this.doPull(name, fanOut, sig)),
+      {
+        joinMessage: `kernel '${name}' is already being pulled; waiting for it`,
+        cancelled: () => new BangerError('cancelled', `kernel pull ${name} was cancelled`),
+      },
+    );
   }
 
   private async doPull(
@@ -361,7 +304,7 @@ export class KernelService {
     } catch {
       return;
     }
-    const busy = [...this.flights.keys()].filter((b) => b !== self);
+    const busy = this.flights.names().filter((b) => b !== self);
     for (const n of names) {
       if (!n.startsWith(TMP_PREFIX)) continue;
       if (busy.some((b) => n.startsWith(`${TMP_PREFIX}${b}-`))) continue;

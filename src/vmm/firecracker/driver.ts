@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { BangerError, isErrno } from '../../errors.js';
 import { run, which as whichOnPath } from '../../util/exec.js';
@@ -28,6 +27,7 @@ import {
   type LaunchRequestOptions,
 } from './requests.js';
 import { removeStaleSocket } from './vsock.js';
+import { socketAnswers } from '../../util/socket.js';
 
 /**
  * The Firecracker VMM driver: one `firecracker --api-sock <vm dir>/fc.sock`
@@ -270,7 +270,7 @@ export class FirecrackerDriver implements VmmDriver {
   /** Refuse to start over a live Firecracker; remove sockets a dead one left behind. */
   private async clearStaleSockets(spec: LaunchSpec, sock: string): Promise<void> {
     // A process that is still exiting may accept a connection but never answers HTTP.
-    if ((await socketAnswers(sock)) && (await this.describeAt(sock, spec.name, 1_000))) {
+    if ((await socketAnswers(sock, 500)) && (await this.describeAt(sock, spec.name, 1_000))) {
       throw new BangerError(
         'conflict',
         `vm '${spec.name}' already has a firecracker answering on ${sock}`,
@@ -304,7 +304,7 @@ export class FirecrackerDriver implements VmmDriver {
     for (;;) {
       if (signal?.aborted) throw cancelled(spec);
       if (exited()) throw await this.exitedEarly(spec, exited, logStart);
-      if (await socketAnswers(sock)) return;
+      if (await socketAnswers(sock, 500)) return;
       if (Date.now() > deadline) {
         const tail = readLogTail(spec.vmmLog, logStart);
         throw new BangerError(
@@ -501,26 +501,6 @@ export function processGone(pid: number, startTime?: number): boolean {
 
 const cancelled = (spec: LaunchSpec): BangerError =>
   new BangerError('cancelled', `starting vm '${spec.name}' was cancelled`);
-
-/** True when something accepts connections on the Unix socket. */
-export function socketAnswers(p: string, timeoutMs = 500): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection({ path: p });
-    const t = setTimeout(() => {
-      s.destroy();
-      resolve(false);
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => {
-      clearTimeout(t);
-      resolve(false);
-    });
-  });
-}
 
 /** The last lines written to the log since `from` (this run's output only). */
 export function readLogTail(file: string, from: number, maxLines = 20): string {
