@@ -273,10 +273,11 @@ describe('ImageService', () => {
     const b = rig.svc.pull({ ref: 'debian-bookworm' }, () => undefined);
     await new Promise((r) => setTimeout(r, 20));
     ac.abort();
+    const left = rejects(a, 'cancelled'); // the caller that left is told so at once
     open();
     const vb = await b;
     assert.equal(vb.name, 'debian-bookworm');
-    await rejects(a, 'cancelled'); // the caller that left is told so at once
+    await left;
   });
 
   test('image build extends the recipe; images without one are refused with a reason', async () => {
