@@ -277,7 +277,7 @@ export class ImageService {
           emit: fanout,
           signal: sig,
         });
-        await kernelTask;
+        await kernelTask.done;
         return await this.commit(path.join(scratch, 'out'), {
           name,
           source: `oci:${a.reference}@${a.digest}`,
@@ -286,6 +286,10 @@ export class ImageService {
           sizeBytes: a.rootfs.sizeBytes,
           meta: { ...a.meta, kernel, reference: a.reference },
         });
+      } catch (e) {
+        // Nothing half-made is left behind: a kernel pull started for this image stops too.
+        await kernelTask.cancel();
+        throw e;
       } finally {
         await rmrf(scratch);
       }
@@ -315,7 +319,7 @@ export class ImageService {
       requireAgent(this.agentBinary);
       const kernelTask = pullKernel
         ? this.kernelInBackground(spec.kernel, fanout, sig)
-        : Promise.resolve();
+        : { done: Promise.resolve(), cancel: () => Promise.resolve() };
       const scratch = await this.scratchDir();
       const log = BuildLog.open(this.deps.paths.imageBuildDir, spec.name);
       log.line(`image ${spec.name}: ${spec.source}, recipe ${JSON.stringify(spec.recipe)}`);
@@ -333,7 +337,7 @@ export class ImageService {
           emit: fanout,
           signal: sig,
         });
-        await kernelTask;
+        await kernelTask.done;
         const rec = await this.commit(outDir, {
           name: spec.name,
           source: spec.source,
@@ -362,8 +366,8 @@ export class ImageService {
         log.line(`image ${spec.name} committed as ${rec.id}`);
         return rec;
       } catch (e) {
-        // the kernel pull (if any) goes on by itself: it is useful anyway
         log.line(`failed: ${toBangerError(e).line}`);
+        await kernelTask.cancel();
         throw e;
       } finally {
         log.close();
@@ -377,18 +381,35 @@ export class ImageService {
    * Pull a kernel alongside an image build. A failure is a warning: the image
    * is still useful, and VM create fetches the kernel again.
    */
-  private kernelInBackground(name: string, emit: ProgressSink, signal: AbortSignal): Promise<void> {
-    return this.kernels.ensure(name, emit, signal).then(
-      () => undefined,
-      (e: unknown) => {
-        if (signal.aborted) return;
-        emit({
-          type: 'log',
-          level: 'warn',
-          message: `kernel ${name} is not installed (${toBangerError(e).message}); a VM create will fetch it`,
-        });
+  private kernelInBackground(
+    name: string,
+    emit: ProgressSink,
+    signal: AbortSignal,
+  ): { done: Promise<void>; cancel(): Promise<void> } {
+    const ac = new AbortController();
+    const onAbort = (): void => ac.abort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const done = this.kernels
+      .ensure(name, emit, ac.signal)
+      .then(
+        () => undefined,
+        (e: unknown) => {
+          if (ac.signal.aborted) return;
+          emit({
+            type: 'log',
+            level: 'warn',
+            message: `kernel ${name} is not installed (${toBangerError(e).message}); a VM create will fetch it`,
+          });
+        },
+      )
+      .finally(() => signal.removeEventListener('abort', onAbort));
+    return {
+      done,
+      cancel: async () => {
+        ac.abort();
+        await done;
       },
-    );
+    };
   }
 
   private installedKernel(name: string): string | null {

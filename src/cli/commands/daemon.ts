@@ -1,5 +1,6 @@
 import { routes } from '../../api/routes.js';
 import type { Status } from '../../api/schemas/daemon.js';
+import { isProcessAlive } from '../../util/proc.js';
 import { formatDuration } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { newClient, socketAnswers, waitForStop } from '../daemon.js';
@@ -36,6 +37,15 @@ export async function daemonSocket(ctx: CliContext): Promise<void> {
   else ctx.print(ctx.paths.socket);
 }
 
+async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isProcessAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}
+
 export async function daemonStop(ctx: CliContext): Promise<void> {
   if (!(await socketAnswers(ctx.paths.socket))) {
     if (ctx.flags.json) ctx.printJson({ running: false });
@@ -46,7 +56,8 @@ export async function daemonStop(ctx: CliContext): Promise<void> {
   const r = await newClient(ctx.paths).call(routes.shutdown, { body: { ifIdle: false } });
   if (r.inflight > 0 && !ctx.flags.json)
     ctx.note(`waiting for ${r.inflight} operation(s) to finish...`);
-  const stopped = await waitForStop(ctx.paths, 11 * 60_000);
+  // The socket goes first; the process exits right after closing its database.
+  const stopped = (await waitForStop(ctx.paths, 11 * 60_000)) && (await waitForExit(r.pid, 10_000));
   if (ctx.flags.json) ctx.printJson({ running: !stopped, pid: r.pid });
   else
     ctx.print(
