@@ -109,7 +109,8 @@ export function sshArgs(i: SshArgsInput): string[] {
     ServerAliveCountMax: '4',
     LogLevel: 'ERROR',
     // curve25519 first: measurably cheaper than the default hybrid KEX on a slow (emulated) guest.
-    KexAlgorithms: 'curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x25519-sha512@openssh.com,ecdh-sha2-nistp256',
+    KexAlgorithms:
+      'curve25519-sha256,curve25519-sha256@libssh.org,sntrup761x25519-sha512@openssh.com,ecdh-sha2-nistp256',
     ...i.options,
   };
   const args = ['-F', 'none'];

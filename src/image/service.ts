@@ -12,6 +12,7 @@ import type {
 } from '../api/schemas/images.js';
 import type { ServiceDeps } from '../daemon/services.js';
 import { Flights } from '../util/flight.js';
+import { sweepDeadScratch } from '../util/scratch.js';
 import { BangerError, isBangerError, notFound, toBangerError } from '../errors.js';
 import type { ImageRecord } from '../store/images.js';
 import { run } from '../util/exec.js';
@@ -647,7 +648,7 @@ export class ImageService {
     await fs.promises.mkdir(root, { recursive: true, mode: 0o700 });
     if (!this.swept) {
       this.swept = true;
-      await sweepStale(root);
+      sweepDeadScratch(root, ['img', 'del']);
     }
     return root;
   }
@@ -725,27 +726,6 @@ function requireAgent(p: string): void {
 
 async function rmrf(p: string): Promise<void> {
   await fs.promises.rm(p, { recursive: true, force: true }).catch(() => undefined);
-}
-
-/** Remove scratch dirs of processes that are gone (`img-<pid>-…`, `del-<pid>-…`). */
-async function sweepStale(root: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await fs.promises.readdir(root);
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    const m = /^(?:img|del)-(\d+)-[0-9a-f]+$/.exec(n);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') await rmrf(path.join(root, n));
-    }
-  }
 }
 
 /** Copy a file keeping holes (reflink when possible), reporting bytes written. */

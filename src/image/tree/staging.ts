@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { RootfsTree } from './rootfsTree.js';
 import type { TreeLimits } from './rules.js';
+import { sweepDeadScratch } from '../../util/scratch.js';
 
 /**
  * Where a tree is staged. Creating inodes is the slow part of unpacking (on the
@@ -61,27 +62,10 @@ export function chooseStaging(workDir: string, o: StagingOptions = {}): StagingC
     }
     const l = fs.lstatSync(mine);
     if (!l.isDirectory() || l.uid !== uid || (l.mode & 0o077) !== 0) return disk;
-    sweepStale(mine);
+    sweepDeadScratch(mine, ['tree']);
     return { parent: mine, budgetBytes: Math.floor(budget) };
   } catch {
     return disk;
-  }
-}
-
-/** Remove staging dirs whose process is gone (`tree-<pid>-<rand>`). */
-function sweepStale(dir: string): void {
-  for (const name of fs.readdirSync(dir)) {
-    const m = /^tree-(\d+)-[0-9a-f]+$/.exec(name);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ESRCH') {
-        fs.rmSync(path.join(dir, name), { recursive: true, force: true });
-      }
-    }
   }
 }
 
