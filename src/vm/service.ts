@@ -463,7 +463,7 @@ export class VmService {
   ): Promise<VmRecord> {
     if (vm.state === 'running' || vm.state === 'starting') {
       if (this.alive(vm)) return vm;
-      vm = this.markGone(vm, 'stopped');
+      vm = await this.markGone(vm, 'stopped');
     }
     const image = this.store.images.get(vm.imageId);
     if (!image)
@@ -703,8 +703,15 @@ export class VmService {
     return vm.pid !== null && isProcessAlive(vm.pid, vm.pidStartTime);
   }
 
-  /** The VMM vanished: record it and release the VM's network. */
-  private markGone(vm: VmRecord, state: 'stopped' | 'crashed', error?: string): VmRecord {
+  /**
+   * The VMM is gone: record it (synchronously, so readers see it at once) and
+   * release the VM's tap and firewall rules; resolves once they are released.
+   */
+  private async markGone(
+    vm: VmRecord,
+    state: 'stopped' | 'crashed',
+    error?: string,
+  ): Promise<VmRecord> {
     this.dropAgent(vm.id);
     const updated = this.update(vm.id, {
       state,
@@ -715,7 +722,7 @@ export class VmService {
       lastError: error ?? vm.lastError,
     });
     this.event(state === 'crashed' ? 'vm.crashed' : 'vm.stopped', vm, error ? { error } : {});
-    void this.network
+    await this.network
       .released(vm, this.runningNets(vm.id))
       .catch((e) => this.deps.logger.warn({ err: e }, 'network release failed'));
     return updated;
@@ -729,9 +736,13 @@ export class VmService {
       const meta = vm.meta as Meta;
       const log = tail(this.layout(vm).consoleLog, 4096);
       const poweredOff = /reboot: Power down|System halted/.test(log);
-      if (meta.stopRequested || poweredOff) this.markGone(vm, 'stopped');
+      if (meta.stopRequested || poweredOff) void this.markGone(vm, 'stopped');
       else
-        this.markGone(vm, 'crashed', 'the VMM process exited unexpectedly (see `banger vm logs`)');
+        void this.markGone(
+          vm,
+          'crashed',
+          'the VMM process exited unexpectedly (see `banger vm logs`)',
+        );
     }
   }
 
@@ -764,7 +775,7 @@ export class VmService {
         if (vm.state !== 'running') this.update(vm.id, { state: 'running' });
         this.deps.logger.info({ vm: vm.name, pid: vm.pid }, 'adopted running VM');
       } else {
-        this.markGone(vm, 'stopped');
+        await this.markGone(vm, 'stopped');
       }
     }
     const running = this.runningNets();
@@ -799,7 +810,7 @@ export class VmService {
     const agent = this.agents.get(vm.id);
     if (agent?.connected) await agent.poweroff({ timeoutMs: 2000 }).catch(() => undefined);
     const { graceful } = await this.driverFor(vm.vmm as VmmName).stop(handle, { timeoutMs });
-    vm = this.markGone(this.store.vms.get(vm.id)!, 'stopped');
+    vm = await this.markGone(this.store.vms.get(vm.id)!, 'stopped');
     emit({
       type: 'step',
       id: `stop:${vm.name}`,
@@ -873,12 +884,11 @@ export class VmService {
         const handle = this.handleOf(cur);
         this.setMeta(cur, { stopRequested: true });
         if (handle) await this.driverFor(cur.vmm as VmmName).kill(handle, 'SIGKILL');
-        cur = this.markGone(this.store.vms.get(vm.id)!, 'stopped');
+        cur = await this.markGone(this.store.vms.get(vm.id)!, 'stopped');
       } else if (ACTIVE.includes(cur.state)) {
-        cur = this.markGone(cur, 'stopped');
+        cur = await this.markGone(cur, 'stopped');
       }
       const view = this.view(cur);
-      await this.network.released(cur, this.runningNets(cur.id)).catch(() => undefined);
       fs.rmSync(this.layout(cur).dir, { recursive: true, force: true });
       removeKnownHost(this.deps.paths.knownHosts, hostAlias(cur.name));
       this.store.vms.delete(cur.id);
