@@ -462,14 +462,7 @@ describe('OCI pull with authentication', () => {
     let ts: TokenServer | undefined;
     let treg: Registry | undefined;
     try {
-      ts = await startTokenServer({ requireLogin: true });
-      treg = await startRegistry({
-        kind: 'token',
-        realm: ts.realm,
-        service: ts.service,
-        issuer: ts.issuer,
-        certFile: ts.certFile,
-      });
+      ({ ts, treg } = await startTokenRegistry(true));
       await pushImage(
         treg.host,
         'team/tool',
@@ -510,14 +503,7 @@ describe('OCI pull with authentication', () => {
     let ts: TokenServer | undefined;
     let treg: Registry | undefined;
     try {
-      ts = await startTokenServer({ requireLogin: false });
-      treg = await startRegistry({
-        kind: 'token',
-        realm: ts.realm,
-        service: ts.service,
-        issuer: ts.issuer,
-        certFile: ts.certFile,
-      });
+      ({ ts, treg } = await startTokenRegistry(false));
       await pushImage(
         treg.host,
         'library/pub',
@@ -753,3 +739,23 @@ describe('hostile images are refused and nothing escapes the work dir', () => {
     assertClean(d);
   });
 });
+
+/** A token server and a registry that trusts it (Bearer challenge with realm/service/scope). */
+async function startTokenRegistry(
+  requireLogin: boolean,
+): Promise<{ ts: TokenServer; treg: Registry }> {
+  const ts = await startTokenServer({ requireLogin });
+  try {
+    const treg = await startRegistry({
+      kind: 'token',
+      realm: ts.realm,
+      service: ts.service,
+      issuer: ts.issuer,
+      certFile: ts.certFile,
+    });
+    return { ts, treg };
+  } catch (e) {
+    await ts.stop();
+    throw e;
+  }
+}
