@@ -15,7 +15,7 @@ PACKAGES=(
   # guest agent (static binary)
   musl-tools
   # networking
-  iproute2 iptables
+  iproute2 iptables nftables
   # ssh into guests
   openssh-client
   # OCI pull tests: a real local registry and image tools

@@ -30,6 +30,8 @@ if (!fs.existsSync(path.join(root, 'dist', 'build-info.json'))) {
 }
 
 const total = { passed: 0, failed: 0, skipped: 0 };
+const skips = [];
+const refusedSkips = [];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-test-'));
 try {
   for (const group of selected) {
@@ -41,7 +43,16 @@ try {
           .sort()
           .map((f) => path.join(dir, f))
       : [];
-    if (files.length === 0) continue;
+    if (files.length === 0) {
+      if (only) {
+        console.log(`\n=== ${group} tests: none match --only ${only} ===`);
+        continue;
+      }
+      // A group that compiled to nothing is a broken build, not an empty suite.
+      console.error(`\n${group}: no compiled test files under ${groups[group]}/`);
+      total.failed++;
+      continue;
+    }
     console.log(`\n=== ${group} tests (${files.length} files) ===`);
     const countsFile = path.join(tmp, `${group}.json`);
     const concurrency = process.env.BANGER_TEST_CONCURRENCY ?? (group === 'e2e' ? '1' : '2');
@@ -68,10 +79,15 @@ try {
     total.passed += counts.passed;
     total.failed += counts.failed;
     total.skipped += counts.skipped;
+    skips.push(...(counts.skips ?? []));
+    refusedSkips.push(...(counts.refusedSkips ?? []));
   }
 } finally {
   fs.rmSync(tmp, { recursive: true, force: true });
 }
+for (const s of skips) console.log(`skipped: ${s.test}: ${s.reason}`);
+for (const s of refusedSkips)
+  console.log(`FAILED (a skip is not allowed in CI): ${s.test}: ${s.reason}`);
 console.log(
   `\n${total.passed} passed, ${total.failed} failed${total.skipped ? `, ${total.skipped} skipped` : ''}`,
 );

@@ -9,6 +9,7 @@ import {
   parseFirecrackerVersion,
   type FirecrackerVersion,
 } from '../vmm/firecracker/index.js';
+import { kvmDevicePath } from '../vmm/accel.js';
 import { resolveVmm } from '../vmm/resolve.js';
 
 const versionBelow = (v: FirecrackerVersion, min: FirecrackerVersion): boolean =>
@@ -25,6 +26,8 @@ const versionBelow = (v: FirecrackerVersion, min: FirecrackerVersion): boolean =
 export interface Probe {
   arch: string;
   uid: number;
+  /** The KVM device node to check (kvmDevicePath()). */
+  kvmDevice: string;
   which(cmd: string): string | undefined;
   /** Access check with fs.constants flags; false when missing or denied. */
   access(file: string, mode: number): boolean;
@@ -110,15 +113,16 @@ export const CHECKS: CheckDef[] = [
     title: 'KVM access',
     run: ({ probe, config }) => {
       const rw = fs.constants.R_OK | fs.constants.W_OK;
-      if (probe.access('/dev/kvm', rw)) {
+      const dev = probe.kvmDevice;
+      if (probe.access(dev, rw)) {
         return pass(
           config.accel === 'tcg'
-            ? '/dev/kvm is read/writable (accel = "tcg": not used)'
-            : '/dev/kvm is read/writable (whether it runs guests is probed at the first VM start)',
+            ? `${dev} is read/writable (accel = "tcg": not used)`
+            : `${dev} is read/writable (whether it runs guests is probed at the first VM start)`,
         );
       }
-      const exists = probe.exists('/dev/kvm');
-      const detail = exists ? '/dev/kvm is not accessible' : '/dev/kvm does not exist';
+      const exists = probe.exists(dev);
+      const detail = exists ? `${dev} is not accessible` : `${dev} does not exist`;
       const hint = exists
         ? 'add your user to group kvm (sudo usermod -aG kvm $USER) and log in again'
         : 'enable virtualisation in the BIOS / load kvm_intel or kvm_amd, or set accel = "tcg" (slow)';
@@ -271,6 +275,7 @@ export function hostProbe(
   return {
     arch: process.arch,
     uid: process.getuid?.() ?? 0,
+    kvmDevice: kvmDevicePath(),
     which,
     access: (file, mode) => {
       try {

@@ -9,6 +9,8 @@ import type { Accel } from './driver.js';
  * usable and no known-broken KVM module is loaded. Pure, given the facts.
  */
 export interface KvmFacts {
+  /** The device probed (default /dev/kvm). */
+  device?: string;
   devKvmRw: boolean;
   cpuFlags: string[];
   /** Loaded kernel modules whose name starts with kvm. */
@@ -37,7 +39,7 @@ export function resolveAccel(choice: AccelChoice, facts: KvmFacts): AccelDecisio
 }
 
 function kvmUnusable(f: KvmFacts): string | undefined {
-  if (!f.devKvmRw) return '/dev/kvm is missing or not read/writable';
+  if (!f.devKvmRw) return `${f.device ?? '/dev/kvm'} is missing or not read/writable`;
   if (!f.cpuFlags.includes('vmx') && !f.cpuFlags.includes('svm'))
     return 'the CPU does not advertise vmx/svm';
   const broken = f.kvmModules.find((m) => BROKEN_KVM_MODULES.includes(m));
@@ -45,10 +47,20 @@ function kvmUnusable(f: KvmFacts): string | undefined {
   return undefined;
 }
 
-export function readKvmFacts(): KvmFacts {
+/**
+ * The KVM device every probe looks at: `/dev/kvm`, or `BANGER_KVM_DEVICE` in
+ * the daemon's environment. Tests point it at a file they control so a probe
+ * sees the same thing on hosts with and without the device.
+ */
+export const KVM_DEVICE_ENV = 'BANGER_KVM_DEVICE';
+export function kvmDevicePath(env: NodeJS.ProcessEnv = process.env): string {
+  return env[KVM_DEVICE_ENV] || '/dev/kvm';
+}
+
+export function readKvmFacts(dev = kvmDevicePath()): KvmFacts {
   let devKvmRw = false;
   try {
-    fs.accessSync('/dev/kvm', fs.constants.R_OK | fs.constants.W_OK);
+    fs.accessSync(dev, fs.constants.R_OK | fs.constants.W_OK);
     devKvmRw = true;
   } catch {
     // not usable
@@ -66,7 +78,7 @@ export function readKvmFacts(): KvmFacts {
   } catch {
     // unknown
   }
-  return { devKvmRw, cpuFlags, kvmModules };
+  return { device: dev, devKvmRw, cpuFlags, kvmModules };
 }
 
 /** Host TSC frequency in kHz for `tsc_early_khz=` (TCG guests on microvm have no other calibration source). */

@@ -24,9 +24,14 @@ describe(
       if (!isRoot()) return;
       root = makeTempRoot();
       requestLog = path.join(root.dir, 'requests.jsonl');
+      // The fake stands in for Firecracker and KVM alike: the daemon's KVM probe
+      // looks at a read/writable file of the test's, so the run is the same on
+      // hosts with and without /dev/kvm.
+      const kvmDevice = path.join(root.dir, 'kvm');
+      fs.writeFileSync(kvmDevice, '');
       env = await vmEnv('fcf', {
         config: `vmm = "firecracker"\nfirecracker_bin = "${root.bin}"\naccel = "kvm"\n`,
-        env: { FAKE_FC_AGENT: '1', FAKE_FC_REQUEST_LOG: requestLog },
+        env: { FAKE_FC_AGENT: '1', FAKE_FC_REQUEST_LOG: requestLog, BANGER_KVM_DEVICE: kvmDevice },
       });
     });
     after(async () => {
@@ -96,6 +101,36 @@ describe(
       assert.equal(del.code, 0, del.stderr);
       assert.equal(isAlive(again.pid), false);
       assert.equal(fs.existsSync(vm.dir), false);
+    });
+
+    test('without a KVM device, vm start fails with the one-line KVM error and starts nothing', async (t) => {
+      if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
+      const e = env!;
+      const name = e.name('fcnokvm');
+      const create = await e.run(['vm', 'create', '--no-start', '--name', name]);
+      assert.equal(create.code, 0, create.stderr);
+      // A daemon that sees no KVM device, as on a host without /dev/kvm.
+      const missing = path.join(root!.dir, 'no-kvm-here');
+      assert.equal((await e.run(['daemon', 'stop'])).code, 0);
+      const sent = requests().length;
+      const start = await e.run(['vm', 'start', name], { env: { BANGER_KVM_DEVICE: missing } });
+      assert.equal(start.code, 1, start.stderr);
+      assert.equal(
+        start.stderr.trim(),
+        `error: firecracker needs KVM but ${missing} does not exist: enable virtualisation in the BIOS and load kvm_intel or kvm_amd, or use vmm = "qemu" (it can emulate without KVM)`,
+      );
+      assert.equal(requests().length, sent, 'no firecracker process was configured');
+      const vm = await e.json<{ state: string; pid: number | null; tap: string | null }>([
+        'vm',
+        'show',
+        name,
+      ]);
+      assert.equal(vm.pid, null);
+      assert.equal(vm.tap, null);
+      assert.notEqual(vm.state, 'running');
+      await e.run(['daemon', 'stop']);
+      const del = await e.run(['vm', 'delete', name]);
+      assert.equal(del.code, 0, del.stderr);
     });
 
     test('doctor reports the firecracker binary and its version', async (t) => {

@@ -7,6 +7,7 @@ import { DoctorService } from '../../src/doctor/service.js';
 const goodProbe = (over: Partial<Probe> = {}): Probe => ({
   arch: 'x64',
   uid: 1000,
+  kvmDevice: '/dev/kvm',
   which: (c) => (['firecracker', 'custom-fc'].includes(c) ? undefined : `/usr/bin/${c}`),
   access: () => true,
   exists: () => true,

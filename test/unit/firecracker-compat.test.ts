@@ -7,10 +7,12 @@ import {
   checkFirecrackerCompat,
   detectKernelFormat,
   firecrackerCompatProblem,
+  kvmAccess,
   parseFirecrackerVersion,
   versionAtLeast,
   type CompatFacts,
 } from '../../src/vmm/firecracker/compat.js';
+import { kvmDevicePath, readKvmFacts } from '../../src/vmm/accel.js';
 import {
   bzImageHeader,
   elfHeader,
@@ -189,5 +191,48 @@ describe('checkFirecrackerCompat (reads the kernel file)', () => {
       }),
       (e: unknown) => e instanceof BangerError && e.code === 'not_found',
     );
+  });
+});
+
+describe('the KVM probe looks at the device it is given', () => {
+  let root: TempRoot;
+  before(() => {
+    root = makeTempRoot();
+  });
+  after(() => root.cleanup());
+
+  test('kvmDevicePath: /dev/kvm unless BANGER_KVM_DEVICE names another', () => {
+    assert.equal(kvmDevicePath({}), '/dev/kvm');
+    assert.equal(kvmDevicePath({ BANGER_KVM_DEVICE: '' }), '/dev/kvm');
+    assert.equal(kvmDevicePath({ BANGER_KVM_DEVICE: '/tmp/x' }), '/tmp/x');
+  });
+
+  test('a missing device: the real user error, naming the device', async () => {
+    const dev = path.join(root.dir, 'no-such-kvm');
+    assert.deepEqual(kvmAccess(dev), { path: dev, exists: false, accessible: false });
+    const k = path.join(root.dir, 'vmlinux-missing-kvm');
+    fs.writeFileSync(k, elfHeader());
+    await assert.rejects(
+      checkFirecrackerCompat({
+        kernel: { name: 'deb', path: k, features: {} },
+        version: '1.10.0',
+        kvm: kvmAccess(dev),
+      }),
+      (e: unknown) =>
+        e instanceof BangerError &&
+        e.code === 'precondition' &&
+        e.message === `firecracker needs KVM but ${dev} does not exist` &&
+        /use vmm = "qemu"/.test(e.hint ?? ''),
+    );
+  });
+
+  test('a read/writable device passes the probe', () => {
+    const dev = path.join(root.dir, 'fake-kvm');
+    fs.writeFileSync(dev, '');
+    assert.deepEqual(kvmAccess(dev), { path: dev, exists: true, accessible: true });
+    const facts = readKvmFacts(dev);
+    assert.equal(facts.device, dev);
+    assert.equal(facts.devKvmRw, true);
+    assert.equal(readKvmFacts(path.join(root.dir, 'none')).devKvmRw, false);
   });
 });

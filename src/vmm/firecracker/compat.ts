@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import { BangerError, isErrno } from '../../errors.js';
+import { kvmDevicePath } from '../accel.js';
 
 /**
  * Can this Firecracker boot this kernel on this host? Checked before a VMM is
@@ -123,6 +124,8 @@ export function versionAtLeast(
 }
 
 export interface KvmAccess {
+  /** The device probed (default /dev/kvm). */
+  path?: string;
   exists: boolean;
   /** Read and write access for this user. */
   accessible: boolean;
@@ -147,13 +150,14 @@ const docsHint = 'see docs/firecracker.md';
  * to show. Pure; the order puts the most fundamental problem first.
  */
 export function firecrackerCompatProblem(f: CompatFacts): BangerError | undefined {
+  const dev = f.kvm.path ?? '/dev/kvm';
   if (!f.kvm.exists) {
-    return new BangerError('precondition', 'firecracker needs KVM but /dev/kvm does not exist', {
+    return new BangerError('precondition', `firecracker needs KVM but ${dev} does not exist`, {
       hint: 'enable virtualisation in the BIOS and load kvm_intel or kvm_amd, or use vmm = "qemu" (it can emulate without KVM)',
     });
   }
   if (!f.kvm.accessible) {
-    return new BangerError('permission', 'firecracker needs KVM but /dev/kvm is not accessible', {
+    return new BangerError('permission', `firecracker needs KVM but ${dev} is not accessible`, {
       hint: 'add your user to group kvm (sudo usermod -aG kvm $USER) and log in again',
     });
   }
@@ -214,12 +218,12 @@ export function firecrackerCompatProblem(f: CompatFacts): BangerError | undefine
   return undefined;
 }
 
-export function kvmAccess(dev = '/dev/kvm'): KvmAccess {
+export function kvmAccess(dev = kvmDevicePath()): KvmAccess {
   try {
     fs.accessSync(dev, fs.constants.R_OK | fs.constants.W_OK);
-    return { exists: true, accessible: true };
+    return { path: dev, exists: true, accessible: true };
   } catch (e) {
-    return { exists: !isErrno(e, 'ENOENT'), accessible: false };
+    return { path: dev, exists: !isErrno(e, 'ENOENT'), accessible: false };
   }
 }
 
@@ -227,7 +231,7 @@ export interface CompatInput {
   kernel: { name: string; path: string; features: KernelFeatures };
   /** `firecracker --version` output or `driver.version()`. */
   version: string | FirecrackerVersion;
-  /** Defaults to probing /dev/kvm. */
+  /** Defaults to probing the KVM device (kvmDevicePath()). */
   kvm?: KvmAccess;
 }
 
