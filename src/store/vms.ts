@@ -37,9 +37,41 @@ export interface VmRecord {
   stoppedAt: string | null;
 }
 
-/** The vms table. Owned by the VM service. */
+/** What changed in the vms table: listeners re-read the row (it may be gone, or rolled back). */
+export interface VmChange {
+  kind: 'inserted' | 'updated' | 'deleted';
+  id: string;
+}
+
+/**
+ * The vms table. Owned by the VM service. Readers that must follow every change
+ * (DNS records, ssh_config, the event stream) subscribe with `onChange`: each
+ * write is announced once, after the current synchronous work (so after a
+ * better-sqlite3 transaction has committed or rolled back).
+ */
 export class VmStore {
+  private readonly listeners = new Set<(c: VmChange) => void>();
+
   constructor(private readonly db: Db) {}
+
+  /** Call `fn` after every insert, update and delete; returns the unsubscribe function. */
+  onChange(fn: (c: VmChange) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private changed(kind: VmChange['kind'], id: string): void {
+    if (this.listeners.size === 0) return;
+    queueMicrotask(() => {
+      for (const fn of this.listeners) {
+        try {
+          fn({ kind, id });
+        } catch {
+          // A listener's failure is its own; the write already happened.
+        }
+      }
+    });
+  }
 
   private map(r: unknown): VmRecord {
     return fromRow<VmRecord>(r as Record<string, unknown>, ['nat']);
@@ -95,6 +127,7 @@ export class VmStore {
     const rec: VmRecord = { ...vm, createdAt: now, updatedAt: now };
     const row = toRow(rec as unknown as Record<string, unknown>);
     this.db.prepare(insertSql('vms', row)).run(row);
+    this.changed('inserted', rec.id);
     return rec;
   }
 
@@ -102,11 +135,14 @@ export class VmStore {
     const row = toRow({ ...patch, id, updatedAt: nowIso() });
     // toRow drops undefined; explicit nulls are kept so fields can be cleared.
     this.db.prepare(updateSql('vms', row, 'id')).run(row);
+    this.changed('updated', id);
     return this.get(id)!;
   }
 
   delete(id: string): boolean {
-    return this.db.prepare('DELETE FROM vms WHERE id = ?').run(id).changes > 0;
+    const gone = this.db.prepare('DELETE FROM vms WHERE id = ?').run(id).changes > 0;
+    if (gone) this.changed('deleted', id);
+    return gone;
   }
 
   counts(): Record<VmState, number> {

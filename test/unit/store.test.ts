@@ -130,4 +130,76 @@ describe('state database', () => {
     assert.ok(store.images.delete('img1'));
     store.close();
   });
+
+  test('vm changes are announced once each, after the transaction, and not after a rollback', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgr-store-'));
+    const store = openStore(path.join(dir, 'banger.db'));
+    try {
+      store.images.insert({
+        id: 'img2',
+        name: 'img2',
+        source: 'catalog:debian',
+        digest: null,
+        kernelName: null,
+        kernelPath: null,
+        initrdPath: null,
+        rootfsPath: '/i/rootfs.ext4',
+        workSeedPath: null,
+        managed: true,
+        sizeBytes: 10,
+        meta: {},
+      });
+      const seen: string[] = [];
+      const off = store.vms.onChange((c) => {
+        // Listeners run after the write is settled: the row is readable (or gone).
+        seen.push(`${c.kind}:${c.id}:${store.vms.get(c.id)?.state ?? 'none'}`);
+      });
+      const base = {
+        name: 'w1',
+        imageId: 'img2',
+        kernelName: null,
+        state: 'created' as const,
+        vmm: 'qemu',
+        accel: 'tcg',
+        vcpu: 1,
+        memoryMib: 512,
+        diskSize: 1,
+        nat: false,
+        ip: null,
+        mac: null,
+        tap: null,
+        pid: null,
+        pidStartTime: null,
+        lastError: null,
+        meta: {},
+        startedAt: null,
+        stoppedAt: null,
+      };
+      store.vms.insert({ ...base, id: 'w1' });
+      store.vms.update('w1', { state: 'running' });
+      assert.deepEqual(seen, [], 'nothing is announced during the synchronous write');
+      await Promise.resolve();
+      assert.deepEqual(seen, ['inserted:w1:running', 'updated:w1:running']);
+      seen.length = 0;
+      assert.throws(
+        () =>
+          store.db.transaction(() => {
+            store.vms.insert({ ...base, id: 'w2', name: 'w2' });
+            throw new Error('roll back');
+          })(),
+        /roll back/,
+      );
+      store.vms.delete('w1');
+      store.vms.delete('w1');
+      await Promise.resolve();
+      assert.deepEqual(seen, ['inserted:w2:none', 'deleted:w1:none']);
+      off();
+      store.vms.insert({ ...base, id: 'w3', name: 'w3' });
+      await Promise.resolve();
+      assert.equal(seen.length, 2, 'no calls after unsubscribing');
+    } finally {
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
