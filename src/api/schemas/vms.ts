@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { ErrorShapeSchema } from '../events.js';
-import { VM_STATES } from '../../store/vms.js';
+import { VM_STATES } from '../vmStates.js';
+import { VmSizingSchema } from './daemon.js';
 
 export { VM_STATES };
-import { VmSizingSchema } from './daemon.js';
 
 /** Wire shapes of VMs. */
 
