@@ -53,10 +53,7 @@ export const portUrl = (vmName: string, port: number): string =>
   `http://${hostAlias(vmName)}:${port}/`;
 
 /** The listeners of one VM with scope and reachability; `http`/`url` not probed yet. */
-export function classifyListeners(
-  ports: ListeningSocket[],
-  vmIp: string | null,
-): GuestListener[] {
+export function classifyListeners(ports: ListeningSocket[], vmIp: string | null): GuestListener[] {
   return ports.map((p) => {
     const scope = listenerScope(p.address, vmIp);
     return {

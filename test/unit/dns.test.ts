@@ -18,49 +18,7 @@ import {
 } from '../../src/network/dns/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { silentLogger } from '../../src/util/log.js';
-
-// ---------- helpers: a real client over UDP and TCP ----------
-
-export function udpQuery(port: number, msg: Buffer, timeoutMs = 2000): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
-    const t = setTimeout(() => {
-      s.close();
-      resolve(null);
-    }, timeoutMs);
-    s.on('message', (m) => {
-      clearTimeout(t);
-      s.close();
-      resolve(m);
-    });
-    s.send(msg, port, '127.0.0.1');
-  });
-}
-
-export function tcpQuery(port: number, msg: Buffer, timeoutMs = 2000): Promise<Buffer | null> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    let buf = Buffer.alloc(0);
-    const done = (v: Buffer | null): void => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(v);
-    };
-    const t = setTimeout(() => done(null), timeoutMs);
-    s.on('connect', () => {
-      const len = Buffer.alloc(2);
-      len.writeUInt16BE(msg.length);
-      s.write(Buffer.concat([len, msg]));
-    });
-    s.on('data', (c) => {
-      buf = Buffer.concat([buf, c]);
-      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0))
-        done(buf.subarray(2, 2 + buf.readUInt16BE(0)));
-    });
-    s.on('error', () => done(null));
-    s.on('close', () => done(null));
-  });
-}
+import { tcpQuery, udpQuery } from '../helpers/dns.js';
 
 const VMS = [
   { id: 'a1b2c3d4e5f60718', name: 'dev', ip: '172.16.0.2' },
@@ -95,10 +53,7 @@ describe('dns: the vm zone (pure)', () => {
 
   test('a unique id prefix resolves; an ambiguous one does not', () => {
     assert.equal(answerQuery(zone, query('a1b2.vm')).answers[0]?.address, '172.16.0.2');
-    assert.equal(
-      answerQuery(zone, query('A1B2C3D4E5F60718.vm')).answers[0]?.address,
-      '172.16.0.2',
-    );
+    assert.equal(answerQuery(zone, query('A1B2C3D4E5F60718.vm')).answers[0]?.address, '172.16.0.2');
     assert.equal(answerQuery(zone, query('a1.vm')).rcode, 'NXDOMAIN');
   });
 
@@ -126,8 +81,10 @@ describe('dns: the vm zone (pure)', () => {
     assert.equal(answerQuery(zone, query('dev.vm', 'A', { questions: [] })).rcode, 'FORMERR');
     assert.equal(answerQuery(zone, query('dev.vm', 'A', { opcode: 'IQUERY' })).rcode, 'NOTIMP');
     assert.equal(
-      answerQuery(zone, query('dev.vm', 'A', { questions: [{ name: 'dev.vm', type: 'A', class: 'CH' }] }))
-        .rcode,
+      answerQuery(
+        zone,
+        query('dev.vm', 'A', { questions: [{ name: 'dev.vm', type: 'A', class: 'CH' }] }),
+      ).rcode,
       'REFUSED',
     );
   });
@@ -167,7 +124,10 @@ describe('dns: the server on loopback (UDP and TCP)', () => {
         r.answers.map((a) => [a.name, a.type, a.data, a.ttl]),
         [['Dev.vm', 'A', '172.16.0.2', 5]],
       );
-      assert.equal(decodeReply((await send(port, encodeQuery('dev.vm', 'AAAA')))!).rcode, 'NOERROR');
+      assert.equal(
+        decodeReply((await send(port, encodeQuery('dev.vm', 'AAAA')))!).rcode,
+        'NOERROR',
+      );
       assert.equal(decodeReply((await send(port, encodeQuery('gone.vm', 'A')))!).rcode, 'NXDOMAIN');
       assert.equal(
         decodeReply((await send(port, encodeQuery('example.org', 'A')))!).rcode,
@@ -243,7 +203,10 @@ describe('dns: the server on loopback (UDP and TCP)', () => {
   test('a port in use is a one-line error, and nothing stays bound', async () => {
     const other = new DnsServer({ answer: (q) => answerQuery(zone, q) });
     await assert.rejects(other.listen('127.0.0.1', port), (e: Error) => {
-      assert.match(e.message, /^DNS listener on 127\.0\.0\.1:\d+\/udp failed: the port is already in use$/);
+      assert.match(
+        e.message,
+        /^DNS listener on 127\.0\.0\.1:\d+\/udp failed: the port is already in use$/,
+      );
       return true;
     });
     assert.equal(other.address, undefined);
@@ -384,7 +347,11 @@ describe('dns: the service follows the vms table', () => {
       config: () => config,
       vms: store.vms,
       logger: silentLogger(),
-      probeResolved: () => ({ resolvectl: undefined, resolvedPid: undefined, sameNetns: undefined }),
+      probeResolved: () => ({
+        resolvectl: undefined,
+        resolvedPid: undefined,
+        sameNetns: undefined,
+      }),
     });
     await dns.start();
     try {

@@ -66,9 +66,7 @@ export async function vmPorts(ctx: CliContext, refs: string[]): Promise<void> {
     ctx.note('no running VMs');
   } else {
     if (vms.some((v) => v.ok))
-      ctx.print(
-        formatPorts(vms, { links: Boolean(ctx.out.isTTY) && process.env.TERM !== 'dumb' }),
-      );
+      ctx.print(formatPorts(vms, { links: Boolean(ctx.out.isTTY) && process.env.TERM !== 'dumb' }));
     for (const v of vms) {
       if (v.ok && v.truncated)
         ctx.note(`note: ${v.name}: the guest has more listeners than the agent lists (1024)`);

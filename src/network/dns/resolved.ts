@@ -39,7 +39,10 @@ export type RoutingPlan =
   { apply: true; commands: NetCommand[] } | { apply: false; reason: string };
 
 /** The resolvectl commands that route `~vm` on `link` to `server` (host:port). */
-export function resolvedCommands(link: string, server: { host: string; port: number }): NetCommand[] {
+export function resolvedCommands(
+  link: string,
+  server: { host: string; port: number },
+): NetCommand[] {
   return [
     { cmd: 'resolvectl', args: ['dns', link, `${server.host}:${server.port}`] },
     { cmd: 'resolvectl', args: ['domain', link, `~${DNS_ZONE}`] },
