@@ -200,6 +200,34 @@ describe('dns: the server on loopback (UDP and TCP)', () => {
     assert.ok(idle >= 400 && idle < 3000, `idle connection closed after ${idle} ms`);
   });
 
+  test('TCP: connections beyond the limit are closed at once; the others keep working', async () => {
+    const small = new DnsServer({ answer: (q) => answerQuery(zone, q), maxTcpConnections: 2 });
+    const { port: p } = await small.listen('127.0.0.1', 0);
+    const open = (): Promise<net.Socket> =>
+      new Promise((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port: p }, () => resolve(s));
+        s.on('error', () => undefined);
+      });
+    const held = [await open(), await open()];
+    try {
+      await new Promise((r) => setTimeout(r, 50)); // let the server count them
+      const extra = await open();
+      const closedAt = await new Promise<number>((resolve) => {
+        const t0 = Date.now();
+        extra.on('close', () => resolve(Date.now() - t0));
+        extra.resume();
+      });
+      assert.ok(closedAt < 1000, `third connection closed after ${closedAt} ms`);
+      held[0]!.destroy();
+      await new Promise((r) => setTimeout(r, 50));
+      const r = decodeReply((await tcpQuery(p, encodeQuery('dev.vm', 'A')))!);
+      assert.equal(r.answers[0]?.data, '172.16.0.2', 'a slot freed up is usable again');
+    } finally {
+      held.forEach((s) => s.destroy());
+      await small.close();
+    }
+  });
+
   test('a port in use is a one-line error, and nothing stays bound', async () => {
     const other = new DnsServer({ answer: (q) => answerQuery(zone, q) });
     await assert.rejects(other.listen('127.0.0.1', port), (e: Error) => {
