@@ -30,7 +30,7 @@ export const TIERS = [
 export const CLI_MAY_IMPORT = ['errors', 'version', 'api', 'util', 'config', 'guest/ssh.ts'];
 
 /** npm packages that are daemon-side: never reachable from the CLI, not even lazily. */
-export const DAEMON_ONLY_PACKAGES = ['pino', 'better-sqlite3', 'tar-stream'];
+export const DAEMON_ONLY_PACKAGES = ['pino', 'better-sqlite3', 'tar-stream', 'dns-packet'];
 
 /** A part is a folder of src/, or one file: errors and version are src/errors.ts and src/version.ts. */
 const FILE_PARTS = ['errors', 'version'];

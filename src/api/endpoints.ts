@@ -57,6 +57,7 @@ export const endpoints = {
   vmLogs: { method: 'GET', path: '/v1/vms/:ref/logs', kind: 'text' },
   vmSsh: { method: 'GET', path: '/v1/vms/:ref/ssh', kind: 'upgrade' },
   vmStats: { method: 'GET', path: '/v1/stats' },
+  vmPorts: { method: 'GET', path: '/v1/ports' },
 } as const satisfies Record<string, Endpoint>;
 
 export type RouteId = keyof typeof endpoints;

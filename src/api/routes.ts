@@ -30,6 +30,7 @@ import {
   VmStatsSchema,
   VmViewSchema,
 } from './schemas/vms.js';
+import { VmPortsResultSchema } from './schemas/ports.js';
 
 export { API_VERSION, MAX_BODY_BYTES, VERSION_HEADER } from './endpoints.js';
 
@@ -134,6 +135,11 @@ export const routes = {
   vmStats: route('vmStats', {
     query: z.object({ refs: z.string().optional() }).strict(),
     response: z.object({ vms: z.array(VmStatsSchema) }),
+  }),
+  vmPorts: route('vmPorts', {
+    /** Comma-separated VM names or id prefixes; none: every running VM. */
+    query: z.object({ refs: z.string().optional() }).strict(),
+    response: VmPortsResultSchema,
   }),
 } satisfies Record<RouteId, RouteDef>;
 

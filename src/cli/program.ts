@@ -137,9 +137,9 @@ export function buildProgram(ctx: CliContext): Command {
     .option('-f, --follow', 'keep printing new output')
     .action(async (ref, opts) => (await vmCommands()).vmLogs(ctx, ref, Boolean(opts.follow)));
   vm.command('ports')
-    .description('listening ports in VMs')
-    .argument('<vm...>', 'VM names or id prefixes')
-    .action(todo('vm ports'));
+    .description('listening ports in VMs, with http://<name>.vm:<port>/ for HTTP ones')
+    .argument('[vm...]', 'VMs (default: all running)')
+    .action(async (refs) => (await import('./commands/ports.js')).vmPorts(ctx, refs));
   vm.command('workspace')
     .description('workspace operations')
     .command('prepare')
