@@ -5,6 +5,7 @@ import { ApiClient } from '../api/client.js';
 import { routes } from '../api/routes.js';
 import type { Paths } from '../config/paths.js';
 import { BangerError, type ErrorShape } from '../errors.js';
+import { sleep } from '../util/sleep.js';
 import { socketAnswers } from '../util/socket.js';
 import { IDENTITY } from '../version.js';
 
@@ -32,7 +33,7 @@ async function waitFor(
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, stepMs));
+    await sleep(stepMs);
   }
   return cond();
 }

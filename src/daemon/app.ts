@@ -14,11 +14,12 @@ import { IDENTITY, VERSION } from '../version.js';
 import { resolveVmm } from '../vmm/resolve.js';
 import { followFile, tailFile } from '../util/tail.js';
 import { ApiServer } from './http.js';
-import type { KeyedMutex, Operations } from './ops.js';
+import type { Operations } from './ops.js';
+import type { KeyedMutex } from '../util/mutex.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerVmRoutes } from './routes/vms.js';
 import { VmService } from '../vm/service.js';
-import type { ServiceDeps } from './services.js';
+import type { ServiceDeps } from '../service/deps.js';
 
 /**
  * The daemon is a composition of services. Each service owns its tables and

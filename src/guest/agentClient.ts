@@ -3,6 +3,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { BangerError, type ErrorCode } from '../errors.js';
+import { sleep } from '../util/sleep.js';
 import { formatDuration } from '../util/units.js';
 import {
   AgentResultSchemas,
@@ -509,20 +510,5 @@ function raceDeadline<T>(p: Promise<T>, deadline: number, signal?: AbortSignal):
       (v) => finish(() => resolve(v)),
       (e: unknown) => finish(() => reject(e)),
     );
-  });
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError());
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(abortError());
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -10,7 +10,7 @@ import type {
   ImageRegisterRequestSchema,
   ImageView,
 } from '../api/schemas/images.js';
-import type { ServiceDeps } from '../daemon/services.js';
+import type { ServiceDeps } from '../service/deps.js';
 import { Flights } from '../util/flight.js';
 import { sweepDeadScratch } from '../util/scratch.js';
 import { BangerError, isBangerError, notFound, toBangerError } from '../errors.js';

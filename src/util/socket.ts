@@ -1,5 +1,8 @@
 import net from 'node:net';
 
+/** The longest Unix socket path the kernel accepts (sun_path is 108 bytes with its NUL). */
+export const MAX_UNIX_SOCKET_PATH = 107;
+
 /** True when something accepts connections on the Unix socket within the timeout. */
 export function socketAnswers(socketPath: string, timeoutMs = 2000): Promise<boolean> {
   return new Promise((resolve) => {

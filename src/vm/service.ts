@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { ProgressSink } from '../api/events.js';
 import type { VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
 import { resolveVmSizing, type HostFacts } from '../config/vmDefaults.js';
-import type { ServiceDeps } from '../daemon/services.js';
+import type { ServiceDeps } from '../service/deps.js';
 import { BangerError, toBangerError } from '../errors.js';
 import { AgentClient } from '../guest/agentClient.js';
 import { DISKS, INIT_DONE_MARKER, INIT_ERROR_MARKER } from '../guest/bootContract.js';

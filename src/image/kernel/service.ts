@@ -3,7 +3,7 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ProgressSink } from '../../api/events.js';
 import type { KernelCatalogEntry, KernelView } from '../../api/schemas/images.js';
-import type { ServiceDeps } from '../../daemon/services.js';
+import type { ServiceDeps } from '../../service/deps.js';
 import { Flights } from '../../util/flight.js';
 import { BangerError, notFound } from '../../errors.js';
 import type { KernelRecord } from '../../store/kernels.js';
