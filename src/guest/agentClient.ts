@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { BangerError, type ErrorCode } from '../errors.js';
 import { sleep } from '../util/sleep.js';
+import { dialUnix } from '../util/socket.js';
 import { formatDuration } from '../util/units.js';
 import {
   AgentResultSchemas,
@@ -90,30 +90,7 @@ export function isRetryableDialError(e: unknown): boolean {
 
 /** Dialer for a Unix socket where the VMM is the server (QEMU `-chardev socket,server=on`). */
 export function unixDialer(socketPath: string): AgentDialer {
-  return (signal) =>
-    new Promise<Duplex>((resolve, reject) => {
-      const sock = net.connect({ path: socketPath });
-      const done = (): void => {
-        signal.removeEventListener('abort', onAbort);
-        sock.off('connect', onConnect);
-        sock.off('error', onError);
-      };
-      const onConnect = (): void => {
-        done();
-        sock.on('error', () => {}); // until the client attaches its own handler
-        resolve(sock);
-      };
-      const onError = (e: Error): void => {
-        done();
-        sock.destroy();
-        reject(e);
-      };
-      const onAbort = (): void => onError(abortError());
-      sock.once('connect', onConnect);
-      sock.once('error', onError);
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
-    });
+  return (signal) => dialUnix(socketPath, signal);
 }
 
 interface Pending {

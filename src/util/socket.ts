@@ -22,3 +22,39 @@ export function socketAnswers(socketPath: string, timeoutMs = 2000): Promise<boo
     });
   });
 }
+
+/**
+ * Connect to a Unix socket; rejects with the connection error (ENOENT,
+ * ECONNREFUSED, …) or, on abort, an AbortError. The socket is returned with a
+ * no-op error handler so an error before the caller attaches its own is not
+ * thrown.
+ */
+export function dialUnix(socketPath: string, signal: AbortSignal): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    const sock = net.connect({ path: socketPath });
+    const done = (): void => {
+      signal.removeEventListener('abort', onAbort);
+      sock.off('connect', onConnect);
+      sock.off('error', onError);
+    };
+    const onConnect = (): void => {
+      done();
+      sock.on('error', () => {}); // until the caller attaches its own handler
+      resolve(sock);
+    };
+    const onError = (e: Error): void => {
+      done();
+      sock.destroy();
+      reject(e);
+    };
+    const onAbort = (): void => {
+      const e = new Error('aborted');
+      e.name = 'AbortError';
+      onError(e);
+    };
+    sock.once('connect', onConnect);
+    sock.once('error', onError);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

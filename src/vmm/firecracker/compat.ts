@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { BangerError, isErrno } from '../../errors.js';
 import { kvmDevicePath } from '../accel.js';
+import type { KernelFeatures } from '../driver.js';
 
 /**
  * Can this Firecracker boot this kernel on this host? Checked before a VMM is
@@ -10,21 +11,7 @@ import { kvmDevicePath } from '../accel.js';
  * access); `checkFirecrackerCompat` gathers the facts and throws.
  */
 
-/**
- * Kernel configuration facts the kernel catalog records per kernel entry
- * (KernelRecord.meta), read from the kernel's config when it is pulled or
- * registered.
- */
-export interface KernelFeatures {
-  /**
-   * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y: the kernel finds virtio-mmio devices
-   * from `virtio_mmio.device=` on its command line (how Firecracker < 1.8
-   * describes them). Debian's cloud and generic kernels lack it; they find the
-   * devices through ACPI, which Firecracker provides from 1.8 on x86_64.
-   * Unknown (undefined) is treated as false.
-   */
-  virtioMmioCmdline?: boolean;
-}
+export type { KernelFeatures };
 
 export type KernelImageFormat = 'elf' | 'bzImage' | 'unknown';
 

@@ -1,6 +1,7 @@
 /**
- * The Firecracker driver's public surface, for the driver registry and the
- * VM service. Everything else in this folder is an implementation detail.
+ * The Firecracker driver's public surface, for the driver registry (the only
+ * module outside this folder that may import it). Everything else in this
+ * folder is an implementation detail.
  */
 export {
   createFirecrackerDriver,

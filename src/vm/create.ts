@@ -1,0 +1,176 @@
+import fs from 'node:fs';
+import type { ProgressSink } from '../api/events.js';
+import type { VmSpec } from '../api/schemas/vms.js';
+import type { Paths } from '../config/paths.js';
+import type { Config } from '../config/schema.js';
+import { resolveVmSizing, type HostFacts } from '../config/vmDefaults.js';
+import { BangerError } from '../errors.js';
+import { ensureSshKey } from '../guest/ssh.js';
+import { allocateIp, macForVm } from '../network/index.js';
+import type { Store } from '../store/index.js';
+import type { VmRecord } from '../store/vms.js';
+import { MAX_UNIX_SOCKET_PATH } from '../util/socket.js';
+import { resolveAccel } from '../vmm/accel.js';
+import { resolveVmm } from '../vmm/resolve.js';
+import { fileSyncFiles, type VmDisks } from './disks.js';
+import type { HostProbe, ImageSource, KernelSource, VmmDrivers } from './needs.js';
+import { generateVmName, newVmId, validateVmName } from './names.js';
+import type { VmTable } from './records.js';
+
+export interface CreateRequest {
+  name?: string;
+  image?: string;
+  kernel?: string;
+  vcpu?: number;
+  memoryMib?: number;
+  diskSize?: number;
+  nat: boolean;
+  start: boolean;
+}
+
+/** What creating a VM needs from the rest of the daemon. */
+export interface CreationNeeds {
+  table: VmTable;
+  store: Pick<Store, 'db' | 'vms'>;
+  paths: Pick<Paths, 'vmsDir' | 'sshKey' | 'configFile'>;
+  config(): Config;
+  hostFacts: HostFacts;
+  host: Pick<HostProbe, 'which' | 'kvmFacts'>;
+  drivers: VmmDrivers;
+  images: ImageSource;
+  kernels: KernelSource;
+  disks: VmDisks;
+}
+
+/**
+ * `vm create`: the spec with where each value came from (name, sizing, image
+ * and kernel — pulled on demand —, VMM, accelerator), the driver's preflight,
+ * an address, the row, and the disks. Everything that can be refused is
+ * checked before the row exists; a failure while making the disks removes
+ * the row and the VM's directory again. Starting is the caller's (boot.ts).
+ */
+export class VmCreation {
+  constructor(private readonly n: CreationNeeds) {}
+
+  async create(
+    req: CreateRequest,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<{ vm: VmRecord; spec: VmSpec }> {
+    const { table, store } = this.n;
+    const config = this.n.config();
+    const taken = new Set(table.list().map((v) => v.name));
+    const name = req.name ? validateVmName(req.name) : generateVmName(taken);
+    if (taken.has(name)) {
+      throw new BangerError('conflict', `a VM named '${name}' already exists`, {
+        hint: 'choose another --name, or delete the old VM',
+      });
+    }
+    const vmm = resolveVmm(config, (c) => this.n.host.which(c));
+    if (!vmm.resolved)
+      throw new BangerError('tool_missing', `no VMM available: ${vmm.reason}`, {
+        hint: 'see `banger doctor`',
+      });
+    const driver = this.n.drivers.driverFor(vmm.resolved);
+    const accel = resolveAccel(config.accel, this.n.host.kvmFacts());
+    await driver.preflight({ vmName: name, accel: accel.accel, accelReason: accel.reason });
+    if (accel.warning) emit({ type: 'log', level: 'warn', message: accel.warning });
+    const sizing = resolveVmSizing(
+      { vcpu: req.vcpu, memoryMib: req.memoryMib, diskSize: req.diskSize },
+      config.vmDefaults,
+      this.n.hostFacts,
+    );
+    const image = await this.n.images.ensure(req.image ?? config.defaultImageName, emit, signal);
+    const kernelName =
+      req.kernel ?? image.kernelName ?? (image.kernelPath ? null : config.defaultKernel);
+    const kernel = kernelName ? await this.n.kernels.ensure(kernelName, emit, signal) : undefined;
+    const spec: VmSpec = {
+      name: { value: name, source: req.name ? 'flag' : 'generated' },
+      sizing,
+      image: { value: image.name, source: req.image ? 'flag' : 'config default_image_name' },
+      kernel: {
+        value: kernel?.name ?? image.kernelPath ?? '?',
+        source: req.kernel
+          ? 'flag'
+          : image.kernelName || image.kernelPath
+            ? 'image'
+            : 'config default_kernel',
+      },
+      vmm: { value: vmm.resolved, source: vmm.reason },
+      accel: { value: accel.accel, source: accel.reason },
+      nat: req.nat,
+    };
+    emit({ type: 'item', data: { kind: 'spec', spec } });
+    if (signal?.aborted) throw new BangerError('cancelled', 'vm create was cancelled');
+
+    const id = newVmId();
+    const layout = table.layout({ id });
+    const socketLen = Math.max(...driver.socketPaths(layout).map((p) => Buffer.byteLength(p)));
+    if (socketLen > MAX_UNIX_SOCKET_PATH) {
+      throw new BangerError(
+        'precondition',
+        `VM socket paths under ${this.n.paths.vmsDir} are too long (${socketLen} > ${MAX_UNIX_SOCKET_PATH} bytes)`,
+        { hint: 'set BANGER_STATE_DIR to a shorter directory' },
+      );
+    }
+    const pubKey = await ensureSshKey(config.sshKeyPath ?? this.n.paths.sshKey);
+    const files = fileSyncFiles(config, this.n.paths.configFile);
+
+    let vm: VmRecord;
+    const started = Date.now();
+    emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
+    try {
+      vm = store.db.transaction(() =>
+        store.vms.insert({
+          id,
+          name,
+          imageId: image.id,
+          kernelName: kernel?.name ?? null,
+          state: 'created',
+          vmm: vmm.resolved!,
+          accel: accel.accel,
+          vcpu: sizing.vcpu.value,
+          memoryMib: sizing.memoryMib.value,
+          diskSize: sizing.diskSize.value,
+          nat: req.nat,
+          ip: allocateIp({
+            cidr: config.cidr,
+            bridgeIp: config.bridgeIp,
+            used: store.vms.usedIps(),
+          }),
+          mac: macForVm(id),
+          tap: null,
+          pid: null,
+          pidStartTime: null,
+          lastError: null,
+          meta: {},
+          startedAt: null,
+          stoppedAt: null,
+        }),
+      )();
+    } catch (e) {
+      if (/UNIQUE constraint failed: vms.name/.test((e as Error).message)) {
+        throw new BangerError('conflict', `a VM named '${name}' already exists`, {
+          hint: 'choose another --name',
+        });
+      }
+      throw e;
+    }
+    try {
+      await this.n.disks.make(layout, { image, sizeBytes: vm.diskSize, pubKey, files }, signal);
+    } catch (e) {
+      fs.rmSync(layout.dir, { recursive: true, force: true });
+      table.delete(vm.id);
+      throw e;
+    }
+    emit({
+      type: 'step',
+      id: 'disks',
+      label: 'Creating disks',
+      state: 'done',
+      ms: Date.now() - started,
+    });
+    table.event('vm.created', vm, { image: image.name, kernel: kernel?.name });
+    return { vm, spec };
+  }
+}
