@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import { BangerError, isErrno } from '../../errors.js';
 import { kvmDevicePath } from '../accel.js';
-import type { KernelFeatures } from '../driver.js';
+import type { KernelFeatures, LaunchSpec } from '../driver.js';
 
 /**
  * Can this Firecracker boot this kernel on this host? Checked before a VMM is
@@ -261,4 +261,39 @@ export async function checkFirecrackerCompat(input: CompatInput): Promise<Firecr
   return typeof input.version === 'string'
     ? parseFirecrackerVersion(input.version)!
     : input.version;
+}
+
+/** The kernel of a launch is an ELF vmlinux (checked before anything is spawned). */
+export async function checkLaunchKernel(spec: Pick<LaunchSpec, 'name' | 'kernel'>): Promise<void> {
+  let format: string;
+  try {
+    format = (await readKernelFormat(spec.kernel.path)).format;
+  } catch (e) {
+    throw new BangerError(
+      'not_found',
+      `kernel ${spec.kernel.path} of vm '${spec.name}' cannot be read: ${(e as Error).message}`,
+      {
+        hint: 'check the kernel entry (banger kernel list)',
+        cause: e,
+      },
+    );
+  }
+  if (format === 'bzImage') {
+    throw new BangerError(
+      'precondition',
+      `firecracker needs an uncompressed ELF vmlinux; the kernel of vm '${spec.name}' is a bzImage (${spec.kernel.path})`,
+      {
+        hint: 'use a kernel entry with a vmlinux (banger kernel list) or vmm = "qemu"',
+      },
+    );
+  }
+  if (format !== 'elf') {
+    throw new BangerError(
+      'precondition',
+      `firecracker needs an uncompressed ELF vmlinux; ${spec.kernel.path} of vm '${spec.name}' is not one`,
+      {
+        hint: 'use a kernel entry with a vmlinux (banger kernel list)',
+      },
+    );
+  }
 }

@@ -1,9 +1,5 @@
-import fs from 'node:fs';
 import path from 'node:path';
 import { BangerError } from '../../errors.js';
-import { lastLine } from '../../util/exec.js';
-import { socketAnswers } from '../../util/socket.js';
-import { sleep } from '../../util/sleep.js';
 import type {
   AgentChannel,
   LaunchSpec,
@@ -17,30 +13,31 @@ import type {
 } from '../driver.js';
 import {
   deliverSignal,
-  describeExit,
   findBinary,
   killVmm,
   KILL_WAIT_MS,
   probeVersion,
   requireBinary,
-  settleExit,
-  spawnVmm,
   vmmAlive,
   waitGone,
-  type VmmProcess,
 } from '../process.js';
-import { FirecrackerApi } from './api.js';
 import {
   ACPI_VIRTIO_MIN,
   checkFirecrackerCompat,
+  checkLaunchKernel,
   parseFirecrackerVersion,
-  readKernelFormat,
   versionAtLeast,
 } from './compat.js';
 import {
+  api,
+  apiSocketPath,
+  describeAt,
+  launchFirecracker,
+  processLabel as what,
+  removeApiSocket,
+} from './launch.js';
+import {
   checkSocketPath,
-  describeInstance,
-  isValidInstanceId,
   launchRequests,
   pauseVm,
   resumeVm,
@@ -51,7 +48,9 @@ import {
   type InstanceInfo,
   type LaunchRequestOptions,
 } from './requests.js';
-import { AGENT_VSOCK_PORT, connectVsock, removeStaleSocket } from './vsock.js';
+import { AGENT_VSOCK_PORT, connectVsock } from './vsock.js';
+
+export { apiSocketPath, FC_FILES } from './launch.js';
 
 /**
  * The Firecracker VMM driver: one `firecracker --api-sock <vm dir>/fc.sock`
@@ -60,13 +59,6 @@ import { AGENT_VSOCK_PORT, connectVsock, removeStaleSocket } from './vsock.js';
  * Ctrl+Alt+Del. The process is identified by pid + /proc start time so a
  * recycled pid is never signalled.
  */
-
-/** File names inside a VM's directory that belong to this driver. */
-export const FC_FILES = {
-  apiSocket: 'fc.sock',
-} as const;
-
-export const apiSocketPath = (vmDir: string): string => path.join(vmDir, FC_FILES.apiSocket);
 
 export const FIRECRACKER_CAPABILITIES: VmmCapabilities = {
   accels: ['kvm'],
@@ -103,10 +95,6 @@ export interface FirecrackerDriverOptions {
 
 const INSTALL_HINT =
   'install firecracker (see docs/firecracker.md) or set firecracker_bin, or use vmm = "qemu"';
-
-/** `firecracker of vm '<id>'` for a handle (its control socket lives in vms/<id>/). */
-const what = (h: VmHandle): string =>
-  `firecracker of vm '${path.basename(path.dirname(h.controlSocket))}'`;
 
 export class FirecrackerDriver implements VmmDriver {
   readonly name = 'firecracker' as const;
@@ -174,8 +162,24 @@ export class FirecrackerDriver implements VmmDriver {
     return this.opts.pollMs ?? 25;
   }
 
-  private api(socketPath: string, vmName: string, logPath?: string): FirecrackerApi {
-    return new FirecrackerApi({ socketPath, vmName, logPath, timeoutMs: this.opts.apiTimeoutMs });
+  private api(h: VmHandle): ReturnType<typeof api> {
+    return api(h.controlSocket, vmRef(h), { timeoutMs: this.opts.apiTimeoutMs });
+  }
+
+  /** Spawn a fresh Firecracker for spec and send `requests` in order (launch.ts). */
+  private launch(bin: string, spec: LaunchSpec, requests: FcRequest[], signal?: AbortSignal) {
+    return launchFirecracker({
+      bin,
+      spec,
+      requests,
+      env: this.opts.env,
+      installHint: INSTALL_HINT,
+      socketTimeoutMs: this.opts.socketTimeoutMs ?? 5_000,
+      apiTimeoutMs: this.opts.apiTimeoutMs,
+      killWaitMs: this.opts.killWaitMs ?? KILL_WAIT_MS,
+      pollMs: this.pollMs(),
+      signal,
+    });
   }
 
   async start(spec: LaunchSpec, signal?: AbortSignal): Promise<VmHandle> {
@@ -189,7 +193,7 @@ export class FirecrackerDriver implements VmmDriver {
         },
       );
     }
-    await this.checkKernel(spec);
+    await checkLaunchKernel(spec);
     const sock = apiSocketPath(spec.dir);
     checkSocketPath(spec, sock, 'API socket');
     const reqOpts: LaunchRequestOptions = {
@@ -198,149 +202,6 @@ export class FirecrackerDriver implements VmmDriver {
     };
     // Build (and so validate) every request before anything is spawned.
     return this.launch(bin, spec, launchRequests(spec, reqOpts), signal);
-  }
-
-  /** Spawn a fresh Firecracker for spec, send `requests` in order; on any failure leave nothing running. */
-  private async launch(
-    bin: string,
-    spec: LaunchSpec,
-    requests: FcRequest[],
-    signal?: AbortSignal,
-  ): Promise<VmHandle> {
-    const sock = apiSocketPath(spec.dir);
-    fs.mkdirSync(spec.dir, { recursive: true });
-    await this.clearStaleSockets(spec, sock);
-
-    const args = ['--api-sock', sock];
-    if (isValidInstanceId(spec.vmId)) args.push('--id', spec.vmId);
-    if (spec.extraArgs) args.push(...spec.extraArgs);
-    const proc = await spawnVmm({
-      bin,
-      args,
-      cwd: spec.dir,
-      log: spec.vmmLog,
-      env: this.opts.env,
-      installHint: INSTALL_HINT,
-    });
-    const handle: VmHandle = {
-      pid: proc.pid,
-      pidStartTime: proc.pidStartTime ?? -1,
-      controlSocket: sock,
-    };
-    try {
-      await this.waitForSocket(spec, sock, proc, signal);
-      if (proc.pidStartTime === undefined) throw await this.exitedEarly(spec, proc);
-      const api = this.api(sock, spec.name, spec.vmmLog);
-      for (const req of requests) {
-        if (signal?.aborted) throw cancelled(spec);
-        try {
-          await api.call(req, { signal });
-        } catch (e) {
-          // A rejected call may be the VMM dying: report its last words rather than ECONNRESET.
-          if (proc.exited() || !vmmAlive(handle)) throw await this.exitedEarly(spec, proc);
-          throw e;
-        }
-      }
-      return handle;
-    } catch (e) {
-      await killVmm(handle, what(handle), this.opts.killWaitMs ?? KILL_WAIT_MS);
-      this.removeSockets(spec, sock);
-      throw e;
-    }
-  }
-
-  private async checkKernel(spec: LaunchSpec): Promise<void> {
-    let format: string;
-    try {
-      format = (await readKernelFormat(spec.kernel.path)).format;
-    } catch (e) {
-      throw new BangerError(
-        'not_found',
-        `kernel ${spec.kernel.path} of vm '${spec.name}' cannot be read: ${(e as Error).message}`,
-        {
-          hint: 'check the kernel entry (banger kernel list)',
-          cause: e,
-        },
-      );
-    }
-    if (format === 'bzImage') {
-      throw new BangerError(
-        'precondition',
-        `firecracker needs an uncompressed ELF vmlinux; the kernel of vm '${spec.name}' is a bzImage (${spec.kernel.path})`,
-        {
-          hint: 'use a kernel entry with a vmlinux (banger kernel list) or vmm = "qemu"',
-        },
-      );
-    }
-    if (format !== 'elf') {
-      throw new BangerError(
-        'precondition',
-        `firecracker needs an uncompressed ELF vmlinux; ${spec.kernel.path} of vm '${spec.name}' is not one`,
-        {
-          hint: 'use a kernel entry with a vmlinux (banger kernel list)',
-        },
-      );
-    }
-  }
-
-  /** Refuse to start over a live Firecracker; remove sockets a dead one left behind. */
-  private async clearStaleSockets(spec: LaunchSpec, sock: string): Promise<void> {
-    // A process that is still exiting may accept a connection but never answers HTTP.
-    if ((await socketAnswers(sock, 500)) && (await this.describeAt(sock, spec.name, 1_000))) {
-      throw new BangerError(
-        'conflict',
-        `vm '${spec.name}' already has a firecracker answering on ${sock}`,
-        {
-          hint: `stop it first (banger vm stop ${spec.name})`,
-        },
-      );
-    }
-    this.removeSockets(spec, sock);
-  }
-
-  private removeSockets(spec: LaunchSpec, sock: string): void {
-    for (const p of [sock, spec.agentSocket]) {
-      try {
-        removeStaleSocket(p);
-      } catch {
-        // not a socket: leave it, Firecracker will say what is wrong
-      }
-    }
-  }
-
-  private async waitForSocket(
-    spec: LaunchSpec,
-    sock: string,
-    proc: VmmProcess,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    const timeoutMs = this.opts.socketTimeoutMs ?? 5_000;
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (signal?.aborted) throw cancelled(spec);
-      if (proc.exited()) throw await this.exitedEarly(spec, proc);
-      if (await socketAnswers(sock, 500)) return;
-      if (Date.now() > deadline) {
-        const tail = proc.logTail();
-        throw new BangerError(
-          'timeout',
-          `firecracker of vm '${spec.name}' did not open its API socket ${sock} within ${timeoutMs} ms${tail ? `; its log ends with: ${lastLine(tail)}` : ''}`,
-          { hint: `see the VMM log ${spec.vmmLog}`, details: { logTail: tail } },
-        );
-      }
-      await sleep(this.pollMs());
-    }
-  }
-
-  private async exitedEarly(spec: LaunchSpec, proc: VmmProcess): Promise<BangerError> {
-    // The exit status may arrive a moment after the API connection broke.
-    const ex = await settleExit(proc);
-    const tail = proc.logTail();
-    return new BangerError(
-      'vmm_failed',
-      `firecracker of vm '${spec.name}' exited during startup (${describeExit(ex)})${tail ? `: ${lastLine(tail)}` : ''}`,
-      { hint: `see the VMM log ${spec.vmmLog}`, details: { logTail: tail, exit: ex } },
-    );
   }
 
   /** The agent listens on a vsock port; the host end is Firecracker's Unix socket and a CONNECT handshake. */
@@ -362,23 +223,7 @@ export class FirecrackerDriver implements VmmDriver {
   }
 
   private describe(h: VmHandle, timeoutMs: number): Promise<InstanceInfo | undefined> {
-    return this.describeAt(
-      h.controlSocket,
-      path.basename(path.dirname(h.controlSocket)),
-      timeoutMs,
-    );
-  }
-
-  private async describeAt(
-    sock: string,
-    vmName: string,
-    timeoutMs: number,
-  ): Promise<InstanceInfo | undefined> {
-    try {
-      return await this.api(sock, vmName).call<InstanceInfo>(describeInstance(), { timeoutMs });
-    } catch {
-      return undefined;
-    }
+    return describeAt(h.controlSocket, vmRef(h), timeoutMs);
   }
 
   private waitGone(h: VmHandle, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
@@ -391,7 +236,7 @@ export class FirecrackerDriver implements VmmDriver {
       this.cleanupAfterExit(h);
       return { graceful: true };
     }
-    const api = this.api(h.controlSocket, path.basename(path.dirname(h.controlSocket)));
+    const client = this.api(h);
     const budget = (): number => Math.max(0, opts.timeoutMs - (Date.now() - started));
     const info = await this.describe(h, Math.min(2_000, Math.max(1, budget())));
     let asked = false;
@@ -399,8 +244,8 @@ export class FirecrackerDriver implements VmmDriver {
       try {
         // A paused guest cannot see the key press.
         if (info?.state === 'Paused')
-          await api.call(resumeVm(), { timeoutMs: Math.max(1, budget()), signal: opts.signal });
-        await api.call(sendCtrlAltDel(), {
+          await client.call(resumeVm(), { timeoutMs: Math.max(1, budget()), signal: opts.signal });
+        await client.call(sendCtrlAltDel(), {
           timeoutMs: Math.max(1, Math.min(2_000, budget())),
           signal: opts.signal,
         });
@@ -437,17 +282,17 @@ export class FirecrackerDriver implements VmmDriver {
 
   /** `PATCH /vm {state: Paused}` (capabilities.pauseResume). */
   async pause(h: VmHandle): Promise<void> {
-    await this.api(h.controlSocket, path.basename(path.dirname(h.controlSocket))).call(pauseVm());
+    await this.api(h).call(pauseVm());
   }
 
   /** `PATCH /vm {state: Resumed}`. */
   async resume(h: VmHandle): Promise<void> {
-    await this.api(h.controlSocket, path.basename(path.dirname(h.controlSocket))).call(resumeVm());
+    await this.api(h).call(resumeVm());
   }
 
   /** `PUT /snapshot/create` (Full) of a paused VM (capabilities.snapshot). */
   async save(h: VmHandle, files: SnapshotFiles, signal?: AbortSignal): Promise<void> {
-    await this.api(h.controlSocket, path.basename(path.dirname(h.controlSocket))).call(
+    await this.api(h).call(
       snapshotCreate({ snapshotPath: files.statePath, memFilePath: files.memPath }),
       { timeoutMs: 120_000, signal },
     );
@@ -475,11 +320,7 @@ export class FirecrackerDriver implements VmmDriver {
   }
 
   private cleanupAfterExit(h: VmHandle): void {
-    try {
-      removeStaleSocket(h.controlSocket);
-    } catch {
-      // not a socket: not ours
-    }
+    removeApiSocket(h);
   }
 }
 
@@ -487,5 +328,5 @@ export function createFirecrackerDriver(opts: FirecrackerDriverOptions = {}): Fi
   return new FirecrackerDriver(opts);
 }
 
-const cancelled = (spec: LaunchSpec): BangerError =>
-  new BangerError('cancelled', `starting vm '${spec.name}' was cancelled`);
+/** The VM id of a handle: its control socket lives in vms/<id>/. */
+const vmRef = (h: VmHandle): string => path.basename(path.dirname(h.controlSocket));

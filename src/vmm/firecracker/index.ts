@@ -11,26 +11,3 @@ export {
   FirecrackerDriver,
   type FirecrackerDriverOptions,
 } from './driver.js';
-export {
-  checkFirecrackerCompat,
-  firecrackerCompatProblem,
-  detectKernelFormat,
-  readKernelFormat,
-  parseFirecrackerVersion,
-  kvmAccess,
-  ACPI_VIRTIO_MIN,
-  FIRECRACKER_MIN,
-  type CompatInput,
-  type KernelFeatures,
-  type KernelImageInfo,
-  type FirecrackerVersion,
-} from './compat.js';
-export {
-  connectVsock,
-  listenVsock,
-  vsockListenPath,
-  AGENT_VSOCK_PORT,
-  type VsockConnectOptions,
-  type VsockListener,
-} from './vsock.js';
-export { firecrackerBootArgs, FIRECRACKER_BOOT_ARGS } from './requests.js';
