@@ -4,7 +4,9 @@ import { kernelFeatures, modulesDiskPath } from '../image/kernel/service.js';
 import type { Store } from '../store/index.js';
 import { nowIso } from '../store/rows.js';
 import type { VmRecord } from '../store/vms.js';
-import type { Accel, VmHandle } from '../vmm/driver.js';
+import type { ImageRecord } from '../store/images.js';
+import type { KernelRecord } from '../store/kernels.js';
+import type { Accel, LaunchSpec, VmHandle, VmmDriver } from '../vmm/driver.js';
 import { buildLaunchSpec, kernelPathOf } from './launch.js';
 import { consoleMark } from './logs.js';
 import type { HostProbe, VmmDrivers, VmNetworking } from './needs.js';
@@ -40,6 +42,78 @@ export class VmBoot {
       if (this.n.liveness.alive(vm)) return vm;
       vm = await this.n.liveness.markGone(vm, 'stopped');
     }
+    const { image, kernel, driver } = await this.preflight(vm);
+
+    const t0 = Date.now();
+    emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
+    const net = await this.n.network.prepare(vm);
+    vm = table.update(vm.id, { tap: net.tap });
+    emit({
+      type: 'step',
+      id: 'net',
+      label: 'Preparing network',
+      state: 'done',
+      detail: `${vm.ip} on ${net.tap}`,
+      ms: Date.now() - t0,
+    });
+
+    const layout = table.layout(vm);
+    const consoleStart = consoleMark(layout);
+    let launch: LaunchSpec;
+    let handle: VmHandle;
+    const bootStart = Date.now();
+    try {
+      launch = buildLaunchSpec({
+        vm,
+        image,
+        kernel,
+        modulesDisk: kernel ? modulesDiskPath(kernel) : undefined,
+        layout,
+        net,
+        tscKhz: this.n.host.tscKhz(),
+      });
+      emit({
+        type: 'step',
+        id: 'boot',
+        label: `Booting (${driver.name}, ${vm.accel})`,
+        state: 'start',
+      });
+      handle = await driver.start(launch, signal);
+    } catch (e) {
+      await this.n.network.released(vm, table.runningNets(vm.id)).catch(() => undefined);
+      table.update(vm.id, { state: 'error', tap: null, lastError: toBangerError(e).message });
+      emit({ type: 'step', id: 'boot', label: 'Booting', state: 'fail' });
+      throw e;
+    }
+    vm = table.update(vm.id, {
+      state: 'starting',
+      pid: handle.pid,
+      pidStartTime: handle.pidStartTime,
+      startedAt: nowIso(),
+      stoppedAt: null,
+      lastError: null,
+      meta: {
+        ...vm.meta,
+        controlSocket: handle.controlSocket,
+        stopRequested: false,
+        kernelPath: launch.kernel.path,
+        consoleStart,
+      },
+    });
+    table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, accel: vm.accel });
+    const bringUp = { driver, handle, consoleStart, bootStart, emit, signal };
+    try {
+      await this.n.network.started(vm, table.runningNets());
+    } catch (e) {
+      throw await this.n.readiness.abandon(vm, bringUp, e);
+    }
+    return this.n.readiness.bringUp(vm, bringUp);
+  }
+
+  /** The VM's image, kernel and driver, and the driver's checks of them; nothing changes yet. */
+  private async preflight(
+    vm: VmRecord,
+  ): Promise<{ image: ImageRecord; kernel: KernelRecord | undefined; driver: VmmDriver }> {
     const image = this.n.store.images.get(vm.imageId);
     if (!image)
       throw new BangerError('precondition', `vm '${vm.name}': its image is gone`, {
@@ -65,67 +139,6 @@ export class VmBoot {
           }
         : undefined,
     });
-
-    const t0 = Date.now();
-    emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
-    const net = await this.n.network.prepare(vm);
-    vm = table.update(vm.id, { tap: net.tap });
-    emit({
-      type: 'step',
-      id: 'net',
-      label: 'Preparing network',
-      state: 'done',
-      detail: `${vm.ip} on ${net.tap}`,
-      ms: Date.now() - t0,
-    });
-
-    const layout = table.layout(vm);
-    const consoleStart = consoleMark(layout);
-    const label = `Booting (${driver.name}, ${vm.accel})`;
-    let handle: VmHandle;
-    let launchKernel: string;
-    const bootStart = Date.now();
-    try {
-      const launch = buildLaunchSpec({
-        vm,
-        image,
-        kernel,
-        modulesDisk: kernel ? modulesDiskPath(kernel) : undefined,
-        layout,
-        net,
-        tscKhz: this.n.host.tscKhz(),
-      });
-      launchKernel = launch.kernel.path;
-      emit({ type: 'step', id: 'boot', label, state: 'start' });
-      handle = await driver.start(launch, signal);
-    } catch (e) {
-      await this.n.network.released(vm, table.runningNets(vm.id)).catch(() => undefined);
-      table.update(vm.id, { state: 'error', tap: null, lastError: toBangerError(e).message });
-      emit({ type: 'step', id: 'boot', label: 'Booting', state: 'fail' });
-      throw e;
-    }
-    vm = table.update(vm.id, {
-      state: 'starting',
-      pid: handle.pid,
-      pidStartTime: handle.pidStartTime,
-      startedAt: nowIso(),
-      stoppedAt: null,
-      lastError: null,
-      meta: {
-        ...vm.meta,
-        controlSocket: handle.controlSocket,
-        stopRequested: false,
-        kernelPath: launchKernel,
-        consoleStart,
-      },
-    });
-    table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, accel: vm.accel });
-    const bringUp = { driver, handle, consoleStart, bootStart, emit, signal };
-    try {
-      await this.n.network.started(vm, table.runningNets());
-    } catch (e) {
-      throw await this.n.readiness.abandon(vm, bringUp, e);
-    }
-    return this.n.readiness.bringUp(vm, bringUp);
+    return { image, kernel, driver };
   }
 }

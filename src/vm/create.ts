@@ -8,12 +8,16 @@ import { BangerError } from '../errors.js';
 import { ensureSshKey } from '../guest/ssh.js';
 import { allocateIp, macForVm } from '../network/index.js';
 import type { Store } from '../store/index.js';
+import type { ImageRecord } from '../store/images.js';
+import type { KernelRecord } from '../store/kernels.js';
 import type { VmRecord } from '../store/vms.js';
 import { MAX_UNIX_SOCKET_PATH } from '../util/socket.js';
 import { resolveAccel } from '../vmm/accel.js';
+import type { Accel, VmmDriver, VmmName } from '../vmm/driver.js';
 import { resolveVmm } from '../vmm/resolve.js';
 import { fileSyncFiles, type VmDisks } from './disks.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers } from './needs.js';
+import type { VmLayout } from './layout.js';
 import { generateVmName, newVmId, validateVmName } from './names.js';
 import type { VmTable } from './records.js';
 
@@ -49,6 +53,17 @@ export interface CreationNeeds {
  * checked before the row exists; a failure while making the disks removes
  * the row and the VM's directory again. Starting is the caller's (boot.ts).
  */
+/** Everything decided before anything is made. */
+interface Plan {
+  spec: VmSpec;
+  name: string;
+  vmm: VmmName;
+  accel: Accel;
+  driver: VmmDriver;
+  image: ImageRecord;
+  kernel: KernelRecord | undefined;
+}
+
 export class VmCreation {
   constructor(private readonly n: CreationNeeds) {}
 
@@ -57,9 +72,50 @@ export class VmCreation {
     emit: ProgressSink,
     signal?: AbortSignal,
   ): Promise<{ vm: VmRecord; spec: VmSpec }> {
-    const { table, store } = this.n;
     const config = this.n.config();
-    const taken = new Set(table.list().map((v) => v.name));
+    const plan = await this.plan(req, config, emit, signal);
+    emit({ type: 'item', data: { kind: 'spec', spec: plan.spec } });
+    if (signal?.aborted) throw new BangerError('cancelled', 'vm create was cancelled');
+
+    const id = newVmId();
+    const layout = this.n.table.layout({ id });
+    this.checkSocketPaths(plan.driver, layout);
+    const pubKey = await ensureSshKey(config.sshKeyPath ?? this.n.paths.sshKey);
+    const files = fileSyncFiles(config, this.n.paths.configFile);
+
+    const started = Date.now();
+    emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
+    const vm = this.insert(id, plan, req.nat, config);
+    try {
+      await this.n.disks.make(
+        layout,
+        { image: plan.image, sizeBytes: vm.diskSize, pubKey, files },
+        signal,
+      );
+    } catch (e) {
+      fs.rmSync(layout.dir, { recursive: true, force: true });
+      this.n.table.delete(vm.id);
+      throw e;
+    }
+    emit({
+      type: 'step',
+      id: 'disks',
+      label: 'Creating disks',
+      state: 'done',
+      ms: Date.now() - started,
+    });
+    this.n.table.event('vm.created', vm, { image: plan.image.name, kernel: plan.kernel?.name });
+    return { vm, spec: plan.spec };
+  }
+
+  /** The name, VMM, accelerator (the driver's preflight), sizing, image and kernel, with where each came from. */
+  private async plan(
+    req: CreateRequest,
+    config: Config,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<Plan> {
+    const taken = new Set(this.n.table.list().map((v) => v.name));
     const name = req.name ? validateVmName(req.name) : generateVmName(taken);
     if (taken.has(name)) {
       throw new BangerError('conflict', `a VM named '${name}' already exists`, {
@@ -100,39 +156,37 @@ export class VmCreation {
       accel: { value: accel.accel, source: accel.reason },
       nat: req.nat,
     };
-    emit({ type: 'item', data: { kind: 'spec', spec } });
-    if (signal?.aborted) throw new BangerError('cancelled', 'vm create was cancelled');
+    return { spec, name, vmm: vmm.resolved, accel: accel.accel, driver, image, kernel };
+  }
 
-    const id = newVmId();
-    const layout = table.layout({ id });
-    const socketLen = Math.max(...driver.socketPaths(layout).map((p) => Buffer.byteLength(p)));
-    if (socketLen > MAX_UNIX_SOCKET_PATH) {
+  private checkSocketPaths(driver: VmmDriver, layout: VmLayout): void {
+    const longest = Math.max(...driver.socketPaths(layout).map((p) => Buffer.byteLength(p)));
+    if (longest > MAX_UNIX_SOCKET_PATH) {
       throw new BangerError(
         'precondition',
-        `VM socket paths under ${this.n.paths.vmsDir} are too long (${socketLen} > ${MAX_UNIX_SOCKET_PATH} bytes)`,
+        `VM socket paths under ${this.n.paths.vmsDir} are too long (${longest} > ${MAX_UNIX_SOCKET_PATH} bytes)`,
         { hint: 'set BANGER_STATE_DIR to a shorter directory' },
       );
     }
-    const pubKey = await ensureSshKey(config.sshKeyPath ?? this.n.paths.sshKey);
-    const files = fileSyncFiles(config, this.n.paths.configFile);
+  }
 
-    let vm: VmRecord;
-    const started = Date.now();
-    emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
+  /** The row, with an address allocated in the same transaction. */
+  private insert(id: string, p: Plan, nat: boolean, config: Config): VmRecord {
+    const { store } = this.n;
     try {
-      vm = store.db.transaction(() =>
+      return store.db.transaction(() =>
         store.vms.insert({
           id,
-          name,
-          imageId: image.id,
-          kernelName: kernel?.name ?? null,
+          name: p.name,
+          imageId: p.image.id,
+          kernelName: p.kernel?.name ?? null,
           state: 'created',
-          vmm: vmm.resolved!,
-          accel: accel.accel,
-          vcpu: sizing.vcpu.value,
-          memoryMib: sizing.memoryMib.value,
-          diskSize: sizing.diskSize.value,
-          nat: req.nat,
+          vmm: p.vmm,
+          accel: p.accel,
+          vcpu: p.spec.sizing.vcpu.value,
+          memoryMib: p.spec.sizing.memoryMib.value,
+          diskSize: p.spec.sizing.diskSize.value,
+          nat,
           ip: allocateIp({
             cidr: config.cidr,
             bridgeIp: config.bridgeIp,
@@ -150,27 +204,11 @@ export class VmCreation {
       )();
     } catch (e) {
       if (/UNIQUE constraint failed: vms.name/.test((e as Error).message)) {
-        throw new BangerError('conflict', `a VM named '${name}' already exists`, {
+        throw new BangerError('conflict', `a VM named '${p.name}' already exists`, {
           hint: 'choose another --name',
         });
       }
       throw e;
     }
-    try {
-      await this.n.disks.make(layout, { image, sizeBytes: vm.diskSize, pubKey, files }, signal);
-    } catch (e) {
-      fs.rmSync(layout.dir, { recursive: true, force: true });
-      table.delete(vm.id);
-      throw e;
-    }
-    emit({
-      type: 'step',
-      id: 'disks',
-      label: 'Creating disks',
-      state: 'done',
-      ms: Date.now() - started,
-    });
-    table.event('vm.created', vm, { image: image.name, kernel: kernel?.name });
-    return { vm, spec };
   }
 }

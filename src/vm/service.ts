@@ -36,8 +36,14 @@ export type { CreateRequest } from './create.js';
  *   teardown (teardown.ts), settings (settings.ts), stats (stats.ts)
  *   liveness (liveness.ts) and adoption (adopt.ts) at daemon start
  *
- * Who calls whom, the lock order and where a new feature plugs in:
- * docs/architecture.md, "The VM lifecycle".
+ * Lock order (all keys of the daemon's one KeyedMutex, never re-entered):
+ *   1. `image:<name>` / `kernel:<name>` — only inside images/kernels.ensure,
+ *      before the VM's row exists, never while a VM lock is held;
+ *   2. `vm:<id>` — one per operation, never two at once;
+ *   3. the network's own mutexes (src/network/host.ts) — leaves.
+ *
+ * Who calls whom and where a new feature plugs in: docs/architecture.md,
+ * "The VM lifecycle".
  */
 
 export interface VmServiceDeps extends ServiceDeps {
