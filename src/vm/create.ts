@@ -32,6 +32,12 @@ export interface CreateRequest {
   start: boolean;
 }
 
+/** Steps other services add to a create (e.g. a workspace written onto the work disk before boot). */
+export interface CreateHooks {
+  /** Runs after the disks are made and before the first start; a failure undoes the create. */
+  populateWorkDisk?: (workDisk: string) => Promise<void>;
+}
+
 /** What creating a VM needs from the rest of the daemon. */
 export interface CreationNeeds {
   table: VmTable;
@@ -71,6 +77,7 @@ export class VmCreation {
     req: CreateRequest,
     emit: ProgressSink,
     signal?: AbortSignal,
+    hooks: CreateHooks = {},
   ): Promise<{ vm: VmRecord; spec: VmSpec }> {
     const config = this.n.config();
     const plan = await this.plan(req, config, emit, signal);
@@ -92,6 +99,7 @@ export class VmCreation {
         { image: plan.image, sizeBytes: vm.diskSize, pubKey, files },
         signal,
       );
+      await hooks.populateWorkDisk?.(layout.workDisk);
     } catch (e) {
       fs.rmSync(layout.dir, { recursive: true, force: true });
       this.n.table.delete(vm.id);

@@ -3,6 +3,7 @@ import type { ProgressSink } from '../api/events.js';
 import type { VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
 import type { HostFacts } from '../config/vmDefaults.js';
 import { toBangerError } from '../errors.js';
+import type { AgentClient } from '../guest/agentClient.js';
 import type { ServiceDeps } from '../service/deps.js';
 import type { VmRecord } from '../store/vms.js';
 import { which } from '../util/exec.js';
@@ -12,7 +13,7 @@ import { createVmmDriver } from '../vmm/registry.js';
 import { VmAdoption } from './adopt.js';
 import { AgentPool } from './agents.js';
 import { VmBoot } from './boot.js';
-import { VmCreation, type CreateRequest } from './create.js';
+import { VmCreation, type CreateHooks, type CreateRequest } from './create.js';
 import { ext4Disks, type VmDisks } from './disks.js';
 import { VmLiveness } from './liveness.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers, VmNetworking } from './needs.js';
@@ -24,7 +25,7 @@ import { VmStatsReader } from './stats.js';
 import { VmTeardown } from './teardown.js';
 import { openTunnel } from './tunnel.js';
 
-export type { CreateRequest } from './create.js';
+export type { CreateHooks, CreateRequest } from './create.js';
 
 /**
  * The VM lifecycle, composed: the one place that builds the VM services and
@@ -189,6 +190,11 @@ export class VmService {
     return Promise.all(vms.map((vm) => this.statsReader.of(vm)));
   }
 
+  /** The VM's guest-agent client (dialled through its driver; reconnects on its own). */
+  agentFor(vm: VmRecord): AgentClient {
+    return this.agents.get(vm);
+  }
+
   /** A byte tunnel to a TCP port of the guest (ssh goes through here). */
   tunnel(ref: string, port = 22): Promise<Duplex> {
     this.liveness.check();
@@ -201,8 +207,9 @@ export class VmService {
     req: CreateRequest,
     emit: ProgressSink,
     signal?: AbortSignal,
+    hooks: CreateHooks = {},
   ): Promise<{ vm: VmView; spec: VmSpec }> {
-    const { vm, spec } = await this.creation.create(req, emit, signal);
+    const { vm, spec } = await this.creation.create(req, emit, signal, hooks);
     let out = vm;
     if (req.start) {
       out = await this.locked(vm.id, () =>

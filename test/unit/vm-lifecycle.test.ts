@@ -232,6 +232,24 @@ describe('a failure part-way leaves nothing behind', () => {
     assert.deepEqual(rig.network.calls, []);
   });
 
+  test('a create hook that fails (e.g. a workspace copy) undoes the create', async () => {
+    const seen: string[] = [];
+    await rejectsWith(
+      rig.svc.create({ name: 'f2b', nat: false, start: true }, rig.emit, undefined, {
+        populateWorkDisk: async (disk) => {
+          seen.push(path.basename(disk));
+          throw new BangerError('tool_failed', 'copying the workspace failed');
+        },
+      }),
+      'tool_failed',
+      /workspace/,
+    );
+    assert.deepEqual(seen, ['work.ext4']);
+    assert.deepEqual(rig.store.vms.list(), []);
+    assert.deepEqual(fs.readdirSync(rig.paths.vmsDir), []);
+    assert.deepEqual(rig.network.calls, []);
+  });
+
   test('the VMM fails to start: the VM is in error, its tap released, no process', async () => {
     rig.driver.failStart = new BangerError('vmm_failed', 'QEMU exited while starting');
     await rejectsWith(create('f3'), 'vmm_failed', /QEMU exited/);
