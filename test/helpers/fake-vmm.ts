@@ -38,6 +38,8 @@ export interface FakeGuest {
   readyAfterMs?: number | 'never';
   /** The "guest" dies this long after start, before it is ready. */
   dieAfterMs?: number;
+  /** Answer wait-ready only once this settles (after readyAfterMs). */
+  gate?: Promise<void>;
 }
 
 interface Running {
@@ -162,15 +164,13 @@ export class FakeDriver implements VmmDriver {
           case 'wait-ready': {
             if (guest.readyAfterMs === 'never') break;
             const wait = Math.max(0, startedAt + (guest.readyAfterMs ?? 0) - Date.now());
-            setTimeout(
-              () =>
-                reply({
-                  id: req.id,
-                  ok: true,
-                  result: { hostKeys: [HOST_KEY], readyAtMs: 1, sshPort: 22 },
-                }),
-              wait,
-            ).unref();
+            const ready = (): void =>
+              reply({
+                id: req.id,
+                ok: true,
+                result: { hostKeys: [HOST_KEY], readyAtMs: 1, sshPort: 22 },
+              });
+            void (guest.gate ?? Promise.resolve()).then(() => setTimeout(ready, wait).unref());
             break;
           }
           case 'poweroff': {
@@ -239,7 +239,7 @@ export class FakeDriver implements VmmDriver {
   private async killAndWait(h: VmHandle, signal: NodeJS.Signals): Promise<void> {
     if (!isProcessAlive(h.pid, h.pidStartTime)) return;
     killQuietly(h.pid, signal);
-    for (let i = 0; i < 200 && isProcessAlive(h.pid, h.pidStartTime); i++) await sleep(10);
+    for (let i = 0; i < 1000 && isProcessAlive(h.pid, h.pidStartTime); i++) await sleep(10);
   }
 
   async status(h: VmHandle): Promise<VmmStatus> {

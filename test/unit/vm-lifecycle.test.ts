@@ -120,7 +120,7 @@ const rejectsWith = (p: Promise<unknown>, code: string, msg: RegExp) =>
     return true;
   });
 
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!cond()) {
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
@@ -347,7 +347,8 @@ describe('adoption by a new daemon', () => {
     // What a daemon killed during a boot leaves behind: a `starting` row and a VMM whose
     // guest is not ready yet.
     await create('d3', false);
-    rig.driver.guests.set('d3', { readyAfterMs: 600 });
+    let open!: () => void;
+    rig.driver.guests.set('d3', { gate: new Promise<void>((r) => (open = r)) });
     const rec = rig.store.vms.byName('d3')!;
     const l = vmLayout(rig.paths.vmsDir, rec.id);
     const h = await rig.driver.start({
@@ -369,6 +370,7 @@ describe('adoption by a new daemon', () => {
     await second.adopt();
     assert.equal(second.show('d3').state, 'starting', 'booting until the guest is ready');
     assert.equal(knownHosts(), '');
+    open();
     await second.adopted();
     const vm = second.show('d3');
     assert.equal(vm.state, 'running');
