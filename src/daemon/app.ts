@@ -24,7 +24,6 @@ import { PortsService } from '../vm/ports.js';
 import { DnsService, dnsChecks } from '../network/dns/index.js';
 import { networkChecks } from '../network/index.js';
 import { CHECKS } from '../doctor/checks.js';
-import type { ServiceDeps } from '../service/deps.js';
 
 /**
  * The daemon is a composition of services. Each service owns its tables and
@@ -60,7 +59,8 @@ export function createApp(ctx: DaemonContext): App {
     inflight: () => ctx.ops.count,
   });
 
-  const deps: ServiceDeps = {
+  // What every service is built from; each declares the part it needs (VmServiceDeps, …).
+  const deps = {
     paths: ctx.paths,
     config,
     logger: ctx.logger,

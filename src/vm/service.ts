@@ -4,7 +4,11 @@ import type { VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
 import type { HostFacts } from '../config/vmDefaults.js';
 import { toBangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
-import type { ServiceDeps } from '../service/deps.js';
+import type { Paths } from '../config/paths.js';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../store/index.js';
+import type { Logger } from '../util/log.js';
+import type { KeyedMutex } from '../util/mutex.js';
 import type { VmRecord } from '../store/vms.js';
 import { which } from '../util/exec.js';
 import { hostTscKhz, readKvmFacts } from '../vmm/accel.js';
@@ -47,7 +51,14 @@ export type { CreateHooks, CreateRequest } from './create.js';
  * "The VM lifecycle".
  */
 
-export interface VmServiceDeps extends ServiceDeps {
+export interface VmServiceDeps {
+  paths: Paths;
+  /** The current config (re-read when config.toml changes). */
+  config(): Config;
+  logger: Logger;
+  store: Store;
+  /** The daemon's keyed locks (this service takes `vm:<id>` keys). */
+  locks: KeyedMutex;
   kernels: KernelSource;
   images: ImageSource;
   /** Host CPU and memory, for sizing defaults. */
