@@ -3,6 +3,7 @@ import path from 'node:path';
 import { ApiClient } from '../api/client.js';
 import type { Paths } from '../config/paths.js';
 import { BangerError, type ErrorShape } from '../errors.js';
+import { sleep } from '../util/sleep.js';
 import { socketAnswers } from '../util/socket.js';
 import { IDENTITY, PACKAGE_ROOT } from '../version.js';
 
@@ -31,7 +32,7 @@ async function waitFor(
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, stepMs));
+    await sleep(stepMs);
   }
   return cond();
 }
