@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import type { ProgressSink } from '../api/events.js';
-import type { VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
+import type { VmEvent, VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
 import type { HostFacts } from '../config/vmDefaults.js';
 import { toBangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
@@ -28,6 +28,7 @@ import { VmSettings, type VmPatch } from './settings.js';
 import { VmStatsReader } from './stats.js';
 import { VmTeardown } from './teardown.js';
 import { openTunnel } from './tunnel.js';
+import { watchVms } from './watch.js';
 
 export type { CreateHooks, CreateRequest } from './create.js';
 
@@ -176,6 +177,12 @@ export class VmService {
   list(): VmView[] {
     this.liveness.check();
     return this.table.list().map((v) => this.table.view(v));
+  }
+
+  /** Every VM, then each change of the table, until the returned function is called (watch.ts). */
+  watch(send: (e: VmEvent) => void): () => void {
+    this.liveness.check();
+    return watchVms(this.table, send);
   }
 
   resolve(ref: string): VmRecord {
