@@ -21,6 +21,7 @@ const imageCommands = () => import('./commands/image.js');
 const kernelCommands = () => import('./commands/kernel.js');
 const daemonCommands = () => import('./commands/daemon.js');
 const completionCommands = () => import('./commands/completion.js');
+const tuiCommand = () => import('./commands/tui.js');
 
 const todo =
   (name: string): Action =>
@@ -270,7 +271,10 @@ export function buildProgram(ctx: CliContext): Command {
     )
     .action(async (shell) => (await completionCommands()).completionCommand(ctx, program, shell));
 
-  program.command('tui').description('full-screen fleet view').action(todo('tui'));
+  program
+    .command('tui')
+    .description('full-screen fleet view: VMs, images and kernels, live, keyboard driven')
+    .action(async () => (await tuiCommand()).tui(ctx));
 
   program
     .command('__proxy', { hidden: true })

@@ -180,7 +180,10 @@ export class Actions {
       case 'sort': {
         const i = SORT_KEYS.indexOf(this.s.sort.key);
         const key = SORT_KEYS[(i + 1) % SORT_KEYS.length]!;
-        this.store.set({ sort: { key, desc: false }, status: { text: `sorted by ${key}`, level: 'info' } });
+        this.store.set({
+          sort: { key, desc: false },
+          status: { text: `sorted by ${key}`, level: 'info' },
+        });
         return;
       }
       case 'sortReverse': {
@@ -445,7 +448,10 @@ export class Actions {
     }
     try {
       const code = await this.screen.suspend(() => this.host.ssh(vm));
-      this.store.status(`ssh ${vm.name}: session ended (exit ${code})`, code === 0 ? 'info' : 'error');
+      this.store.status(
+        `ssh ${vm.name}: session ended (exit ${code})`,
+        code === 0 ? 'info' : 'error',
+      );
     } catch (e) {
       this.fail(e);
     }
@@ -501,7 +507,11 @@ export class Actions {
       if (ports && !ports.ok)
         this.patchModal(
           'ports',
-          (m) => ({ ...m, ports: undefined, error: `${name}: ${ports.error?.message ?? 'failed'}` }),
+          (m) => ({
+            ...m,
+            ports: undefined,
+            error: `${name}: ${ports.error?.message ?? 'failed'}`,
+          }),
           same,
         );
       else this.patchModal('ports', (m) => ({ ...m, ports, error: undefined }), same);
@@ -601,7 +611,9 @@ export class Actions {
     try {
       const r =
         kind === 'image'
-          ? await this.api((c) => c.stream('imagePull', { body: { ref } }, (e) => this.progress(op, e)))
+          ? await this.api((c) =>
+              c.stream('imagePull', { body: { ref } }, (e) => this.progress(op, e)),
+            )
           : await this.api((c) =>
               c.stream('kernelPull', { body: { name: ref } }, (e) => this.progress(op, e)),
             );

@@ -118,7 +118,14 @@ export function vmColumns(now: number): Column<VmRow>[] {
       priority: 0,
       cell: (r) => (r.marked ? { text: '●', color: 'magenta' } : { text: ' ' }),
     },
-    { id: 'name', header: 'NAME', width: 14, max: 24, priority: 0, cell: (r) => ({ text: r.vm.name }) },
+    {
+      id: 'name',
+      header: 'NAME',
+      width: 14,
+      max: 24,
+      priority: 0,
+      cell: (r) => ({ text: r.vm.name }),
+    },
     {
       id: 'state',
       header: 'STATE',
@@ -164,9 +171,7 @@ export function vmColumns(now: number): Column<VmRow>[] {
       align: 'right',
       priority: 2,
       cell: (r) =>
-        running(r) && r.vm.startedAt
-          ? { text: age(now - Date.parse(r.vm.startedAt)) }
-          : dash,
+        running(r) && r.vm.startedAt ? { text: age(now - Date.parse(r.vm.startedAt)) } : dash,
     },
     { id: 'agent', header: 'AGENT', width: 5, priority: 3, cell: agentHealth },
     {
@@ -221,7 +226,14 @@ export function vmColumns(now: number): Column<VmRow>[] {
 
 export function imageColumns(): Column<ImageView>[] {
   return [
-    { id: 'name', header: 'NAME', width: 16, max: 28, priority: 0, cell: (i) => ({ text: i.name }) },
+    {
+      id: 'name',
+      header: 'NAME',
+      width: 16,
+      max: 28,
+      priority: 0,
+      cell: (i) => ({ text: i.name }),
+    },
     {
       id: 'kernel',
       header: 'KERNEL',
@@ -265,8 +277,21 @@ export function imageColumns(): Column<ImageView>[] {
 
 export function kernelColumns(): Column<KernelView>[] {
   return [
-    { id: 'name', header: 'NAME', width: 18, max: 28, priority: 0, cell: (k) => ({ text: k.name }) },
-    { id: 'version', header: 'RELEASE', width: 22, priority: 1, cell: (k) => ({ text: k.version }) },
+    {
+      id: 'name',
+      header: 'NAME',
+      width: 18,
+      max: 28,
+      priority: 0,
+      cell: (k) => ({ text: k.name }),
+    },
+    {
+      id: 'version',
+      header: 'RELEASE',
+      width: 22,
+      priority: 1,
+      cell: (k) => ({ text: k.version }),
+    },
     {
       id: 'used',
       header: 'USED BY',
@@ -274,7 +299,9 @@ export function kernelColumns(): Column<KernelView>[] {
       priority: 2,
       cell: (k) => {
         const n = (k.usedBy?.images.length ?? 0) + (k.usedBy?.vms.length ?? 0);
-        return n ? { text: `${k.usedBy?.images.length ?? 0} img, ${k.usedBy?.vms.length ?? 0} vm` } : dash;
+        return n
+          ? { text: `${k.usedBy?.images.length ?? 0} img, ${k.usedBy?.vms.length ?? 0} vm` }
+          : dash;
       },
     },
     {
@@ -291,7 +318,13 @@ export function kernelColumns(): Column<KernelView>[] {
 export function portColumns(): Column<GuestListener>[] {
   return [
     { id: 'proto', header: 'PROTO', width: 5, priority: 0, cell: (p) => ({ text: p.proto }) },
-    { id: 'address', header: 'ADDRESS', width: 15, priority: 1, cell: (p) => ({ text: p.address }) },
+    {
+      id: 'address',
+      header: 'ADDRESS',
+      width: 15,
+      priority: 1,
+      cell: (p) => ({ text: p.address }),
+    },
     {
       id: 'port',
       header: 'PORT',

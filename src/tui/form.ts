@@ -24,7 +24,12 @@ const ALL_FIELDS: readonly FieldDef[] = [
   { id: 'memory', label: 'memory', kind: 'text', placeholder: 'default, e.g. 2G' },
   { id: 'disk', label: 'disk', kind: 'text', placeholder: 'default, e.g. 8G' },
   { id: 'nat', label: 'NAT', kind: 'toggle', placeholder: '' },
-  { id: 'workspace', label: 'workspace', kind: 'text', placeholder: 'none (a git checkout to copy)' },
+  {
+    id: 'workspace',
+    label: 'workspace',
+    kind: 'text',
+    placeholder: 'none (a git checkout to copy)',
+  },
 ];
 
 export interface CreateForm {
@@ -80,7 +85,8 @@ export const toggleNat = (f: CreateForm): CreateForm => ({ ...f, nat: !f.nat, er
 export function cycleImage(f: CreateForm, images: readonly string[], delta: number): CreateForm {
   if (images.length === 0) return f;
   const at = images.indexOf(f.values.image);
-  const next = at < 0 ? (delta > 0 ? 0 : images.length - 1) : (at + delta + images.length) % images.length;
+  const next =
+    at < 0 ? (delta > 0 ? 0 : images.length - 1) : (at + delta + images.length) % images.length;
   return { ...f, values: { ...f.values, image: images[next]! }, error: undefined };
 }
 

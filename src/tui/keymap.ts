@@ -117,17 +117,21 @@ export const KEYMAP: readonly Binding[] = [
     when: (s) => !s.help && !typing(s),
   },
 
-  { scope: 'help', keys: ['?', 'esc', 'q'], action: 'closeHelp', help: 'close this help', footer: 'close' },
+  {
+    scope: 'help',
+    keys: ['?', 'esc', 'q'],
+    action: 'closeHelp',
+    help: 'close this help',
+    footer: 'close',
+  },
 
   { scope: 'global', keys: ['q'], action: 'quit', help: 'quit', footer: 'quit' },
-  ...VIEWS.map(
-    (v): Binding => ({
-      scope: 'global',
-      keys: [v.key],
-      action: `view:${v.id}`,
-      help: `show ${v.title.toLowerCase()}`,
-    }),
-  ),
+  ...VIEWS.map((v): Binding => ({
+    scope: 'global',
+    keys: [v.key],
+    action: `view:${v.id}`,
+    help: `show ${v.title.toLowerCase()}`,
+  })),
   { scope: 'global', keys: ['tab'], action: 'nextView', help: 'next view', footer: 'view' },
   { scope: 'global', keys: ['S-tab'], action: 'prevView', help: 'previous view' },
   {
@@ -145,7 +149,13 @@ export const KEYMAP: readonly Binding[] = [
   { scope: 'list', keys: ['pgdn', 'C-f'], action: 'pageDown', help: 'page down' },
   { scope: 'list', keys: ['home', 'g'], action: 'top', help: 'first row' },
   { scope: 'list', keys: ['end', 'G'], action: 'bottom', help: 'last row' },
-  { scope: 'list', keys: ['/'], action: 'filter', help: 'filter rows (name, state, …)', footer: 'filter' },
+  {
+    scope: 'list',
+    keys: ['/'],
+    action: 'filter',
+    help: 'filter rows (name, state, …)',
+    footer: 'filter',
+  },
   {
     scope: 'list',
     keys: ['esc'],
@@ -154,38 +164,125 @@ export const KEYMAP: readonly Binding[] = [
     when: (s) => s.filter !== '' || s.marked.size > 0,
   },
 
-  { scope: 'filter', keys: ['enter'], action: 'filterDone', help: 'keep the filter', footer: 'done' },
-  { scope: 'filter', keys: ['esc'], action: 'filterCancel', help: 'clear the filter', footer: 'clear' },
+  {
+    scope: 'filter',
+    keys: ['enter'],
+    action: 'filterDone',
+    help: 'keep the filter',
+    footer: 'done',
+  },
+  {
+    scope: 'filter',
+    keys: ['esc'],
+    action: 'filterCancel',
+    help: 'clear the filter',
+    footer: 'clear',
+  },
 
   { scope: 'vms', keys: ['space'], action: 'mark', help: 'mark / unmark a VM', when: hasVm },
   { scope: 'vms', keys: ['a'], action: 'markAll', help: 'mark all shown / none', when: hasVm },
   { scope: 'vms', keys: ['enter'], action: 'details', help: 'details of the VM', when: hasVm },
-  { scope: 'vms', keys: ['n'], action: 'create', help: 'new VM (create form)', footer: 'new', when: connected },
+  {
+    scope: 'vms',
+    keys: ['n'],
+    action: 'create',
+    help: 'new VM (create form)',
+    footer: 'new',
+    when: connected,
+  },
   { scope: 'vms', keys: ['s'], action: 'start', help: 'start', footer: 'start', when: hasVm },
-  { scope: 'vms', keys: ['x'], action: 'stop', help: 'stop (guest shutdown)', footer: 'stop', when: hasVm },
+  {
+    scope: 'vms',
+    keys: ['x'],
+    action: 'stop',
+    help: 'stop (guest shutdown)',
+    footer: 'stop',
+    when: hasVm,
+  },
   { scope: 'vms', keys: ['r'], action: 'restart', help: 'restart', when: hasVm },
   { scope: 'vms', keys: ['K'], action: 'kill', help: 'kill: choose a signal', when: hasVm },
-  { scope: 'vms', keys: ['D'], action: 'delete', help: 'delete (asks first)', footer: 'delete', when: hasVm },
+  {
+    scope: 'vms',
+    keys: ['D'],
+    action: 'delete',
+    help: 'delete (asks first)',
+    footer: 'delete',
+    when: hasVm,
+  },
   { scope: 'vms', keys: ['e'], action: 'ssh', help: 'ssh into the VM', footer: 'ssh', when: hasVm },
-  { scope: 'vms', keys: ['l'], action: 'logs', help: 'console and VMM log', footer: 'logs', when: hasVm },
+  {
+    scope: 'vms',
+    keys: ['l'],
+    action: 'logs',
+    help: 'console and VMM log',
+    footer: 'logs',
+    when: hasVm,
+  },
   { scope: 'vms', keys: ['p'], action: 'ports', help: 'listening ports', when: hasVm },
   { scope: 'vms', keys: ['o'], action: 'sort', help: 'sort by the next column' },
   { scope: 'vms', keys: ['O'], action: 'sortReverse', help: 'reverse the order' },
 
-  { scope: 'images', keys: ['p'], action: 'imagePull', help: 'pull an image', footer: 'pull', when: connected },
-  { scope: 'images', keys: ['D'], action: 'imageDelete', help: 'delete the image (asks first)', footer: 'delete', when: connected },
+  {
+    scope: 'images',
+    keys: ['p'],
+    action: 'imagePull',
+    help: 'pull an image',
+    footer: 'pull',
+    when: connected,
+  },
+  {
+    scope: 'images',
+    keys: ['D'],
+    action: 'imageDelete',
+    help: 'delete the image (asks first)',
+    footer: 'delete',
+    when: connected,
+  },
   { scope: 'images', keys: ['r'], action: 'refresh', help: 'refresh', when: connected },
-  { scope: 'kernels', keys: ['p'], action: 'kernelPull', help: 'pull a kernel', footer: 'pull', when: connected },
-  { scope: 'kernels', keys: ['D'], action: 'kernelDelete', help: 'delete the kernel (asks first)', footer: 'delete', when: connected },
+  {
+    scope: 'kernels',
+    keys: ['p'],
+    action: 'kernelPull',
+    help: 'pull a kernel',
+    footer: 'pull',
+    when: connected,
+  },
+  {
+    scope: 'kernels',
+    keys: ['D'],
+    action: 'kernelDelete',
+    help: 'delete the kernel (asks first)',
+    footer: 'delete',
+    when: connected,
+  },
   { scope: 'kernels', keys: ['r'], action: 'refresh', help: 'refresh', when: connected },
 
   { scope: 'form', keys: ['enter'], action: 'formSubmit', help: 'create the VM', footer: 'create' },
   { scope: 'form', keys: ['esc'], action: 'close', help: 'cancel', footer: 'cancel' },
   { scope: 'form', keys: ['tab', 'down'], action: 'formNext', help: 'next field', footer: 'next' },
   { scope: 'form', keys: ['S-tab', 'up'], action: 'formPrev', help: 'previous field' },
-  { scope: 'form', keys: ['space'], action: 'formToggle', help: 'NAT on / off', footer: 'toggle', when: onField('nat') },
-  { scope: 'form', keys: ['right'], action: 'formChoiceNext', help: 'next image', when: onField('image') },
-  { scope: 'form', keys: ['left'], action: 'formChoicePrev', help: 'previous image', when: onField('image') },
+  {
+    scope: 'form',
+    keys: ['space'],
+    action: 'formToggle',
+    help: 'NAT on / off',
+    footer: 'toggle',
+    when: onField('nat'),
+  },
+  {
+    scope: 'form',
+    keys: ['right'],
+    action: 'formChoiceNext',
+    help: 'next image',
+    when: onField('image'),
+  },
+  {
+    scope: 'form',
+    keys: ['left'],
+    action: 'formChoicePrev',
+    help: 'previous image',
+    when: onField('image'),
+  },
 
   { scope: 'confirm', keys: ['y'], action: 'yes', help: 'yes', footer: 'yes' },
   { scope: 'confirm', keys: ['n', 'esc', 'enter'], action: 'no', help: 'no', footer: 'no' },
@@ -201,15 +298,33 @@ export const KEYMAP: readonly Binding[] = [
   { scope: 'logs', keys: ['pgdn', 'C-f', 'space'], action: 'logPageDown', help: 'page down' },
   { scope: 'logs', keys: ['home', 'g'], action: 'logTop', help: 'first line' },
   { scope: 'logs', keys: ['end', 'G'], action: 'logEnd', help: 'last line, following' },
-  { scope: 'logs', keys: ['f'], action: 'logFollow', help: 'follow new output on / off', footer: 'follow' },
+  {
+    scope: 'logs',
+    keys: ['f'],
+    action: 'logFollow',
+    help: 'follow new output on / off',
+    footer: 'follow',
+  },
   { scope: 'logs', keys: ['esc', 'q'], action: 'close', help: 'back to the table', footer: 'back' },
 
   { scope: 'ports', keys: ['up', 'k'], action: 'itemUp', help: 'move up' },
   { scope: 'ports', keys: ['down', 'j'], action: 'itemDown', help: 'move down' },
   { scope: 'ports', keys: ['r'], action: 'refresh', help: 'ask again', footer: 'refresh' },
-  { scope: 'ports', keys: ['esc', 'q'], action: 'close', help: 'back to the table', footer: 'back' },
+  {
+    scope: 'ports',
+    keys: ['esc', 'q'],
+    action: 'close',
+    help: 'back to the table',
+    footer: 'back',
+  },
 
-  { scope: 'details', keys: ['esc', 'q', 'enter'], action: 'close', help: 'back to the table', footer: 'back' },
+  {
+    scope: 'details',
+    keys: ['esc', 'q', 'enter'],
+    action: 'close',
+    help: 'back to the table',
+    footer: 'back',
+  },
 
   { scope: 'prompt', keys: ['enter'], action: 'promptSubmit', help: 'go', footer: 'go' },
   { scope: 'prompt', keys: ['esc'], action: 'close', help: 'cancel', footer: 'cancel' },
@@ -229,7 +344,9 @@ export function scopes(s: TuiState): Scope[] {
 /** The binding of a key now, if any. */
 export function bindingFor(s: TuiState, key: string): Binding | undefined {
   for (const scope of scopes(s)) {
-    const b = KEYMAP.find((b) => b.scope === scope && b.keys.includes(key) && (!b.when || b.when(s)));
+    const b = KEYMAP.find(
+      (b) => b.scope === scope && b.keys.includes(key) && (!b.when || b.when(s)),
+    );
     if (b) return b;
   }
   return undefined;
@@ -283,9 +400,12 @@ export const SCOPE_TITLES: Record<Scope, string> = {
 };
 
 /** The help overlay: the keys of what is open (or the current view), tables, then global ones. */
-export function helpSections(s: TuiState): { title: string; rows: { keys: string; help: string }[] }[] {
+export function helpSections(
+  s: TuiState,
+): { title: string; rows: { keys: string; help: string }[] }[] {
   const under: Scope = s.modal?.kind ?? (s.filtering ? 'filter' : s.view);
-  const order: Scope[] = s.modal || s.filtering ? [under, 'always'] : [under, 'list', 'global', 'always'];
+  const order: Scope[] =
+    s.modal || s.filtering ? [under, 'always'] : [under, 'list', 'global', 'always'];
   return order.map((scope) => {
     const rows = new Map<string, string>();
     for (const b of KEYMAP)

@@ -1,7 +1,6 @@
 /**
- * Screen layout, pure. The TUI draws `rows - 1` lines: a frame as tall as the
- * terminal makes Ink clear the screen on every update, one line less lets it
- * rewrite only the lines that changed.
+ * Screen layout, pure. The frame is as tall as the terminal (screen.ts draws
+ * only the lines that changed):
  *
  *   header (views, daemon)            1
  *   body (table, pane or form)        the rest
@@ -29,7 +28,7 @@ export function layout(
   statusText = '',
 ): Layout {
   const width = Math.max(size.columns, MIN_COLUMNS);
-  const height = Math.max(size.rows, MIN_ROWS) - 1;
+  const height = Math.max(size.rows, MIN_ROWS);
   const ops = Math.min(opsCount, MAX_OPS_SHOWN);
   const status = Math.min(MAX_STATUS_LINES, Math.max(1, Math.ceil(statusText.length / width)));
   return { width, height, body: height - 2 - status - ops, ops, status };

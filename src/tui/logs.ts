@@ -58,8 +58,7 @@ export function appendLog(b: LogBuffer, chunk: string): LogBuffer {
 const allLines = (b: LogBuffer): readonly string[] =>
   b.partial ? [...b.lines, cleanLine(b.partial)] : b.lines;
 
-const lastTop = (b: LogBuffer, height: number): number =>
-  Math.max(0, allLines(b).length - height);
+const lastTop = (b: LogBuffer, height: number): number => Math.max(0, allLines(b).length - height);
 
 /** Move by delta lines (negative: up); reaching the end turns follow on, leaving it off. */
 export function scrollLog(b: LogBuffer, delta: number, height: number): LogBuffer {

@@ -14,7 +14,14 @@ import type { ViewId } from './views.js';
  * unit tests drive it directly.
  */
 export type SortKey = 'name' | 'state' | 'cpu' | 'memory' | 'uptime' | 'created';
-export const SORT_KEYS: readonly SortKey[] = ['name', 'state', 'cpu', 'memory', 'uptime', 'created'];
+export const SORT_KEYS: readonly SortKey[] = [
+  'name',
+  'state',
+  'cpu',
+  'memory',
+  'uptime',
+  'created',
+];
 
 /** A long operation in progress: its label, current step and progress. */
 export interface Op {
@@ -33,9 +40,7 @@ export interface Status {
 }
 
 export type Conn =
-  | { state: 'connecting'; since: number }
-  | { state: 'up' }
-  | { state: 'down'; message: string };
+  { state: 'connecting'; since: number } | { state: 'up' } | { state: 'down'; message: string };
 
 export type Modal =
   | { kind: 'confirm'; title: string; detail: string; confirm: () => void }
@@ -141,8 +146,7 @@ export function applyVmEvent(s: TuiState, e: VmEvent): TuiState {
   switch (e.type) {
     case 'snapshot': {
       const vms = new Map(e.vms.map((v) => [v.id, v]));
-      const keep = <T>(m: ReadonlyMap<string, T>) =>
-        new Map([...m].filter(([id]) => vms.has(id)));
+      const keep = <T>(m: ReadonlyMap<string, T>) => new Map([...m].filter(([id]) => vms.has(id)));
       return {
         ...s,
         conn: { state: 'up' },
@@ -216,7 +220,12 @@ const matches = (filter: string, ...fields: (string | null | undefined)[]): bool
 export function vmRows(s: TuiState): VmRow[] {
   const rows = [...s.vms.values()]
     .filter((v) => matches(s.filter, v.name, v.state, v.ip, v.image))
-    .map((vm) => ({ vm, stats: s.stats.get(vm.id), ports: s.ports.get(vm.id), marked: s.marked.has(vm.id) }));
+    .map((vm) => ({
+      vm,
+      stats: s.stats.get(vm.id),
+      ports: s.ports.get(vm.id),
+      marked: s.marked.has(vm.id),
+    }));
   const cmp = COMPARE[s.sort.key];
   const dir = s.sort.desc ? -1 : 1;
   return rows.sort((a, b) => dir * (cmp(a, b) || a.vm.name.localeCompare(b.vm.name)));
@@ -265,7 +274,10 @@ export function moveCursor(s: TuiState, delta: number): TuiState {
 
 /** The VMs an action applies to: the marked ones, else the one under the cursor. */
 export function targetVms(s: TuiState): VmView[] {
-  if (s.marked.size) return vmRows(s).filter((r) => r.marked).map((r) => r.vm);
+  if (s.marked.size)
+    return vmRows(s)
+      .filter((r) => r.marked)
+      .map((r) => r.vm);
   const id = cursorKey(s, 'vms');
   const vm = id ? s.vms.get(id) : undefined;
   return vm ? [vm] : [];
