@@ -547,7 +547,9 @@ export class Actions {
     };
     const op = this.beginOp(`create ${body.name ?? 'a VM'}`);
     const onEvent = (e: StreamEvent): void => {
-      closeForm();
+      // The daemon accepted the request once it reports the spec or a step
+      // (a warning may come before it refuses): then the form gives way to progress.
+      if (e.type === 'item' || e.type === 'step') closeForm();
       const d = e.type === 'item' ? (e.data as { kind?: string; spec?: VmSpec }) : undefined;
       if (d?.kind === 'spec' && d.spec) {
         this.store.update((s) => patchOp(s, op, { label: `create ${d.spec!.name.value}` }));

@@ -80,6 +80,15 @@ describe('tui views (Ink test renderer, daemon in temp dirs)', () => {
     await sb.cleanup();
   });
 
+  test('banger tui refuses a non-terminal with one line and exit 2', async () => {
+    const r = await sb.run(['tui']);
+    assert.equal(r.code, 2);
+    assert.equal(
+      r.stderr,
+      'error: banger tui needs a terminal (stdin and stdout are not a TTY): run it in a terminal, or use `banger vm list` in scripts\n',
+    );
+  });
+
   test('the VM table connects through the event stream and says there are no VMs', async () => {
     const ui = mount(host);
     try {
