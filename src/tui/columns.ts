@@ -140,7 +140,7 @@ export function vmColumns(now: number): Column<VmRow>[] {
       align: 'right',
       priority: 1,
       cell: (r) =>
-        running(r) && r.stats?.cpuPercent != null
+        running(r) && r.stats?.cpuPercent !== null && r.stats?.cpuPercent !== undefined
           ? { text: `${Math.round(r.stats.cpuPercent)}` }
           : dash,
     },
