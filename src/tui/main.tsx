@@ -43,8 +43,12 @@ export async function runTui(
     if (!onAlt) stdout.write(ENTER_ALT);
     onAlt = true;
     sink.invalidate();
+    sink.enabled = true;
   };
+  /** Draw what is pending, then stop drawing and give the shell's screen back. */
   const leave = (): void => {
+    sink.flush();
+    sink.enabled = false;
     if (onAlt) stdout.write(LEAVE_ALT);
     onAlt = false;
   };
@@ -65,7 +69,6 @@ export async function runTui(
     },
     async suspend<T>(fn: () => Promise<T>): Promise<T> {
       await unmount();
-      sink.flush();
       leave();
       // Ink let go of raw mode and of its reader; make sure nothing reads keys meant for ssh.
       if (stdin.isTTY) stdin.setRawMode(false);
@@ -124,9 +127,8 @@ export async function runTui(
     process.off('exit', restore);
     process.off('unhandledRejection', onRejection);
     await unmount();
-    sink.flush();
-    sink.close();
     leave();
+    sink.close();
     stdin.pause();
   }
 }

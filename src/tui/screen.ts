@@ -75,8 +75,12 @@ export class FrameSink extends EventEmitter {
     return this.term.rows || 24;
   }
 
+  /** Off while the terminal is lent out (ssh) or given back: frames are dropped. */
+  enabled = true;
+
   /** A frame from Ink: drawn on the next turn (several updates in one turn draw once). */
   write(frame: string | Uint8Array): boolean {
+    if (!this.enabled) return true;
     this.pending = typeof frame === 'string' ? frame : Buffer.from(frame).toString('utf8');
     if (!this.scheduled) {
       this.scheduled = true;
@@ -87,7 +91,7 @@ export class FrameSink extends EventEmitter {
 
   flush(): void {
     this.scheduled = false;
-    if (this.pending === undefined) return;
+    if (this.pending === undefined || !this.enabled) return;
     const next = frameLines(this.pending);
     this.pending = undefined;
     const bytes = frameUpdate(this.shown, next, this.rows);

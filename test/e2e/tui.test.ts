@@ -83,6 +83,17 @@ describe('banger tui in tmux (real VM)', { timeout: 15 * 60_000 }, () => {
     await tty.waitFor(new RegExp(`${good} +running`), 'the VM running', 6 * 60_000);
     console.log(`# main view:\n${await tty.capture()}`);
 
+    // Resized to 80x24: the frame is redrawn to fit, header first and keys last.
+    await tty.resize(80, 24);
+    const small = await tty.waitFor(/\? help .* q quit/, 'the footer at 80x24');
+    const lines = small.replace(/\n$/, '').split('\n');
+    assert.equal(lines.length, 24);
+    assert.match(lines[0]!, /^banger {2}1 VMs/);
+    assert.match(lines[23]!, /\? help/);
+    assert.ok(lines.every((l) => l.length <= 80));
+    assert.match(small, new RegExp(`${good} +running`));
+    console.log(`# main view at 80x24:\n${small}`);
+
     // ssh from the TUI: the session gets the terminal, then the table comes back.
     await tty.keys(['/']);
     await tty.keys([good], { literal: true });

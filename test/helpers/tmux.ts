@@ -17,6 +17,8 @@ export interface Tmux {
   capture(): Promise<string>;
   /** Wait until the pane's text matches; fails with the last capture. */
   waitFor(re: RegExp, what: string, timeoutMs?: number): Promise<string>;
+  /** Resize the terminal. */
+  resize(columns: number, rows: number): Promise<void>;
   /** A tmux format of the pane, e.g. '#{alternate_on}'. */
   display(format: string): Promise<string>;
   kill(): Promise<void>;
@@ -82,6 +84,8 @@ export async function startTmux(opts: {
         await sleep(100);
       }
     },
+    resize: async (columns, rows) =>
+      void (await tmux(['resize-window', '-t', '0', '-x', String(columns), '-y', String(rows)])),
     display: async (format) => (await tmux(['display-message', '-p', '-t', '0', format])).trim(),
     async kill() {
       await tmux(['kill-server']).catch(() => undefined);
