@@ -147,7 +147,7 @@ export function vmColumns(now: number): Column<VmRow>[] {
     {
       id: 'mem',
       header: 'MEM',
-      width: 10,
+      width: 12,
       align: 'right',
       priority: 1,
       cell: (r) => {
