@@ -34,6 +34,7 @@ import {
   rowKeys,
   SORT_KEYS,
   startOp,
+  statusLine,
   targetVms,
   toggleMark,
   toggleMarkAll,
@@ -123,7 +124,7 @@ export class Actions {
 
   private bodyRows(): number {
     const s = this.s;
-    return Math.max(1, layout(s.size, s.ops.length, s.status?.text).body - 1);
+    return Math.max(1, layout(s.size, s.ops.length, statusLine(s)).body - 1);
   }
 
   run(id: ActionId): void {

@@ -41,3 +41,24 @@ export function keyName(input: string, key: KeyFlags): string {
   if (input === ' ') return 'space';
   return input;
 }
+
+/** One character of a multi-key read as a key name. */
+function charName(ch: string): string {
+  const c = ch.charCodeAt(0);
+  if (ch === '\x7f' || ch === '\b') return 'backspace';
+  if (ch === '\r' || ch === '\n') return 'enter';
+  if (ch === '\t') return 'tab';
+  if (ch === ' ') return 'space';
+  if (c < 32) return `C-${String.fromCharCode(c + 96)}`;
+  return ch;
+}
+
+/**
+ * The key presses in one read. Ink passes text without escape sequences as
+ * one event, so keys typed faster than they are read (or sent by tmux
+ * send-keys) arrive together ('\x7f\x7fab'): each character is its own key.
+ */
+export function keyPresses(input: string, key: KeyFlags): { name: string; input: string }[] {
+  if (input.length <= 1 || input.startsWith('\x1b')) return [{ name: keyName(input, key), input }];
+  return [...input].map((ch) => ({ name: charName(ch), input: ch }));
+}

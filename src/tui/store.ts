@@ -139,6 +139,14 @@ export class TuiStore {
   }
 }
 
+/** The status line: the last message, else what the connection is doing. */
+export function statusLine(s: TuiState): string {
+  if (s.status) return s.status.text;
+  if (s.conn.state === 'down') return `${s.conn.message} · c starts it`;
+  if (s.conn.state === 'connecting') return 'connecting to bangerd (starting it if needed)…';
+  return '';
+}
+
 // ---------------------------------------------------------------- reducers (pure)
 
 /** Apply one event of the VM event stream. */

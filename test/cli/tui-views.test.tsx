@@ -154,7 +154,11 @@ describe('tui views (Ink test renderer, daemon in temp dirs)', () => {
     };
     const ui = mount(down);
     try {
-      const f = await until(ui.frame, /cannot reach bangerd/, 'status line');
+      const f = await until(
+        ui.frame,
+        /cannot reach bangerd at \/nonexistent\/bangerd.sock · c starts it/,
+        'status line',
+      );
       assert.match(f, /bangerd: down/);
       assert.match(f, /c start daemon/);
     } finally {

@@ -4,7 +4,7 @@ import type { VmStats, VmView } from '../../src/api/schemas/vms.js';
 import { age, fit, fitColumns, vmColumns, type VmRow } from '../../src/tui/columns.js';
 import { createBody, fieldErrors, moveFocus, newForm, typeInto } from '../../src/tui/form.js';
 import { bindingFor, footer, helpSections, KEYMAP } from '../../src/tui/keymap.js';
-import { keyName } from '../../src/tui/keys.js';
+import { keyName, keyPresses } from '../../src/tui/keys.js';
 import { layout } from '../../src/tui/layout.js';
 import { appendLog, emptyLog, scrollLog, visibleLog, MAX_LOG_LINES } from '../../src/tui/logs.js';
 import { frameUpdate } from '../../src/tui/screen.js';
@@ -62,6 +62,15 @@ describe('tui keys', () => {
     assert.equal(keyName('', { escape: true }), 'esc');
     assert.equal(keyName(' ', {}), 'space');
     assert.equal(keyName('K', { shift: true }), 'K');
+  });
+
+  test('several keys read at once are one key each', () => {
+    assert.deepEqual(
+      keyPresses('\x7f\x7fab\r', {}).map((k) => k.name),
+      ['backspace', 'backspace', 'a', 'b', 'enter'],
+    );
+    assert.deepEqual(keyPresses('', { delete: true }), [{ name: 'backspace', input: '' }]);
+    assert.deepEqual(keyPresses('q', {}), [{ name: 'q', input: 'q' }]);
   });
 
   test('q quits the table, closes the help overlay, and is typed text in the create form', () => {

@@ -3,13 +3,14 @@ import { useSyncExternalStore } from 'react';
 import { formatSizeShort } from '../../util/units.js';
 import { imageColumns, kernelColumns, vmColumns } from '../columns.js';
 import { footer } from '../keymap.js';
-import { keyName } from '../keys.js';
+import { keyPresses } from '../keys.js';
 import { layout } from '../layout.js';
 import {
   cursorIndex,
   imageRows,
   kernelRows,
   rowKeys,
+  statusLine,
   vmRows,
   type Op,
   type TuiState,
@@ -42,12 +43,17 @@ export interface AppProps {
 
 export function App({ store, onKey, input = true }: AppProps) {
   const s = useSyncExternalStore(store.subscribe, store.get);
-  useInput((text, key) => onKey(keyName(text, key), text), { isActive: input });
+  useInput(
+    (text, key) => {
+      for (const k of keyPresses(text, key)) onKey(k.name, k.input);
+    },
+    { isActive: input },
+  );
   return <Screen s={s} />;
 }
 
 export function Screen({ s }: { s: TuiState }) {
-  const l = layout(s.size, s.ops.length, s.status?.text);
+  const l = layout(s.size, s.ops.length, statusLine(s));
   return (
     <Box flexDirection="column" width={l.width} height={l.height}>
       <Header s={s} />
@@ -57,9 +63,9 @@ export function Screen({ s }: { s: TuiState }) {
       {s.ops.slice(0, l.ops).map((op) => (
         <OpLine key={op.id} op={op} now={s.now} />
       ))}
-      <Box height={l.status}>
+      <Box height={l.status} overflow="hidden">
         <Text color={statusColor(s)} wrap="wrap">
-          {statusText(s) || ' '}
+          {statusLine(s) || ' '}
         </Text>
       </Box>
       <Footer s={s} />
@@ -75,13 +81,6 @@ const statusColor = (s: TuiState): string | undefined =>
       : s.status?.level === 'ok'
         ? 'green'
         : undefined;
-
-function statusText(s: TuiState): string {
-  if (s.status) return s.status.text;
-  if (s.conn.state === 'down') return `cannot reach bangerd: ${s.conn.message} (c starts it)`;
-  if (s.conn.state === 'connecting') return 'connecting to bangerd (starting it if needed)…';
-  return '';
-}
 
 function Header({ s }: { s: TuiState }) {
   const conn =
