@@ -151,7 +151,8 @@ export class Actions {
         return;
       }
       case 'connect':
-        this.store.status(`connecting to bangerd at ${this.host.socket} (starting it if needed)`);
+        // The status line follows the connection: connecting, then the table.
+        this.store.set({ status: undefined });
         this.feed.connect();
         return;
       case 'up':

@@ -69,7 +69,11 @@ describe('banger tui in tmux (real VM)', { timeout: 15 * 60_000 }, () => {
     await tty.keys(['n']);
     await tty.waitFor(/New VM/, 'the create form');
     await tty.keys(['Bad_Name'], { literal: true });
-    await tty.waitFor(/✗ use 1-64 lowercase letters, digits or dashes/, 'the inline error');
+    const refused = await tty.waitFor(
+      /✗ use 1-64 lowercase letters, digits or dashes/,
+      'the inline error',
+    );
+    console.log(`# create form, bad name:\n${refused}`);
     await tty.keys(['Enter']);
     await sleep(300);
     assert.equal((await e.json<Vm[]>(['vm', 'list'])).length, 1, 'nothing was created');
@@ -106,6 +110,22 @@ describe('banger tui in tmux (real VM)', { timeout: 15 * 60_000 }, () => {
     // The session's output stays on the shell's screen (checked after quitting).
     await tty.waitFor(new RegExp(`ssh ${good}: session ended \\(exit 0\\)`), 'back in the table');
     assert.equal(await tty.display('#{alternate_on}'), '1');
+
+    // Logs (console and VMM log) and ports of the selected VM.
+    await tty.keys(['l']);
+    const logs = await tty.waitFor(new RegExp(`logs ${good} \\(following\\)`), 'the log pane');
+    const lines = logs
+      .split('\n')
+      .slice(2, -2)
+      .filter((l) => l.trim());
+    assert.ok(lines.length >= 5, `console lines in the pane:\n${logs}`);
+    console.log(`# logs:\n${logs}`);
+    await tty.keys(['Escape']);
+    await tty.keys(['p']);
+    const ports = await tty.waitFor(/tcp +\S+ +22 /, 'sshd among the ports', 60_000);
+    console.log(`# ports:\n${ports}`);
+    await tty.keys(['Escape']);
+    await tty.waitFor(new RegExp(`${good} +running`), 'back in the table');
 
     // Stop from the TUI: the daemon's list says so.
     await tty.keys(['x']);
