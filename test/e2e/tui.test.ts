@@ -114,11 +114,11 @@ describe('banger tui in tmux (real VM)', { timeout: 15 * 60_000 }, () => {
     // Logs (console and VMM log) and ports of the selected VM.
     await tty.keys(['l']);
     const logs = await tty.waitFor(new RegExp(`logs ${good} \\(following\\)`), 'the log pane');
-    const lines = logs
+    const logLines = logs
       .split('\n')
       .slice(2, -2)
       .filter((l) => l.trim());
-    assert.ok(lines.length >= 5, `console lines in the pane:\n${logs}`);
+    assert.ok(logLines.length >= 5, `console lines in the pane:\n${logs}`);
     console.log(`# logs:\n${logs}`);
     await tty.keys(['Escape']);
     await tty.keys(['p']);
