@@ -58,7 +58,8 @@ export class FrameSink extends EventEmitter {
   private readonly onResize = (): void => {
     // The terminal reflows what it shows: draw everything again on a clean screen.
     this.shown = undefined;
-    this.term.write(`${CSI}2J`);
+    // Not while another program (ssh) has the terminal: its screen is its own.
+    if (this.enabled) this.term.write(`${CSI}2J`);
     this.emit('resize');
   };
 

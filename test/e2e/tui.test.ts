@@ -113,12 +113,19 @@ describe('banger tui in tmux (real VM)', { timeout: 15 * 60_000 }, () => {
 
     // Logs (console and VMM log) and ports of the selected VM.
     await tty.keys(['l']);
-    const logs = await tty.waitFor(new RegExp(`logs ${good} \\(following\\)`), 'the log pane');
-    const logLines = logs
-      .split('\n')
-      .slice(2, -2)
-      .filter((l) => l.trim());
-    assert.ok(logLines.length >= 5, `console lines in the pane:\n${logs}`);
+    await tty.waitFor(new RegExp(`logs ${good} \\(following\\)`), 'the log pane');
+    // The console's lines arrive after the VMM log's: wait for a screenful of them.
+    const consoleLines = (text: string): string[] =>
+      text
+        .split('\n')
+        .slice(2, -3)
+        .filter((l) => l.trim() && !l.startsWith('==> VMM log'));
+    let logs = await tty.capture();
+    for (let i = 0; i < 100 && consoleLines(logs).length < 5; i++) {
+      await sleep(100);
+      logs = await tty.capture();
+    }
+    assert.ok(consoleLines(logs).length >= 5, `console lines in the pane:\n${logs}`);
     console.log(`# logs:\n${logs}`);
     await tty.keys(['Escape']);
     await tty.keys(['p']);
