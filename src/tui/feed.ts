@@ -73,8 +73,12 @@ export class Feed {
               'vmEvents',
               {},
               (e) => {
+                const was = e.type === 'vm' ? this.store.get().vms.get(e.vm.id)?.state : undefined;
                 this.store.update((s) => applyVmEvent(s, e));
                 if (e.type === 'snapshot') void this.refreshLists();
+                // A VM that just became ready gets its first sample now, not at the next poll.
+                if (e.type === 'vm' && e.vm.state === 'running' && was !== 'running')
+                  void this.pollStats().catch(() => undefined);
               },
               this.signal,
             ),

@@ -85,6 +85,12 @@ describe('banger tui in tmux (real VM)', { timeout: 15 * 60_000 }, () => {
     await tty.waitFor(new RegExp(`${good} +(created|starting)`), 'the new VM in the table', 30_000);
     assert.ok(await state(good), 'the form created the VM');
     await tty.waitFor(new RegExp(`${good} +running`), 'the VM running', 6 * 60_000);
+    // Its first stats sample: CPU%, memory in use and the agent's health.
+    await tty.waitFor(
+      new RegExp(`${good} +running +\\d+ +\\S+/\\S+ .* ok `),
+      'the VM stats',
+      30_000,
+    );
     console.log(`# main view:\n${await tty.capture()}`);
 
     // Resized to 80x24: the frame is redrawn to fit, header first and keys last.
