@@ -29,6 +29,12 @@ import {
   VmStatsSchema,
   VmViewSchema,
 } from './schemas/vms.js';
+import {
+  WorkspacePrepareRequestSchema,
+  WorkspaceResultSchema,
+  WorkspaceRunRequestSchema,
+  WorkspaceRunResultSchema,
+} from './schemas/workspace.js';
 
 /** The daemon API, version 1. Every route the CLI or TUI may call is listed here. */
 export const API_VERSION = 'v1';
@@ -212,6 +218,26 @@ export const routes = {
     kind: 'upgrade',
     params: z.object({ ref: z.string() }),
     query: z.object({ port: qInt.optional() }).strict(),
+  }),
+  // ---- workspaces -----------------------------------------------------------
+  /** `vm run PATH`: create a VM with PATH copied onto its work disk before it boots. */
+  workspaceRun: route({
+    id: 'workspaceRun',
+    method: 'POST',
+    path: '/v1/workspaces/run',
+    kind: 'stream',
+    body: WorkspaceRunRequestSchema,
+    response: WorkspaceRunResultSchema,
+  }),
+  /** `vm workspace prepare`: copy (or update a copy) into a running VM. */
+  workspacePrepare: route({
+    id: 'workspacePrepare',
+    method: 'POST',
+    path: '/v1/vms/:ref/workspace',
+    kind: 'stream',
+    params: z.object({ ref: z.string() }),
+    body: WorkspacePrepareRequestSchema,
+    response: WorkspaceResultSchema,
   }),
   vmStats: route({
     id: 'vmStats',

@@ -33,6 +33,13 @@ import {
   vmStats,
   vmStop,
 } from './commands/vm.js';
+import { sshConfigCommand } from './commands/sshConfig.js';
+import {
+  vmRunWorkspace,
+  workspacePrepare,
+  type PrepareFlags,
+  type WorkspaceRunFlags,
+} from './commands/workspace.js';
 import type { CliContext } from './context.js';
 
 /**
@@ -86,7 +93,12 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--rm', 'delete the VM when the session or command ends')
     .option('--branch <branch>', 'create this branch in the guest checkout')
     .option('--from <ref>', 'start the branch from this ref')
-    .action((path, opts) => vmRun(ctx, path, opts as RunFlags, ctx.guestCommand));
+    .option('--mode <mode>', 'git metadata: shallow (default) or full_copy (the whole .git)')
+    .action((path, opts) =>
+      path !== undefined || opts.branch !== undefined || opts.from !== undefined
+        ? vmRunWorkspace(ctx, path, opts as WorkspaceRunFlags, ctx.guestCommand)
+        : vmRun(ctx, opts as RunFlags, ctx.guestCommand),
+    );
 
   vm.command('create')
     .description('create a VM (and start it unless --no-start)')
@@ -163,10 +175,11 @@ export function buildProgram(ctx: CliContext): Command {
     .command('prepare')
     .description('copy a git checkout into a VM')
     .argument('<vm>', 'VM name or id prefix')
-    .argument('[path]', 'git checkout (default: .)')
+    .argument('[path]', 'git checkout or directory (default: .)')
     .option('--guest-path <path>', 'destination in the guest', '/root/repo')
-    .option('--readonly', 'mount read-only')
-    .action(todo('vm workspace prepare'));
+    .option('--mode <mode>', 'git metadata: shallow (default) or full_copy (the whole .git)')
+    .option('--readonly', 'make the guest copy read-only')
+    .action((ref, path, opts) => workspacePrepare(ctx, ref, path, opts as PrepareFlags));
 
   // ---- image ----------------------------------------------------------------
   const image = program.command('image').description('manage images');
@@ -269,7 +282,7 @@ export function buildProgram(ctx: CliContext): Command {
     .description('manage the ssh_config for <name>.vm hosts')
     .option('--install', 'add an Include line to ~/.ssh/config')
     .option('--uninstall', 'remove that line')
-    .action(todo('ssh-config'));
+    .action((opts) => sshConfigCommand(ctx, opts));
 
   program
     .command('completion')

@@ -17,7 +17,10 @@ import { ApiServer } from './http.js';
 import type { KeyedMutex, Operations } from './ops.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerVmRoutes } from './routes/vms.js';
+import { registerWorkspaceRoutes } from './routes/workspace.js';
+import { keepSshConfig } from './sshConfig.js';
 import { VmService } from '../vm/service.js';
+import { WorkspaceService } from '../workspace/service.js';
 import type { ServiceDeps } from './services.js';
 
 /**
@@ -64,6 +67,8 @@ export function createApp(ctx: DaemonContext): App {
   registerImageRoutes(server, kernels, images);
   const vms = new VmService({ ...deps, kernels, images, host: ctx.host });
   registerVmRoutes(server, vms);
+  registerWorkspaceRoutes(server, new WorkspaceService({ ...deps, vms }));
+  keepSshConfig({ ...deps, store: ctx.store });
 
   const doctor = new DoctorService({
     config,

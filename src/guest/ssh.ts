@@ -81,7 +81,9 @@ export interface SshArgsInput {
   keyPath: string;
   knownHosts: string;
   /** Command ssh runs to reach the guest (the daemon tunnel). */
-  proxyCommand: string[];
+  proxyCommand?: string[];
+  /** Connect to this address directly instead (the daemon, which has a route to its guests). */
+  hostName?: string;
   tty: boolean;
   /** Remote command words; empty for an interactive shell. */
   command: string[];
@@ -102,7 +104,8 @@ export function sshArgs(i: SshArgsInput): string[] {
     GlobalKnownHostsFile: '/dev/null',
     StrictHostKeyChecking: 'yes',
     HostKeyAlias: i.alias,
-    ProxyCommand: i.proxyCommand.map(shellQuote).join(' '),
+    ...(i.proxyCommand ? { ProxyCommand: i.proxyCommand.map(shellQuote).join(' ') } : {}),
+    ...(i.hostName ? { HostName: i.hostName } : {}),
     PasswordAuthentication: 'no',
     KbdInteractiveAuthentication: 'no',
     ServerAliveInterval: '15',

@@ -14,13 +14,7 @@ import { ensureSshKey, hostAlias, removeKnownHost, setKnownHost } from '../guest
 import type { ImageService } from '../image/service.js';
 import { kernelFeatures, modulesDiskPath, type KernelService } from '../image/kernel/service.js';
 import { allocateIp, macForVm } from '../network/index.js';
-import {
-  cloneSparse,
-  createSparseExt4,
-  growExt4,
-  writeFilesExt4,
-  type Ext4File,
-} from '../storage/ext4.js';
+import { cloneSparse, createSparseExt4, growExt4, writeFilesExt4 } from '../storage/ext4.js';
 import type { ImageRecord } from '../store/images.js';
 import type { KernelRecord } from '../store/kernels.js';
 import type { VmRecord, VmState } from '../store/vms.js';
@@ -37,6 +31,7 @@ import {
 import { kvmError, kvmFailure } from '../vmm/qemu/driver.js';
 import { createVmmDriver } from '../vmm/registry.js';
 import { resolveVmm } from '../vmm/resolve.js';
+import { resolveFileSync, type FileSyncPlan } from './fileSync.js';
 import { buildKernelCmdline } from './kernelArgs.js';
 import { MAX_SOCKET_PATH, vmLayout, type VmLayout } from './layout.js';
 import { generateVmName, newVmId, validateVmName } from './names.js';
@@ -66,6 +61,12 @@ export interface CreateRequest {
   diskSize?: number;
   nat: boolean;
   start: boolean;
+}
+
+/** Steps other services add to a create (e.g. a workspace written onto the work disk before boot). */
+export interface CreateHooks {
+  /** Runs after the disks are made and before the first start; a failure undoes the create. */
+  populateWorkDisk?: (workDisk: string) => Promise<void>;
 }
 
 const ACTIVE: VmState[] = ['starting', 'running', 'stopping'];
@@ -174,6 +175,7 @@ export class VmService {
     req: CreateRequest,
     emit: ProgressSink,
     signal?: AbortSignal,
+    hooks: CreateHooks = {},
   ): Promise<{ vm: VmView; spec: VmSpec }> {
     const config = this.deps.config();
     const taken = new Set(this.store.vms.list().map((v) => v.name));
@@ -244,7 +246,8 @@ export class VmService {
     }
     const keyPath = config.sshKeyPath ?? this.deps.paths.sshKey;
     const pubKey = await ensureSshKey(keyPath);
-    const syncFiles = this.fileSyncFiles();
+    const sync = resolveFileSync(config.fileSync);
+    for (const w of sync.warnings) emit({ type: 'log', level: 'warn', message: w });
 
     let vm: VmRecord;
     const started = Date.now();
@@ -288,7 +291,8 @@ export class VmService {
       throw e;
     }
     try {
-      await this.makeDisks(vm, image, pubKey, syncFiles, signal);
+      await this.makeDisks(vm, image, pubKey, sync, signal);
+      await hooks.populateWorkDisk?.(layout.workDisk);
     } catch (e) {
       fs.rmSync(layout.dir, { recursive: true, force: true });
       this.store.vms.delete(vm.id);
@@ -310,34 +314,11 @@ export class VmService {
     return { vm: this.view(this.store.vms.get(id) ?? vm), spec };
   }
 
-  private fileSyncFiles(): Ext4File[] {
-    const out: Ext4File[] = [];
-    this.deps.config().fileSync.forEach((f, i) => {
-      if (!fs.existsSync(f.host) || !fs.statSync(f.host).isFile()) {
-        throw new BangerError(
-          'precondition',
-          `[[file_sync]] entry ${i + 1}: host file ${f.host} does not exist`,
-          {
-            hint: `create it or remove the entry from ${this.deps.paths.configFile}`,
-          },
-        );
-      }
-      out.push({
-        path: f.guest.replace(/^\/root\//, '/'),
-        hostPath: f.host,
-        mode: f.mode,
-        uid: 0,
-        gid: 0,
-      });
-    });
-    return out;
-  }
-
   private async makeDisks(
     vm: VmRecord,
     image: ImageRecord,
     pubKey: string,
-    syncFiles: Ext4File[],
+    sync: FileSyncPlan,
     signal?: AbortSignal,
   ): Promise<void> {
     const l = this.layout(vm);
@@ -355,11 +336,12 @@ export class VmService {
       l.workDisk,
       [
         { path: '/.ssh/authorized_keys', content: `${pubKey}\n`, mode: 0o600, uid: 0, gid: 0 },
-        ...syncFiles,
+        ...sync.files,
       ],
       [
         { path: '/', mode: 0o700, uid: 0, gid: 0 },
         { path: '/.ssh', mode: 0o700, uid: 0, gid: 0 },
+        ...sync.dirs,
       ],
       signal,
     );

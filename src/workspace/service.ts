@@ -1,0 +1,426 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ProgressSink } from '../api/events.js';
+import type { VmSpec, VmView } from '../api/schemas/vms.js';
+import type {
+  WorkspacePrepareRequest,
+  WorkspaceResult,
+  WorkspaceRunRequest,
+  WorkspaceRunResult,
+} from '../api/schemas/workspace.js';
+import type { ServiceDeps } from '../daemon/services.js';
+import { BangerError } from '../errors.js';
+import { writeFilesExt4 } from '../storage/ext4.js';
+import { writeTreeExt4 } from '../storage/ext4Tree.js';
+import { formatSize } from '../util/units.js';
+import { sweepDeadScratch } from '../util/scratch.js';
+import { git, resolveCommit } from './git.js';
+import { fullGitDir, shallowGitDir } from './gitMeta.js';
+import {
+  DEFAULT_GUEST_PATH,
+  manifestPath,
+  readManifestScript,
+  receiveScript,
+  setupScript,
+  toolingLog,
+  TOOLING_FILES,
+  validateGuestPath,
+} from './guestScript.js';
+import {
+  parseManifest,
+  planUpdate,
+  signatureOf,
+  streamPreamble,
+  totals,
+  withParents,
+  type WorkspaceEntry,
+} from './plan.js';
+import { listDir, listRepo, locateSource, type WorkspaceMode } from './source.js';
+import { guestRun, receiveStream, type GuestTarget } from './transfer.js';
+
+/**
+ * Workspaces: a host directory (usually a git checkout) copied into a VM.
+ * `run` writes it onto a new VM's work disk before the first boot (the guest
+ * does nothing); `prepare` sends it, or what changed since the last copy, to
+ * a running VM as one tar over ssh. The host does the work: listing, git
+ * metadata, the tar.
+ */
+
+/** What this service needs from the VM service (declared here, by the consumer). */
+export interface WorkspaceVms {
+  create(
+    req: WorkspaceRunRequest['vm'],
+    emit: ProgressSink,
+    signal: AbortSignal | undefined,
+    hooks: { populateWorkDisk?: (workDisk: string) => Promise<void> },
+  ): Promise<{ vm: VmView; spec: VmSpec }>;
+  show(ref: string): VmView;
+}
+
+export interface WorkspaceDeps extends ServiceDeps {
+  vms: WorkspaceVms;
+}
+
+/** A copy ready to go: entries (worktree + git metadata) and what to tell the guest. */
+interface Collected {
+  source: string;
+  prefix: string;
+  git: boolean;
+  mode: WorkspaceMode;
+  entries: WorkspaceEntry[];
+  head: string | null;
+  branch: string | null;
+  /** The --branch switch to do in the guest. */
+  switchTo?: { name: string; from?: string; unborn: boolean };
+  tooling: boolean;
+  repoName: string;
+  dispose(): void;
+}
+
+const STEP = 'workspace';
+const SCRATCH_PREFIX = 'workspace';
+
+export class WorkspaceService {
+  constructor(private readonly deps: WorkspaceDeps) {
+    sweepDeadScratch(deps.paths.tmpDir, [SCRATCH_PREFIX]);
+  }
+
+  // ------------------------------------------------------------------ vm run PATH
+
+  async run(
+    req: WorkspaceRunRequest,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<WorkspaceRunResult> {
+    const guestPath = DEFAULT_GUEST_PATH;
+    const ws = req.workspace;
+    if (ws.from !== undefined && ws.branch === undefined) {
+      throw new BangerError('usage', '--from needs --branch', {
+        hint: 'pass --branch NAME to say which branch to create from that ref',
+      });
+    }
+    // Everything that can be wrong with PATH or the refs fails here, before any VM exists.
+    const c = await this.collect(ws.path, ws.mode, emit, signal, {
+      branch: ws.branch,
+      from: ws.from,
+    });
+    try {
+      const t = totals(c.entries);
+      const r = await this.deps.vms.create(req.vm, emit, signal, {
+        populateWorkDisk: async (workDisk) => {
+          const t0 = Date.now();
+          const label = `Copying ${c.source} to ${guestPath}`;
+          emit({ type: 'step', id: STEP, label, state: 'start' });
+          await writeTreeExt4(workDisk, onWorkDisk(guestPath), c.entries, {
+            signal,
+            onProgress: (p) =>
+              emit({
+                type: 'progress',
+                id: STEP,
+                current: p.bytes,
+                total: t.bytes,
+                unit: 'bytes',
+                items: { current: p.files, total: t.files, label: 'files' },
+              }),
+          });
+          const plan = planUpdate(guestPath, c.entries, undefined);
+          await writeFilesExt4(
+            workDisk,
+            [
+              {
+                path: onWorkDisk(manifestPath(guestPath)),
+                content: `${JSON.stringify(plan.manifest)}\n`,
+                mode: 0o600,
+              },
+            ],
+            [],
+            signal,
+          );
+          emit({
+            type: 'step',
+            id: STEP,
+            label,
+            state: 'done',
+            detail: `${t.files} files, ${formatSize(t.bytes)}`,
+            ms: Date.now() - t0,
+          });
+        },
+      });
+      return {
+        ...r,
+        workspace: this.result(c, guestPath, {
+          files: t.files,
+          bytes: t.bytes,
+          removed: 0,
+          unchanged: 0,
+          readonly: false,
+        }),
+      };
+    } finally {
+      c.dispose();
+    }
+  }
+
+  // ------------------------------------------------------------------ vm workspace prepare
+
+  async prepare(
+    ref: string,
+    req: WorkspacePrepareRequest,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<WorkspaceResult> {
+    const guestPath = validateGuestPath(req.guestPath ?? DEFAULT_GUEST_PATH);
+    const vm = this.deps.vms.show(ref);
+    if (vm.state !== 'running' || !vm.ip) {
+      throw new BangerError('precondition', `vm '${vm.name}' is ${vm.state}, not running`, {
+        hint: `start it first: banger vm start ${vm.name}`,
+      });
+    }
+    const c = await this.collect(req.path, req.mode, emit, signal, {});
+    try {
+      return await this.deps.locks.run(vm.id, () =>
+        this.send(vm, c, guestPath, req.readonly, emit, signal),
+      );
+    } finally {
+      c.dispose();
+    }
+  }
+
+  private async send(
+    vm: VmView,
+    c: Collected,
+    guestPath: string,
+    readonly: boolean,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<WorkspaceResult> {
+    const config = this.deps.config();
+    const target: GuestTarget = {
+      name: vm.name,
+      ip: vm.ip!,
+      keyPath: config.sshKeyPath ?? this.deps.paths.sshKey,
+      knownHosts: this.deps.paths.knownHosts,
+    };
+    const label = `Copying ${c.source} to ${vm.name}:${guestPath}`;
+    const t0 = Date.now();
+    emit({ type: 'step', id: STEP, label, state: 'start' });
+    const old = await guestRun(target, readManifestScript(guestPath), { signal });
+    if (old.code !== 0) throw sshFailure(vm.name, old.stderr);
+    const plan = planUpdate(guestPath, c.entries, parseManifest(old.stdout, guestPath));
+    const t = totals(plan.send);
+    const script = receiveScript({
+      guestPath,
+      readonly,
+      after: c.tooling
+        ? setupScript({ guestPath, workdir: guestPath, toolingLog: toolingLog(c.repoName) })
+        : undefined,
+    });
+    let files = 0;
+    const sizes = plan.send.map((e) => (e.kind === 'file' ? e.size : 0));
+    let cum = 0;
+    const r = await guestRun(target, script, {
+      input: receiveStream(streamPreamble(plan), plan.send),
+      signal,
+      onSent: (sent) => {
+        while (files < sizes.length && cum + sizes[files]! <= sent) cum += sizes[files++]!;
+        emit({
+          type: 'progress',
+          id: STEP,
+          current: Math.min(sent, t.bytes),
+          total: t.bytes,
+          unit: 'bytes',
+          items: { current: Math.min(files, t.files), total: t.files, label: 'files' },
+        });
+      },
+    });
+    if (r.code !== 0) {
+      emit({ type: 'step', id: STEP, label, state: 'fail' });
+      throw new BangerError(
+        'tool_failed',
+        `copying ${c.source} into vm '${vm.name}' failed: ${lastLine(r.stderr) || `exit status ${r.code}`}`,
+        { hint: `see what the guest has with \`banger vm ssh ${vm.name} -- ls -la ${guestPath}\`` },
+      );
+    }
+    const removed = plan.removeFiles.length;
+    emit({
+      type: 'step',
+      id: STEP,
+      label,
+      state: 'done',
+      detail: `${t.files} files, ${formatSize(t.bytes)} sent; ${plan.unchanged} unchanged; ${removed} removed`,
+      ms: Date.now() - t0,
+    });
+    return this.result(c, guestPath, {
+      files: t.files,
+      bytes: t.bytes,
+      removed,
+      unchanged: plan.unchanged,
+      readonly,
+    });
+  }
+
+  // ------------------------------------------------------------------ the host side
+
+  private async collect(
+    hostPath: string,
+    mode: WorkspaceMode,
+    emit: ProgressSink,
+    signal: AbortSignal | undefined,
+    opts: { branch?: string; from?: string },
+  ): Promise<Collected> {
+    const loc = await locateSource(hostPath);
+    const repoName = path.basename(loc.root);
+    const tooling = (entries: WorkspaceEntry[]): boolean =>
+      entries.some((e) => (TOOLING_FILES as readonly string[]).includes(e.path));
+    if (!loc.repo) {
+      if (opts.branch !== undefined) {
+        throw new BangerError(
+          'usage',
+          `${loc.root} is not in a git repository: --branch needs one`,
+          {
+            hint: 'drop --branch, or pass a path inside a git checkout',
+          },
+        );
+      }
+      emit({
+        type: 'log',
+        level: 'info',
+        message: `note: ${loc.root} is not in a git repository: copying it as a plain directory`,
+      });
+      const d = listDir(loc.root);
+      return {
+        source: loc.root,
+        prefix: '',
+        git: false,
+        mode,
+        entries: d.entries,
+        head: null,
+        branch: null,
+        tooling: tooling(d.entries),
+        repoName,
+        dispose: () => undefined,
+      };
+    }
+    const repo = loc.repo;
+    let from: string | undefined;
+    if (opts.branch !== undefined) {
+      await checkBranchName(repo.root, opts.branch);
+      if (opts.from !== undefined) {
+        from = await resolveCommit(repo.root, opts.from);
+        if (!from) {
+          throw new BangerError('not_found', `no commit '${opts.from}' in ${repo.root}`, {
+            hint: 'pass a branch, tag or commit that `git rev-parse` knows there',
+          });
+        }
+      }
+    }
+    const listed = await listRepo(repo, mode, signal);
+    for (const w of listed.warnings) emit({ type: 'log', level: 'warn', message: w });
+    const staging = path.join(
+      this.deps.paths.tmpDir,
+      `${SCRATCH_PREFIX}-${process.pid}-${randomBytes(4).toString('hex')}`,
+    );
+    const dispose = (): void => fs.rmSync(staging, { recursive: true, force: true });
+    try {
+      let gitEntries: WorkspaceEntry[];
+      let head: string | null;
+      let branch: string | null;
+      if (mode === 'full_copy') {
+        gitEntries = fullGitDir(repo);
+        head = (await resolveCommit(repo.root, 'HEAD')) ?? null;
+        branch = null;
+      } else {
+        fs.mkdirSync(staging, { recursive: true, mode: 0o700 });
+        const meta = await shallowGitDir({ repo, index: listed.index, from, staging, signal });
+        gitEntries = meta.entries;
+        head = meta.head ?? null;
+        branch = meta.branch;
+      }
+      const now = Date.now();
+      const entries = withParents([...listed.entries, ...gitEntries], (p) => {
+        const d = { path: p, kind: 'dir' as const, mode: 0o755, size: 0, mtimeMs: now };
+        return { ...d, sig: signatureOf(d) };
+      });
+      return {
+        source: repo.root,
+        prefix: repo.prefix,
+        git: true,
+        mode,
+        entries,
+        head,
+        branch,
+        switchTo:
+          opts.branch !== undefined
+            ? { name: opts.branch, from: from ?? head ?? undefined, unborn: !head }
+            : undefined,
+        tooling: tooling(entries),
+        repoName,
+        dispose,
+      };
+    } catch (e) {
+      dispose();
+      throw e;
+    }
+  }
+
+  private result(
+    c: Collected,
+    guestPath: string,
+    r: Pick<WorkspaceResult, 'files' | 'bytes' | 'removed' | 'unchanged' | 'readonly'>,
+  ): WorkspaceResult {
+    const workdir = c.prefix ? `${guestPath}/${c.prefix}` : guestPath;
+    const log = c.tooling ? toolingLog(c.repoName) : null;
+    return {
+      source: c.source,
+      guestPath,
+      workdir,
+      git: c.git,
+      mode: c.mode,
+      branch: c.switchTo?.name ?? c.branch,
+      head: c.head,
+      ...r,
+      toolingLog: log,
+      setup: setupScript({
+        guestPath,
+        workdir,
+        branch: c.switchTo,
+        toolingLog: log ?? undefined,
+      }),
+    };
+  }
+}
+
+/** A guest path under /root as a path on the work disk (mounted at /root). */
+function onWorkDisk(guestPath: string): string {
+  if (!guestPath.startsWith('/root/')) {
+    throw new BangerError('internal', `${guestPath} is not on the work disk`);
+  }
+  return guestPath.slice('/root'.length);
+}
+
+async function checkBranchName(root: string, name: string): Promise<void> {
+  const r = await git(root, ['check-ref-format', '--branch', name], { allowFailure: true });
+  if (r.code !== 0 || name.startsWith('-')) {
+    throw new BangerError('usage', `'${name}' is not a valid branch name`, {
+      hint: 'see `git check-ref-format --help` for the rules',
+    });
+  }
+}
+
+const lastLine = (s: string): string =>
+  s
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim())
+    .pop() ?? '';
+
+function sshFailure(vm: string, stderr: string): BangerError {
+  return new BangerError(
+    'network',
+    `cannot reach vm '${vm}' over ssh: ${lastLine(stderr) || 'no answer'}`,
+    {
+      hint: `check it with \`banger vm ssh ${vm} -- true\` and \`banger vm logs ${vm}\``,
+    },
+  );
+}
