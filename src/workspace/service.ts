@@ -1,6 +1,3 @@
-import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import type { ProgressSink } from '../api/events.js';
 import type { VmSpec, VmView } from '../api/schemas/vms.js';
 import type {
@@ -15,8 +12,7 @@ import { writeFilesExt4 } from '../storage/ext4.js';
 import { writeTreeExt4 } from '../storage/ext4Tree.js';
 import { formatSize } from '../util/units.js';
 import { sweepDeadScratch } from '../util/scratch.js';
-import { git, resolveCommit } from './git.js';
-import { fullGitDir, shallowGitDir } from './gitMeta.js';
+import { collectWorkspace, SCRATCH_PREFIX, type Collected } from './collect.js';
 import {
   DEFAULT_GUEST_PATH,
   manifestPath,
@@ -24,19 +20,9 @@ import {
   receiveScript,
   setupScript,
   toolingLog,
-  TOOLING_FILES,
   validateGuestPath,
 } from './guestScript.js';
-import {
-  parseManifest,
-  planUpdate,
-  signatureOf,
-  streamPreamble,
-  totals,
-  withParents,
-  type WorkspaceEntry,
-} from './plan.js';
-import { listDir, listRepo, locateSource, type WorkspaceMode } from './source.js';
+import { parseManifest, planUpdate, streamPreamble, totals } from './plan.js';
 import { guestRun, receiveStream, type GuestTarget } from './transfer.js';
 
 /**
@@ -62,24 +48,7 @@ export interface WorkspaceDeps extends ServiceDeps {
   vms: WorkspaceVms;
 }
 
-/** A copy ready to go: entries (worktree + git metadata) and what to tell the guest. */
-interface Collected {
-  source: string;
-  prefix: string;
-  git: boolean;
-  mode: WorkspaceMode;
-  entries: WorkspaceEntry[];
-  head: string | null;
-  branch: string | null;
-  /** The --branch switch to do in the guest. */
-  switchTo?: { name: string; from?: string; unborn: boolean };
-  tooling: boolean;
-  repoName: string;
-  dispose(): void;
-}
-
 const STEP = 'workspace';
-const SCRATCH_PREFIX = 'workspace';
 
 export class WorkspaceService {
   constructor(private readonly deps: WorkspaceDeps) {
@@ -101,9 +70,12 @@ export class WorkspaceService {
       });
     }
     // Everything that can be wrong with PATH or the refs fails here, before any VM exists.
-    const c = await this.collect(ws.path, ws.mode, emit, signal, {
+    const c = await collectWorkspace(ws.path, ws.mode, {
       branch: ws.branch,
       from: ws.from,
+      scratchDir: this.deps.paths.tmpDir,
+      emit,
+      signal,
     });
     try {
       const t = totals(c.entries);
@@ -177,7 +149,11 @@ export class WorkspaceService {
         hint: `start it first: banger vm start ${vm.name}`,
       });
     }
-    const c = await this.collect(req.path, req.mode, emit, signal, {});
+    const c = await collectWorkspace(req.path, req.mode, {
+      scratchDir: this.deps.paths.tmpDir,
+      emit,
+      signal,
+    });
     try {
       return await this.deps.locks.run(vm.id, () =>
         this.send(vm, c, guestPath, req.readonly, emit, signal),
@@ -260,110 +236,6 @@ export class WorkspaceService {
     });
   }
 
-  // ------------------------------------------------------------------ the host side
-
-  private async collect(
-    hostPath: string,
-    mode: WorkspaceMode,
-    emit: ProgressSink,
-    signal: AbortSignal | undefined,
-    opts: { branch?: string; from?: string },
-  ): Promise<Collected> {
-    const loc = await locateSource(hostPath);
-    const repoName = path.basename(loc.root);
-    const tooling = (entries: WorkspaceEntry[]): boolean =>
-      entries.some((e) => (TOOLING_FILES as readonly string[]).includes(e.path));
-    if (!loc.repo) {
-      if (opts.branch !== undefined) {
-        throw new BangerError(
-          'usage',
-          `${loc.root} is not in a git repository: --branch needs one`,
-          {
-            hint: 'drop --branch, or pass a path inside a git checkout',
-          },
-        );
-      }
-      emit({
-        type: 'log',
-        level: 'info',
-        message: `note: ${loc.root} is not in a git repository: copying it as a plain directory`,
-      });
-      const d = listDir(loc.root);
-      return {
-        source: loc.root,
-        prefix: '',
-        git: false,
-        mode,
-        entries: d.entries,
-        head: null,
-        branch: null,
-        tooling: tooling(d.entries),
-        repoName,
-        dispose: () => undefined,
-      };
-    }
-    const repo = loc.repo;
-    let from: string | undefined;
-    if (opts.branch !== undefined) {
-      await checkBranchName(repo.root, opts.branch);
-      if (opts.from !== undefined) {
-        from = await resolveCommit(repo.root, opts.from);
-        if (!from) {
-          throw new BangerError('not_found', `no commit '${opts.from}' in ${repo.root}`, {
-            hint: 'pass a branch, tag or commit that `git rev-parse` knows there',
-          });
-        }
-      }
-    }
-    const listed = await listRepo(repo, mode, signal);
-    for (const w of listed.warnings) emit({ type: 'log', level: 'warn', message: w });
-    const staging = path.join(
-      this.deps.paths.tmpDir,
-      `${SCRATCH_PREFIX}-${process.pid}-${randomBytes(4).toString('hex')}`,
-    );
-    const dispose = (): void => fs.rmSync(staging, { recursive: true, force: true });
-    try {
-      let gitEntries: WorkspaceEntry[];
-      let head: string | null;
-      let branch: string | null;
-      if (mode === 'full_copy') {
-        gitEntries = fullGitDir(repo);
-        head = (await resolveCommit(repo.root, 'HEAD')) ?? null;
-        branch = null;
-      } else {
-        fs.mkdirSync(staging, { recursive: true, mode: 0o700 });
-        const meta = await shallowGitDir({ repo, index: listed.index, from, staging, signal });
-        gitEntries = meta.entries;
-        head = meta.head ?? null;
-        branch = meta.branch;
-      }
-      const now = Date.now();
-      const entries = withParents([...listed.entries, ...gitEntries], (p) => {
-        const d = { path: p, kind: 'dir' as const, mode: 0o755, size: 0, mtimeMs: now };
-        return { ...d, sig: signatureOf(d) };
-      });
-      return {
-        source: repo.root,
-        prefix: repo.prefix,
-        git: true,
-        mode,
-        entries,
-        head,
-        branch,
-        switchTo:
-          opts.branch !== undefined
-            ? { name: opts.branch, from: from ?? head ?? undefined, unborn: !head }
-            : undefined,
-        tooling: tooling(entries),
-        repoName,
-        dispose,
-      };
-    } catch (e) {
-      dispose();
-      throw e;
-    }
-  }
-
   private result(
     c: Collected,
     guestPath: string,
@@ -397,15 +269,6 @@ function onWorkDisk(guestPath: string): string {
     throw new BangerError('internal', `${guestPath} is not on the work disk`);
   }
   return guestPath.slice('/root'.length);
-}
-
-async function checkBranchName(root: string, name: string): Promise<void> {
-  const r = await git(root, ['check-ref-format', '--branch', name], { allowFailure: true });
-  if (r.code !== 0 || name.startsWith('-')) {
-    throw new BangerError('usage', `'${name}' is not a valid branch name`, {
-      hint: 'see `git check-ref-format --help` for the rules',
-    });
-  }
 }
 
 const lastLine = (s: string): string =>

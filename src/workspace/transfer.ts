@@ -104,23 +104,19 @@ export function tarOf(entries: WorkspaceEntry[]): AsyncIterable<Buffer> {
     }
     try {
       const size = (await fh.stat()).size;
-      let fail: (err: Error) => void = () => undefined;
+      let sink!: ReturnType<typeof pack.entry>;
       const written = new Promise<void>((resolve, reject) => {
-        fail = reject;
         sink = pack.entry({ ...tarHeader(e), size }, (er) => (er ? reject(er) : resolve()));
       });
-      let sink!: ReturnType<typeof pack.entry>;
+      written.catch(() => undefined); // awaited below; a failure must not go unhandled meanwhile
       let left = size;
       const buf = Buffer.allocUnsafe(1 << 20);
       while (left > 0) {
         const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left), null);
         if (bytesRead === 0) {
-          fail(
-            new BangerError('precondition', `${e.source} shrank while it was being copied`, {
-              hint: 'run the command again',
-            }),
-          );
-          break;
+          throw new BangerError('precondition', `${e.source} shrank while it was being copied`, {
+            hint: 'run the command again',
+          });
         }
         left -= bytesRead;
         if (!sink.write(Buffer.from(buf.subarray(0, bytesRead)))) await once(sink, 'drain');
