@@ -49,6 +49,7 @@ export interface WorkspaceDeps extends ServiceDeps {
 }
 
 const STEP = 'workspace';
+const SCAN_STEP = 'workspace:scan';
 
 export class WorkspaceService {
   constructor(private readonly deps: WorkspaceDeps) {
@@ -70,13 +71,7 @@ export class WorkspaceService {
       });
     }
     // Everything that can be wrong with PATH or the refs fails here, before any VM exists.
-    const c = await collectWorkspace(ws.path, ws.mode, {
-      branch: ws.branch,
-      from: ws.from,
-      scratchDir: this.deps.paths.tmpDir,
-      emit,
-      signal,
-    });
+    const c = await this.collect(ws.path, ws.mode, emit, signal, ws);
     try {
       const t = totals(c.entries);
       const r = await this.deps.vms.create(req.vm, emit, signal, {
@@ -149,11 +144,7 @@ export class WorkspaceService {
         hint: `start it first: banger vm start ${vm.name}`,
       });
     }
-    const c = await collectWorkspace(req.path, req.mode, {
-      scratchDir: this.deps.paths.tmpDir,
-      emit,
-      signal,
-    });
+    const c = await this.collect(req.path, req.mode, emit, signal, {});
     try {
       return await this.deps.locks.run(vm.id, () =>
         this.send(vm, c, guestPath, req.readonly, emit, signal),
@@ -234,6 +225,37 @@ export class WorkspaceService {
       unchanged: plan.unchanged,
       readonly,
     });
+  }
+
+  /**
+   * List the host side. Reported as a finished step only: input errors come
+   * out as the one error line, with no progress lines before it.
+   */
+  private async collect(
+    hostPath: string,
+    mode: Collected['mode'],
+    emit: ProgressSink,
+    signal: AbortSignal | undefined,
+    refs: { branch?: string; from?: string },
+  ): Promise<Collected> {
+    const t0 = Date.now();
+    const c = await collectWorkspace(hostPath, mode, {
+      branch: refs.branch,
+      from: refs.from,
+      scratchDir: this.deps.paths.tmpDir,
+      emit,
+      signal,
+    });
+    const t = totals(c.entries);
+    emit({
+      type: 'step',
+      id: SCAN_STEP,
+      label: `Read ${c.source}`,
+      state: 'done',
+      detail: `${t.files} files, ${formatSize(t.bytes)}${c.git ? `, ${c.mode} git metadata` : ''}`,
+      ms: Date.now() - t0,
+    });
+    return c;
   }
 
   private result(

@@ -238,6 +238,19 @@ describe('workspace mode (real VMs)', { timeout: 30 * 60_000 }, () => {
       "gone.txt removed, the guest's own file kept, read-only",
     );
 
+    // The copy `vm run` wrote onto the disk updates the same way: a file deleted on the host goes.
+    fs.rmSync(path.join(repo, 'untracked.txt'));
+    try {
+      const upd = await e().run(['vm', 'workspace', 'prepare', vm, repo]);
+      assert.equal(upd.code, 0, upd.stderr);
+      assert.match(upd.stdout, /\/root\/repo: .* 1 removed$/m);
+      const st = await ssh('cd /root/repo && git status --porcelain');
+      assert.equal(st.stdout, host(repo, 'status', '--porcelain'));
+      assert.doesNotMatch(st.stdout, /untracked\.txt/);
+    } finally {
+      fs.writeFileSync(path.join(repo, 'untracked.txt'), 'untracked\n');
+    }
+
     // A git checkout into the running VM: the same state as on the host, over the tar path.
     const third = await e().run([
       'vm',
