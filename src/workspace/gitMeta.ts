@@ -181,6 +181,11 @@ export async function shallowGitDir(i: ShallowInput): Promise<GitMeta> {
   if (!kept.some((p) => p.key.toLowerCase() === 'core.repositoryformatversion'))
     kept.unshift({ key: 'core.repositoryformatversion', value: '0' });
   kept.push({ key: 'core.bare', value: 'false' });
+  // The host's index describes the host's inodes and ctimes; the copy keeps mtimes and sizes.
+  // Comparing only those spares the guest re-hashing every file on its first `git status`.
+  const has = (k: string): boolean => kept.some((p) => p.key.toLowerCase() === k);
+  if (!has('core.checkstat')) kept.push({ key: 'core.checkStat', value: 'minimal' });
+  if (!has('core.trustctime')) kept.push({ key: 'core.trustctime', value: 'false' });
   generated('config', renderConfig(kept));
 
   // The index as the host has it (staged changes included); a split index needs its shared part.

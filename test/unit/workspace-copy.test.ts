@@ -115,7 +115,12 @@ describe('workspace copy (host git, debugfs, tar)', () => {
 
   test('through the tar: the same', async () => {
     const copy = await untar(c, 'tar-out');
+    const index = fs.readFileSync(path.join(copy, '.git', 'index'));
     assert.deepEqual(gitView(copy), gitView(repo));
+    assert.ok(
+      fs.readFileSync(path.join(copy, '.git', 'index')).equals(index),
+      'git status judged the files by their copied mtimes and sizes: nothing re-hashed, the index not rewritten',
+    );
     assert.equal(fs.statSync(path.join(copy, 'run.sh')).mode & 0o777, 0o755);
     assert.equal(fs.readlinkSync(path.join(copy, 'link')), 'tracked.txt');
   });
