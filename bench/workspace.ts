@@ -1,8 +1,9 @@
 /**
  * Workspace benchmark. Prints JSON:
  *  - workspace: wall time of `banger vm run --rm ./repo -- true` on a generated
- *    git repository (10,000 files, 200 MB, committed, plus a few uncommitted
- *    edits), with the daemon's own timing of the copy step
+ *    git repository (10,000 source-like files, 200 MB, committed and packed as
+ *    a clone is, plus a few uncommitted edits), with the daemon's own timing of
+ *    the copy step
  *  - bare: `banger vm run --rm -- true` in the same run (same daemon, same image)
  *  - difference of the medians (goal: under 3 s)
  *
@@ -11,7 +12,6 @@
  *   node dist/bench/workspace.js [--runs N] [--files N] [--mb N]
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,7 +32,68 @@ const median = (xs: number[]): number => {
 };
 const secs = (ms: number): number => Math.round(ms) / 1000;
 
-/** Source-like files: printable, mildly compressible, every one different. */
+const WORDS = [
+  'user',
+  'account',
+  'value',
+  'index',
+  'count',
+  'result',
+  'config',
+  'handler',
+  'request',
+  'response',
+  'item',
+  'list',
+  'map',
+  'node',
+  'tree',
+  'cache',
+  'buffer',
+  'stream',
+  'event',
+  'state',
+  'session',
+  'token',
+  'query',
+  'record',
+  'entry',
+  'parser',
+  'writer',
+  'reader',
+];
+
+/** Source-like text (identifiers, numbers, structure): compresses like code does, every file differs. */
+function sourceText(seed: number, bytes: number): string {
+  let x = (seed * 2654435761) >>> 0 || 1;
+  const rnd = (n: number): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+  const w = (): string => WORDS[rnd(WORDS.length)]!;
+  const cap = (s: string): string => s[0]!.toUpperCase() + s.slice(1);
+  const out: string[] = [];
+  let len = 0;
+  while (len < bytes) {
+    const fn = `${w()}${cap(w())}${rnd(1000)}`;
+    const lines = [
+      `export function ${fn}(${w()}: number, ${w()}: string): number {`,
+      `  const ${w()}${rnd(100)} = ${w()}.${w()}(${rnd(100000)}, '${w()}-${rnd(1000)}');`,
+      `  if (${w()} > ${rnd(10000)}) return ${w()} * ${rnd(97)};`,
+      `  // ${w()} ${w()} ${w()}: ${rnd(1 << 30).toString(36)}`,
+      `  return ${w()}${cap(w())}(${rnd(1000)}) + ${rnd(1000)};`,
+      '}',
+      '',
+    ].join('\n');
+    out.push(lines);
+    len += lines.length + 1;
+  }
+  return out.join('\n').slice(0, bytes);
+}
+
 function generateRepo(dir: string, home: string): { files: number; bytes: number } {
   fs.mkdirSync(dir, { recursive: true });
   const per = Math.floor(BYTES / FILES);
@@ -40,14 +101,7 @@ function generateRepo(dir: string, home: string): { files: number; bytes: number
   for (let i = 0; i < FILES; i++) {
     const d = path.join(dir, `pkg${i % 50}`, `mod${Math.floor(i / 50) % 20}`);
     fs.mkdirSync(d, { recursive: true });
-    const chunks: string[] = [];
-    let len = 0;
-    for (let k = 0; len < per; k++) {
-      const line = `const v${k} = "${createHash('sha256').update(`${i}:${k}`).digest('base64')}";\n`;
-      chunks.push(line);
-      len += line.length;
-    }
-    const text = chunks.join('').slice(0, per);
+    const text = sourceText(i + 1, per);
     fs.writeFileSync(path.join(d, `file${i}.ts`), text);
     bytes += text.length;
   }
@@ -55,8 +109,11 @@ function generateRepo(dir: string, home: string): { files: number; bytes: number
   const git = (...args: string[]) =>
     execFileSync('git', args, { cwd: dir, env, stdio: ['ignore', 'ignore', 'inherit'] });
   git('init', '-q', '-b', 'main');
+  git('config', 'gc.auto', '0'); // no background gc racing the measurements
   git('add', '-A');
   git('commit', '-q', '-m', 'generated');
+  // Packed, as a cloned repository is (a fresh commit of 200 MB leaves loose objects).
+  git('repack', '-a', '-d', '-q', '--window=0');
   // A working tree as one has it: a few edits, one staged, one untracked file.
   fs.appendFileSync(path.join(dir, 'pkg0', 'mod0', 'file0.ts'), '// edited\n');
   fs.appendFileSync(path.join(dir, 'pkg1', 'mod0', 'file1.ts'), '// staged\n');

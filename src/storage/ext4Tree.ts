@@ -43,6 +43,8 @@ export function unscriptable(items: TreeItem[]): string | undefined {
  * The debugfs script: directories (parents first), then each directory's
  * files and links after one `cd`, then directory modes and times last (adding
  * entries changes a directory's mtime). `dest` is absolute inside the image.
+ * A file gets its source's permission bits: give items whose `mode` is the
+ * source's (a stat of it), as the workspace listing does.
  */
 export function treeScript(dest: string, items: TreeItem[]): string {
   const abs = (rel: string): string => (rel ? `${dest}/${rel}` : dest);
@@ -63,8 +65,8 @@ export function treeScript(dest: string, items: TreeItem[]): string {
       if (i.kind === 'symlink') {
         lines.push(`symlink ${name} ${dq(i.target ?? '')}`);
       } else {
+        // `write` copies the source's permission bits (and makes the file root's).
         lines.push(`write ${dq(i.source ?? '')} ${name}`);
-        lines.push(`sif ${name} mode 0${(TYPE_BITS.file | (i.mode & 0o7777)).toString(8)}`);
       }
       lines.push(`sif ${name} mtime @${secs(i.mtimeMs)}`);
     }
@@ -134,20 +136,18 @@ export async function writeTreeExt4(
     let errText = '';
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (chunk: string) => {
-      pending += chunk;
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
+      const lines = (pending + chunk).split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
         if (line.startsWith('debugfs: write ') || line.startsWith('debugfs: symlink ')) {
           bytes += writes[done] ?? 0;
           done++;
-          const now = Date.now();
-          if (now - lastReport > 100) {
-            lastReport = now;
-            opts.onProgress?.({ files: done, bytes });
-          }
         }
+      }
+      const now = Date.now();
+      if (now - lastReport > 100) {
+        lastReport = now;
+        opts.onProgress?.({ files: done, bytes });
       }
     });
     child.stderr.setEncoding('utf8');

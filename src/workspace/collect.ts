@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ProgressSink } from '../api/events.js';
 import { BangerError } from '../errors.js';
-import { git, resolveCommit } from './git.js';
+import { currentBranch, git, headCommit, resolveCommit } from './git.js';
 import { fullGitDir, shallowGitDir } from './gitMeta.js';
 import { TOOLING_FILES } from './guestScript.js';
 import { signatureOf, withParents, type WorkspaceEntry } from './plan.js';
@@ -23,7 +23,6 @@ export interface Collected {
   prefix: string;
   git: boolean;
   mode: WorkspaceMode;
-  entries: WorkspaceEntry[];
   head: string | null;
   branch: string | null;
   /** The --branch switch to make in the guest. */
@@ -31,8 +30,17 @@ export interface Collected {
   /** A mise config at the top: start `mise install`. */
   tooling: boolean;
   repoName: string;
-  /** Remove the generated files (call when the copy is done). */
-  dispose(): void;
+  /** The working tree's files, links and directories, ready at once. */
+  worktree: WorkspaceEntry[];
+  /**
+   * The `.git` entries. Built in the background from the moment of collect (a
+   * pack takes a while), so the working tree can be written meanwhile.
+   */
+  metadata: Promise<WorkspaceEntry[]>;
+  /** Working tree and metadata together. */
+  all(): Promise<WorkspaceEntry[]>;
+  /** Remove the generated files (after the metadata settled). */
+  dispose(): Promise<void>;
 }
 
 export const SCRATCH_PREFIX = 'workspace';
@@ -49,6 +57,11 @@ export interface CollectOptions {
 const hasTooling = (entries: WorkspaceEntry[]): boolean =>
   entries.some((e) => (TOOLING_FILES as readonly string[]).includes(e.path));
 
+const dirEntry = (p: string, now: number): WorkspaceEntry => {
+  const d = { path: p, kind: 'dir' as const, mode: 0o755, size: 0, mtimeMs: now };
+  return { ...d, sig: signatureOf(d) };
+};
+
 export async function collectWorkspace(
   hostPath: string,
   mode: WorkspaceMode,
@@ -56,6 +69,7 @@ export async function collectWorkspace(
 ): Promise<Collected> {
   const loc = await locateSource(hostPath);
   const repoName = path.basename(loc.root);
+  const now = Date.now();
   if (!loc.repo) {
     if (o.branch !== undefined) {
       throw new BangerError('usage', `${loc.root} is not in a git repository: --branch needs one`, {
@@ -73,12 +87,14 @@ export async function collectWorkspace(
       prefix: '',
       git: false,
       mode,
-      entries: d.entries,
       head: null,
       branch: null,
       tooling: hasTooling(d.entries),
       repoName,
-      dispose: () => undefined,
+      worktree: d.entries,
+      metadata: Promise.resolve([]),
+      all: () => Promise.resolve(d.entries),
+      dispose: () => Promise.resolve(),
     };
   }
   const repo = loc.repo;
@@ -94,59 +110,55 @@ export async function collectWorkspace(
       }
     }
   }
-  const listed = await listRepo(repo, mode, o.signal);
+  const [listed, headInfo, branch] = await Promise.all([
+    listRepo(repo, mode, o.signal),
+    headCommit(repo.root),
+    currentBranch(repo.root),
+  ]);
   for (const w of listed.warnings) o.emit?.({ type: 'log', level: 'warn', message: w });
+  const head = headInfo?.commit ?? null;
+
   const staging = path.join(
     o.scratchDir,
     `${SCRATCH_PREFIX}-${process.pid}-${randomBytes(4).toString('hex')}`,
   );
-  const dispose = (): void => fs.rmSync(staging, { recursive: true, force: true });
-  try {
-    let gitEntries: WorkspaceEntry[];
-    let head: string | null;
-    let branch: string | null;
-    if (mode === 'full_copy') {
-      gitEntries = fullGitDir(repo);
-      head = (await resolveCommit(repo.root, 'HEAD')) ?? null;
-      branch = null;
-    } else {
-      fs.mkdirSync(staging, { recursive: true, mode: 0o700 });
-      const meta = await shallowGitDir({
-        repo,
-        index: listed.index,
-        from,
-        staging,
-        signal: o.signal,
-      });
-      gitEntries = meta.entries;
-      head = meta.head ?? null;
-      branch = meta.branch;
-    }
-    const now = Date.now();
-    const entries = withParents([...listed.entries, ...gitEntries], (p) => {
-      const d = { path: p, kind: 'dir' as const, mode: 0o755, size: 0, mtimeMs: now };
-      return { ...d, sig: signatureOf(d) };
-    });
-    return {
-      source: repo.root,
-      prefix: repo.prefix,
-      git: true,
-      mode,
-      entries,
-      head,
+  let metadata: Promise<WorkspaceEntry[]>;
+  if (mode === 'full_copy') {
+    metadata = Promise.resolve().then(() => fullGitDir(repo));
+  } else {
+    fs.mkdirSync(staging, { recursive: true, mode: 0o700 });
+    metadata = shallowGitDir({
+      repo,
+      index: listed.index,
+      head: head ?? undefined,
       branch,
-      switchTo:
-        o.branch !== undefined
-          ? { name: o.branch, from: from ?? head ?? undefined, unborn: !head }
-          : undefined,
-      tooling: hasTooling(entries),
-      repoName,
-      dispose,
-    };
-  } catch (e) {
-    dispose();
-    throw e;
+      from,
+      staging,
+      signal: o.signal,
+    }).then((m) => withParents(m.entries, (p) => dirEntry(p, now)));
   }
+  metadata.catch(() => undefined); // awaited by whoever uses it; never unhandled meanwhile
+  return {
+    source: repo.root,
+    prefix: repo.prefix,
+    git: true,
+    mode,
+    head,
+    branch: mode === 'full_copy' ? null : branch,
+    switchTo:
+      o.branch !== undefined
+        ? { name: o.branch, from: from ?? head ?? undefined, unborn: !head }
+        : undefined,
+    tooling: hasTooling(listed.entries),
+    repoName,
+    worktree: listed.entries,
+    metadata,
+    all: async () => [...listed.entries, ...(await metadata)],
+    dispose: async () => {
+      await metadata.catch(() => undefined);
+      fs.rmSync(staging, { recursive: true, force: true });
+    },
+  };
 }
 
 async function checkBranchName(root: string, name: string): Promise<void> {

@@ -157,15 +157,24 @@ export async function currentBranch(root: string): Promise<string | null> {
 
 /** The branch's upstream (full ref name and commit), when it has one that resolves. */
 export async function upstreamOf(root: string): Promise<{ ref: string; oid: string } | undefined> {
-  const name = await git(root, ['rev-parse', '-q', '--symbolic-full-name', '@{upstream}'], {
-    allowFailure: true,
-  });
-  const oid = await git(root, ['rev-parse', '-q', '--verify', '@{upstream}^{commit}'], {
-    allowFailure: true,
-  });
-  if (name.code !== 0 || oid.code !== 0) return undefined;
-  const ref = name.stdout.trim();
-  return ref.startsWith('refs/') ? { ref, oid: oid.stdout.trim() } : undefined;
+  const r = await git(
+    root,
+    ['rev-parse', '--symbolic-full-name', '@{upstream}', '@{upstream}^{commit}'],
+    { allowFailure: true },
+  );
+  const [ref, oid] = r.stdout.trim().split('\n');
+  return r.code === 0 && ref?.startsWith('refs/') && oid && /^[0-9a-f]+$/.test(oid)
+    ? { ref, oid }
+    : undefined;
+}
+
+/** HEAD's commit and root tree, or undefined in a repository without commits. */
+export async function headCommit(
+  root: string,
+): Promise<{ commit: string; tree: string } | undefined> {
+  const r = await git(root, ['rev-parse', 'HEAD^{commit}', 'HEAD^{tree}'], { allowFailure: true });
+  const [commit, tree] = r.stdout.trim().split('\n');
+  return r.code === 0 && commit && tree ? { commit, tree } : undefined;
 }
 
 export async function treeEntries(

@@ -3,10 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BangerError } from '../errors.js';
 import {
-  currentBranch,
   git,
   GITLINK_MODE,
-  resolveCommit,
   treeEntries,
   upstreamOf,
   type IndexEntry,
@@ -101,6 +99,9 @@ export function renderConfig(pairs: GitConfigPair[]): string {
 export interface ShallowInput {
   repo: RepoLocation;
   index: IndexEntry[];
+  /** Current commit (undefined: none yet) and branch (null: detached), as collect found them. */
+  head: string | undefined;
+  branch: string | null;
   /** Commit to also carry (the start of --branch), when it differs from HEAD. */
   from?: string;
   /** Host scratch directory for generated files (removed by the caller). */
@@ -110,9 +111,6 @@ export interface ShallowInput {
 
 export interface GitMeta {
   entries: WorkspaceEntry[];
-  /** Current commit (undefined: the branch has no commit yet). */
-  head?: string;
-  branch: string | null;
   objects: number;
 }
 
@@ -121,8 +119,7 @@ const sha1 = (b: Buffer | string): string => createHash('sha1').update(b).digest
 /** Build the shallow `.git` (generated files in `staging`, the index read from the host). */
 export async function shallowGitDir(i: ShallowInput): Promise<GitMeta> {
   const root = i.repo.root;
-  const head = await resolveCommit(root, 'HEAD');
-  const branch = await currentBranch(root);
+  const { head, branch } = i;
   const upstream = branch && head ? await upstreamOf(root) : undefined;
   const keepUpstream = upstream && upstream.oid === head ? upstream : undefined;
 
@@ -137,6 +134,7 @@ export async function shallowGitDir(i: ShallowInput): Promise<GitMeta> {
     const file = path.join(i.staging, p);
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, buf);
+    fs.chmodSync(file, 0o644); // the disk writer copies the source's mode
     entries.push({
       path: `.git/${p}`,
       kind: 'file',
@@ -155,7 +153,7 @@ export async function shallowGitDir(i: ShallowInput): Promise<GitMeta> {
       return;
     }
     if (!st.isFile()) return;
-    const e = { kind: 'file' as const, mode: 0o644, size: st.size, mtimeMs: st.mtimeMs };
+    const e = { kind: 'file' as const, mode: st.mode & 0o777, size: st.size, mtimeMs: st.mtimeMs };
     entries.push({ ...e, path: `.git/${p}`, source: from, sig: signatureOf(e) });
   };
 
@@ -199,12 +197,15 @@ export async function shallowGitDir(i: ShallowInput): Promise<GitMeta> {
 
   // One pack: the commits, every tree and blob they hold, and every blob of the index.
   const oids = new Set<string>();
-  for (const c of shallow) {
-    oids.add(c);
-    const tree = await git(root, ['rev-parse', '--verify', `${c}^{tree}`], { signal: i.signal });
-    oids.add(tree.stdout.trim());
-    for (const t of await treeEntries(root, c, i.signal)) if (t.type !== 'commit') oids.add(t.oid);
+  if (shallow.length) {
+    const trees = await git(root, ['rev-parse', ...shallow.map((c) => `${c}^{tree}`)], {
+      signal: i.signal,
+    });
+    for (const t of trees.stdout.trim().split('\n')) oids.add(t);
   }
+  const listings = await Promise.all(shallow.map((c) => treeEntries(root, c, i.signal)));
+  for (const c of shallow) oids.add(c);
+  for (const l of listings) for (const t of l) if (t.type !== 'commit') oids.add(t.oid);
   for (const e of i.index) if (e.mode !== GITLINK_MODE) oids.add(e.oid);
   if (oids.size) {
     const base = path.join(i.staging, 'objects', 'pack', 'pack');
@@ -221,6 +222,7 @@ export async function shallowGitDir(i: ShallowInput): Promise<GitMeta> {
     const hash = r.stdout.trim();
     for (const ext of ['pack', 'idx']) {
       const file = `${base}-${hash}.${ext}`;
+      fs.chmodSync(file, 0o444);
       const st = fs.statSync(file);
       entries.push({
         path: `.git/objects/pack/pack-${hash}.${ext}`,
@@ -233,7 +235,7 @@ export async function shallowGitDir(i: ShallowInput): Promise<GitMeta> {
       });
     }
   }
-  return { entries, head, branch, objects: oids.size };
+  return { entries, objects: oids.size };
 }
 
 /** The host's `.git` directory, whole (lock files left out). */

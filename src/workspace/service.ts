@@ -73,60 +73,85 @@ export class WorkspaceService {
     // Everything that can be wrong with PATH or the refs fails here, before any VM exists.
     const c = await this.collect(ws.path, ws.mode, emit, signal, ws);
     try {
-      const t = totals(c.entries);
+      let written = { files: 0, bytes: 0 };
       const r = await this.deps.vms.create(req.vm, emit, signal, {
         populateWorkDisk: async (workDisk) => {
-          const t0 = Date.now();
-          const label = `Copying ${c.source} to ${guestPath}`;
-          emit({ type: 'step', id: STEP, label, state: 'start' });
-          await writeTreeExt4(workDisk, onWorkDisk(guestPath), c.entries, {
-            signal,
-            onProgress: (p) =>
-              emit({
-                type: 'progress',
-                id: STEP,
-                current: p.bytes,
-                total: t.bytes,
-                unit: 'bytes',
-                items: { current: p.files, total: t.files, label: 'files' },
-              }),
-          });
-          const plan = planUpdate(guestPath, c.entries, undefined);
-          await writeFilesExt4(
-            workDisk,
-            [
-              {
-                path: onWorkDisk(manifestPath(guestPath)),
-                content: `${JSON.stringify(plan.manifest)}\n`,
-                mode: 0o600,
-              },
-            ],
-            [],
-            signal,
-          );
-          emit({
-            type: 'step',
-            id: STEP,
-            label,
-            state: 'done',
-            detail: `${t.files} files, ${formatSize(t.bytes)}`,
-            ms: Date.now() - t0,
-          });
+          written = await this.writeDisk(workDisk, c, guestPath, emit, signal);
         },
       });
       return {
         ...r,
         workspace: this.result(c, guestPath, {
-          files: t.files,
-          bytes: t.bytes,
+          ...written,
           removed: 0,
           unchanged: 0,
           readonly: false,
         }),
       };
     } finally {
-      c.dispose();
+      await c.dispose();
     }
+  }
+
+  /**
+   * The copy onto a new work disk: the working tree first (the git metadata
+   * is still being built meanwhile), then `.git`, then the manifest.
+   */
+  private async writeDisk(
+    workDisk: string,
+    c: Collected,
+    guestPath: string,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<{ files: number; bytes: number }> {
+    const t0 = Date.now();
+    const label = `Copying ${c.source} to ${guestPath}`;
+    const dest = onWorkDisk(guestPath);
+    emit({ type: 'step', id: STEP, label, state: 'start' });
+    let total = totals(c.worktree);
+    let base = { files: 0, bytes: 0 };
+    const onProgress = (p: { files: number; bytes: number }): void =>
+      emit({
+        type: 'progress',
+        id: STEP,
+        current: base.bytes + p.bytes,
+        total: total.bytes,
+        unit: 'bytes',
+        items: { current: base.files + p.files, total: total.files, label: 'files' },
+      });
+    await writeTreeExt4(workDisk, dest, c.worktree, { signal, onProgress });
+    const meta = await c.metadata;
+    if (meta.length) {
+      base = total;
+      const mt = totals(meta);
+      total = { files: total.files + mt.files, bytes: total.bytes + mt.bytes };
+      const inGit = meta
+        .filter((e) => e.path !== '.git')
+        .map((e) => ({ ...e, path: e.path.slice('.git/'.length) }));
+      await writeTreeExt4(workDisk, `${dest}/.git`, inGit, { signal, onProgress });
+    }
+    const plan = planUpdate(guestPath, [...c.worktree, ...meta], undefined);
+    await writeFilesExt4(
+      workDisk,
+      [
+        {
+          path: onWorkDisk(manifestPath(guestPath)),
+          content: `${JSON.stringify(plan.manifest)}\n`,
+          mode: 0o600,
+        },
+      ],
+      [],
+      signal,
+    );
+    emit({
+      type: 'step',
+      id: STEP,
+      label,
+      state: 'done',
+      detail: `${total.files} files, ${formatSize(total.bytes)}`,
+      ms: Date.now() - t0,
+    });
+    return total;
   }
 
   // ------------------------------------------------------------------ vm workspace prepare
@@ -150,7 +175,7 @@ export class WorkspaceService {
         this.send(vm, c, guestPath, req.readonly, emit, signal),
       );
     } finally {
-      c.dispose();
+      await c.dispose();
     }
   }
 
@@ -174,7 +199,7 @@ export class WorkspaceService {
     emit({ type: 'step', id: STEP, label, state: 'start' });
     const old = await guestRun(target, readManifestScript(guestPath), { signal });
     if (old.code !== 0) throw sshFailure(vm.name, old.stderr);
-    const plan = planUpdate(guestPath, c.entries, parseManifest(old.stdout, guestPath));
+    const plan = planUpdate(guestPath, await c.all(), parseManifest(old.stdout, guestPath));
     const t = totals(plan.send);
     const script = receiveScript({
       guestPath,
@@ -246,13 +271,13 @@ export class WorkspaceService {
       emit,
       signal,
     });
-    const t = totals(c.entries);
+    const t = totals(c.worktree);
     emit({
       type: 'step',
       id: SCAN_STEP,
       label: `Read ${c.source}`,
       state: 'done',
-      detail: `${t.files} files, ${formatSize(t.bytes)}${c.git ? `, ${c.mode} git metadata` : ''}`,
+      detail: `${t.files} files, ${formatSize(t.bytes)} in the working tree`,
       ms: Date.now() - t0,
     });
     return c;

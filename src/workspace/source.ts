@@ -72,12 +72,8 @@ class TreeReader {
   entry(rel: string, as: string = rel): WorkspaceEntry | undefined {
     if (!this.parentsAreDirs(rel)) return undefined;
     const abs = path.join(this.root, rel);
-    let st: fs.Stats;
-    try {
-      st = fs.lstatSync(abs);
-    } catch {
-      return undefined;
-    }
+    const st = fs.lstatSync(abs, { throwIfNoEntry: false });
+    if (!st) return undefined;
     const base = { path: as, mode: st.mode & 0o7777, size: 0, mtimeMs: st.mtimeMs };
     let e: Omit<WorkspaceEntry, 'sig'>;
     if (st.isFile()) e = { ...base, kind: 'file', size: st.size, source: abs };
@@ -129,7 +125,10 @@ export async function listRepo(
   signal?: AbortSignal,
 ): Promise<RepoSource> {
   const warnings: string[] = [];
-  const index = await indexEntries(repo.root, signal);
+  const [index, untracked] = await Promise.all([
+    indexEntries(repo.root, signal),
+    untrackedFiles(repo.root, signal),
+  ]);
   const submodules = [...new Set(index.filter((e) => e.mode === GITLINK_MODE).map((e) => e.path))];
   if (submodules.length && mode !== 'full_copy') {
     throw new BangerError(
@@ -138,24 +137,24 @@ export async function listRepo(
       { hint: 'copy the whole repository with --mode full_copy' },
     );
   }
-  const entries = await listWorktree(repo.root, '', index, signal, warnings);
+  const entries = listWorktree(repo.root, '', index, untracked, warnings);
   if (mode === 'full_copy') {
     for (const sub of submodules) entries.push(...(await listSubmodule(repo.root, sub, warnings)));
   }
   return { kind: 'git', repo, index, submodules, entries: finish(entries, repo.root), warnings };
 }
 
-async function listWorktree(
+function listWorktree(
   root: string,
   prefix: string,
   index: IndexEntry[],
-  signal: AbortSignal | undefined,
+  untracked: string[],
   warnings: string[],
-): Promise<WorkspaceEntry[]> {
+): WorkspaceEntry[] {
   const reader = new TreeReader(root);
   const paths = new Set<string>();
   for (const e of index) if (e.mode !== GITLINK_MODE) paths.add(e.path);
-  for (const p of await untrackedFiles(root, signal)) {
+  for (const p of untracked) {
     if (p.endsWith('/')) {
       warnings.push(`skipped ${prefix}${p}: it is a separate git repository inside the checkout`);
       continue;

@@ -40,8 +40,9 @@ async function toImageAndBack(c: Collected, name: string): Promise<string> {
   const img = path.join(tmp, `${name}.ext4`);
   await createSparseExt4(img, 256 * 1024 ** 2, { label: 'test' });
   let last = { files: 0, bytes: 0 };
-  await writeTreeExt4(img, '/repo', c.entries, { onProgress: (p) => (last = p) });
-  const files = c.entries.filter((e) => e.kind !== 'dir');
+  const entries = await c.all();
+  await writeTreeExt4(img, '/repo', entries, { onProgress: (p) => (last = p) });
+  const files = entries.filter((e) => e.kind !== 'dir');
   assert.deepEqual(last, {
     files: files.length,
     bytes: files.reduce((a, e) => a + e.size, 0),
@@ -60,7 +61,7 @@ async function untar(c: Collected, name: string): Promise<string> {
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const done = new Promise<number>((r) => child.on('close', r));
-  for await (const chunk of tarOf(c.entries)) {
+  for await (const chunk of tarOf(await c.all())) {
     if (!child.stdin.write(chunk)) await new Promise((r) => child.stdin.once('drain', r));
   }
   child.stdin.end();
@@ -77,16 +78,15 @@ describe('workspace copy (host git, debugfs, tar)', () => {
   });
   after(() => c?.dispose());
 
-  test('PATH in a subdirectory: the whole repository, PATH remembered; tooling found', () => {
+  test('PATH in a subdirectory: the whole repository, PATH remembered; tooling found', async () => {
     assert.equal(c.source, repo);
     assert.equal(c.prefix, 'sub');
     assert.equal(c.git, true);
     assert.equal(c.branch, 'main');
     assert.equal(c.head, git(repo, 'rev-parse', 'HEAD').trim());
     assert.equal(c.tooling, true);
-    const paths = c.entries
-      .filter((e) => e.path !== '.git' && !e.path.startsWith('.git/'))
-      .map((e) => e.path);
+    const paths = c.worktree.map((e) => e.path);
+    assert.ok((await c.metadata).every((e) => e.path === '.git' || e.path.startsWith('.git/')));
     assert.deepEqual(paths.sort(), [
       '.gitignore',
       '.tool-versions',
@@ -126,11 +126,11 @@ describe('workspace copy (host git, debugfs, tar)', () => {
   });
 
   test('an update after a host deletion removes that file and sends only what changed', async () => {
-    const first = planUpdate('/root/repo', c.entries, undefined).manifest;
+    const first = planUpdate('/root/repo', await c.all(), undefined).manifest;
     fs.rmSync(path.join(repo, 'untracked.txt'));
     const again = await collectWorkspace(repo, 'shallow', { scratchDir: tmp });
     try {
-      const p = planUpdate('/root/repo', again.entries, first);
+      const p = planUpdate('/root/repo', await again.all(), first);
       assert.deepEqual(p.removeFiles, ['untracked.txt']);
       // Only the index may differ: `git status` above rewrote it (the pack and refs are the same).
       assert.deepEqual(
@@ -139,7 +139,7 @@ describe('workspace copy (host git, debugfs, tar)', () => {
       );
       assert.ok(p.unchanged >= 10, `${p.unchanged} unchanged`);
     } finally {
-      again.dispose();
+      await again.dispose();
       fs.writeFileSync(path.join(repo, 'untracked.txt'), 'untracked\n');
     }
   });
@@ -158,7 +158,7 @@ describe('workspace copy (host git, debugfs, tar)', () => {
       assert.equal(git(copy, 'rev-parse', 'HEAD').trim(), want);
       assert.equal(fs.readFileSync(path.join(copy, 'tracked.txt'), 'utf8'), 'tracked\n');
     } finally {
-      b.dispose();
+      await b.dispose();
     }
     await assert.rejects(
       collectWorkspace(repo, 'shallow', { scratchDir: tmp, branch: 'x', from: 'nope' }),
@@ -183,7 +183,7 @@ describe('workspace copy (host git, debugfs, tar)', () => {
         git(path.join(sup, 'lib'), 'rev-parse', 'HEAD'),
       );
     } finally {
-      full.dispose();
+      await full.dispose();
     }
   });
 
@@ -195,7 +195,7 @@ describe('workspace copy (host git, debugfs, tar)', () => {
     const d = await collectWorkspace(plain, 'shallow', { scratchDir: tmp });
     assert.equal(d.git, false);
     assert.deepEqual(
-      d.entries.map((e) => `${e.kind}:${e.path}${e.target ? `->${e.target}` : ''}`).sort(),
+      (await d.all()).map((e) => `${e.kind}:${e.path}${e.target ? `->${e.target}` : ''}`).sort(),
       ['dir:empty', 'file:f', 'symlink:outside->/etc/passwd'],
     );
   });
