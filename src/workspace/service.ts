@@ -6,7 +6,8 @@ import type {
   WorkspaceRunRequest,
   WorkspaceRunResult,
 } from '../api/schemas/workspace.js';
-import type { ServiceDeps } from '../daemon/services.js';
+import type { Paths } from '../config/paths.js';
+import type { Config } from '../config/schema.js';
 import { BangerError } from '../errors.js';
 import { writeFilesExt4 } from '../storage/ext4.js';
 import { writeTreeExt4 } from '../storage/ext4Tree.js';
@@ -44,7 +45,11 @@ export interface WorkspaceVms {
   show(ref: string): VmView;
 }
 
-export interface WorkspaceDeps extends ServiceDeps {
+export interface WorkspaceDeps {
+  paths: Pick<Paths, 'tmpDir' | 'sshKey' | 'knownHosts'>;
+  config(): Pick<Config, 'sshKeyPath'>;
+  /** The daemon's per-VM locks: a copy into a VM waits for (and holds off) its lifecycle operations. */
+  locks: { run<T>(key: string, fn: () => Promise<T>): Promise<T> };
   vms: WorkspaceVms;
 }
 
@@ -198,7 +203,10 @@ export class WorkspaceService {
     const t0 = Date.now();
     emit({ type: 'step', id: STEP, label, state: 'start' });
     const old = await guestRun(target, readManifestScript(guestPath), { signal });
-    if (old.code !== 0) throw sshFailure(vm.name, old.stderr);
+    if (old.code !== 0) {
+      emit({ type: 'step', id: STEP, label, state: 'fail' });
+      throw sshFailure(vm.name, old.stderr);
+    }
     const plan = planUpdate(guestPath, await c.all(), parseManifest(old.stdout, guestPath));
     const t = totals(plan.send);
     const script = receiveScript({
@@ -211,10 +219,14 @@ export class WorkspaceService {
     let files = 0;
     const sizes = plan.send.map((e) => (e.kind === 'file' ? e.size : 0));
     let cum = 0;
+    let lastReport = 0;
     const r = await guestRun(target, script, {
       input: receiveStream(streamPreamble(plan), plan.send),
       signal,
       onSent: (sent) => {
+        const now = Date.now();
+        if (now - lastReport < 100) return;
+        lastReport = now;
         while (files < sizes.length && cum + sizes[files]! <= sent) cum += sizes[files++]!;
         emit({
           type: 'progress',
