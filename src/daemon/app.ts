@@ -14,19 +14,19 @@ import { IDENTITY, VERSION } from '../version.js';
 import { resolveVmm } from '../vmm/resolve.js';
 import { followFile, tailFile } from '../util/tail.js';
 import { ApiServer } from './http.js';
-import type { KeyedMutex, Operations } from './ops.js';
+import type { Operations } from './ops.js';
+import type { KeyedMutex } from '../util/mutex.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerVmRoutes } from './routes/vms.js';
 import { registerWorkspaceRoutes } from './routes/workspace.js';
-import { keepSshConfig } from './sshConfig.js';
 import { VmService } from '../vm/service.js';
 import { WorkspaceService } from '../workspace/service.js';
 import { VmNetwork } from '../vm/net.js';
 import { PortsService } from '../vm/ports.js';
-import { DnsService, dnsChecks } from '../network/dns/index.js';
-import { networkChecks } from '../network/index.js';
 import { CHECKS } from '../doctor/checks.js';
-import type { ServiceDeps } from './services.js';
+import { dnsChecks } from '../doctor/dns.js';
+import { networkChecks } from '../doctor/network.js';
+import { DnsService } from '../network/dns/index.js';
 
 /**
  * The daemon is a composition of services. Each service owns its tables and
@@ -62,7 +62,8 @@ export function createApp(ctx: DaemonContext): App {
     inflight: () => ctx.ops.count,
   });
 
-  const deps: ServiceDeps = {
+  // What every service is built from; each declares the part it needs (VmServiceDeps, …).
+  const deps = {
     paths: ctx.paths,
     config,
     logger: ctx.logger,
@@ -80,7 +81,6 @@ export function createApp(ctx: DaemonContext): App {
   const vms = new VmService({ ...deps, kernels, images, host: ctx.host, network });
   registerVmRoutes(server, vms);
   registerWorkspaceRoutes(server, new WorkspaceService({ ...deps, vms }));
-  keepSshConfig({ ...deps, store: ctx.store });
   const ports = new PortsService({
     vms: ctx.store.vms,
     agent: (vm) => vms.agentFor(vm),

@@ -92,8 +92,27 @@ export interface SshArgsInput {
   options?: Record<string, string>;
 }
 
-const shellQuote = (s: string): string =>
+/** Quote one word for a POSIX shell. */
+export const shellQuote = (s: string): string =>
   /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** A value in an ssh_config file: `%` is a token character there, blanks need quotes. */
+export const sshConfigValue = (s: string): string => {
+  const v = s.replace(/%/g, '%%');
+  return /[\s"]/.test(v) ? `"${v.replace(/"/g, '')}"` : v;
+};
+
+/**
+ * The remote command line of a session that runs `setup` first (a workspace
+ * session: branch switch, tooling, cd), then the user's command or a login
+ * shell. One command word is a shell command line as typed (like `vm ssh
+ * NAME -- 'exit 42'`); several are quoted words.
+ */
+export function sessionCommand(setup: string, command: string[]): string {
+  if (command.length === 0) return `${setup}\nexec "\${SHELL:-/bin/bash}" -l`;
+  const cmd = command.length === 1 ? command[0]! : command.map(shellQuote).join(' ');
+  return `${setup}\n${cmd}`;
+}
 
 /** argv for `ssh` (pure). The remote command is quoted for the guest shell. */
 export function sshArgs(i: SshArgsInput): string[] {

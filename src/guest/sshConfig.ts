@@ -1,11 +1,11 @@
-import path from 'node:path';
+import { sshConfigValue as cfgValue } from './ssh.js';
 
 /**
  * Plain `ssh <name>.vm` for the user: banger's generated ssh_config (one
  * `Host <name>.vm` per VM, banger's key, the managed known_hosts, and the same
  * ProxyCommand through the daemon that `vm ssh` uses, so the host needs no
- * route to the guest), and the marker-fenced block that includes it from
- * ~/.ssh/config. Pure text in, text out.
+ * route to the guest). Pure text in, text out; src/vm/sshConfig.ts keeps the
+ * file, src/cli/sshInclude.ts the block that includes it from ~/.ssh/config.
  */
 
 export interface SshConfigHost {
@@ -21,12 +21,6 @@ export interface SshConfigInput {
   /** Environment the proxy needs to reach this daemon (its BANGER_*_DIR). */
   env: Record<string, string>;
 }
-
-/** A value for ssh_config: `%` is a token character there, blanks need quotes. */
-const cfgValue = (s: string): string => {
-  const v = s.replace(/%/g, '%%');
-  return /[\s"]/.test(v) ? `"${v.replace(/"/g, '')}"` : v;
-};
 
 /** A word for the shell that runs ProxyCommand (then `%` doubled for ssh). */
 const shWord = (s: string): string =>
@@ -58,48 +52,4 @@ export function renderSshConfig(hosts: SshConfigHost[], i: SshConfigInput): stri
       ].join('\n');
     });
   return `${[head.join('\n'), ...blocks].join('\n\n')}\n`;
-}
-
-export const BLOCK_START = '# >>> banger ssh-config >>>';
-export const BLOCK_END = '# <<< banger ssh-config <<<';
-
-/** `~/x` for paths under home (how the Include line reads best), else the path. */
-export function tildePath(file: string, home: string): string {
-  const rel = path.relative(home, file);
-  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? `~/${rel}` : file;
-}
-
-export const includeLine = (file: string, home: string): string =>
-  `Include ${cfgValue(tildePath(file, home))}`;
-
-export function includeBlock(file: string, home: string): string {
-  return `${BLOCK_START}\n${includeLine(file, home)}\n${BLOCK_END}\n`;
-}
-
-export const hasBlock = (text: string): boolean =>
-  text.split('\n').some((l) => l.trim() === BLOCK_START);
-
-/**
- * ~/.ssh/config with the block at the top (an Include inside a Host section
- * would apply to that host only), one blank line between it and what was
- * there. Unchanged when the block is already present.
- */
-export function insertBlock(text: string, file: string, home: string): string {
-  if (hasBlock(text)) return text;
-  const block = includeBlock(file, home);
-  return text.length ? `${block}\n${text}` : block;
-}
-
-/** ~/.ssh/config without the block (and without the blank line `insertBlock` put after it). */
-export function removeBlock(text: string): string {
-  const lines = text.split('\n');
-  const start = lines.findIndex((l) => l.trim() === BLOCK_START);
-  if (start < 0) return text;
-  let end = lines.findIndex((l, i) => i > start && l.trim() === BLOCK_END);
-  if (end < 0) end = start;
-  let count = end - start + 1;
-  // The separator insertBlock added: a blank line right after a block at the top.
-  if (start === 0 && lines[end + 1] === '' && end + 2 < lines.length) count++;
-  lines.splice(start, count);
-  return lines.join('\n');
 }

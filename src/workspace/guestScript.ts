@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { BangerError } from '../errors.js';
+import { shellQuote } from '../guest/ssh.js';
 
 /**
  * The shell the guest runs for a workspace, as pure builders: receiving a
@@ -8,13 +9,12 @@ import { BangerError } from '../errors.js';
  * command. Everything is POSIX sh, run as root by sshd.
  */
 
-export const DEFAULT_GUEST_PATH = '/root/repo';
+export { DEFAULT_GUEST_PATH } from '../api/workspaceModes.js';
 /** Files that make `vm run PATH` start `mise install` in the background. */
 export const TOOLING_FILES = ['.mise.toml', 'mise.toml', '.tool-versions'] as const;
 
 /** Quote one word for sh. */
-export const shq = (s: string): string =>
-  /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+export const shq = shellQuote;
 
 const SYSTEM_DIRS = [
   '/bin',
@@ -184,12 +184,4 @@ export function toolingScript(guestPath: string, log: string): string {
     `mkdir -p ${shq(log.replace(/\/[^/]*$/, ''))}`,
     `(cd ${shq(guestPath)} && setsid -f nice -n 10 sh -c ${shq(inner)}) </dev/null >${shq(log)} 2>&1 || true`,
   ].join('\n');
-}
-
-/** The remote command of a session: setup, then the user's command (shell words) or a login shell. */
-export function sessionCommand(setup: string, command: string[]): string {
-  if (command.length === 0) return `${setup}\nexec "\${SHELL:-/bin/bash}" -l`;
-  // One word is a shell command line as typed (like `vm ssh NAME -- 'exit 42'`); several are quoted words.
-  const cmd = command.length === 1 ? command[0]! : command.map(shq).join(' ');
-  return `${setup}\n${cmd}`;
 }

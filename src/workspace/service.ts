@@ -34,8 +34,9 @@ import { guestRun, receiveStream, type GuestTarget } from './transfer.js';
  * metadata, the tar.
  */
 
-/** What this service needs from the VM service (declared here, by the consumer). */
+/** What this service needs from the VM service (src/vm/service.ts), declared here by the consumer. */
 export interface WorkspaceVms {
+  /** `vm create` with a hook that fills the new work disk before the first boot. */
   create(
     req: WorkspaceRunRequest['vm'],
     emit: ProgressSink,
@@ -43,13 +44,16 @@ export interface WorkspaceVms {
     hooks: { populateWorkDisk?: (workDisk: string) => Promise<void> },
   ): Promise<{ vm: VmView; spec: VmSpec }>;
   show(ref: string): VmView;
+  /**
+   * Run fn under the VM's lock (no start, stop or delete meanwhile); refused
+   * unless the VM is running then.
+   */
+  whileRunning<T>(ref: string, fn: (vm: VmView) => Promise<T>): Promise<T>;
 }
 
 export interface WorkspaceDeps {
   paths: Pick<Paths, 'tmpDir' | 'sshKey' | 'knownHosts'>;
   config(): Pick<Config, 'sshKeyPath'>;
-  /** The daemon's per-VM locks: a copy into a VM waits for (and holds off) its lifecycle operations. */
-  locks: { run<T>(key: string, fn: () => Promise<T>): Promise<T> };
   vms: WorkspaceVms;
 }
 
@@ -168,15 +172,16 @@ export class WorkspaceService {
     signal?: AbortSignal,
   ): Promise<WorkspaceResult> {
     const guestPath = validateGuestPath(req.guestPath ?? DEFAULT_GUEST_PATH);
-    const vm = this.deps.vms.show(ref);
-    if (vm.state !== 'running' || !vm.ip) {
-      throw new BangerError('precondition', `vm '${vm.name}' is ${vm.state}, not running`, {
-        hint: `start it first: banger vm start ${vm.name}`,
+    // Refused early (before reading PATH) when the VM is not running; checked again under its lock.
+    const early = this.deps.vms.show(ref);
+    if (early.state !== 'running') {
+      throw new BangerError('precondition', `vm '${early.name}' is not running (${early.state})`, {
+        hint: `start it first: banger vm start ${early.name}`,
       });
     }
     const c = await this.collect(req.path, req.mode, emit, signal, {});
     try {
-      return await this.deps.locks.run(vm.id, () =>
+      return await this.deps.vms.whileRunning(early.id, (vm) =>
         this.send(vm, c, guestPath, req.readonly, emit, signal),
       );
     } finally {

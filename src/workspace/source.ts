@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { WorkspaceModeName as WorkspaceMode } from '../api/workspaceModes.js';
 import { BangerError } from '../errors.js';
 import {
   GITLINK_MODE,
@@ -18,7 +19,7 @@ import { signatureOf, withParents, type WorkspaceEntry } from './plan.js';
  * links, and a path whose parent directory is a symlink is not read at all.
  */
 
-export type WorkspaceMode = 'shallow' | 'full_copy';
+export type { WorkspaceMode };
 
 export interface RepoSource {
   kind: 'git';

@@ -6,11 +6,12 @@ import { after, before, describe, test } from 'node:test';
 import {
   includeBlock,
   insertBlock,
+  installInclude,
   removeBlock,
-  renderSshConfig,
   tildePath,
-} from '../../src/guest/sshConfig.js';
-import { installInclude, uninstallInclude } from '../../src/guest/sshConfigFile.js';
+  uninstallInclude,
+} from '../../src/cli/sshInclude.js';
+import { renderSshConfig } from '../../src/guest/sshConfig.js';
 
 describe('ssh_config text', () => {
   test('one Host <name>.vm per VM: address, key, managed known_hosts, root, the proxy through banger', () => {

@@ -3,12 +3,8 @@ import { describe, test } from 'node:test';
 import { treeScript } from '../../src/storage/ext4Tree.js';
 import { parseLsFilesStage, parseLsTree } from '../../src/workspace/git.js';
 import { filterConfig, parseConfigList, renderConfig } from '../../src/workspace/gitMeta.js';
-import {
-  manifestPath,
-  sessionCommand,
-  setupScript,
-  validateGuestPath,
-} from '../../src/workspace/guestScript.js';
+import { sessionCommand } from '../../src/guest/ssh.js';
+import { manifestPath, setupScript, validateGuestPath } from '../../src/workspace/guestScript.js';
 import {
   parseManifest,
   planUpdate,

@@ -1,10 +1,10 @@
 import { z } from 'zod';
+import { WORKSPACE_MODES } from '../workspaceModes.js';
 import { VmCreateRequestSchema, VmSpecSchema, VmViewSchema } from './vms.js';
 
 /** Wire shapes of workspaces: `vm run PATH` and `vm workspace prepare`. */
 
-export const WORKSPACE_MODES = ['shallow', 'full_copy'] as const;
-export type WorkspaceModeName = (typeof WORKSPACE_MODES)[number];
+export { WORKSPACE_MODES, type WorkspaceModeName } from '../workspaceModes.js';
 
 /** A host path as the CLI resolved it (the daemon runs on the same host, as the same user). */
 const HostPath = z.string().startsWith('/', 'must be an absolute path').max(4096);

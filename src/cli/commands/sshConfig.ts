@@ -1,10 +1,14 @@
 import os from 'node:os';
 import path from 'node:path';
-import { routes } from '../../api/routes.js';
 import { BangerError } from '../../errors.js';
-import { includeLine, tildePath } from '../../guest/sshConfig.js';
-import { includeInstalled, installInclude, uninstallInclude } from '../../guest/sshConfigFile.js';
 import type { CliContext } from '../context.js';
+import {
+  includeInstalled,
+  includeLine,
+  installInclude,
+  tildePath,
+  uninstallInclude,
+} from '../sshInclude.js';
 
 /**
  * `banger ssh-config`: print the Include line for banger's ssh_config, or add
@@ -26,7 +30,7 @@ export async function sshConfigCommand(
   const shown = tildePath(userConfig, home);
   if (f.install) {
     // The daemon writes the included file when it starts; make sure it has.
-    await ctx.call(routes.status);
+    await ctx.call('status');
     const r = installInclude(userConfig, ctx.paths.sshConfig, home);
     if (ctx.flags.json) ctx.printJson({ userConfig, include, change: r });
     else

@@ -1,14 +1,8 @@
 import path from 'node:path';
-import { routes } from '../../api/routes.js';
-import {
-  WORKSPACE_MODES,
-  type WorkspaceModeName,
-  type WorkspaceResult,
-  type WorkspaceRunResult,
-} from '../../api/schemas/workspace.js';
+import type { WorkspaceResult, WorkspaceRunResult } from '../../api/schemas/workspace.js';
+import { WORKSPACE_MODES, type WorkspaceModeName } from '../../api/workspaceModes.js';
 import { BangerError, toBangerError } from '../../errors.js';
 import { formatSize } from '../../util/units.js';
-import { sessionCommand } from '../../workspace/guestScript.js';
 import type { CliContext } from '../context.js';
 import { ExitWith } from '../exit.js';
 import {
@@ -56,7 +50,7 @@ export async function vmRunWorkspace(
   let r: WorkspaceRunResult;
   try {
     r = await ctx.stream(
-      routes.workspaceRun,
+      'workspaceRun',
       {
         body: {
           vm: createRequest(f, true),
@@ -75,6 +69,7 @@ export async function vmRunWorkspace(
   }
   if (r.workspace.toolingLog)
     ctx.note(`tooling: mise install runs in the background, log in ${r.workspace.toolingLog}`);
+  const { sessionCommand } = await import('../../guest/ssh.js');
   const code = await sshInto(ctx, r.vm, command, {
     script: sessionCommand(r.workspace.setup, command),
   });
@@ -102,7 +97,7 @@ export async function workspacePrepare(
   hostPath: string | undefined,
   f: PrepareFlags,
 ): Promise<void> {
-  const r = await ctx.stream(routes.workspacePrepare, {
+  const r = await ctx.stream('workspacePrepare', {
     params: { ref },
     body: {
       path: path.resolve(hostPath ?? '.'),

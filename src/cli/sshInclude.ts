@@ -1,15 +1,61 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BangerError } from '../errors.js';
-import { hasBlock, includeLine, insertBlock, removeBlock } from './sshConfig.js';
+import { sshConfigValue as cfgValue } from '../guest/ssh.js';
 
 /**
- * The edge that edits ~/.ssh/config for `banger ssh-config --install` and
- * `--uninstall`: only the marker-fenced block, nothing else. A config that is
- * a symlink is edited where it points, if that place is writable; a symlink
- * into a read-only place (a dotfiles store, a Nix profile) is refused with the
- * line to add by hand.
+ * `banger ssh-config --install` / `--uninstall`: the one marker-fenced block
+ * in ~/.ssh/config that includes banger's ssh_config (which the daemon keeps,
+ * src/vm/sshConfig.ts), and nothing else of that file. The text builders are
+ * pure; the edits below them are the edge. A config that is a symlink is
+ * edited where it points, if that place is writable; a symlink into a
+ * read-only place (a dotfiles store, a Nix profile) is refused with the line
+ * to add by hand. Client side: the file belongs to the user running the CLI.
  */
+
+export const BLOCK_START = '# >>> banger ssh-config >>>';
+export const BLOCK_END = '# <<< banger ssh-config <<<';
+
+/** `~/x` for paths under home (how the Include line reads best), else the path. */
+export function tildePath(file: string, home: string): string {
+  const rel = path.relative(home, file);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? `~/${rel}` : file;
+}
+
+export const includeLine = (file: string, home: string): string =>
+  `Include ${cfgValue(tildePath(file, home))}`;
+
+export function includeBlock(file: string, home: string): string {
+  return `${BLOCK_START}\n${includeLine(file, home)}\n${BLOCK_END}\n`;
+}
+
+export const hasBlock = (text: string): boolean =>
+  text.split('\n').some((l) => l.trim() === BLOCK_START);
+
+/**
+ * ~/.ssh/config with the block at the top (an Include inside a Host section
+ * would apply to that host only), one blank line between it and what was
+ * there. Unchanged when the block is already present.
+ */
+export function insertBlock(text: string, file: string, home: string): string {
+  if (hasBlock(text)) return text;
+  const block = includeBlock(file, home);
+  return text.length ? `${block}\n${text}` : block;
+}
+
+/** ~/.ssh/config without the block (and without the blank line `insertBlock` put after it). */
+export function removeBlock(text: string): string {
+  const lines = text.split('\n');
+  const start = lines.findIndex((l) => l.trim() === BLOCK_START);
+  if (start < 0) return text;
+  let end = lines.findIndex((l, i) => i > start && l.trim() === BLOCK_END);
+  if (end < 0) end = start;
+  let count = end - start + 1;
+  // The separator insertBlock added: a blank line right after a block at the top.
+  if (start === 0 && lines[end + 1] === '' && end + 2 < lines.length) count++;
+  lines.splice(start, count);
+  return lines.join('\n');
+}
 
 export type IncludeChange = 'added' | 'present' | 'removed' | 'absent';
 
