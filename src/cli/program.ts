@@ -67,7 +67,10 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--from <ref>', 'start the branch from this ref')
     .option('--mode <mode>', 'git metadata: shallow (default) or full_copy (the whole .git)')
     .action(async (path, opts) =>
-      path !== undefined || opts.branch !== undefined || opts.from !== undefined
+      path !== undefined ||
+      opts.branch !== undefined ||
+      opts.from !== undefined ||
+      opts.mode !== undefined
         ? (await workspaceCommands()).vmRunWorkspace(
             ctx,
             path,

@@ -42,7 +42,12 @@ describe('workspace and ssh-config without VMs', () => {
       [
         ['vm', 'run', '--branch', 'b', '--', 'true'],
         2,
-        /^error: --branch and --from need a PATH to copy: /,
+        /^error: --branch needs a PATH to copy: e\.g\. banger vm run \. --branch feat$/m,
+      ],
+      [
+        ['vm', 'run', '--mode', 'full_copy', '--', 'true'],
+        2,
+        /^error: --mode needs a PATH to copy: e\.g\. banger vm run \. --mode full_copy$/m,
       ],
       [
         ['vm', 'run', repo, '--mode', 'deep', '--', 'true'],

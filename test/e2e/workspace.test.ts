@@ -144,6 +144,21 @@ describe('workspace mode (real VMs)', { timeout: 30 * 60_000 }, () => {
     ]);
   });
 
+  test('vm run PATH without a command: an interactive shell in the matching subdirectory, its exit status', async (t) => {
+    if (!needs(t, isRoot(), 'needs root')) return;
+    // A real terminal (script(1) gives the CLI a pty): what a user typing into the shell sees.
+    const r = await e().sb.run(
+      ['vm', 'run', '--rm', '--name', e().name('sh'), path.join(repo, 'sub')],
+      {
+        wrap: ['ip', 'netns', 'exec', e().ns, 'sh', '-c', 'exec script -qec "$*" /dev/null', 'sh'],
+        input: 'echo "in:$(pwd):$(git rev-parse --show-prefix)"\nexit 5\n',
+        timeoutMs: 5 * 60_000,
+      },
+    );
+    assert.equal(r.code, 5, r.stdout + r.stderr);
+    assert.match(r.stdout, /in:\/root\/repo\/sub:sub\/\r?$/m, r.stdout);
+  });
+
   test('bad input is refused before any VM is made: an unknown --from, a submodule without full_copy', async (t) => {
     if (!needs(t, isRoot(), 'needs root')) return;
     const before = await names();

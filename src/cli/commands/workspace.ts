@@ -37,9 +37,16 @@ export async function vmRunWorkspace(
   command: string[],
 ): Promise<void> {
   if (hostPath === undefined) {
-    throw new BangerError('usage', '--branch and --from need a PATH to copy', {
-      hint: 'e.g. banger vm run . --branch feat',
-    });
+    const given = (['branch', 'from', 'mode'] as const)
+      .filter((k) => f[k] !== undefined)
+      .map((k) => `--${k}`);
+    throw new BangerError(
+      'usage',
+      `${given.slice(0, -1).join(', ')}${given.length > 1 ? ' and ' : ''}${given.at(-1)} ${given.length === 1 ? 'needs' : 'need'} a PATH to copy`,
+      {
+        hint: `e.g. banger vm run . ${given.includes('--mode') ? '--mode full_copy' : '--branch feat'}`,
+      },
+    );
   }
   if (f.from !== undefined && f.branch === undefined) {
     throw new BangerError('usage', '--from needs --branch', {
