@@ -64,6 +64,9 @@ export const endpoints = {
   vmPorts: { method: 'GET', path: '/v1/ports' },
   /** Every VM, then each change, as NDJSON (a path no VM name can shadow). */
   vmEvents: { method: 'GET', path: '/v1/events/vms', kind: 'watch' },
+
+  workspaceRun: { method: 'POST', path: '/v1/workspaces/run', kind: 'stream' },
+  workspacePrepare: { method: 'POST', path: '/v1/vms/:ref/workspace', kind: 'stream' },
 } as const satisfies Record<string, Endpoint>;
 
 export type RouteId = keyof typeof endpoints;

@@ -1,5 +1,6 @@
+import os from 'node:os';
+import path from 'node:path';
 import type { ApiClient } from '../api/client.js';
-import type { RouteId } from '../api/endpoints.js';
 import type { StreamEvent } from '../api/events.js';
 import type { VmAction, VmResult, VmSpec, VmView } from '../api/schemas/vms.js';
 import type { Feed } from './feed.js';
@@ -65,6 +66,12 @@ const PAST: Record<VmAction, string> = {
   kill: 'killed',
   delete: 'deleted',
 };
+
+/** A path typed in the form as the daemon needs it: absolute (~ is the home directory). */
+export function hostPath(p: string, cwd = process.cwd(), home = os.homedir()): string {
+  if (p === '~' || p.startsWith('~/')) return path.join(home, p.slice(1));
+  return path.resolve(cwd, p);
+}
 
 const isPrintable = (s: string): boolean =>
   // eslint-disable-next-line no-control-regex
@@ -562,12 +569,12 @@ export class Actions {
     try {
       const r = await this.api((c) =>
         workspace
-          ? // `vm run PATH` as a route: present once workspaces land (the field is hidden until then).
-            (c.stream(
-              'workspaceRun' as RouteId,
-              { body: { vm: body, workspace: { path: workspace } } } as never,
+          ? // `vm run PATH` without the shell: the checkout is copied onto the work disk before boot.
+            c.stream(
+              'workspaceRun',
+              { body: { vm: body, workspace: { path: hostPath(workspace) } } },
               onEvent,
-            ) as Promise<{ vm: VmView; spec: VmSpec }>)
+            )
           : c.stream('vmCreate', { body }, onEvent),
       );
       this.store.status(`${r.vm.name}: ${r.vm.state} · ${this.host.specLine(r.spec)}`, 'ok');

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { VmStats, VmView } from '../../src/api/schemas/vms.js';
 import { age, fit, fitColumns, vmColumns, type VmRow } from '../../src/tui/columns.js';
+import { hostPath } from '../../src/tui/actions.js';
 import { createBody, fieldErrors, moveFocus, newForm, typeInto } from '../../src/tui/form.js';
 import { bindingFor, footer, helpSections, KEYMAP } from '../../src/tui/keymap.js';
 import { keyName, keyPresses } from '../../src/tui/keys.js';
@@ -219,6 +220,16 @@ describe('tui create form', () => {
     assert.equal(body?.vcpu, 4);
     assert.equal(body?.memoryMib, 2048);
     assert.equal(body?.diskSize, 10 * 1024 ** 3);
+  });
+});
+
+describe('tui create form with a workspace', () => {
+  test('the workspace field is offered when the API has workspace runs; its path becomes absolute', () => {
+    assert.ok(newForm({ workspace: true }).fields.some((f) => f.id === 'workspace'));
+    assert.ok(!newForm({ workspace: false }).fields.some((f) => f.id === 'workspace'));
+    assert.equal(hostPath('src/app', '/home/u/work', '/home/u'), '/home/u/work/src/app');
+    assert.equal(hostPath('~/repo', '/tmp', '/home/u'), '/home/u/repo');
+    assert.equal(hostPath('/srv/repo', '/tmp', '/home/u'), '/srv/repo');
   });
 });
 
