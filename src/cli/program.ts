@@ -14,7 +14,6 @@ import type { CliContext } from './context.js';
  * their variadic forms) complete live names from the daemon.
  */
 
-
 const vmCommands = () => import('./commands/vm.js');
 const imageCommands = () => import('./commands/image.js');
 const kernelCommands = () => import('./commands/kernel.js');
