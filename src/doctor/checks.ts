@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Check } from '../api/schemas/daemon.js';
 import type { Config } from '../config/schema.js';
+import { CAP_HINT } from '../network/runner.js';
 import { CAP_NET_ADMIN, hasCapability } from '../util/proc.js';
 import { formatSize } from '../util/units.js';
 import { kvmDevicePath } from '../vmm/accel.js';
@@ -196,10 +197,7 @@ export const CHECKS: CheckDef[] = [
     run: ({ probe, config }) =>
       probe.hasNetAdmin()
         ? pass(`can manage bridge ${config.bridgeName}, taps and NAT rules`)
-        : fail(
-            'bangerd lacks CAP_NET_ADMIN: bridge networking cannot be set up',
-            'run bangerd as root (sudo banger daemon status) or grant it: sudo setcap cap_net_admin+ep "$(command -v node)"',
-          ),
+        : fail('bangerd lacks CAP_NET_ADMIN: bridge networking cannot be set up', CAP_HINT),
   },
   {
     id: 'disk',
@@ -225,6 +223,8 @@ export const CHECKS: CheckDef[] = [
     run: ({ probe, runtimeDir }) => {
       const st = probe.stat(runtimeDir);
       if (!st) return warn(`${runtimeDir} does not exist yet`, 'it is created when bangerd starts');
+      if ((st.mode & 0o170000) === 0o120000)
+        return fail(`${runtimeDir} is a symbolic link`, `remove it or set BANGER_RUNTIME_DIR`);
       if (st.uid !== probe.uid)
         return fail(
           `${runtimeDir} is owned by uid ${st.uid}, not ${probe.uid}`,
@@ -286,7 +286,7 @@ export function hostProbe(
     },
     stat: (file) => {
       try {
-        const s = fs.statSync(file);
+        const s = fs.lstatSync(file);
         return { uid: s.uid, mode: s.mode };
       } catch {
         return undefined;
