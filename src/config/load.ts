@@ -264,6 +264,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
   set('tapPoolSize', top.tap_pool_size);
   set('autoStopStaleAfterMs', top.auto_stop_stale_after);
   set('statsPollIntervalMs', top.stats_poll_interval);
+  set('logMaxBytes', top.log_max_size);
   if (vmDefaults.vcpu !== undefined) config.vmDefaults.vcpu = vmDefaults.vcpu as number;
   if (vmDefaults.memory_mib !== undefined)
     config.vmDefaults.memoryMib = vmDefaults.memory_mib as number;

@@ -140,6 +140,11 @@ export const TOP_FIELDS: FieldSpec[] = [
   },
   { key: 'auto_stop_stale_after', schema: duration, help: 'stop VMs idle this long (0 = never)' },
   { key: 'stats_poll_interval', schema: duration, help: 'how often VM stats are sampled' },
+  {
+    key: 'log_max_size',
+    schema: size(1024 ** 2, 'log_max_size'),
+    help: 'cap of each VM console/VMM log (one older copy is kept as .1)',
+  },
 ];
 
 export const VM_DEFAULT_FIELDS: FieldSpec[] = [
@@ -202,6 +207,7 @@ export interface Config {
   tapPoolSize: number;
   autoStopStaleAfterMs: number;
   statsPollIntervalMs: number;
+  logMaxBytes: number;
   vmDefaults: VmDefaultsConfig;
   fileSync: FileSync[];
 }
@@ -221,6 +227,7 @@ export const DEFAULT_CONFIG: Config = {
   tapPoolSize: 0,
   autoStopStaleAfterMs: 0,
   statsPollIntervalMs: 5000,
+  logMaxBytes: 16 * 1024 ** 2,
   vmDefaults: {},
   fileSync: [],
 };

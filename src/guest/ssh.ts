@@ -93,16 +93,19 @@ export interface SshArgsInput {
 const shellQuote = (s: string): string =>
   /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** ssh expands %-tokens (%h, %p, …) in these options: a literal % in a path is written %%. */
+const noTokens = (s: string): string => s.replace(/%/g, '%%');
+
 /** argv for `ssh` (pure). The remote command is quoted for the guest shell. */
 export function sshArgs(i: SshArgsInput): string[] {
   const opts: Record<string, string> = {
-    IdentityFile: i.keyPath,
+    IdentityFile: noTokens(i.keyPath),
     IdentitiesOnly: 'yes',
-    UserKnownHostsFile: i.knownHosts,
+    UserKnownHostsFile: noTokens(i.knownHosts),
     GlobalKnownHostsFile: '/dev/null',
     StrictHostKeyChecking: 'yes',
     HostKeyAlias: i.alias,
-    ProxyCommand: i.proxyCommand.map(shellQuote).join(' '),
+    ProxyCommand: noTokens(i.proxyCommand.map(shellQuote).join(' ')),
     PasswordAuthentication: 'no',
     KbdInteractiveAuthentication: 'no',
     ServerAliveInterval: '15',

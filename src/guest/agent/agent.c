@@ -75,7 +75,7 @@ static struct {
   unsigned ssh_port;
   int ready_poll_ms;
   bool dry_power;
-} opt = {M_AUTO, "banger.agent", 1024, NULL, NULL, 22, 100, false};
+} opt = {M_AUTO, "banger.agent", 52, NULL, NULL, 22, 100, false};
 
 /* ---------- logging ---------- */
 
@@ -969,7 +969,7 @@ static void usage(FILE *f) {
           "usage: banger-agent [options]\n"
           "  --transport auto|virtio-serial|vsock  channel to the host (default auto)\n"
           "  --port-name NAME       virtio-serial port name (default banger.agent)\n"
-          "  --vsock-port N         vsock port to listen on (default 1024)\n"
+          "  --vsock-port N         vsock port to listen on (default 52, privileged)\n"
           "  --listen-unix PATH     listen on a Unix socket (tests)\n"
           "  --connect-unix PATH    connect to a Unix socket, reconnecting (tests)\n"
           "  --root DIR             read /proc, /sys, /etc, /dev, /run below DIR (tests)\n"

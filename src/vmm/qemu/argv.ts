@@ -43,7 +43,8 @@ export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[]
     '-display',
     'none',
     '-chardev',
-    `file,id=console,path=${qemuEscape(spec.consoleLog)}`,
+    // append: boots add to one log, and the daemon can cap it by truncation
+    `file,id=console,path=${qemuEscape(spec.consoleLog)},append=on`,
     '-serial',
     'chardev:console',
     '-kernel',
