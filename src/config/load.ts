@@ -253,6 +253,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
     'sshKeyPath',
     top.ssh_key_path === undefined ? undefined : expandHome(top.ssh_key_path as string, home),
   );
+  set('vmmUser', top.vmm_user);
   set('defaultImageName', top.default_image_name);
   set('defaultKernel', top.default_kernel);
   set('bridgeName', top.bridge_name);

@@ -121,6 +121,7 @@ export function formatVm(v: VmView): string {
     ['mac', v.mac],
     ['tap', v.tap],
     ['pid', v.pid],
+    ['confined', v.confinement],
     ['ssh', `banger vm ssh ${v.name}`],
     ['created', `${v.createdAt} (${ago(v.createdAt)})`],
     ['started', v.startedAt],
