@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import { CAP_HINT } from '../network/runner.js';
 import { CAP_NET_ADMIN, hasCapability } from '../util/proc.js';
 import { formatSize } from '../util/units.js';
+import { lookupUser } from '../util/users.js';
 import { kvmDevicePath } from '../vmm/accel.js';
 import { createVmmDriver } from '../vmm/registry.js';
 import { resolveVmm } from '../vmm/resolve.js';
@@ -28,6 +29,8 @@ export interface Probe {
   stat(file: string): { uid: number; mode: number } | undefined;
   hasNetAdmin(): boolean;
   openFilesLimit(): number | undefined;
+  /** uid of a host user, undefined when there is none by that name. */
+  userUid(name: string): number | undefined;
 }
 
 export interface CheckContext {
@@ -200,6 +203,26 @@ export const CHECKS: CheckDef[] = [
         : fail('bangerd lacks CAP_NET_ADMIN: bridge networking cannot be set up', CAP_HINT),
   },
   {
+    id: 'vmm-confinement',
+    title: 'VMM confinement',
+    run: ({ probe, config }) => {
+      if (probe.uid !== 0)
+        return pass(`VMMs run as you (uid ${probe.uid}) under QEMU's seccomp sandbox`);
+      if (config.vmmUser === 'root')
+        return warn(
+          'vmm_user = "root": VMMs of this root daemon run as root (seccomp sandbox only)',
+          'remove vmm_user from config.toml to run them as banger-vmm',
+        );
+      const uid = probe.userUid(config.vmmUser);
+      return uid === undefined
+        ? fail(
+            `vmm_user '${config.vmmUser}' does not exist: VMs cannot start`,
+            `sudo useradd --system --no-create-home --shell /usr/sbin/nologin ${config.vmmUser}`,
+          )
+        : pass(`VMMs run as ${config.vmmUser} (uid ${uid}) under QEMU's seccomp sandbox`);
+    },
+  },
+  {
     id: 'disk',
     title: 'free disk space',
     run: ({ probe, stateDir }) => {
@@ -293,6 +316,7 @@ export function hostProbe(
       }
     },
     hasNetAdmin: () => hasCapability(CAP_NET_ADMIN),
+    userUid: (name) => lookupUser(name)?.uid,
     openFilesLimit: () => {
       try {
         const m = /^Max open files\s+(\d+|unlimited)/m.exec(
