@@ -1,3 +1,5 @@
+import { terminalSafe } from '../util/terminal.js';
+
 /**
  * The log pane's buffer, pure: console and VMM output split into clean lines
  * (no escape sequences, no control characters), at most MAX_LOG_LINES kept,
@@ -24,20 +26,9 @@ export const emptyLog = (): LogBuffer => ({
   dropped: 0,
 });
 
-// CSI and OSC sequences, other escapes, then the C0 controls left (tab is expanded first).
-// eslint-disable-next-line no-control-regex
-const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-_]/g;
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x08\x0b-\x1f\x7f]/g;
-
-/** One line as the terminal may show it: no escapes, no controls, tabs as spaces. */
+/** One line as the terminal may show it: the last carriage-return overwrite, tabs as spaces, terminal-safe. */
 export function cleanLine(s: string): string {
-  return s
-    .replace(ANSI, '')
-    .replace(/\r$/, '')
-    .replace(/^.*\r/, '')
-    .replace(/\t/g, '    ')
-    .replace(CONTROL, '');
+  return terminalSafe(s.replace(/\r$/, '').replace(/^.*\r/, '').replace(/\t/g, '    '));
 }
 
 export function appendLog(b: LogBuffer, chunk: string): LogBuffer {

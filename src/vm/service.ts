@@ -113,6 +113,7 @@ export class VmService {
       network,
       agents,
       isLocked: (key) => deps.locks.isLocked(key),
+      logMaxBytes: () => deps.config().logMaxBytes,
       logger: deps.logger,
     });
     const alive = (vm: VmRecord): boolean => liveness.alive(vm);

@@ -191,6 +191,7 @@ describe('tui views (Ink test renderer, daemon in temp dirs)', () => {
       sshHost: 'alpha.vm',
       dir: '/d',
       bootMs: 1,
+      confinement: null,
     };
     const s = applyVmEvent(initialState({ columns: 80, rows: 24 }), {
       type: 'snapshot',

@@ -38,6 +38,7 @@ const vm: VmView = {
   sshHost: 'alpha.vm',
   dir: '/state/vms/alpha',
   bootMs: 3500,
+  confinement: null,
 };
 
 const base = (): TuiState =>

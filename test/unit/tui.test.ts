@@ -47,6 +47,7 @@ const vm = (name: string, extra: Partial<VmView> = {}): VmView => ({
   sshHost: `${name}.vm`,
   dir: `/state/vms/${name}`,
   bootMs: 3000,
+  confinement: null,
   ...extra,
 });
 

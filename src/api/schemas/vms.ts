@@ -44,6 +44,8 @@ export const VmViewSchema = z.object({
   dir: z.string(),
   /** Time from VMM start to guest readiness on the last boot. */
   bootMs: z.number().nullable(),
+  /** How the running VMM is confined, read from /proc (null when not running). */
+  confinement: z.string().nullable(),
 });
 export type VmView = z.infer<typeof VmViewSchema>;
 

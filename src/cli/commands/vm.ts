@@ -3,6 +3,7 @@ import type { VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js
 import { BangerError, toBangerError, type ErrorShape } from '../../errors.js';
 import { sleep } from '../../util/sleep.js';
 import { parseDiskSize, parseMemoryMib, parseVcpu, type Parsed } from '../../util/sizing.js';
+import { TerminalFilter, terminalSafe } from '../../util/terminal.js';
 import { formatDuration, formatSize, formatSizeShort, parseDuration } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { ExitWith } from '../exit.js';
@@ -88,6 +89,7 @@ export function formatVm(v: VmView): string {
     ['mac', v.mac],
     ['tap', v.tap],
     ['pid', v.pid],
+    ['confined', v.confinement],
     ['ssh', `banger vm ssh ${v.name}`],
     ['created', `${v.createdAt} (${ago(v.createdAt)})`],
     ['started', v.startedAt],
@@ -95,7 +97,9 @@ export function formatVm(v: VmView): string {
     ['boot', v.bootMs === null ? null : formatDuration(v.bootMs)],
     ['dir', v.dir],
   ];
-  return rows.map(([k, val]) => `${`${k}:`.padEnd(9)}${val ?? '-'}`).join('\n');
+  return rows
+    .map(([k, val]) => `${`${k}:`.padEnd(9)}${terminalSafe(String(val ?? '-'))}`)
+    .join('\n');
 }
 
 // ------------------------------------------------------------------ create / run
@@ -323,10 +327,17 @@ export async function vmShow(ctx: CliContext, ref: string): Promise<void> {
   else ctx.print(formatVm(vm));
 }
 
+/** Console text goes to a terminal filtered (no guest escape sequences), to a pipe as it is. */
+function writeGuestText(ctx: CliContext): (s: string) => void {
+  if (!ctx.out.isTTY) return (s) => ctx.out.write(s);
+  const filter = new TerminalFilter();
+  return (s) => ctx.out.write(filter.write(s));
+}
+
 export async function vmLogs(ctx: CliContext, ref: string, follow: boolean): Promise<void> {
   await ctx.interruptible((signal) =>
     ctx.daemon((c) =>
-      c.text('vmLogs', { params: { ref }, query: { follow } }, (s) => ctx.out.write(s), signal),
+      c.text('vmLogs', { params: { ref }, query: { follow } }, writeGuestText(ctx), signal),
     ),
   );
 }
