@@ -30,6 +30,10 @@ export interface VmMeta {
   kernelPath?: string;
   /** Size of the console log when this boot began: what is after it is this boot's output. */
   consoleStart?: number;
+  /** `vm set --auto-stop`: this VM's idle auto-stop delay (0 = never); absent = the config's. */
+  autoStopAfterMs?: number;
+  /** The last stop was the idle auto-stop: how long the VM had been idle, and its stoppedAt. */
+  idleStop?: { idleMs: number; at: string };
 }
 
 export const metaOf = (vm: Pick<VmRecord, 'meta'>): VmMeta => vm.meta as VmMeta;
@@ -130,6 +134,10 @@ export class VmTable {
       sshHost: hostAlias(vm.name),
       dir: this.layout(vm).dir,
       bootMs: meta.bootMs ?? null,
+      idleStop:
+        vm.state === 'stopped' && meta.idleStop && meta.idleStop.at === vm.stoppedAt
+          ? meta.idleStop
+          : null,
     };
   }
 }
