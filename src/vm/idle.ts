@@ -14,7 +14,8 @@ import type { CpuTicks } from '../guest/agentProtocol.js';
  *  - an operation holds the VM's lock (start, stop, set, ...);
  *  - nothing can be said: the agent did not answer, so its sessions are unknown.
  * A VM is idle for `now - lastActiveAt`, where lastActiveAt is the last
- * active sample, the VM's start, or the daemon's start, whichever is latest.
+ * active sample, or the first sample that saw the VM running (just after it
+ * became ready, or after the daemon started), whichever is later.
  */
 
 /** Below this (percent of one CPU, guest view) a VM is not busy. */

@@ -51,12 +51,9 @@ export class VmSampler {
   private readonly tracks = new Map<string, Track>();
   private timer?: NodeJS.Timeout;
   private stopped = true;
-  private readonly since: number;
   private everyMs = 0;
 
-  constructor(private readonly n: SamplerNeeds) {
-    this.since = this.now();
-  }
+  constructor(private readonly n: SamplerNeeds) {}
 
   private now(): number {
     return this.n.now ? this.n.now() : Date.now();
@@ -127,10 +124,10 @@ export class VmSampler {
     const at = this.now();
     let t = this.tracks.get(vm.id);
     if (!t || t.startedAt !== vm.startedAt) {
-      const started = vm.startedAt ? Date.parse(vm.startedAt) : at;
+      // First seen running (its readiness, or the daemon's start): the idle clock starts here.
       t = {
         startedAt: vm.startedAt,
-        lastActiveAt: Math.min(at, Math.max(started, this.since)),
+        lastActiveAt: at,
         activeReason: null,
         agentSilentSince: null,
         sampledAt: at,
