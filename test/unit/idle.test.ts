@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { VmStats } from '../../src/api/schemas/vms.js';
+import { activityRows, formatStats, parseAutoStop } from '../../src/cli/commands/vm.js';
 import type { CpuTicks } from '../../src/guest/agentProtocol.js';
 import type { VmRecord } from '../../src/store/vms.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -307,5 +308,58 @@ describe('sampler', () => {
     assert.deepEqual(r.sampler.plan(), { sample: true, everyMs: 2000 });
     r.vms = [];
     assert.deepEqual(r.sampler.plan(), { sample: false, everyMs: 5000 });
+  });
+});
+
+describe('CLI: --auto-stop and the sampler in vm show / vm stats', () => {
+  test('--auto-stop takes a duration, never or default', () => {
+    assert.equal(parseAutoStop('30m'), 1_800_000);
+    assert.equal(parseAutoStop('never'), 0);
+    assert.equal(parseAutoStop('0'), 0);
+    assert.equal(parseAutoStop('default'), null);
+    assert.throws(() => parseAutoStop('soon'), /invalid --auto-stop 'soon'/);
+    assert.throws(() => parseAutoStop('10ms'), /under 1s/);
+  });
+
+  test('vm show: auto-stop, activity, agent silence and the sample with its age', () => {
+    const now = T0 + 60_000;
+    const stats = statsOf(vmRow('a'), { sshSessions: 0, cpuPercent: 2 });
+    const rows = activityRows(
+      {
+        autoStop: { afterMs: 1_800_000, source: 'vm' },
+        activity: {
+          sampledAt: new Date(T0 + 55_000).toISOString(),
+          agentSilentSince: new Date(T0 + 50_000).toISOString(),
+          lastActiveAt: new Date(T0).toISOString(),
+          activeReason: null,
+        },
+        sample: { ...stats, sampledAt: new Date(T0 + 55_000).toISOString() },
+      } as Parameters<typeof activityRows>[0],
+      now,
+    );
+    const m = new Map(rows);
+    assert.equal(m.get('autostop'), 'after 30m idle (vm set --auto-stop)');
+    assert.equal(m.get('active'), 'idle for 1m');
+    assert.equal(m.get('agent'), 'not answering since 2026-01-01T00:00:50.000Z (10.0s)');
+    assert.equal(m.get('cpu'), '40% host, 2% guest (sampled 5.00s ago)');
+    assert.equal(m.get('sessions'), '0');
+  });
+
+  test('vm stats: ssh sessions, idle time and sample age columns; a silent agent gets its own line', () => {
+    const now = T0 + 60_000;
+    const s = {
+      ...statsOf(vmRow('a'), null),
+      sampledAt: new Date(T0 + 58_000).toISOString(),
+      activity: {
+        sampledAt: new Date(T0 + 58_000).toISOString(),
+        agentSilentSince: new Date(T0 + 40_000).toISOString(),
+        lastActiveAt: new Date(T0 + 58_000).toISOString(),
+        activeReason: 'agent not answering',
+      },
+    };
+    const out = formatStats([s], now).split('\n');
+    assert.match(out[0]!, /SSH +IDLE +AGE$/);
+    assert.match(out[1]!, /^vm-a .* - +no +2\.00s$/);
+    assert.equal(out[2], 'vm-a: agent: not answering since 2026-01-01T00:00:40.000Z');
   });
 });
