@@ -106,6 +106,7 @@ export class VmStatsReader {
         overlayBytes: allocated(l.overlayDisk),
         workBytes: allocated(l.workDisk),
         workSizeBytes: apparent(l.workDisk),
+        overlaySizeBytes: apparent(l.overlayDisk),
       },
       sampledAt: new Date().toISOString(),
     };

@@ -333,7 +333,16 @@ describe('CLI: --auto-stop and the sampler in vm show / vm stats', () => {
           lastActiveAt: new Date(T0).toISOString(),
           activeReason: null,
         },
-        sample: { ...stats, sampledAt: new Date(T0 + 55_000).toISOString() },
+        sample: {
+          ...stats,
+          sampledAt: new Date(T0 + 55_000).toISOString(),
+          disk: {
+            overlayBytes: 1024 ** 3,
+            workBytes: 512 * 1024 ** 2,
+            workSizeBytes: 8 * 1024 ** 3,
+            overlaySizeBytes: 8 * 1024 ** 3,
+          },
+        },
       } as Parameters<typeof activityRows>[0],
       now,
     );
@@ -343,6 +352,7 @@ describe('CLI: --auto-stop and the sampler in vm show / vm stats', () => {
     assert.equal(m.get('agent'), 'not answering since 2026-01-01T00:00:50.000Z (10.0s)');
     assert.equal(m.get('cpu'), '40% host, 2% guest (sampled 5.00s ago)');
     assert.equal(m.get('sessions'), '0');
+    assert.equal(m.get('disks'), '1.5 GiB on the host of 16 GiB (overlay 1 GiB, work 512 MiB)');
   });
 
   test('vm stats: ssh sessions, idle time and sample age columns; a silent agent gets its own line', () => {

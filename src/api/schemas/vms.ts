@@ -186,7 +186,13 @@ export const VmStatsSchema = z.object({
     })
     .nullable(),
   /** Host blocks allocated by the VM's disks (sparse files). */
-  disk: z.object({ overlayBytes: z.number(), workBytes: z.number(), workSizeBytes: z.number() }),
+  disk: z.object({
+    overlayBytes: z.number(),
+    workBytes: z.number(),
+    workSizeBytes: z.number(),
+    /** Apparent size of the overlay disk (overlayBytes is what it really takes). */
+    overlaySizeBytes: z.number().optional(),
+  }),
   /** When these figures were read (the sampler's last sample, or now). */
   sampledAt: z.string().optional(),
   /** The sampler's view: agent silence, last activity (running VMs). */

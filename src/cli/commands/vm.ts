@@ -169,6 +169,13 @@ export function activityRows(v: VmView, now = Date.now()): [string, string | nul
       }${age}`,
     ]);
     if (st.rssBytes !== null) rows.push(['rss', formatSize(st.rssBytes)]);
+    const d = st.disk;
+    rows.push([
+      'disks',
+      `${formatSize(d.overlayBytes + d.workBytes)} on the host of ${formatSize(
+        (d.overlaySizeBytes ?? 0) + d.workSizeBytes,
+      )} (overlay ${formatSize(d.overlayBytes)}, work ${formatSize(d.workBytes)})`,
+    ]);
     if (st.guest) {
       const g = st.guest;
       rows.push([
