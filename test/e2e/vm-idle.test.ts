@@ -53,12 +53,18 @@ describe('stats sampling and idle auto-stop (real VMs)', { timeout: 20 * 60_000 
     if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
     const idle = e().name('idle');
     const busy = e().name('busy');
+    let sessionEnd = 'ssh still running';
     // The busy VM's session opens as soon as it is ready, whatever the other VM is doing.
     const busyFlow = (async () => {
       const c = await e().run(['vm', 'create', '--name', busy]);
       assert.equal(c.code, 0, c.stderr);
       const readyAt = Date.now();
-      const session = e().run(['vm', 'ssh', busy, '--', 'sleep 55'], { timeoutMs: 180_000 });
+      const session = e()
+        .run(['vm', 'ssh', busy, '--', 'sleep 55'], { timeoutMs: 180_000 })
+        .then((r) => {
+          sessionEnd = `ssh ended after ${Date.now() - readyAt} ms (exit ${r.code}): ${r.stderr}`;
+          return r;
+        });
       return { readyAt, session };
     })();
     const idleCreate = e().run(['vm', 'create', '--name', idle]);
@@ -103,7 +109,11 @@ describe('stats sampling and idle auto-stop (real VMs)', { timeout: 20 * 60_000 
     const wait = readyAt + AUTO_STOP_MS + 15_000 - Date.now();
     if (wait > 0) await sleep(wait);
     const b = await show(busy);
-    assert.equal(b.state, 'running', 'a VM with an ssh session must not be auto-stopped');
+    assert.equal(
+      b.state,
+      'running',
+      `a VM with an ssh session must not be auto-stopped (${sessionEnd})`,
+    );
     assert.equal(b.activity?.activeReason, 'ssh session');
     assert.equal(b.sample?.guest?.sshSessions, 1);
     const busyText = await e().run(['vm', 'show', busy]);
