@@ -32,8 +32,8 @@ export interface VmMeta {
   consoleStart?: number;
   /** `vm set --auto-stop`: this VM's idle auto-stop delay (0 = never); absent = the config's. */
   autoStopAfterMs?: number;
-  /** The last stop was the idle auto-stop: how long the VM had been idle, and its stoppedAt. */
-  idleStop?: { idleMs: number; at: string };
+  /** The idle auto-stop stopped the boot that began at startedAt, after idleMs idle. */
+  idleStop?: { idleMs: number; startedAt: string | null };
 }
 
 export const metaOf = (vm: Pick<VmRecord, 'meta'>): VmMeta => vm.meta as VmMeta;
@@ -135,8 +135,8 @@ export class VmTable {
       dir: this.layout(vm).dir,
       bootMs: meta.bootMs ?? null,
       idleStop:
-        vm.state === 'stopped' && meta.idleStop && meta.idleStop.at === vm.stoppedAt
-          ? meta.idleStop
+        vm.state === 'stopped' && vm.stoppedAt && meta.idleStop?.startedAt === vm.startedAt
+          ? { idleMs: meta.idleStop.idleMs, at: vm.stoppedAt }
           : null,
     };
   }

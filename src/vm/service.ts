@@ -335,9 +335,15 @@ export class VmService {
         .catch(() => undefined);
       if (!guest || (guest.sshSessions ?? 0) > 0) return;
       this.table.event('vm.idle_stop', cur, { idleMs, afterMs });
-      const stopped = await this.teardown.stopLocked(cur, IDLE_STOP_TIMEOUT_MS, () => undefined);
-      if (stopped.stoppedAt)
-        this.table.setMeta(stopped, { idleStop: { idleMs, at: stopped.stoppedAt } });
+      // Recorded before the stop, for this boot: the view says why from the moment it is stopped.
+      const marked = this.table.setMeta(cur, { idleStop: { idleMs, startedAt: cur.startedAt } });
+      try {
+        await this.teardown.stopLocked(marked, IDLE_STOP_TIMEOUT_MS, () => undefined);
+      } catch (e) {
+        const now = this.table.get(cur.id);
+        if (now) this.table.setMeta(now, { idleStop: undefined });
+        throw e;
+      }
     });
   }
 
