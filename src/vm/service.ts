@@ -1,8 +1,9 @@
+import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { ProgressSink } from '../api/events.js';
-import type { VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
+import type { VmEvent, VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
 import type { HostFacts } from '../config/vmDefaults.js';
-import { toBangerError } from '../errors.js';
+import { BangerError, toBangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
 import type { Paths } from '../config/paths.js';
 import type { Config } from '../config/schema.js';
@@ -11,6 +12,7 @@ import type { Logger } from '../util/log.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import type { VmRecord } from '../store/vms.js';
 import { which } from '../util/exec.js';
+import { PACKAGE_ROOT } from '../version.js';
 import { hostTscKhz, readKvmFacts } from '../vmm/accel.js';
 import type { VmmName } from '../vmm/driver.js';
 import { createVmmDriver } from '../vmm/registry.js';
@@ -27,9 +29,11 @@ import { isActive, metaOf, vmLockKey, VmTable } from './records.js';
 import { VmSettings, type VmPatch } from './settings.js';
 import { effectiveAutoStop } from './idle.js';
 import { VmSampler } from './sampler.js';
+import { VmSshConfig } from './sshConfig.js';
 import { VmStatsReader } from './stats.js';
 import { VmTeardown } from './teardown.js';
 import { openTunnel } from './tunnel.js';
+import { watchVms } from './watch.js';
 
 export type { CreateHooks, CreateRequest } from './create.js';
 
@@ -76,6 +80,11 @@ export interface VmServiceDeps {
   disks?: VmDisks;
   /** What every ready VM has (default readySteps(paths)). */
   readySteps?: ReadyStep[];
+  /**
+   * The command ssh_config's ProxyCommand runs (the VM name is appended);
+   * default this package's `bin/banger __proxy` under this Node.
+   */
+  sshProxy?: string[];
 }
 
 export class VmService {
@@ -91,6 +100,7 @@ export class VmService {
   private readonly sampler: VmSampler;
   /** Open tunnels (ssh) per VM id: activity for the idle auto-stop. */
   private readonly tunnels = new Map<string, number>();
+  private readonly sshConfig: VmSshConfig;
 
   constructor(private readonly deps: VmServiceDeps) {
     const table = new VmTable(deps.store, deps.logger, deps.paths.vmsDir);
@@ -177,6 +187,28 @@ export class VmService {
       stopIdle: (vm, idleMs, afterMs) => this.stopIdle(vm, idleMs, afterMs),
       logger: deps.logger,
     });
+    const proxy = deps.sshProxy ?? [
+      process.execPath,
+      path.join(PACKAGE_ROOT, 'bin', 'banger'),
+      '__proxy',
+    ];
+    this.sshConfig = new VmSshConfig({
+      table,
+      file: deps.paths.sshConfig,
+      input: () => ({
+        keyPath: deps.config().sshKeyPath ?? deps.paths.sshKey,
+        knownHosts: deps.paths.knownHosts,
+        proxy,
+        // The proxy must find this daemon whatever the shell that runs ssh has set.
+        env: {
+          BANGER_CONFIG_DIR: deps.paths.configDir,
+          BANGER_STATE_DIR: deps.paths.stateDir,
+          BANGER_CACHE_DIR: deps.paths.cacheDir,
+          BANGER_RUNTIME_DIR: deps.paths.runtimeDir,
+        },
+      }),
+      logger: deps.logger,
+    });
   }
 
   private locked<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
@@ -208,6 +240,12 @@ export class VmService {
       activity: running ? this.sampler.activity(vm.id) : null,
       sample: running ? this.sampler.lastSample(vm.id) : null,
     };
+  }
+
+  /** Every VM, then each change of the table, until the returned function is called (watch.ts). */
+  watch(send: (e: VmEvent) => void): () => void {
+    this.liveness.check();
+    return watchVms(this.table, send);
   }
 
   resolve(ref: string): VmRecord {
@@ -347,6 +385,23 @@ export class VmService {
     });
   }
 
+  /**
+   * Another service's operation on a running VM (a workspace copy), run under
+   * the VM's lock so that no start, stop or delete runs meanwhile. Refused
+   * unless the VM is running once the lock is taken.
+   */
+  whileRunning<T>(ref: string, fn: (vm: VmView) => Promise<T>): Promise<T> {
+    return this.withVm(ref, (vm) => {
+      const state = vm.state === 'running' && !this.liveness.alive(vm) ? 'gone' : vm.state;
+      if (state !== 'running') {
+        throw new BangerError('precondition', `vm '${vm.name}' is not running (${state})`, {
+          hint: `start it first: banger vm start ${vm.name}`,
+        });
+      }
+      return fn(this.table.view(vm));
+    });
+  }
+
   /** Run one action over several refs concurrently; one failure does not stop the others. */
   async many(
     refs: string[],
@@ -397,6 +452,7 @@ export class VmService {
 
   shutdown(): void {
     this.sampler.stop();
+    this.sshConfig.stop();
     this.adoption.shutdown();
     this.liveness.stopMonitor();
     this.agents.closeAll();

@@ -199,3 +199,15 @@ export const VmStatsSchema = z.object({
   activity: VmActivitySchema.nullable().optional(),
 });
 export type VmStats = z.infer<typeof VmStatsSchema>;
+
+/**
+ * `GET /v1/events/vms` (a watch route): first `snapshot` with every VM, then
+ * one event per change of the vms table — `vm` with the VM as it is now, or
+ * `gone` when it was deleted — until the client leaves.
+ */
+export const VmEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('snapshot'), vms: z.array(VmViewSchema) }),
+  z.object({ type: z.literal('vm'), vm: VmViewSchema }),
+  z.object({ type: z.literal('gone'), id: z.string() }),
+]);
+export type VmEvent = z.infer<typeof VmEventSchema>;

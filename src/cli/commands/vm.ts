@@ -1,23 +1,9 @@
 import os from 'node:os';
 import type { VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js';
-import {
-  DISK_MIN_BYTES,
-  DISK_RULE,
-  MEMORY_MIN_MIB,
-  MEMORY_RULE,
-  VCPU_MAX,
-  VCPU_MIN,
-  VCPU_RULE,
-} from '../../api/limits.js';
 import { BangerError, toBangerError, type ErrorShape } from '../../errors.js';
 import { sleep } from '../../util/sleep.js';
-import {
-  formatDuration,
-  formatSize,
-  formatSizeShort,
-  parseDuration,
-  parseSize,
-} from '../../util/units.js';
+import { parseDiskSize, parseMemoryMib, parseVcpu, type Parsed } from '../../util/sizing.js';
+import { formatDuration, formatSize, formatSizeShort, parseDuration } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { ExitWith } from '../exit.js';
 import { table } from '../render/table.js';
@@ -40,32 +26,14 @@ export function parseSizing(f: SizingFlags): {
   diskSize?: number;
 } {
   const out: { vcpu?: number; memoryMib?: number; diskSize?: number } = {};
-  const bad = (flag: string, value: string, rule: string): BangerError =>
-    new BangerError('usage', `invalid ${flag} '${value}'`, { hint: rule });
-  const size = (flag: string, value: string, rule: string, bareUnit: number): number => {
-    // A bare number is MiB for --memory (like Docker's and QEMU's -m), GiB for --disk-size.
-    if (/^\d+$/.test(value)) return Number(value) * bareUnit;
-    try {
-      return parseSize(value);
-    } catch {
-      throw bad(flag, value, rule);
-    }
+  const check = (flag: string, value: string, r: Parsed<number>): number => {
+    if (!r.ok) throw new BangerError('usage', `invalid ${flag} '${value}'`, { hint: r.rule });
+    return r.value;
   };
-  if (f.vcpu !== undefined) {
-    const n = /^\d+$/.test(f.vcpu) ? Number(f.vcpu) : NaN;
-    if (!(n >= VCPU_MIN && n <= VCPU_MAX)) throw bad('--vcpu', f.vcpu, VCPU_RULE);
-    out.vcpu = n;
-  }
-  if (f.memory !== undefined) {
-    const mib = Math.floor(size('--memory', f.memory, MEMORY_RULE, 1024 ** 2) / 1024 ** 2);
-    if (mib < MEMORY_MIN_MIB) throw bad('--memory', f.memory, MEMORY_RULE);
-    out.memoryMib = mib;
-  }
-  if (f.diskSize !== undefined) {
-    const bytes = size('--disk-size', f.diskSize, DISK_RULE, 1024 ** 3);
-    if (bytes < DISK_MIN_BYTES) throw bad('--disk-size', f.diskSize, DISK_RULE);
-    out.diskSize = bytes;
-  }
+  if (f.vcpu !== undefined) out.vcpu = check('--vcpu', f.vcpu, parseVcpu(f.vcpu));
+  if (f.memory !== undefined) out.memoryMib = check('--memory', f.memory, parseMemoryMib(f.memory));
+  if (f.diskSize !== undefined)
+    out.diskSize = check('--disk-size', f.diskSize, parseDiskSize(f.diskSize));
   return out;
 }
 
@@ -200,34 +168,36 @@ export interface CreateFlags extends SizingFlags {
   start?: boolean;
 }
 
+/** The body of a create request from the flags. */
+export function createRequest(f: CreateFlags, start: boolean) {
+  return {
+    name: f.name,
+    image: f.image,
+    kernel: f.kernel,
+    ...parseSizing(f),
+    nat: Boolean(f.nat),
+    start,
+  };
+}
+
+/** Prints the `spec:` line once, from the create stream's items. */
+export function specPrinter(ctx: CliContext): (data: unknown) => void {
+  let printed = false;
+  return (data) => {
+    const d = data as { kind?: string; spec?: VmSpec };
+    if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
+      printed = true;
+      ctx.note(formatSpec(d.spec));
+    }
+  };
+}
+
 async function createVm(
   ctx: CliContext,
   f: CreateFlags,
   start: boolean,
 ): Promise<{ vm: VmView; spec: VmSpec }> {
-  let printed = false;
-  return ctx.stream(
-    'vmCreate',
-    {
-      body: {
-        name: f.name,
-        image: f.image,
-        kernel: f.kernel,
-        ...parseSizing(f),
-        nat: Boolean(f.nat),
-        start,
-      },
-    },
-    {
-      onItem: (data) => {
-        const d = data as { kind?: string; spec?: VmSpec };
-        if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
-          printed = true;
-          ctx.note(formatSpec(d.spec));
-        }
-      },
-    },
-  );
+  return ctx.stream('vmCreate', { body: createRequest(f, start) }, { onItem: specPrinter(ctx) });
 }
 
 export async function vmCreate(ctx: CliContext, f: CreateFlags): Promise<void> {
@@ -242,21 +212,8 @@ export interface RunFlags extends CreateFlags {
   from?: string;
 }
 
-export async function vmRun(
-  ctx: CliContext,
-  path: string | undefined,
-  f: RunFlags,
-  command: string[],
-): Promise<void> {
-  if (path !== undefined || f.branch || f.from) {
-    throw new BangerError(
-      'not_implemented',
-      "'vm run PATH' (workspace mode) is not implemented yet",
-      {
-        hint: 'run without PATH for now; see the README section "Status"',
-      },
-    );
-  }
+/** `vm run` without PATH (workspace mode is `vmRunWorkspace` in ./workspace.ts). */
+export async function vmRun(ctx: CliContext, f: RunFlags, command: string[]): Promise<void> {
   let vm: VmView;
   try {
     vm = (await createVm(ctx, f, true)).vm;
@@ -277,7 +234,7 @@ export async function vmRun(
   if (code !== 0) throw new ExitWith(code);
 }
 
-async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {
+export async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {
   if (!name) return;
   try {
     await ctx.daemon((c) =>
@@ -292,7 +249,7 @@ async function removeQuietly(ctx: CliContext, name: string | undefined): Promise
   }
 }
 
-async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
+export async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
   try {
     const v = await ctx.call('vmShow', { params: { ref: name } });
     if (v.state === 'running')
@@ -316,11 +273,17 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | null): 
   return n ? 128 + n : 1;
 }
 
-/** Run system ssh into the VM through the daemon's tunnel; resolves with ssh's exit code. */
+/**
+ * Run system ssh into the VM through the daemon's tunnel; resolves with ssh's
+ * exit code. `script` replaces the remote command line (workspace sessions
+ * prefix the command with their setup); a terminal is still asked for only
+ * when there is no command.
+ */
 export async function sshInto(
   ctx: CliContext,
   vm: Pick<VmView, 'id' | 'name'>,
   command: string[],
+  opts: { script?: string } = {},
 ): Promise<number> {
   // Loaded here, not at start-up: `vm list` and friends need neither.
   const [{ spawn }, { sshArgs }] = await Promise.all([
@@ -334,7 +297,7 @@ export async function sshInto(
     knownHosts: ctx.paths.knownHosts,
     proxyCommand: [process.execPath, cliEntry(), '__proxy', vm.id],
     tty: interactive,
-    command,
+    command: opts.script !== undefined ? [opts.script] : command,
   });
   return new Promise((resolve, reject) => {
     const child = spawn('ssh', args, { stdio: 'inherit' });
