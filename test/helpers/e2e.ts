@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { TestContext } from 'node:test';
 import { defaultImage } from './image-cache.js';
 import {
   E2E_DIR,
@@ -19,16 +18,7 @@ import {
  * shared by the e2e files of this checkout so the default kernel and image are
  * built once (`.cache/e2e/`, or BANGER_E2E_DIR). e2e files run one at a time.
  */
-export const IN_CI = process.env.CI === 'true';
 export { E2E_DIR };
-
-/** Fail in CI, skip elsewhere, when the host cannot run a test. */
-export function needs(t: TestContext, ok: boolean, why: string): boolean {
-  if (ok) return true;
-  if (IN_CI) throw new Error(`cannot run in CI: ${why}`);
-  t.skip(why);
-  return false;
-}
 
 export const isRoot = (): boolean => process.getuid?.() === 0;
 
