@@ -20,7 +20,7 @@ import {
 
 /**
  * The HostNetwork edge against a real kernel. Every command runs inside a
- * namespace the test creates (`ip netns exec bgt-net-…`); nothing touches
+ * namespace the test creates (`ip netns exec bgt-<owner>-net-…`); nothing touches
  * the root namespace. No VMs are started.
  */
 
