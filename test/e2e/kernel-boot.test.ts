@@ -15,6 +15,7 @@ import type { KernelMeta } from '../../src/image/kernel/build.js';
 import { which } from '../../src/util/exec.js';
 import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
 import { skipUnless } from '../helpers/ci.js';
+import { testNetnsName } from '../helpers/owner.js';
 import { cannotPull, TEST_CACHE_DIR } from './kernel-helpers.js';
 
 /**
@@ -135,14 +136,15 @@ describe('kernel boot smoke (QEMU microvm, TCG)', skipUnless(!reason, reason!), 
     fs.chmodSync(work, 0o755);
     mkfs(work, path.join(dir, 'work.ext4'), DISKS.work.label, '64M');
 
-    ns = `bgt-k-${randomBytes(4).toString('hex')}`;
+    ns = testNetnsName('k', randomBytes(4).toString('hex'));
     execFileSync('ip', ['netns', 'add', ns]);
   });
 
   after(async () => {
-    if (ns) spawnSync('ip', ['netns', 'del', ns]);
+    const del = ns ? spawnSync('ip', ['netns', 'del', ns], { encoding: 'utf8' }) : undefined;
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
     await sb?.cleanup();
+    if (del && del.status !== 0) throw new Error(`ip netns del ${ns} failed: ${del.stderr}`);
   });
 
   function mkfs(

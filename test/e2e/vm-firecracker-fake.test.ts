@@ -42,8 +42,11 @@ describe(
       });
     });
     after(async () => {
-      await env?.cleanup();
-      root?.cleanup();
+      try {
+        await env?.cleanup();
+      } finally {
+        root?.cleanup();
+      }
     });
 
     interface Recorded {

@@ -40,9 +40,12 @@ describe('OCI images boot as VMs', { timeout: 20 * 60_000 }, () => {
         await env.sb.run(['image', 'delete', n]).catch(() => undefined);
       await env.sb.run(['daemon', 'stop']).catch(() => undefined);
     }
-    await env?.cleanup();
-    await reg?.stop();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    try {
+      await env?.cleanup();
+    } finally {
+      await reg?.stop();
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   /** Pull in the root namespace (where the registry is), then hand the state back to the namespace's daemon. */
