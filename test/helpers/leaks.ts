@@ -2,7 +2,6 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { OWNER_TAG, TEST_OWNER } from './owner.js';
 
@@ -10,8 +9,9 @@ import { OWNER_TAG, TEST_OWNER } from './owner.js';
  * The leak sweep run after every e2e test file (scripts/test.mjs loads this
  * module into each e2e file's process with `--import`). A test that cleans up
  * by pid alone misses what it never tracked; this looks at the machine itself
- * once the file's own `after` hooks have run, and fails the file, naming each
- * leftover:
+ * once the file's tests and `after` hooks have all run, and fails the file
+ * (its process exits 1, the run reports the file as failed) after printing
+ * each leftover:
  *
  *  - processes started on the file's behalf: every process the test process,
  *    its sandboxes' daemons and their VMMs start carries BANGER_TEST_OWNER=<pid>
@@ -137,14 +137,23 @@ if (!isRunnerParent && !globalThis.__bangerLeakSweep) {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `bgt-${OWNER_TAG}-tmp-`));
   process.env.TMPDIR = tmp;
   const before = rootNsView();
-  after(async () => {
-    const file = path.basename(process.argv[1] ?? '?');
-    const leaks = await findLeaks(before, tmp);
-    fs.rmSync(tmp, { recursive: true, force: true });
-    if (leaks.length > 0) {
-      throw new Error(
-        `leak sweep after ${file}: the tests left ${leaks.length} thing(s) behind:\n  ${leaks.join('\n  ')}`,
-      );
-    }
+  // Judged when the file is done: after its tests and all of its `after` hooks (a
+  // root-level `after` registered here would run before the file's own). A leak
+  // makes the file's process exit 1, which fails the file in the test run.
+  let swept = false;
+  process.on('beforeExit', () => {
+    if (swept) return;
+    swept = true;
+    void (async () => {
+      const file = path.basename(process.argv[1] ?? '?');
+      const leaks = await findLeaks(before, tmp);
+      fs.rmSync(tmp, { recursive: true, force: true });
+      if (leaks.length > 0) {
+        process.stderr.write(
+          `leak sweep after ${file}: the tests left ${leaks.length} thing(s) behind:\n  ${leaks.join('\n  ')}\n`,
+        );
+        process.exitCode = 1;
+      }
+    })();
   });
 }
