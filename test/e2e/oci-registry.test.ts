@@ -189,6 +189,42 @@ describe('OCI pull from a local registry', () => {
     }
 
     const list = await listExt4(out);
+    // Every entry the three layers and the injection leave, nothing more: a puller
+    // that dropped or invented an entry fails here, whatever the checks below look at.
+    const long = `/usr/share/doc/${'x'.repeat(120)}`;
+    assert.deepEqual(
+      list.map((e) => e.path).sort(),
+      [
+        '/',
+        '/bin',
+        '/etc',
+        '/etc/banger-injected',
+        '/etc/os-release',
+        '/etc/shadow',
+        '/home',
+        '/home/dev',
+        '/home/dev/notes',
+        '/lib',
+        '/lost+found',
+        '/opt',
+        '/opt/app',
+        '/opt/app/new',
+        '/srv',
+        '/srv/data',
+        '/usr',
+        '/usr/bin',
+        '/usr/bin/ping',
+        '/usr/bin/sudo',
+        '/usr/bin/sudoedit',
+        '/usr/lib',
+        '/usr/lib/libc.so.6',
+        '/usr/share',
+        '/usr/share/doc',
+        long,
+        `${long}/${'y'.repeat(110)}`,
+        '/usr/share/hello',
+      ].sort(),
+    );
     const m = new Map(list.map((e) => [e.path, e]));
     const mode = (p: string) => m.get(p)?.mode.toString(8);
     assert.ok(!m.has('/etc/remove-me'), 'whiteout');
