@@ -93,7 +93,7 @@ describe('firecracker driver with the fake firecracker executable', () => {
     const driver = createFirecrackerDriver({
       bin: root.bin,
       env: { ...process.env, FAKE_FC_REQUEST_LOG: requestLog, ...env },
-      socketTimeoutMs: 3_000,
+      socketTimeoutMs: 30_000, // a fake firecracker (a node process) on a loaded host
       ...opts,
     });
     const start = async (): Promise<VmHandle> => {

@@ -80,6 +80,9 @@ function harness(): Harness {
     h.builds.push(ctx);
     ctx.emit({ type: 'step', id: 'download', label: 'Downloading', state: 'start' });
     if (h.gate) {
+      // A Ctrl-C can land before the build starts (a loaded host): an abort listener added
+      // to an aborted signal never fires, so that case is answered here.
+      if (ctx.signal.aborted) throw new BangerError('cancelled', 'aborted');
       await Promise.race([
         h.gate.promise,
         new Promise((_, reject) =>
