@@ -50,12 +50,17 @@ function rootNsView(): RootNsView {
     .split('\n')
     .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1])
     .filter((n): n is string => Boolean(n?.startsWith('bgr')));
+  // Packet counters change while a rule is in use (a banger the host runs itself):
+  // left out, so only a rule that appeared counts as new.
   const rules = [
-    ...(sh('iptables-save', []) ?? '').split('\n').filter((l) => /banger/i.test(l)),
+    ...(sh('iptables-save', []) ?? '')
+      .split('\n')
+      .filter((l) => /banger/i.test(l))
+      .map((l) => l.replace(/\[\d+:\d+\]/g, '').trim()),
     ...(sh('nft', ['list', 'ruleset']) ?? '')
       .split('\n')
       .filter((l) => /banger/i.test(l))
-      .map((l) => `nft: ${l.trim()}`),
+      .map((l) => `nft: ${l.replace(/counter packets \d+ bytes \d+/g, 'counter').trim()}`),
   ];
   const privateRange = /^(10\.|172\.(1[6-9]|2\d|3[01])\.|192\.168\.)/;
   const addrs = (sh('ip', ['-o', '-4', 'addr', 'show']) ?? '')
