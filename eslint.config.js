@@ -18,6 +18,21 @@ export default tseslint.config(
     },
   },
   {
+    // A bare assert.throws/rejects passes on any exception, even one the test did not mean.
+    files: ['test/**/*.ts', 'bench/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector:
+            "CallExpression[callee.object.name='assert'][callee.property.name=/^(throws|rejects)$/][arguments.length<2]",
+          message:
+            'give assert.throws/rejects a matcher (a RegExp, an error object or a validation function)',
+        },
+      ],
+    },
+  },
+  {
     files: ['scripts/**/*.mjs', 'bin/*', '*.js'],
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },

@@ -1,10 +1,17 @@
 /**
  * Boot benchmark. Prints JSON:
- *  - banger: wall time of `banger vm run --rm -- true` (create, boot, ssh, delete)
- *  - baseline: the same kernel, initramfs and disks booted by a bare
- *    qemu-system-x86_64 command until sshd answers with its banner
- *  - ratio banger/baseline (medians)
+ *  - banger: wall time of `banger vm run --rm -- true` (create the disks,
+ *    boot, ssh `true`, kill and delete the VM)
+ *  - baseline: the same work by hand with a bare qemu-system-x86_64: a tap,
+ *    the same disks made the same way, the same kernel, initramfs, sizing
+ *    (banger's effective defaults, which the banger runs are given
+ *    explicitly), booted until sshd answers with its banner, then killed, its
+ *    disks and tap removed. Both clocks cover make-boot-remove; banger's also
+ *    covers its ssh login and `true`, which the baseline (no key in its
+ *    guest) stops short of, so the ratio leans against banger
+ *  - ratio banger/baseline (medians); runs alternate banger, baseline, ...
  *  - `vm create --no-start` time for two images of very different sizes
+ *    (the big one is checked to really hold over 1 GiB more data)
  *
  * Everything runs inside a network namespace made here and removed after.
  *   node dist/bench/boot.js [--runs N]
@@ -19,7 +26,7 @@ import { buildKernelCmdline } from '../src/vm/kernelArgs.js';
 import { hostTscKhz, readKvmFacts, resolveAccel } from '../src/vmm/accel.js';
 import { createSparseExt4, cloneSparse, growExt4 } from '../src/storage/ext4.js';
 import { runProcess } from '../test/helpers/sandbox.js';
-import { vmEnv } from '../test/helpers/e2e.js';
+import { vmEnv, type VmEnv } from '../test/helpers/e2e.js';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
 const median = (xs: number[]): number => {
@@ -27,6 +34,7 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 const round = (ms: number): number => Math.round(ms) / 1000;
+const GiB = 1024 ** 3;
 
 interface Kernel {
   vmlinuxPath: string | null;
@@ -40,104 +48,140 @@ interface Image {
   workSeedPath: string | null;
   sizeBytes: number | null;
 }
+interface Sizing {
+  vcpu: number;
+  memoryMib: number;
+  diskSize: number;
+}
+
+/** One bare-QEMU boot doing what banger does for a VM, timed from nothing to gone. */
+async function baselineRun(
+  env: VmEnv,
+  i: number,
+  o: { tmp: string; kernel: Kernel; image: Image; sizing: Sizing; accel: 'kvm' | 'tcg' },
+): Promise<number> {
+  const { kernel, image, sizing, accel } = o;
+  const dir = path.join(o.tmp, `b${i}`);
+  const tap = `bbt${i}`;
+  const ip = `172.31.0.${10 + i}`;
+  const t0 = performance.now();
+  // The tap, as banger makes one per VM (the bridge exists already for both).
+  await env.sh(['ip', 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+  await env.sh(['ip', 'link', 'set', tap, 'master', 'bbr0', 'up']);
+  // The disks, as banger makes them for a VM: a sparse overlay and a grown clone of the work seed.
+  fs.mkdirSync(dir);
+  await createSparseExt4(path.join(dir, 'overlay.ext4'), sizing.diskSize, {
+    label: DISKS.overlay.label,
+  });
+  if (image.workSeedPath) {
+    await cloneSparse(image.workSeedPath, path.join(dir, 'work.ext4'));
+    await growExt4(path.join(dir, 'work.ext4'), sizing.diskSize);
+  } else {
+    await createSparseExt4(path.join(dir, 'work.ext4'), sizing.diskSize, {
+      label: DISKS.work.label,
+    });
+  }
+  const disks = [
+    { id: 'base', path: image.rootfsPath, readOnly: true },
+    { id: 'overlay', path: path.join(dir, 'overlay.ext4'), readOnly: false },
+    { id: 'work', path: path.join(dir, 'work.ext4'), readOnly: false },
+  ];
+  const modules = path.join(kernel.dir, 'modules.ext4');
+  if (fs.existsSync(modules)) disks.push({ id: 'modules', path: modules, readOnly: true });
+  const argv = buildQemuArgv(
+    {
+      vmId: `bench${i}`,
+      name: `bench${i}`,
+      dir,
+      vcpu: sizing.vcpu,
+      memoryMib: sizing.memoryMib,
+      accel,
+      kernel: {
+        path: kernel.vmlinuxPath ?? kernel.kernelPath,
+        initrd: kernel.initrdPath ?? undefined,
+        cmdline: buildKernelCmdline({
+          vmId: `00000000bench${String(i).padStart(3, '0')}`,
+          accel,
+          tscKhz: hostTscKhz(),
+          ipArg: `ip=${ip}::172.31.0.1:255.255.255.0:bench${i}:eth0:off`,
+        }),
+      },
+      disks,
+      net: { tap, mac: `02:00:00:00:00:${(16 + i).toString(16)}` },
+      agentSocket: path.join(dir, 'agent.sock'),
+      consoleLog: path.join(dir, 'console.log'),
+      vmmLog: path.join(dir, 'vmm.log'),
+    },
+    {
+      qmpSocket: path.join(dir, 'qmp.sock'),
+      diskSerials: Object.fromEntries(Object.entries(DISKS).map(([k, d]) => [k, d.serial])),
+    },
+  );
+  const child = spawn('ip', ['netns', 'exec', env.ns, 'qemu-system-x86_64', ...argv], {
+    stdio: 'ignore',
+  });
+  const gone = new Promise((r) => child.once('exit', r));
+  try {
+    await waitForBanner(env.ns, ip, 300_000);
+  } finally {
+    // Gone as `vm run --rm` leaves it: the VMM killed, its disks removed.
+    child.kill('SIGKILL');
+    await gone;
+    fs.rmSync(dir, { recursive: true, force: true });
+    await env.sh(['ip', 'link', 'del', tap]);
+  }
+  return performance.now() - t0;
+}
 
 async function main(): Promise<void> {
   const env = await vmEnv('bench');
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-bench-'));
   try {
-    // --- banger: vm run --rm -- true (daemon already running, as for a user)
     await env.run(['daemon', 'status']);
-    const banger: number[] = [];
-    for (let i = 0; i < runs; i++) {
-      const t0 = performance.now();
-      const r = await env.run(['vm', 'run', '--rm', '--name', env.name('bench'), '--', 'true']);
-      if (r.code !== 0) throw new Error(`vm run failed: ${r.stderr}`);
-      banger.push(performance.now() - t0);
-    }
-
-    // --- baseline: bare qemu with the same kernel + disks, until sshd's banner
-    const kernels = (await env.json<{ kernels: Kernel[] } | Kernel[]>([
-      'kernel',
-      'list',
-    ])) as unknown;
-    const kernel = (
-      Array.isArray(kernels) ? kernels : (kernels as { kernels: Kernel[] }).kernels
-    )[0]!;
-    const images = (await env.json<Image[] | { images: Image[] }>(['image', 'list'])) as unknown;
-    const imageList = Array.isArray(images)
-      ? (images as Image[])
-      : (images as { images: Image[] }).images;
-    const image = imageList.find((i) => i.name === 'debian-bookworm')!;
+    // banger's effective VM sizing on this host; the baseline boots with the same.
+    const doctor = await env.json<{ vmDefaults: Record<keyof Sizing, { value: number }> }>([
+      'doctor',
+    ]);
+    const sizing: Sizing = {
+      vcpu: doctor.vmDefaults.vcpu.value,
+      memoryMib: doctor.vmDefaults.memoryMib.value,
+      diskSize: doctor.vmDefaults.diskSize.value,
+    };
+    const sizeFlags = [
+      '--vcpu',
+      String(sizing.vcpu),
+      '--memory',
+      `${sizing.memoryMib}M`,
+      '--disk-size',
+      `${sizing.diskSize / 1024 ** 2}M`,
+    ];
+    const kernel = (await env.json<Kernel[]>(['kernel', 'list']))[0]!;
+    const image = (await env.json<Image[]>(['image', 'list'])).find(
+      (i) => i.name === 'debian-bookworm',
+    )!;
     const accel = resolveAccel('auto', readKvmFacts()).accel;
     await env.sh(['ip', 'link', 'add', 'bbr0', 'type', 'bridge']);
     await env.sh(['ip', 'addr', 'add', '172.31.0.1/24', 'dev', 'bbr0']);
     await env.sh(['ip', 'link', 'set', 'bbr0', 'up']);
+
+    // --- A B A B: banger's `vm run --rm -- true`, then the same by hand with bare QEMU
+    const banger: number[] = [];
     const baseline: number[] = [];
     for (let i = 0; i < runs; i++) {
-      const dir = path.join(tmp, `b${i}`);
-      fs.mkdirSync(dir);
-      await createSparseExt4(path.join(dir, 'overlay.ext4'), 8 * 1024 ** 3, {
-        label: DISKS.overlay.label,
-      });
-      if (image.workSeedPath) {
-        await cloneSparse(image.workSeedPath, path.join(dir, 'work.ext4'));
-        await growExt4(path.join(dir, 'work.ext4'), 8 * 1024 ** 3);
-      } else {
-        await createSparseExt4(path.join(dir, 'work.ext4'), 8 * 1024 ** 3, {
-          label: DISKS.work.label,
-        });
-      }
-      const tap = `bbt${i}`;
-      await env.sh(['ip', 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
-      await env.sh(['ip', 'link', 'set', tap, 'master', 'bbr0', 'up']);
-      const disks = [
-        { id: 'base', path: image.rootfsPath, readOnly: true },
-        { id: 'overlay', path: path.join(dir, 'overlay.ext4'), readOnly: false },
-        { id: 'work', path: path.join(dir, 'work.ext4'), readOnly: false },
-      ];
-      const modules = path.join(kernel.dir, 'modules.ext4');
-      if (fs.existsSync(modules)) disks.push({ id: 'modules', path: modules, readOnly: true });
-      const argv = buildQemuArgv(
-        {
-          vmId: `bench${i}`,
-          name: `bench${i}`,
-          dir,
-          vcpu: 1,
-          memoryMib: 1024,
-          accel,
-          kernel: {
-            path: kernel.vmlinuxPath ?? kernel.kernelPath,
-            initrd: kernel.initrdPath ?? undefined,
-            cmdline: buildKernelCmdline({
-              vmId: `00000000bench00${i}`,
-              accel,
-              tscKhz: hostTscKhz(),
-              ipArg: `ip=172.31.0.${10 + i}::172.31.0.1:255.255.255.0:bench${i}:eth0:off`,
-            }),
-          },
-          disks,
-          net: { tap, mac: `02:00:00:00:00:${(16 + i).toString(16)}` },
-          agentSocket: path.join(dir, 'agent.sock'),
-          consoleLog: path.join(dir, 'console.log'),
-          vmmLog: path.join(dir, 'vmm.log'),
-        },
-        {
-          qmpSocket: path.join(dir, 'qmp.sock'),
-          diskSerials: Object.fromEntries(Object.entries(DISKS).map(([k, d]) => [k, d.serial])),
-        },
-      );
       const t0 = performance.now();
-      const child = spawn('ip', ['netns', 'exec', env.ns, 'qemu-system-x86_64', ...argv], {
-        stdio: 'ignore',
-      });
-      try {
-        await waitForBanner(env.ns, `172.31.0.${10 + i}`, 180_000);
-        baseline.push(performance.now() - t0);
-      } finally {
-        child.kill('SIGKILL');
-        await new Promise((r) => child.once('exit', r));
-        await env.sh(['ip', 'link', 'del', tap]);
-      }
+      const r = await env.run([
+        'vm',
+        'run',
+        '--rm',
+        '--name',
+        env.name('bench'),
+        ...sizeFlags,
+        '--',
+        'true',
+      ]);
+      if (r.code !== 0) throw new Error(`vm run failed: ${r.stderr}`);
+      banger.push(performance.now() - t0);
+      baseline.push(await baselineRun(env, i, { tmp, kernel, image, sizing, accel }));
     }
 
     // --- vm create --no-start for a small and a big image
@@ -146,10 +190,19 @@ async function main(): Promise<void> {
     const pad = path.join(tmp, 'pad.bin');
     fs.writeFileSync(pad, Buffer.alloc(64 * 1024 ** 2, 1));
     // ~1 GiB more of real data inside the filesystem.
-    await growExt4(big, (image.sizeBytes ?? fs.statSync(image.rootfsPath).size) + 1.2 * 1024 ** 3);
+    await growExt4(big, (image.sizeBytes ?? fs.statSync(image.rootfsPath).size) + 1.2 * GiB);
     const script = Array.from({ length: 16 }, (_, k) => `write ${pad} /pad${k}.bin`).join('\n');
     fs.writeFileSync(path.join(tmp, 'pad.debugfs'), `${script}\n`);
-    await runProcess('debugfs', ['-w', '-f', path.join(tmp, 'pad.debugfs'), big]);
+    const w = await runProcess('debugfs', ['-w', '-f', path.join(tmp, 'pad.debugfs'), big]);
+    if (w.code !== 0) throw new Error(`debugfs could not fill ${big}: ${w.stderr}`);
+    const allocated = (f: string): number => fs.statSync(f).blocks * 512;
+    const extra = allocated(big) - allocated(image.rootfsPath);
+    if (extra < GiB)
+      throw new Error(
+        `the big image is not big: ${big} holds only ${Math.round(extra / 1024 ** 2)} MiB more than ${image.rootfsPath}`,
+      );
+    const fsck = await runProcess('e2fsck', ['-fn', big], { timeoutMs: 300_000 });
+    if (fsck.code !== 0) throw new Error(`the big image is damaged: ${fsck.stdout}`);
     const reg = await env.run([
       'image',
       'register',
@@ -162,45 +215,46 @@ async function main(): Promise<void> {
       ...(image.workSeedPath ? ['--work-seed', image.workSeedPath] : []),
     ]);
     if (reg.code !== 0) throw new Error(`image register failed: ${reg.stderr}`);
-    const createTimes: Record<string, { imageBytes: number; ms: number[] }> = {};
-    for (const [img, file] of [
+    const images = [
       ['debian-bookworm', image.rootfsPath],
       ['bench-big', big],
-    ] as const) {
-      const ms: number[] = [];
-      for (let i = 0; i < runs; i++) {
+    ] as const;
+    const createMs: Record<string, number[]> = { 'debian-bookworm': [], 'bench-big': [] };
+    for (let i = 0; i < runs; i++) {
+      for (const [img] of images) {
         const name = env.name('create');
         const t0 = performance.now();
         const r = await env.run(['vm', 'create', '--no-start', '--image', img, '--name', name]);
-        ms.push(performance.now() - t0);
+        createMs[img]!.push(performance.now() - t0);
         if (r.code !== 0) throw new Error(`vm create failed: ${r.stderr}`);
-        await env.run(['vm', 'delete', name]);
+        const d = await env.run(['vm', 'delete', name]);
+        if (d.code !== 0) throw new Error(`vm delete failed: ${d.stderr}`);
       }
-      createTimes[img] = { imageBytes: fs.statSync(file).blocks * 512, ms };
     }
     await env.run(['image', 'delete', 'bench-big']);
 
     const out = {
       host: { cpus: os.cpus().length, accel },
       runs,
+      sizing: { ...sizing, source: 'banger doctor vmDefaults, given to both' },
       banger: {
         what: 'banger vm run --rm -- true (wall, s)',
         samples: banger.map(round),
         median: round(median(banger)),
       },
       baseline: {
-        what: 'bare qemu, same kernel+initramfs+disks, to sshd banner (s)',
+        what: 'bare qemu, same tap, disks, kernel+initramfs and sizing: make tap and disks, boot to sshd banner, kill, remove both (s)',
         samples: baseline.map(round),
         median: round(median(baseline)),
       },
       ratio: Math.round((median(banger) / median(baseline)) * 100) / 100,
       createNoStart: Object.fromEntries(
-        Object.entries(createTimes).map(([k, v]) => [
+        images.map(([k, file]) => [
           k,
           {
-            imageAllocatedBytes: v.imageBytes,
-            samples: v.ms.map(round),
-            median: round(median(v.ms)),
+            imageAllocatedBytes: allocated(file),
+            samples: createMs[k]!.map(round),
+            median: round(median(createMs[k]!)),
           },
         ]),
       ),

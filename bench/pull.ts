@@ -3,11 +3,15 @@
  * mkfs.ext4 -d, cold (empty cache) and warm (blobs cached), in the same run
  * against the same local registry and image. Prints one JSON document.
  *
- *   node dist/bench/pull.js [--runs N] [--keep]
+ *   node dist/bench/pull.js [--runs N (default 3)] [--keep]
  *
  * The image (5 layers, ~450 MB uncompressed, ~12k entries, whiteouts in the
  * last layer) is built from this host's /usr content and pushed to a
  * docker-registry started on 127.0.0.1 for the run.
+ *
+ * Every run checks that both ext4 images hold the same entries (paths): a
+ * banger that dropped or added files would look faster, so the benchmark
+ * fails instead of printing figures.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -22,7 +26,7 @@ import { pushImage, startRegistry, type Registry } from '../test/helpers/registr
 import { makeTar } from '../test/helpers/tarWriter.js';
 
 const args = process.argv.slice(2);
-const runs = Number(args[args.indexOf('--runs') + 1]) || 1;
+const runs = Number(args[args.indexOf('--runs') + 1]) || 3;
 const keep = args.includes('--keep');
 
 const LAYERS: string[][] = [
@@ -62,6 +66,24 @@ const time = async <T>(f: () => Promise<T>): Promise<[T, number]> => {
 };
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** The paths in an ext4 image, sorted. */
+const entriesOf = async (image: string): Promise<string[]> =>
+  (await listExt4(image)).map((e) => e.path).sort();
+
+/** Throws when the two images do not hold the same paths, naming the first differences. */
+function sameEntries(ours: string[], theirs: string[], what: string): void {
+  if (ours.length === theirs.length && ours.every((p, i) => p === theirs[i])) return;
+  const a = new Set(ours);
+  const b = new Set(theirs);
+  const missing = theirs.filter((p) => !a.has(p));
+  const extra = ours.filter((p) => !b.has(p));
+  throw new Error(
+    `${what}: banger's ext4 has ${ours.length} entries, the baseline's ${theirs.length}` +
+      (missing.length ? `; missing in banger's: ${missing.slice(0, 5).join(', ')}` : '') +
+      (extra.length ? `; only in banger's: ${extra.slice(0, 5).join(', ')}` : ''),
+  );
+}
 
 async function main() {
   for (const tool of ['docker-registry', 'skopeo', 'umoci', 'mkfs.ext4']) {
@@ -109,6 +131,7 @@ async function main() {
     const ours = { cold: [] as Record<string, number>[], warm: [] as Record<string, number>[] };
     const theirs = { cold: [] as Record<string, number>[], warm: [] as Record<string, number>[] };
     let facts: Record<string, number> = {};
+    const oursEntries: Record<string, string[]> = {};
     for (let run = 0; run < runs; run++) {
       // ---- banger
       const cache = path.join(root, `cache-${run}`);
@@ -129,6 +152,7 @@ async function main() {
           }),
         );
         ours[phase].push({ totalMs: total, pullMs, ext4Ms: r.ext4.ms });
+        oursEntries[phase] = await entriesOf(out);
         if (run === 0 && phase === 'cold') {
           facts = {
             layers: img.layers.length,
@@ -137,7 +161,7 @@ async function main() {
             entries: r.ext4.entries,
             imageBytes: r.ext4.sizeBytes,
             imageAllocatedBytes: r.ext4.allocatedBytes,
-            ext4Entries: (await listExt4(out)).length,
+            ext4Entries: oursEntries[phase]!.length,
           };
         }
         if (!keep) fs.rmSync(work, { recursive: true, force: true });
@@ -179,7 +203,9 @@ async function main() {
           ]);
         });
         theirs[phase].push({ totalMs: skopeoMs + umociMs + mkfsMs, skopeoMs, umociMs, mkfsMs });
-        if (run === 0 && phase === 'cold') facts.baselineExt4Entries = (await listExt4(out)).length;
+        const theirEntries = await entriesOf(out);
+        sameEntries(oursEntries[phase]!, theirEntries, `run ${run + 1} (${phase})`);
+        if (run === 0 && phase === 'cold') facts.baselineExt4Entries = theirEntries.length;
         fs.rmSync(bundle, { recursive: true, force: true });
         fs.rmSync(out, { force: true });
       }

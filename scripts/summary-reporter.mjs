@@ -26,26 +26,30 @@ export default async function* summary(source) {
   let skipped = 0;
   const skips = [];
   const refusedSkips = [];
+  const skip = (data) => {
+    const reason = typeof data.skip === 'string' ? data.skip : String(data.todo);
+    const where = `${data.name} (${data.file ?? '?'})`;
+    if (inCi && !skipAllowedInCi(reason)) {
+      failed++;
+      refusedSkips.push({ test: where, reason });
+    } else {
+      skipped++;
+      skips.push({ test: where, reason });
+    }
+  };
   for await (const ev of source) {
     if (ev.type !== 'test:pass' && ev.type !== 'test:fail') continue;
     if (ev.data.details?.type === 'suite') {
       // A suite that failed outside its tests (e.g. a hook) counts once.
       if (ev.type === 'test:fail' && ev.data.details?.error?.failureType !== 'subtestsFailed')
         failed++;
+      // A skipped suite reports none of its tests: it counts as one skip.
+      else if (ev.type === 'test:pass' && (ev.data.skip || ev.data.todo)) skip(ev.data);
       continue;
     }
     if (ev.type === 'test:fail') failed++;
-    else if (ev.data.skip || ev.data.todo) {
-      const reason = typeof ev.data.skip === 'string' ? ev.data.skip : String(ev.data.todo);
-      const where = `${ev.data.name} (${ev.data.file ?? '?'})`;
-      if (inCi && !skipAllowedInCi(reason)) {
-        failed++;
-        refusedSkips.push({ test: where, reason });
-      } else {
-        skipped++;
-        skips.push({ test: where, reason });
-      }
-    } else passed++;
+    else if (ev.data.skip || ev.data.todo) skip(ev.data);
+    else passed++;
   }
   yield JSON.stringify({ passed, failed, skipped, skips, refusedSkips }) + '\n';
 }

@@ -5,11 +5,13 @@
 //   node scripts/test.mjs [unit|cli|e2e|all] [--only <substring>]
 //
 // Groups run one after another (e2e VMs are CPU-heavy); files within a group
-// run in parallel up to BANGER_TEST_CONCURRENCY (default 2; e2e: 1).
+// run in parallel up to BANGER_TEST_CONCURRENCY (default 2; e2e: 1, which the
+// leak sweep after each e2e file relies on: see test/helpers/leaks.ts).
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const args = process.argv.slice(2);
@@ -56,10 +58,17 @@ try {
     console.log(`\n=== ${group} tests (${files.length} files) ===`);
     const countsFile = path.join(tmp, `${group}.json`);
     const concurrency = process.env.BANGER_TEST_CONCURRENCY ?? (group === 'e2e' ? '1' : '2');
+    // After every e2e file, the leak sweep looks for what the file left behind
+    // (processes, namespaces, taps, rules, temp files: test/helpers/leaks.ts).
+    const sweep =
+      group === 'e2e'
+        ? [`--import=${pathToFileURL(path.join(root, 'dist/test/helpers/leaks.js')).href}`]
+        : [];
     const r = spawnSync(
       process.execPath,
       [
         '--test',
+        ...sweep,
         `--test-concurrency=${concurrency}`,
         '--test-reporter=spec',
         '--test-reporter-destination=stdout',

@@ -39,7 +39,8 @@ export interface LsEntry {
  * Split debugfs output into the listings of its `ls -p` commands, in command
  * order. A listing is null when the directory did not exist (nothing listed,
  * not even `.`). Lines look like `/ino/mode/uid/gid/name/size/` (size empty for
- * directories); names never contain `/`.
+ * directories); names never contain `/`. Lines with inode 0 are unused slots
+ * (a fresh lost+found has a block of them), not entries, and are left out.
  */
 export function parseLsListings(stdout: string): (LsEntry[] | null)[] {
   const out: (LsEntry[] | null)[] = [];
@@ -55,7 +56,7 @@ export function parseLsListings(stdout: string): (LsEntry[] | null)[] {
     }
     if (!cur || !line.startsWith('/')) continue;
     const e = parseLsLine(line);
-    if (e) cur.push(e);
+    if (e && e.ino !== 0) cur.push(e);
   }
   close();
   return out;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
+import { isAlive, makeSandbox, type Sandbox } from '../helpers/sandbox.js';
 
 interface Raw {
   status: number;
@@ -42,10 +42,14 @@ function raw(
 
 describe('daemon API robustness', () => {
   let sb: Sandbox;
+  /** The daemon every test talks to: a crash would be hidden by the CLI starting a new one. */
+  let pid = 0;
   before(async () => {
     sb = await makeSandbox();
-    const r = await sb.run(['daemon', 'status']);
+    const r = await sb.run(['daemon', 'status', '--json']);
     assert.equal(r.code, 0, r.stderr);
+    pid = (JSON.parse(r.stdout) as { pid: number }).pid;
+    assert.ok(isAlive(pid), `daemon pid ${pid} runs`);
   });
   after(async () => {
     await sb.cleanup();
@@ -101,16 +105,21 @@ describe('daemon API robustness', () => {
     assert.equal(errorOf(r as Raw).code, 'body_too_large');
   });
 
-  test('garbage on the socket does not kill the daemon', async () => {
+  test('garbage on the socket gets a 400 and does not kill the daemon', async () => {
     const net = await import('node:net');
-    await new Promise<void>((resolve) => {
+    const reply = await new Promise<string>((resolve, reject) => {
+      let data = '';
       const s = net.connect(sb.paths.socket, () => s.end('NOT HTTP AT ALL\r\n\r\n'));
-      s.on('close', () => resolve());
-      s.on('error', () => resolve());
-      s.resume();
+      s.on('data', (c: Buffer) => (data += c.toString()));
+      s.on('close', () => resolve(data));
+      s.on('error', reject);
     });
-    const after = await raw(sb.paths.socket, 'GET', '/v1/status');
-    assert.equal(after.status, 200, after.body);
+    assert.match(reply, /^HTTP\/1\.1 400 /, 'the daemon answered the garbage');
+    assert.ok(isAlive(pid), `daemon pid ${pid} survived`);
+    // Asked on the socket itself: the CLI would start a new daemon and hide a crash.
+    const r = await raw(sb.paths.socket, 'GET', '/v1/status');
+    assert.equal(r.status, 200, r.body);
+    assert.equal((JSON.parse(r.body) as { pid: number }).pid, pid, 'the same daemon answers');
   });
 
   test('version mismatch is reported with the daemon version', async () => {
@@ -138,8 +147,10 @@ describe('daemon API robustness', () => {
     assert.equal(events.filter((e) => e.type === 'result' || e.type === 'error').length, 1);
   });
 
-  test('after all of that the daemon still serves', async () => {
+  test('after all of that the same daemon still serves', async () => {
     const r = await sb.run(['daemon', 'status', '--json']);
     assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { pid: number }).pid, pid, 'not a restarted daemon');
+    assert.equal(sb.daemonPid(), pid);
   });
 });

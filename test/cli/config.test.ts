@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { makeSandbox } from '../helpers/sandbox.js';
+import { isAlive, makeSandbox } from '../helpers/sandbox.js';
 
 /** Config errors surface through the CLI as one line naming file, line and key. */
 describe('config errors through the CLI', () => {
@@ -91,13 +91,28 @@ describe('config errors through the CLI', () => {
   test('editing config.toml applies without restarting the daemon; a broken edit is reported', async () => {
     const sb = await makeSandbox({ config: 'log_level = "info"\n' });
     try {
-      assert.match((await sb.run(['daemon', 'status'])).stdout, /level info/);
+      // `daemon status` starts a daemon when none answers, so a restart would pass unseen:
+      // the pid must stay the one of the first daemon.
+      const status = async (): Promise<{ pid: number; logLevel: string }> => {
+        const r = await sb.run(['daemon', 'status', '--json']);
+        assert.equal(r.code, 0, r.stderr);
+        return JSON.parse(r.stdout) as { pid: number; logLevel: string };
+      };
+      const first = await status();
+      assert.equal(first.logLevel, 'info');
       sb.writeConfig('log_level = "debug"\n');
-      assert.match((await sb.run(['daemon', 'status'])).stdout, /level debug/);
+      const second = await status();
+      assert.equal(second.logLevel, 'debug', 'the edit applied');
+      assert.equal(second.pid, first.pid, 'by the same daemon');
       sb.writeConfig('log_level = "debug"\nnope = 1\n');
       const bad = await sb.run(['daemon', 'status']);
       assert.equal(bad.code, 1);
       assert.match(bad.stderr, /config\.toml:2: unknown key 'nope'/);
+      assert.ok(isAlive(first.pid), 'the daemon survived the broken edit');
+      assert.equal(sb.daemonPid(), first.pid);
+      sb.writeConfig('log_level = "warn"\n');
+      const fixed = await status();
+      assert.deepEqual([fixed.pid, fixed.logLevel], [first.pid, 'warn'], 'the fix applies too');
     } finally {
       await sb.cleanup();
     }

@@ -4,7 +4,8 @@ import { after, before, describe, test } from 'node:test';
 import type { VmPorts } from '../../src/api/schemas/ports.js';
 import type { Status } from '../../src/api/schemas/daemon.js';
 import { which } from '../../src/util/exec.js';
-import { isRoot, needs, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { needs } from '../helpers/ci.js';
+import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 
 /**
  * `<name>.vm` DNS and `vm ports` with a real VM (QEMU, TCG here) inside a

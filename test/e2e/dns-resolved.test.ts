@@ -3,7 +3,8 @@ import { after, describe, test } from 'node:test';
 import type { Status } from '../../src/api/schemas/daemon.js';
 import { probeResolved } from '../../src/network/dns/index.js';
 import { runProcess } from '../helpers/sandbox.js';
-import { isRoot, needs, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { needs } from '../helpers/ci.js';
+import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 
 /**
  * The `.vm` routing through systemd-resolved, on a host where it runs. Test

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeSandbox, type Sandbox } from '../helpers/sandbox.js';
-import { missingTools, requireOrSkip } from '../helpers/image-cache.js';
+import { needs } from '../helpers/ci.js';
+import { missingTools } from '../helpers/image-cache.js';
 
 /**
  * register / promote / delete through the real CLI and daemon, with small
@@ -59,7 +60,7 @@ describe('image register, promote, delete (CLI + daemon)', { timeout: 5 * 60_000
   });
 
   test('register: unmanaged, validated, re-register updates in place', async (t) => {
-    if (!requireOrSkip(t, ok, 'mkfs.ext4 not installed')) return;
+    if (!needs(t, ok, 'mkfs.ext4 not installed')) return;
     const rootfs = mkExt4('rootfs.ext4', { 'etc/hostname': 'x\n' }, 'banger-base');
     const seed = mkExt4('seed.ext4', { '.bashrc': '# hi\n' }, 'banger-work');
     const kernel = path.join(files, 'vmlinuz');
@@ -107,7 +108,7 @@ describe('image register, promote, delete (CLI + daemon)', { timeout: 5 * 60_000
   });
 
   test('register refuses what cannot boot, with one line each', async (t) => {
-    if (!requireOrSkip(t, ok, 'mkfs.ext4 not installed')) return;
+    if (!needs(t, ok, 'mkfs.ext4 not installed')) return;
     const notExt4 = path.join(files, 'vmlinuz');
     const cases: [string[], number, RegExp][] = [
       [
@@ -153,7 +154,7 @@ describe('image register, promote, delete (CLI + daemon)', { timeout: 5 * 60_000
   });
 
   test('promote copies the files into the state dir (sparse); the originals stay', async (t) => {
-    if (!requireOrSkip(t, ok, 'mkfs.ext4 not installed')) return;
+    if (!needs(t, ok, 'mkfs.ext4 not installed')) return;
     const before = await json<View>(['image', 'show', 'hand']);
     const r = await sb.run(['image', 'promote', 'hand']);
     assert.equal(r.code, 0, r.stderr);
@@ -182,7 +183,7 @@ describe('image register, promote, delete (CLI + daemon)', { timeout: 5 * 60_000
   });
 
   test('delete several: managed files removed, unmanaged left, failures reported per image', async (t) => {
-    if (!requireOrSkip(t, ok, 'mkfs.ext4 not installed')) return;
+    if (!needs(t, ok, 'mkfs.ext4 not installed')) return;
     const seed = path.join(files, 'seed.ext4');
     const reg = await sb.run(['image', 'register', '--name', 'other', '--rootfs', seed]);
     assert.equal(reg.code, 0, reg.stderr);
@@ -200,7 +201,7 @@ describe('image register, promote, delete (CLI + daemon)', { timeout: 5 * 60_000
   });
 
   test('an unreachable registry and a build from a registered image say why not', async (t) => {
-    if (!requireOrSkip(t, ok, 'mkfs.ext4 not installed')) return;
+    if (!needs(t, ok, 'mkfs.ext4 not installed')) return;
     const oci = await sb.run(['image', 'pull', '127.0.0.1:9/example/tool:1']);
     assert.equal(oci.code, 1);
     assert.match(oci.stderr.trim().split('\n').pop()!, /^error: .*127\.0\.0\.1:9/);

@@ -14,8 +14,6 @@ import { REPO_ROOT } from '../helpers/sandbox.js';
 export const TEST_CACHE_DIR =
   process.env.BANGER_KERNEL_TEST_CACHE || path.join(REPO_ROOT, '.cache', 'e2e-cache');
 
-export const CI = process.env.CI === 'true';
-
 /** Why this machine cannot pull kernels, or undefined when it can. */
 export function cannotPull(): string | undefined {
   for (const t of [
@@ -38,17 +36,4 @@ export function cannotPull(): string | undefined {
   if (r.status !== 0 || !/^SHA256:/m.test(r.stdout))
     return 'the apt lists lack linux-image-cloud-amd64 (run apt-get update)';
   return undefined;
-}
-
-/**
- * node:test options for a test that needs `reason` to be undefined: skipped
- * with the reason on a developer machine, run (and so failing) in CI, where
- * a test that cannot run must fail rather than skip.
- */
-export const requires = (reason: string | undefined): { skip?: string } =>
-  reason && !CI ? { skip: reason } : {};
-
-/** Fail early with the reason in CI. */
-export function assertRunnable(reason: string | undefined): void {
-  if (reason) throw new Error(`cannot run: ${reason}`);
 }

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { run, type RunResult } from '../../src/util/exec.js';
 import { netnsRunner, type NetRunner } from '../../src/network/runner.js';
+import { testNetnsName } from '../helpers/owner.js';
 
 /**
  * Network namespaces for tests. Everything a network test creates (bridges,
@@ -26,11 +27,9 @@ export interface NetnsLab {
   cleanup(): Promise<void>;
 }
 
-const NS_PREFIX = 'bgt-net-';
-
 export async function canUseNetns(): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return 'needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for ip netns)';
-  const probe = `${NS_PREFIX}probe-${randomBytes(3).toString('hex')}`;
+  const probe = testNetnsName('probe', randomBytes(3).toString('hex'));
   const r = await run('ip', ['netns', 'add', probe], { allowFailure: true }).catch(() => undefined);
   if (!r || r.code !== 0) return `ip netns add failed: ${r?.stderr.trim() ?? 'ip not found'}`;
   await run('ip', ['netns', 'del', probe], { allowFailure: true });
@@ -42,7 +41,7 @@ export function netnsLab(): NetnsLab {
   const children: ChildProcess[] = [];
   return {
     async add(label = 'x') {
-      const name = `${NS_PREFIX}${label}-${randomBytes(4).toString('hex')}`;
+      const name = testNetnsName(`net-${label}`, randomBytes(4).toString('hex'));
       await run('ip', ['netns', 'add', name]);
       names.push(name);
       const runner = netnsRunner(name);
@@ -80,9 +79,12 @@ export function netnsLab(): NetnsLab {
         }
       }
       // Deleting a namespace removes its interfaces (and veth peers), rules and sysctls.
+      const failed: string[] = [];
       for (const n of names.splice(0).reverse()) {
-        await run('ip', ['netns', 'del', n], { allowFailure: true });
+        const r = await run('ip', ['netns', 'del', n], { allowFailure: true });
+        if (r.code !== 0) failed.push(`ip netns del ${n}: ${r.stderr.trim()}`);
       }
+      if (failed.length) throw new Error(`network test cleanup failed: ${failed.join('; ')}`);
     },
   };
 }

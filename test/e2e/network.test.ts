@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { before, describe, test } from 'node:test';
+import { before, describe, test, type TestContext } from 'node:test';
 import { BangerError } from '../../src/errors.js';
 import { HostNetwork, macForVm, TapPool } from '../../src/network/index.js';
 import { recordingRunner } from '../../src/network/runner.js';
 import { which } from '../../src/util/exec.js';
+import { needs } from '../helpers/ci.js';
 import {
   canUseNetns,
   count,
@@ -19,30 +20,30 @@ import {
 
 /**
  * The HostNetwork edge against a real kernel. Every command runs inside a
- * namespace the test creates (`ip netns exec bgt-net-…`); nothing touches
+ * namespace the test creates (`ip netns exec bgt-<owner>-net-…`); nothing touches
  * the root namespace. No VMs are started.
  */
 
 const CONFIG = { bridgeName: 'banger0', bridgeIp: '172.16.0.1', cidr: '172.16.0.0/24' };
 const rootIpForward = () => fs.readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim();
 
-let skip: string | undefined;
+let cannot: string | undefined;
 before(async () => {
-  skip = await canUseNetns();
+  cannot = await canUseNetns();
 });
 
-/** One namespace + HostNetwork per test, cleaned up even when the test fails. */
+/**
+ * One namespace + HostNetwork per test, cleaned up even when the test fails.
+ * Without network namespaces the test is skipped here and fails in CI.
+ */
 async function setup(
-  t: { after(fn: () => Promise<void>): void; skip(msg: string): void },
+  t: TestContext,
   opts: {
     firewall?: 'iptables' | 'nft';
     log?: { cmd: string; args: string[]; code: number }[];
   } = {},
 ): Promise<{ lab: NetnsLab; ns: Netns; net: HostNetwork } | undefined> {
-  if (skip) {
-    t.skip(skip);
-    return undefined;
-  }
+  if (!needs(t, cannot === undefined, cannot ?? '')) return undefined;
   const lab = netnsLab();
   t.after(() => lab.cleanup());
   const ns = await lab.add('h');
@@ -217,7 +218,7 @@ describe('network e2e: taps', () => {
 
   test('QEMU opens a pre-created tap with vnet_hdr=on; an open tap counts as in use', async (t) => {
     const qemu = which('qemu-system-x86_64');
-    if (!qemu) return t.skip('qemu-system-x86_64 not installed');
+    if (!qemu) return void needs(t, false, 'qemu-system-x86_64 is not installed');
     const s = await setup(t);
     if (!s) return;
     await s.net.ensureBridge();
@@ -417,7 +418,7 @@ describe('network e2e: NAT rules (iptables)', () => {
 
 describe('network e2e: NAT rules (nft)', () => {
   test('table inet banger is replaced atomically and removed with the last VM', async (t) => {
-    if (!which('nft')) return t.skip('nft not installed');
+    if (!needs(t, Boolean(which('nft')), 'nft is not installed')) return;
     const s = await setup(t, { firewall: 'nft' });
     if (!s) return;
     await s.net.applyNat(vms3);
@@ -438,7 +439,7 @@ describe('network e2e: NAT rules (nft)', () => {
   });
 
   test("switching backends: reconcile removes the other backend's leftovers", async (t) => {
-    if (!which('nft')) return t.skip('nft not installed');
+    if (!needs(t, Boolean(which('nft')), 'nft is not installed')) return;
     const s = await setup(t, { firewall: 'iptables' });
     if (!s) return;
     await s.net.applyNat(vms3);
@@ -455,7 +456,7 @@ describe('network e2e: NAT rules (nft)', () => {
 
 describe('network e2e: privileges', () => {
   test('without CAP_NET_ADMIN each step fails with one line naming the object and a hint', async (t) => {
-    if (!which('setpriv')) return t.skip('setpriv not installed');
+    if (!needs(t, Boolean(which('setpriv')), 'setpriv is not installed')) return;
     const s = await setup(t);
     if (!s) return;
     const drop = ['--inh-caps=-net_admin', '--bounding-set=-net_admin'];

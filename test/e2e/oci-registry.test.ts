@@ -20,6 +20,7 @@ import {
   type TokenServer,
 } from '../helpers/registry.js';
 import { gzip, makeTar, zstd, type TarSpec } from '../helpers/tarWriter.js';
+import { needs } from '../helpers/ci.js';
 
 /**
  * OCI pull against a real registry (Debian's docker-registry on 127.0.0.1) with
@@ -188,6 +189,42 @@ describe('OCI pull from a local registry', () => {
     }
 
     const list = await listExt4(out);
+    // Every entry the three layers and the injection leave, nothing more: a puller
+    // that dropped or invented an entry fails here, whatever the checks below look at.
+    const long = `/usr/share/doc/${'x'.repeat(120)}`;
+    assert.deepEqual(
+      list.map((e) => e.path).sort(),
+      [
+        '/',
+        '/bin',
+        '/etc',
+        '/etc/banger-injected',
+        '/etc/os-release',
+        '/etc/shadow',
+        '/home',
+        '/home/dev',
+        '/home/dev/notes',
+        '/lib',
+        '/lost+found',
+        '/opt',
+        '/opt/app',
+        '/opt/app/new',
+        '/srv',
+        '/srv/data',
+        '/usr',
+        '/usr/bin',
+        '/usr/bin/ping',
+        '/usr/bin/sudo',
+        '/usr/bin/sudoedit',
+        '/usr/lib',
+        '/usr/lib/libc.so.6',
+        '/usr/share',
+        '/usr/share/doc',
+        long,
+        `${long}/${'y'.repeat(110)}`,
+        '/usr/share/hello',
+      ].sort(),
+    );
     const m = new Map(list.map((e) => [e.path, e]));
     const mode = (p: string) => m.get(p)?.mode.toString(8);
     assert.ok(!m.has('/etc/remove-me'), 'whiteout');
@@ -340,7 +377,9 @@ describe('OCI pull from a local registry', () => {
     assertClean(d);
   });
 
-  test('a tree that outgrows its tmpfs staging budget is rebuilt on disk', async () => {
+  test('a tree that outgrows its tmpfs staging budget is rebuilt on disk', async (t) => {
+    const onTmpfs = fs.existsSync('/dev/shm') && fs.statfsSync('/dev/shm').type === 0x01021994;
+    if (!needs(t, onTmpfs, '/dev/shm is not a tmpfs: nothing is staged in memory here')) return;
     await pushImage(reg.host, 'test/grows', 'latest', [
       { data: gzip(makeTar([{ name: 'big', content: Buffer.alloc(2 << 20, 3) }])) },
     ]);
@@ -351,15 +390,12 @@ describe('OCI pull from a local registry', () => {
       opts(d, { staging: 'auto', stagingBudgetBytes: 256 * 1024, emit: (e) => events.push(e) }),
     );
     assert.equal(p.tree.get('/big')!.size, 2 << 20);
-    const onTmpfs = fs.existsSync('/dev/shm') && fs.statfsSync('/dev/shm').type === 0x01021994;
-    if (onTmpfs) {
-      assert.ok(p.tree.dir.startsWith(d.work), 'moved to the work dir');
-      assert.ok(
-        events.some(
-          (e) => e.type === 'log' && /larger than expected; unpacking on disk/.test(e.message),
-        ),
-      );
-    }
+    assert.ok(p.tree.dir.startsWith(d.work), 'moved to the work dir');
+    assert.ok(
+      events.some(
+        (e) => e.type === 'log' && /larger than expected; unpacking on disk/.test(e.message),
+      ),
+    );
     await p.tree.dispose();
     assertClean(d);
   });
@@ -718,7 +754,22 @@ describe('hostile images are refused and nothing escapes the work dir', () => {
   test('missing image and missing tag', async () => {
     await refuse(
       `${reg.host}/nobody/here:1`,
-      /nobody\/here:1 not found in registry/,
+      /nobody\/here:1 not found in registry 127\.0\.0\.1:\d+$/,
+      {},
+      'not_found',
+    );
+    // A repository that exists, asked for a tag it does not have.
+    await pushImage(reg.host, 'test/tagged', 'v1', [
+      { data: gzip(makeTar([{ name: 'f', content: 'tagged v1' }])) },
+    ]);
+    const d = caseDirs();
+    const p = await pullOci(`${reg.host}/test/tagged:v1`, opts(d));
+    assert.equal(p.tree.readFile('/f').toString(), 'tagged v1', 'the repository is there');
+    await p.tree.dispose();
+    assertClean(d);
+    await refuse(
+      `${reg.host}/test/tagged:v2`,
+      /test\/tagged:v2 not found in registry 127\.0\.0\.1:\d+$/,
       {},
       'not_found',
     );

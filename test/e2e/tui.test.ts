@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { which } from '../../src/util/exec.js';
-import { isRoot, needs, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { needs } from '../helpers/ci.js';
+import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 import { CLI, REPO_ROOT, sleep } from '../helpers/sandbox.js';
 import { startTmux, type Tmux } from '../helpers/tmux.js';
 

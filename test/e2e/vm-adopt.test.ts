@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { isAlive, sleep } from '../helpers/sandbox.js';
-import { isRoot, needs, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { needs } from '../helpers/ci.js';
+import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 
 /**
  * A daemon killed while a VM boots (issue 20): the next CLI call starts a new

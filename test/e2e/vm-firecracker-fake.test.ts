@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeTempRoot, type TempRoot } from '../fixtures/firecracker/harness.js';
-import { isRoot, needs, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { needs } from '../helpers/ci.js';
+import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 import { isAlive } from '../helpers/sandbox.js';
 
 /**
@@ -31,25 +32,70 @@ describe(
       fs.writeFileSync(kvmDevice, '');
       env = await vmEnv('fcf', {
         config: `vmm = "firecracker"\nfirecracker_bin = "${root.bin}"\naccel = "kvm"\n`,
-        env: { FAKE_FC_AGENT: '1', FAKE_FC_REQUEST_LOG: requestLog, BANGER_KVM_DEVICE: kvmDevice },
+        env: {
+          FAKE_FC_AGENT: '1',
+          FAKE_FC_REQUEST_LOG: requestLog,
+          BANGER_KVM_DEVICE: kvmDevice,
+          // A guest takes a moment to shut down: the API stays up for the stop's requests.
+          FAKE_FC_EXIT_DELAY_MS: '1000',
+        },
       });
     });
     after(async () => {
-      await env?.cleanup();
-      root?.cleanup();
+      try {
+        await env?.cleanup();
+      } finally {
+        root?.cleanup();
+      }
     });
 
-    const requests = (): { method: string; path: string; body?: { action_type?: string } }[] =>
+    interface Recorded {
+      method: string;
+      path: string;
+      body?: { action_type?: string };
+      status: number;
+      fault?: string;
+    }
+    /** Every request the fake answered so far, in order, with its status. */
+    const requests = (): Recorded[] =>
       fs.existsSync(requestLog)
         ? fs
             .readFileSync(requestLog, 'utf8')
             .trim()
             .split('\n')
-            .map(
-              (l) =>
-                JSON.parse(l) as { method: string; path: string; body?: { action_type?: string } },
-            )
+            .map((l) => JSON.parse(l) as Recorded)
         : [];
+    const callOf = (r: Recorded): string =>
+      `${r.method} ${r.path}${r.body?.action_type ? ` ${r.body.action_type}` : ''}`;
+    const refused = (rs: Recorded[]): string[] =>
+      rs
+        .filter((r) => r.status < 200 || r.status > 299)
+        .map((r) => `${callOf(r)} -> ${r.status} ${r.fault ?? ''}`);
+
+    /** What a start must send: the whole configuration, then InstanceStart last. */
+    const assertLaunch = (sent: Recorded[], what: string): void => {
+      const calls = sent.map(callOf);
+      for (const c of [
+        'PUT /machine-config',
+        'PUT /boot-source',
+        'PUT /drives/base',
+        'PUT /drives/overlay',
+        'PUT /drives/work',
+        'PUT /vsock',
+      ])
+        assert.equal(
+          calls.filter((x) => x === c).length,
+          1,
+          `${what}: ${c} sent once (sent: ${calls.join(', ')})`,
+        );
+      assert.equal(
+        calls.filter((c) => c.startsWith('PUT /network-interfaces/')).length,
+        1,
+        `${what}: network interface configured`,
+      );
+      assert.equal(calls[calls.length - 1], 'PUT /actions InstanceStart', `${what}: started last`);
+      assert.deepEqual(refused(sent), [], `${what}: every request accepted`);
+    };
 
     test('create → start → stop → start → delete, every request valid per the Swagger contract', async (t) => {
       if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
@@ -66,41 +112,35 @@ describe(
       assert.equal(vm.state, 'running');
       assert.equal(vm.vmm, 'firecracker');
       assert.ok(isAlive(vm.pid));
+      assertLaunch(requests(), 'first start');
 
-      const calls = requests().map(
-        (r) => `${r.method} ${r.path}${r.body?.action_type ? ` ${r.body.action_type}` : ''}`,
-      );
-      const expected = [
-        'PUT /machine-config',
-        'PUT /boot-source',
-        'PUT /drives/base',
-        'PUT /drives/overlay',
-        'PUT /drives/work',
-        'PUT /vsock',
-        'PUT /actions InstanceStart',
-      ];
-      for (const c of expected)
-        assert.ok(calls.includes(c), `${c} sent (sent: ${calls.join(', ')})`);
-      assert.ok(
-        calls.some((c) => c.startsWith('PUT /network-interfaces/')),
-        'network interface configured',
-      );
-      assert.equal(calls[calls.length - 1], 'PUT /actions InstanceStart');
-
+      // Stop: the guest is asked (Ctrl+Alt+Del through the API) and goes on its own.
+      const beforeStop = requests().length;
       const stop = await e.run(['vm', 'stop', name]);
       assert.equal(stop.code, 0, stop.stderr);
+      assert.match(stop.stderr, new RegExp(`^done: Stopping ${name} \\(guest powered off, `, 'm'));
       assert.equal(isAlive(vm.pid), false, 'firecracker process gone');
       assert.equal((await e.json<{ state: string }>(['vm', 'show', name])).state, 'stopped');
+      const stopCalls = requests().slice(beforeStop);
+      assert.ok(
+        stopCalls.some((r) => callOf(r) === 'PUT /actions SendCtrlAltDel' && r.status === 204),
+        `the graceful stop request was sent and accepted (sent: ${stopCalls.map(callOf).join(', ')})`,
+      );
+      assert.deepEqual(refused(stopCalls), [], 'every stop request accepted');
 
+      const beforeStart = requests().length;
       const start = await e.run(['vm', 'start', name]);
       assert.equal(start.code, 0, start.stderr);
       const again = await e.json<{ state: string; pid: number }>(['vm', 'show', name]);
       assert.equal(again.state, 'running');
+      assert.notEqual(again.pid, vm.pid, 'a new firecracker process');
+      assertLaunch(requests().slice(beforeStart), 'second start');
 
       const del = await e.run(['vm', 'delete', '--force', name]);
       assert.equal(del.code, 0, del.stderr);
       assert.equal(isAlive(again.pid), false);
       assert.equal(fs.existsSync(vm.dir), false);
+      assert.deepEqual(refused(requests()), [], 'no request of the whole lifecycle was refused');
     });
 
     test('without a KVM device, vm start fails with the one-line KVM error and starts nothing', async (t) => {

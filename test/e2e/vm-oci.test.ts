@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { which } from '../../src/util/exec.js';
-import { isRoot, needs, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { needs } from '../helpers/ci.js';
+import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 import { defaultImage } from '../helpers/image-cache.js';
 import { pushImage, startRegistry, type Registry } from '../helpers/registry.js';
 import { gzip, makeTar } from '../helpers/tarWriter.js';
@@ -39,9 +40,12 @@ describe('OCI images boot as VMs', { timeout: 20 * 60_000 }, () => {
         await env.sb.run(['image', 'delete', n]).catch(() => undefined);
       await env.sb.run(['daemon', 'stop']).catch(() => undefined);
     }
-    await env?.cleanup();
-    await reg?.stop();
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    try {
+      await env?.cleanup();
+    } finally {
+      await reg?.stop();
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   /** Pull in the root namespace (where the registry is), then hand the state back to the namespace's daemon. */

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { TestContext } from 'node:test';
 import { defaultImage } from './image-cache.js';
+import { testNetnsName } from './owner.js';
 import {
   E2E_DIR,
   makeSandbox,
@@ -19,16 +19,7 @@ import {
  * shared by the e2e files of this checkout so the default kernel and image are
  * built once (`.cache/e2e/`, or BANGER_E2E_DIR). e2e files run one at a time.
  */
-export const IN_CI = process.env.CI === 'true';
 export { E2E_DIR };
-
-/** Fail in CI, skip elsewhere, when the host cannot run a test. */
-export function needs(t: TestContext, ok: boolean, why: string): boolean {
-  if (ok) return true;
-  if (IN_CI) throw new Error(`cannot run in CI: ${why}`);
-  t.skip(why);
-  return false;
-}
 
 export const isRoot = (): boolean => process.getuid?.() === 0;
 
@@ -81,7 +72,7 @@ export async function vmEnv(
   label: string,
   opts: { config?: string; env?: Record<string, string> } = {},
 ): Promise<VmEnv> {
-  const ns = `bgt-${label}-${randomBytes(3).toString('hex')}`.slice(0, 15);
+  const ns = testNetnsName(label, randomBytes(3).toString('hex'));
   fs.mkdirSync(path.join(E2E_DIR, 'state'), { recursive: true });
   fs.mkdirSync(path.join(E2E_DIR, 'cache'), { recursive: true });
   const sb = await makeSandbox({
@@ -121,21 +112,37 @@ export async function vmEnv(
       names.push(n);
       return n;
     },
+    /**
+     * Deletes this env's VMs, stops its daemon, removes its files and its
+     * namespace; throws when any of that fails (after trying all of it), so a
+     * leak fails the test file instead of going unnoticed.
+     */
     async cleanup() {
+      const problems: string[] = [];
       try {
         const r = await env.run(['vm', 'list', '--json'], { timeoutMs: 60_000 });
-        if (r.code === 0) {
-          const mine = (JSON.parse(r.stdout) as { name: string }[])
-            .map((v) => v.name)
-            .filter((n) => names.includes(n));
-          if (mine.length)
-            await env.run(['vm', 'delete', '--force', ...mine], { timeoutMs: 120_000 });
+        if (r.code !== 0) throw new Error(`vm list failed (${r.code}): ${r.stderr.trim()}`);
+        const mine = (JSON.parse(r.stdout) as { name: string }[])
+          .map((v) => v.name)
+          .filter((n) => names.includes(n));
+        if (mine.length) {
+          const d = await env.run(['vm', 'delete', '--force', ...mine], { timeoutMs: 120_000 });
+          if (d.code !== 0)
+            throw new Error(`vm delete ${mine.join(' ')} failed (${d.code}): ${d.stderr.trim()}`);
         }
-      } finally {
-        await env.run(['daemon', 'stop'], { timeoutMs: 60_000 }).catch(() => undefined);
-        await sb.cleanup();
-        await runProcess('ip', ['netns', 'del', ns]);
+      } catch (e) {
+        problems.push((e as Error).message);
       }
+      const stop = await env
+        .run(['daemon', 'stop'], { timeoutMs: 60_000 })
+        .catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message }));
+      if (stop.code !== 0)
+        problems.push(`daemon stop failed (${stop.code}): ${stop.stderr.trim()}`);
+      await sb.cleanup();
+      const del = await runProcess('ip', ['netns', 'del', ns]);
+      if (del.code !== 0) problems.push(`ip netns del ${ns} failed: ${del.stderr.trim()}`);
+      if (problems.length)
+        throw new Error(`cleaning up the e2e env ${ns} failed:\n  ${problems.join('\n  ')}`);
     },
   };
   return env;

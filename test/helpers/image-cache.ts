@@ -1,7 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { TestContext } from 'node:test';
 import { catalogEntry } from '../../src/image/catalog.js';
 import { defaultAgentBinary, imageInputsKey } from '../../src/image/inputs.js';
 import { which } from '../../src/util/exec.js';
@@ -58,14 +57,6 @@ export interface CachedImageInfo {
 }
 
 export const IMAGE_BUILD_TOOLS = ['mmdebstrap', 'mkfs.ext4', 'debugfs', 'e2fsck', 'tar'];
-
-/** In CI a test that cannot run fails; elsewhere it is skipped with the reason. */
-export function requireOrSkip(t: TestContext, ok: boolean, reason: string): boolean {
-  if (ok) return true;
-  if (process.env.CI === 'true') throw new Error(`cannot run (CI=true): ${reason}`);
-  t.skip(reason);
-  return false;
-}
 
 export const missingTools = (tools = IMAGE_BUILD_TOOLS): string[] => tools.filter((t) => !which(t));
 

@@ -118,6 +118,8 @@ export async function makeSandbox(
     BANGER_RUNTIME_DIR: path.join(root, 'run'),
     // Each test daemon's DNS server on a free loopback port (daemon status says which).
     BANGER_DNS_LISTEN: '127.0.0.1:0',
+    // The leak sweep's owner mark (test/helpers/owner.ts), passed on to the daemon and its VMMs.
+    ...(process.env.BANGER_TEST_OWNER ? { BANGER_TEST_OWNER: process.env.BANGER_TEST_OWNER } : {}),
     ...opts.env,
   };
   fs.mkdirSync(env.HOME!, { recursive: true });

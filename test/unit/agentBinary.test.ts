@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { BangerError } from '../../src/errors.js';
 import { AgentClient } from '../../src/guest/agentClient.js';
@@ -13,6 +13,8 @@ import {
   AGENT_VIRTIO_PORT_NAME,
   type ReadyEvent,
 } from '../../src/guest/agentProtocol.js';
+import { which } from '../../src/util/exec.js';
+import { needs } from '../helpers/ci.js';
 
 /**
  * The real guest agent binary (scripts/build-agent.sh) against a fixture root
@@ -27,19 +29,38 @@ let agentBin: string | undefined;
 let buildError = '';
 const children = new Set<ChildProcess>();
 
+const haveCompiler = Boolean(process.env.CC || which('musl-gcc') || which('gcc'));
+
 before(() => {
   if (process.env.BANGER_AGENT_BIN) {
     agentBin = process.env.BANGER_AGENT_BIN;
     return;
   }
+  if (!haveCompiler) return;
   const out = path.join(tmp, 'bin');
   const r = spawnSync('bash', [path.join(REPO_ROOT, 'scripts/build-agent.sh'), out], {
     encoding: 'utf8',
     env: { ...process.env, AGENT_WERROR: '1' },
   });
   if (r.status === 0) agentBin = path.join(out, 'banger-agent');
-  else buildError = (r.stderr || r.stdout || '').trim().split('\n').pop() ?? 'build failed';
+  else
+    buildError = (r.stderr || r.stdout || 'build failed').trim().split('\n').slice(-6).join('\n');
 });
+
+/**
+ * Whether the agent binary is there to test. A build that fails (with
+ * warnings as errors) fails every test, here and in CI; only a host without a
+ * C compiler skips them, and not in CI.
+ */
+function agentBuilt(t: TestContext): boolean {
+  if (buildError)
+    throw new Error(`the guest agent does not build (AGENT_WERROR=1):\n${buildError}`);
+  return needs(
+    t,
+    Boolean(agentBin),
+    'no C compiler for the guest agent: install musl-tools or gcc',
+  );
+}
 
 after(async () => {
   for (const c of children) await stopChild(c);
@@ -244,7 +265,7 @@ async function rawConn(
 
 describe('guest agent binary', () => {
   test('builds as a static binary', (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const size = fs.statSync(agentBin).size;
     assert.ok(size > 10_000 && size < 2_000_000, `size ${size}`);
     const v = spawnSync(agentBin, ['--version'], { encoding: 'utf8' });
@@ -256,7 +277,7 @@ describe('guest agent binary', () => {
   });
 
   test('hello, stats, sync and the startup line', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('hello');
     const p = sockPath();
     const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
@@ -312,7 +333,7 @@ describe('guest agent binary', () => {
   });
 
   test('ports: tcp, tcp6 and udp listeners with their processes', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('ports', { sshListening: true });
     const p = sockPath();
     const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
@@ -356,7 +377,7 @@ describe('guest agent binary', () => {
   });
 
   test('ports: 1024 listeners with long escaped command lines fit one answer under 64 KiB, marked truncated', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t)) return;
     const fx = makeFixture('manyports');
     const lines = [TCP_HEADER];
     for (let i = 0; i < 1024; i++)
@@ -386,7 +407,7 @@ describe('guest agent binary', () => {
   });
 
   test('wait-ready answers when sshd starts listening, serving other requests meanwhile', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('ready');
     const p = sockPath();
     const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
@@ -436,7 +457,7 @@ describe('guest agent binary', () => {
   });
 
   test('wait-ready times out in the agent with a clear error', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('notready');
     const p = sockPath();
     const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
@@ -458,7 +479,7 @@ describe('guest agent binary', () => {
   });
 
   test('bad requests get one-line errors and the agent keeps serving', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('bad');
     const p = sockPath();
     const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
@@ -509,7 +530,7 @@ describe('guest agent binary', () => {
   });
 
   test('poweroff and reboot answer first and are dry runs on Unix sockets', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('power');
     const p = sockPath();
     const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
@@ -540,7 +561,7 @@ describe('guest agent binary', () => {
   });
 
   test('serves several host connections at once', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('multi');
     const p = sockPath();
     const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
@@ -561,7 +582,7 @@ describe('guest agent binary', () => {
   });
 
   test('client: dials until the agent listens, and reconnects after the agent restarts', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('redial');
     const p = sockPath();
     const client = AgentClient.unix(p, { label: 'vm redial' });
@@ -589,7 +610,7 @@ describe('guest agent binary', () => {
   });
 
   test('--connect-unix: the agent reconnects when the host drops the connection', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('connect');
     const p = sockPath();
     const accepted: net.Socket[] = [];
@@ -622,8 +643,8 @@ describe('guest agent binary', () => {
   });
 
   test('virtio-serial: finds the port by name in sysfs and does not spin while the host is away', async (t) => {
-    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
-    if (spawnSync('socat', ['-V']).status !== 0) return t.skip('socat not installed');
+    if (!agentBuilt(t) || !agentBin) return;
+    if (!needs(t, spawnSync('socat', ['-V']).status === 0, 'socat is not installed')) return;
     const fx = makeFixture('serial');
     // sysfs as the kernel shows a virtio port; the device node is a pty that socat
     // bridges to a Unix socket (a pty hangs up like a port with no host attached)

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { ZodError } from 'zod';
 import {
   AGENT_MAX_REQUEST_BYTES,
   AGENT_OPS,
@@ -53,9 +54,20 @@ describe('agent protocol', () => {
       '{"id":8,"op":"wait-ready","timeoutMs":500}\n',
     );
     assert.equal(encodeAgentRequest(9, 'wait-ready', {}), '{"id":9,"op":"wait-ready"}\n');
-    assert.throws(() => encodeAgentRequest(1.5, 'hello', {}));
-    assert.throws(() => encodeAgentRequest(-1, 'ports', {}));
-    assert.throws(() => encodeAgentRequest(1, 'wait-ready', { timeoutMs: -3 }));
+    /** The request schema refused exactly this field for this reason. */
+    const refused =
+      (field: string, code: string) =>
+      (e: unknown): boolean =>
+        e instanceof ZodError &&
+        e.issues.length === 1 &&
+        e.issues[0]!.path.join('.') === field &&
+        e.issues[0]!.code === code;
+    assert.throws(() => encodeAgentRequest(1.5, 'hello', {}), refused('id', 'invalid_type'));
+    assert.throws(() => encodeAgentRequest(-1, 'ports', {}), refused('id', 'too_small'));
+    assert.throws(
+      () => encodeAgentRequest(1, 'wait-ready', { timeoutMs: -3 }),
+      refused('timeoutMs', 'too_small'),
+    );
     assert.ok(AGENT_MAX_REQUEST_BYTES === 65536);
     assert.equal(AgentRequestSchema.safeParse({ id: 1, op: 'format-disk' }).success, false);
   });

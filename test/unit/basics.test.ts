@@ -21,7 +21,7 @@ describe('units', () => {
     assert.equal(parseSize('1.5g'), 1.5 * 1024 ** 3);
     assert.equal(parseSize(4096), 4096);
     assert.throws(() => parseSize('8Q'), /unit/);
-    assert.throws(() => parseSize('-1G'));
+    assert.throws(() => parseSize('-1G'), /invalid size '-1G' \(use e\.g\. 512M, 8G\)$/);
     assert.equal(formatSize(1536), '1.5 KiB');
     assert.equal(formatSizeShort(8 * 1024 ** 3), '8G');
     assert.equal(formatSizeShort(1536 * 1024 ** 2), '1.5G');
@@ -31,7 +31,10 @@ describe('units', () => {
     assert.equal(parseDuration('250ms'), 250);
     assert.equal(parseDuration(2), 2000);
     assert.equal(parseDuration('0'), 0);
-    assert.throws(() => parseDuration('5 minutes'));
+    assert.throws(
+      () => parseDuration('5 minutes'),
+      /invalid duration '5 minutes' \(use e\.g\. 30s, 5m, 2h\)$/,
+    );
     assert.equal(formatDuration(1500), '1.50s');
     assert.equal(formatDuration(90_000), '1m30s');
   });

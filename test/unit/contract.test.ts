@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,8 +9,6 @@ import {
   checkOps,
   contractFingerprint,
   guestContractOps,
-  MASKED_GENERATORS,
-  MASKED_UNITS,
   maskedPaths,
   MISE_INSTALL_PATH,
   MISE_PROFILE_PATH,
@@ -30,6 +28,7 @@ import {
   type ContractMeta,
   type ContractTree,
 } from '../../src/guest/contract/apply.js';
+import { EXPECTED_MASKED_PATHS } from '../helpers/guest-expectations.js';
 
 const AGENT = '/build/banger-agent';
 const ops = guestContractOps({ agentBinary: AGENT, miseBinary: '/cache/mise' });
@@ -129,21 +128,24 @@ describe('guest contract operations (data)', () => {
   });
 
   test('every masked unit and generator is a symlink to /dev/null', () => {
-    const masked = maskedPaths(ops);
-    for (const u of MASKED_UNITS) assert.ok(masked.includes(`/etc/systemd/system/${u}`), u);
-    for (const g of MASKED_GENERATORS) {
-      assert.ok(masked.includes(`/etc/systemd/system-generators/${g}`), g);
-    }
-    assert.ok(masked.includes('/etc/tmpfiles.d/systemd-nologin.conf'));
-    for (const p of masked) {
+    // The expected list is written down in the test helpers, not taken from the contract.
+    const links = ops.filter(
+      (o): o is Extract<ContractOp, { kind: 'symlink' }> =>
+        o.kind === 'symlink' && o.target === '/dev/null',
+    );
+    assert.deepEqual(links.map((o) => o.path).sort(), EXPECTED_MASKED_PATHS);
+    for (const p of EXPECTED_MASKED_PATHS) {
       const o = byPath(p);
       assert.equal(o.length, 1, `${p} once`);
-      assert.ok(o[0]!.kind === 'symlink' && o[0]!.uid === 0);
+      assert.deepEqual(o[0], { ...o[0], kind: 'symlink', target: '/dev/null', uid: 0, gid: 0 }, p);
     }
-    assert.ok(MASKED_UNITS.includes('systemd-udevd.service'));
-    assert.ok(
-      !MASKED_UNITS.includes('ssh.service') && !MASKED_UNITS.includes('systemd-journald.service'),
-    );
+    assert.deepEqual(maskedPaths(ops).sort(), EXPECTED_MASKED_PATHS, 'maskedPaths lists them');
+    for (const keep of ['ssh.service', 'systemd-journald.service', 'banger-agent.service']) {
+      const masked = byPath(`/etc/systemd/system/${keep}`).some(
+        (o) => o.kind === 'symlink' && o.target === '/dev/null',
+      );
+      assert.equal(masked, false, `${keep} is not masked`);
+    }
   });
 
   test('serial console: full unit without the udev device binding, enabled for getty.target', () => {
@@ -193,17 +195,63 @@ describe('guest contract operations (data)', () => {
     assert.ok(!without.some((o) => o.path === MISE_INSTALL_PATH || o.path === MISE_PROFILE_PATH));
   });
 
-  test('the profile snippet is valid sh and harmless without mise', () => {
-    execFileSync('/bin/sh', ['-n', '-c', fileText(MISE_PROFILE_PATH)]);
-    execFileSync('/bin/bash', ['-c', fileText(MISE_PROFILE_PATH)]);
+  test('the profile snippet is valid sh, harmless without mise, and activates mise in bash', () => {
+    const text = fileText(MISE_PROFILE_PATH);
+    execFileSync('/bin/sh', ['-n', '-c', text]);
+    // The snippet names mise by its absolute path: point it at a file of the test's.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-mise-profile-'));
+    try {
+      const mise = path.join(dir, 'mise');
+      assert.ok(text.includes(MISE_INSTALL_PATH));
+      const snippet = path.join(dir, 'mise.sh');
+      fs.writeFileSync(snippet, text.replaceAll(MISE_INSTALL_PATH, mise));
+      /** Source the snippet, then report what it changed: exit status, MISE_ON, PATH. */
+      const source = (shell: string, ...flags: string[]) =>
+        spawnSync(
+          shell,
+          [...flags, '-c', `. ${snippet}; echo "after:$?:\${MISE_ON:-none}:$PATH"`],
+          { encoding: 'utf8', env: { PATH: '/usr/bin:/bin', HOME: dir } },
+        );
+      for (const shell of ['/bin/sh', '/bin/bash']) {
+        const r = source(shell);
+        assert.deepEqual(
+          [r.status, r.stdout, r.stderr],
+          [0, 'after:0:none:/usr/bin:/bin\n', ''],
+          `${shell} without mise: no output, nothing changed, the shell goes on`,
+        );
+      }
+      // With a mise there, bash evaluates what `mise activate` prints; sh (no bash) ignores it.
+      fs.writeFileSync(mise, `#!/bin/sh\necho "MISE_ON='$*'"\n`, { mode: 0o755 });
+      assert.equal(source('/bin/bash').stdout, 'after:0:activate bash --shims:/usr/bin:/bin\n');
+      assert.match(
+        source('/bin/bash', '--norc', '--noprofile', '-i').stdout,
+        /^after:0:activate bash:\/usr\/bin:\/bin$/m,
+        'interactive shells get the full activation',
+      );
+      assert.equal(source('/bin/sh').stdout, 'after:0:none:/usr/bin:/bin\n');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('paths are absolute and normalised; checkOps rejects bad ones', () => {
     checkOps(ops);
-    assert.throws(() => checkOps([{ kind: 'remove', path: 'etc/x' }]));
-    assert.throws(() => checkOps([{ kind: 'remove', path: '/etc/../x' }]));
-    assert.throws(() => checkOps([{ kind: 'remove', path: '/et*/x' }]));
-    assert.throws(() => checkOps([{ kind: 'dir', path: '/a*', mode: 0o755, uid: 0, gid: 0 }]));
+    assert.throws(
+      () => checkOps([{ kind: 'remove', path: 'etc/x' }]),
+      /contract path 'etc\/x' must be absolute and normalised$/,
+    );
+    assert.throws(
+      () => checkOps([{ kind: 'remove', path: '/etc/../x' }]),
+      /contract path '\/etc\/\.\.\/x' must be absolute and normalised$/,
+    );
+    assert.throws(
+      () => checkOps([{ kind: 'remove', path: '/et*/x' }]),
+      /contract path '\/et\*\/x': '\*' only in the last component$/,
+    );
+    assert.throws(
+      () => checkOps([{ kind: 'dir', path: '/a*', mode: 0o755, uid: 0, gid: 0 }]),
+      /contract path '\/a\*': only removals may use '\*'$/,
+    );
   });
 
   test('fingerprint covers contents and injected files', () => {

@@ -152,6 +152,7 @@ describe('debugfs scripting (pure)', () => {
       '/12/040755/0/0/.//',
       '/2/040755/0/0/..//',
       '/13/100644/0/0/f/3/',
+      '/0/000000/0/0//0/',
       '',
       'debugfs: ls -p "/missing"',
       'debugfs: ls -p "/"',
@@ -160,7 +161,11 @@ describe('debugfs scripting (pure)', () => {
     ].join('\n');
     const l = parseLsListings(out);
     assert.equal(l.length, 3);
-    assert.equal(l[0]!.length, 3);
+    assert.deepEqual(
+      l[0]!.map((e) => e.name),
+      ['.', '..', 'f'],
+      'an unused slot (inode 0) is not an entry',
+    );
     assert.equal(l[1], null);
     assert.equal(l[2]![0]!.ino, 2);
   });

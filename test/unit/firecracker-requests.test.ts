@@ -391,6 +391,16 @@ describe('firecracker requests against the Swagger contract', () => {
       fault: /allowed values/,
     },
     { name: 'missing body', mutate: (r) => ({ ...r[1]!, body: undefined }), fault: /Missing body/ },
+    {
+      name: 'a GET with a body',
+      mutate: () => ({ ...describeInstance(), body: { state: 'Running' } }),
+      fault: /^GET \/ takes no body\.$/,
+    },
+    {
+      name: 'Ctrl+Alt+Del with an extra field',
+      mutate: () => withBody(sendCtrlAltDel(), { payload: 'now' }),
+      fault: /InstanceActionInfo must NOT have additional properties 'payload'/,
+    },
   ];
   for (const m of mutations) {
     test(`the contract rejects: ${m.name}`, () => {

@@ -17,11 +17,12 @@ import {
 } from '../../src/image/kernel/bzimage.js';
 import { elfFacts, extractVmlinux } from '../../src/image/kernel/extract.js';
 import { which } from '../../src/util/exec.js';
+import { skipUnless } from '../helpers/ci.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-kbz-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const need = (tool: string): { skip?: string } =>
-  which(tool) || process.env.CI === 'true' ? {} : { skip: `${tool} not installed` };
+  skipUnless(which(tool), `${tool} is not installed`);
 
 /** A minimal x86-64 ELF executable with one PT_NOTE segment (optionally the PVH note). */
 function makeElf(

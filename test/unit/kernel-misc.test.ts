@@ -24,11 +24,12 @@ import {
   prepareModulesTree,
 } from '../../src/image/kernel/modulesDisk.js';
 import { run, which } from '../../src/util/exec.js';
+import { skipUnless } from '../helpers/ci.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-kmisc-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const need = (tool: string): { skip?: string } =>
-  which(tool) || process.env.CI === 'true' ? {} : { skip: `${tool} not installed` };
+  skipUnless(which(tool), `${tool} is not installed`);
 
 const META = `Package: linux-image-cloud-amd64
 Source: linux-signed-amd64 (6.1.192+2)
@@ -225,7 +226,10 @@ describe('modules disk', () => {
       cmds,
       'sif / uid 0\nsif / gid 0\nsif "/kernel/a.ko" uid 0\nsif "/kernel/a.ko" gid 0\n',
     );
-    assert.throws(() => debugfsOwnerCommands([{ path: 'a b', type: 'file', size: 1 }]));
+    assert.throws(
+      () => debugfsOwnerCommands([{ path: 'a b', type: 'file', size: 1 }]),
+      /unsupported file name in modules tree: a b$/,
+    );
   });
 
   test(

@@ -599,6 +599,14 @@ static void run_power(enum power action) {
       do r = waitpid(pid, &status, 0);
       while (r < 0 && errno == EINTR);
       if (r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+      /* Killed by a signal: the shutdown it asked for has begun and stopped this
+       * service's processes (systemctl included) before it exited. Forcing
+       * reboot(2) now would cut that shutdown short, before the disks are
+       * unmounted; systemd finishes it. */
+      if (r == pid && WIFSIGNALED(status)) {
+        logmsg("systemctl %s was stopped by the shutdown it started", name);
+        return;
+      }
     }
     logmsg("systemctl %s failed; forcing it with reboot(2)", name);
   }
