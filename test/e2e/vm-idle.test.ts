@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { VmStats, VmView } from '../../src/api/schemas/vms.js';
-import { isRoot, needs, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { needs } from '../helpers/ci.js';
+import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 import { sleep } from '../helpers/sandbox.js';
 
 /**
