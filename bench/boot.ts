@@ -6,8 +6,14 @@
  *  - ratio banger/baseline (medians)
  *  - `vm create --no-start` time for two images of very different sizes
  *
+ * With several `--image NAME` (catalog images, e.g. debian-bookworm and
+ * debian-bookworm-slim), `vm run` is timed for each, interleaved run by run
+ * so both see the same host load; `images` holds each one's samples and
+ * `imageRatio` each median over the first image's. The baseline and the
+ * create timings use the first image.
+ *
  * Everything runs inside a network namespace made here and removed after.
- *   node dist/bench/boot.js [--runs N]
+ *   node dist/bench/boot.js [--runs N] [--image NAME]...
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,6 +28,10 @@ import { runProcess } from '../test/helpers/sandbox.js';
 import { vmEnv } from '../test/helpers/e2e.js';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
+const imageNames = process.argv.flatMap((a, i) =>
+  a === '--image' && process.argv[i + 1] ? [process.argv[i + 1]!] : [],
+);
+if (imageNames.length === 0) imageNames.push('debian-bookworm');
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -42,18 +52,31 @@ interface Image {
 }
 
 async function main(): Promise<void> {
-  const env = await vmEnv('bench');
+  const env = await vmEnv('bench', { images: imageNames });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-bench-'));
   try {
     // --- banger: vm run --rm -- true (daemon already running, as for a user)
     await env.run(['daemon', 'status']);
-    const banger: number[] = [];
+    const perImage = new Map<string, number[]>(imageNames.map((n) => [n, []]));
     for (let i = 0; i < runs; i++) {
-      const t0 = performance.now();
-      const r = await env.run(['vm', 'run', '--rm', '--name', env.name('bench'), '--', 'true']);
-      if (r.code !== 0) throw new Error(`vm run failed: ${r.stderr}`);
-      banger.push(performance.now() - t0);
+      for (const img of imageNames) {
+        const t0 = performance.now();
+        const r = await env.run([
+          'vm',
+          'run',
+          '--rm',
+          '--image',
+          img,
+          '--name',
+          env.name('bench'),
+          '--',
+          'true',
+        ]);
+        if (r.code !== 0) throw new Error(`vm run --image ${img} failed: ${r.stderr}`);
+        perImage.get(img)!.push(performance.now() - t0);
+      }
     }
+    const banger = perImage.get(imageNames[0]!)!;
 
     // --- baseline: bare qemu with the same kernel + disks, until sshd's banner
     const kernels = (await env.json<{ kernels: Kernel[] } | Kernel[]>([
@@ -67,7 +90,7 @@ async function main(): Promise<void> {
     const imageList = Array.isArray(images)
       ? (images as Image[])
       : (images as { images: Image[] }).images;
-    const image = imageList.find((i) => i.name === 'debian-bookworm')!;
+    const image = imageList.find((i) => i.name === imageNames[0])!;
     const accel = resolveAccel('auto', readKvmFacts()).accel;
     await env.sh(['ip', 'link', 'add', 'bbr0', 'type', 'bridge']);
     await env.sh(['ip', 'addr', 'add', '172.31.0.1/24', 'dev', 'bbr0']);
@@ -164,7 +187,7 @@ async function main(): Promise<void> {
     if (reg.code !== 0) throw new Error(`image register failed: ${reg.stderr}`);
     const createTimes: Record<string, { imageBytes: number; ms: number[] }> = {};
     for (const [img, file] of [
-      ['debian-bookworm', image.rootfsPath],
+      [image.name, image.rootfsPath],
       ['bench-big', big],
     ] as const) {
       const ms: number[] = [];
@@ -184,10 +207,26 @@ async function main(): Promise<void> {
       host: { cpus: os.cpus().length, accel },
       runs,
       banger: {
-        what: 'banger vm run --rm -- true (wall, s)',
+        what: `banger vm run --rm --image ${imageNames[0]} -- true (wall, s)`,
         samples: banger.map(round),
         median: round(median(banger)),
       },
+      ...(imageNames.length > 1
+        ? {
+            images: Object.fromEntries(
+              [...perImage].map(([n, xs]) => [
+                n,
+                { samples: xs.map(round), median: round(median(xs)) },
+              ]),
+            ),
+            imageRatio: Object.fromEntries(
+              [...perImage].map(([n, xs]) => [
+                n,
+                Math.round((median(xs) / median(banger)) * 1000) / 1000,
+              ]),
+            ),
+          }
+        : {}),
       baseline: {
         what: 'bare qemu, same kernel+initramfs+disks, to sshd banner (s)',
         samples: baseline.map(round),

@@ -174,7 +174,8 @@ export function buildProgram(ctx: CliContext): Command {
     .command('list')
     .alias('ls')
     .description('list images')
-    .action(() => imageList(ctx));
+    .option('--available', 'show the catalog (with sizes)')
+    .action((opts) => imageList(ctx, { available: Boolean(opts.available) }));
   image
     .command('show')
     .description('show one image')
@@ -188,7 +189,9 @@ export function buildProgram(ctx: CliContext): Command {
     .action((names) => imageDelete(ctx, names));
   image
     .command('pull')
-    .description('pull a catalog image (debian-bookworm) or an OCI image (registry/repo:tag)')
+    .description(
+      'pull a catalog image (debian-bookworm, debian-bookworm-slim) or an OCI image (registry/repo:tag)',
+    )
     .argument('<ref>', 'catalog name or OCI reference')
     .option('--name <name>', 'name for the image')
     .option('--kernel-ref <kernel>', 'kernel to pair with the image')

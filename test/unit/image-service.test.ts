@@ -12,7 +12,7 @@ import { BangerError, isBangerError } from '../../src/errors.js';
 import type { BuiltImage } from '../../src/image/debian/build.js';
 import { EXT_MAGIC_OFFSET } from '../../src/image/files.js';
 import { KernelService } from '../../src/image/kernel/service.js';
-import { DEBIAN_BASE_PACKAGES } from '../../src/image/recipe.js';
+import { DEBIAN_BASE_PACKAGES, DEV_PACKAGES } from '../../src/image/recipe.js';
 import { ImageService, type RecipeBuilder } from '../../src/image/service.js';
 import type { KernelRecord } from '../../src/store/kernels.js';
 import { openStore, type Store } from '../../src/store/index.js';
@@ -178,7 +178,11 @@ describe('ImageService', () => {
       null,
       'FK column only once installed',
     );
-    assert.deepEqual((v.meta.recipe as { packages: string[] }).packages, [...DEBIAN_BASE_PACKAGES]);
+    assert.deepEqual(
+      (v.meta.recipe as { packages: string[] }).packages,
+      [...DEBIAN_BASE_PACKAGES, ...DEV_PACKAGES],
+      'the default image is the dev box',
+    );
     assert.match(
       String((v.meta.build as { log: string }).log),
       /image-build\/debian-bookworm-.*\.log$/,
@@ -281,12 +285,12 @@ describe('ImageService', () => {
   });
 
   test('image build extends the recipe; images without one are refused with a reason', async () => {
-    await rig.svc.pull({ ref: 'debian-bookworm' }, emit);
+    await rig.svc.pull({ ref: 'debian-bookworm-slim' }, emit);
     const v = await rig.svc.build(
-      { name: 'dev', fromImage: 'debian-bookworm', packages: ['make'], docker: true },
+      { name: 'dev', fromImage: 'debian-bookworm-slim', packages: ['make'], docker: true },
       emit,
     );
-    assert.equal(v.source, 'build:debian-bookworm');
+    assert.equal(v.source, 'build:debian-bookworm-slim');
     assert.deepEqual(rig.builds[1], {
       name: 'dev',
       packages: [...DEBIAN_BASE_PACKAGES, 'make'],
@@ -295,7 +299,7 @@ describe('ImageService', () => {
     assert.equal((v.meta.recipe as { docker: boolean }).docker, true);
     await rejects(
       rig.svc.build(
-        { name: 'dev', fromImage: 'debian-bookworm', packages: [], docker: false },
+        { name: 'dev', fromImage: 'debian-bookworm-slim', packages: [], docker: false },
         emit,
       ),
       'conflict',
@@ -416,20 +420,27 @@ describe('ImageService', () => {
     assert.ok(fs.existsSync(v.rootfsPath));
   });
 
-  test('list and show: apparent and allocated sizes, catalog status', async () => {
-    assert.deepEqual(rig.svc.catalog(), [
-      {
-        name: 'debian-bookworm',
-        description: rig.svc.catalog()[0]!.description,
-        installed: false,
-        default: true,
-      },
-    ]);
+  test('list and show: apparent and allocated sizes, catalog status and sizes', async () => {
+    const before = rig.svc.catalog();
+    assert.deepEqual(
+      before.map((c) => [c.name, c.installed, c.default, c.estimated, c.docker]),
+      [
+        ['debian-bookworm', false, true, true, true],
+        ['debian-bookworm-slim', false, false, true, false],
+      ],
+    );
+    // before a build: the sizes a build measured, the dev box the bigger one
+    assert.ok(before[0]!.sizeBytes > before[1]!.sizeBytes && before[1]!.sizeBytes > 100e6);
     await rig.svc.pull({ ref: 'debian-bookworm' }, emit);
     const [v] = rig.svc.list();
     assert.equal(v!.sizeBytes, 65536);
     assert.ok(v!.allocatedBytes !== null && v!.allocatedBytes >= 0);
-    assert.equal(rig.svc.catalog()[0]!.installed, true);
+    const after = rig.svc.catalog()[0]!;
+    // the fake builder's rootfs is 64 KiB: the real file's size, no estimate
+    assert.deepEqual(
+      [after.installed, after.estimated, after.sizeBytes, after.allocatedBytes],
+      [true, false, 65536, v!.allocatedBytes],
+    );
     await rejects(
       Promise.resolve().then(() => rig.svc.show('nope')),
       'not_found',
