@@ -74,6 +74,7 @@ async function main(): Promise<void> {
         ]);
         if (r.code !== 0) throw new Error(`vm run --image ${img} failed: ${r.stderr}`);
         perImage.get(img)!.push(performance.now() - t0);
+        console.error(`vm run --image ${img}: ${round(performance.now() - t0)} s`);
       }
     }
     const banger = perImage.get(imageNames[0]!)!;

@@ -65,9 +65,12 @@ const ROOT = { uid: 0, gid: 0 } as const;
  * (their `multi-user.target.wants` links are removed), docker.socket stays
  * enabled, so the first `docker` command starts them. What the Docker
  * packages would start at boot besides goes too: apparmor.service (dockerd
- * loads its own container profile with apparmor_parser when it starts) and
+ * loads its own container profile with apparmor_parser when it starts),
  * dbus.service (dbus.socket starts it for the first client: systemd's cgroup
- * driver, when dockerd starts).
+ * driver, when dockerd starts) and systemd-logind, which only runs where
+ * D-Bus is installed (a unit condition skips it in the slim image) and has
+ * nothing to do in a banger VM: sshd runs without PAM, so no session is ever
+ * registered, and banger's power-key unit handles the power button.
  */
 export function dockerOps(): ContractOp[] {
   return [
@@ -90,6 +93,13 @@ export function dockerOps(): ContractOp[] {
       kind: 'remove',
       path: `${SYSTEM_UNIT_DIR}/multi-user.target.wants/dbus.service`,
       why: 'D-Bus starts on first use (dbus.socket)',
+    },
+    {
+      kind: 'symlink',
+      path: `${ETC_UNIT_DIR}/systemd-logind.service`,
+      target: '/dev/null',
+      ...ROOT,
+      why: 'masked: no PAM sessions to track (skipped without D-Bus, as in the slim image)',
     },
     {
       kind: 'file',

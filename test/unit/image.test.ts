@@ -132,7 +132,7 @@ describe('recipes and the catalog', () => {
     assert.equal(extendRecipe(devRecipe(), { packages: ['gdb'] }).tmuxPersistence, true);
   });
 
-  test('Docker images: dockerd, containerd, AppArmor and D-Bus start on first use; data dir on ext4', () => {
+  test('Docker images: dockerd, containerd, AppArmor and D-Bus start on first use, logind never; data dir on ext4', () => {
     const ops = recipeOps(debianRecipe({ docker: true }));
     assert.deepEqual(
       ops.filter((o) => o.kind === 'remove').map((o) => o.path),
@@ -147,6 +147,8 @@ describe('recipes and the catalog', () => {
       !ops.some((o) => o.path.includes('docker.socket')),
       'docker.socket stays enabled: the first docker command starts dockerd',
     );
+    const logind = ops.find((o) => o.path === '/etc/systemd/system/systemd-logind.service');
+    assert.ok(logind?.kind === 'symlink' && logind.target === '/dev/null', 'logind masked');
     const files = Object.fromEntries(
       ops.flatMap((o) => (o.kind === 'file' && 'content' in o ? [[o.path, o.content]] : [])),
     );
