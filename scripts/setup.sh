@@ -14,8 +14,8 @@ PACKAGES=(
   mmdebstrap uidmap busybox-static cpio kmod dpkg-dev lz4 zstd xz-utils binutils file
   # guest agent (static binary)
   musl-tools
-  # networking
-  iproute2 iptables nftables
+  # networking; dig for the DNS tests
+  iproute2 iptables nftables dnsutils
   # ssh into guests
   openssh-client
   # OCI pull tests: a real local registry and image tools

@@ -29,6 +29,7 @@ import {
   VmStatsSchema,
   VmViewSchema,
 } from './schemas/vms.js';
+import { VmPortsResultSchema } from './schemas/ports.js';
 
 /** The daemon API, version 1. Every route the CLI or TUI may call is listed here. */
 export const API_VERSION = 'v1';
@@ -219,6 +220,14 @@ export const routes = {
     path: '/v1/stats',
     query: z.object({ refs: z.string().optional() }).strict(),
     response: z.object({ vms: z.array(VmStatsSchema) }),
+  }),
+  vmPorts: route({
+    id: 'vmPorts',
+    method: 'GET',
+    path: '/v1/ports',
+    /** Comma-separated VM names or id prefixes; none: every running VM. */
+    query: z.object({ refs: z.string().optional() }).strict(),
+    response: VmPortsResultSchema,
   }),
 };
 

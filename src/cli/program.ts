@@ -4,6 +4,7 @@ import { IDENTITY } from '../version.js';
 import { completionCommand, completeCommand } from './commands/completion.js';
 import { daemonLogs, daemonSocket, daemonStatus, daemonStop } from './commands/daemon.js';
 import { doctorCommand } from './commands/doctor.js';
+import { vmPorts } from './commands/ports.js';
 import {
   imageBuild,
   imageDelete,
@@ -155,9 +156,9 @@ export function buildProgram(ctx: CliContext): Command {
     .option('-f, --follow', 'keep printing new output')
     .action((ref, opts) => vmLogs(ctx, ref, Boolean(opts.follow)));
   vm.command('ports')
-    .description('listening ports in VMs')
-    .argument('<vm...>', 'VM names or id prefixes')
-    .action(todo('vm ports'));
+    .description('listening ports in VMs, with http://<name>.vm:<port>/ for HTTP ones')
+    .argument('[vm...]', 'VMs (default: all running)')
+    .action((refs) => vmPorts(ctx, refs));
   vm.command('workspace')
     .description('workspace operations')
     .command('prepare')

@@ -10,10 +10,13 @@ import { parseDuration, parseSize } from '../util/units.js';
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
 export const VMM_CHOICES = ['auto', 'firecracker', 'qemu'] as const;
 export const ACCEL_CHOICES = ['auto', 'kvm', 'tcg'] as const;
+/** auto: route `.vm` through systemd-resolved (per link, on the bridge) where that is safe. */
+export const DNS_ROUTING_CHOICES = ['auto', 'off'] as const;
 
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export type VmmChoice = (typeof VMM_CHOICES)[number];
 export type AccelChoice = (typeof ACCEL_CHOICES)[number];
+export type DnsRoutingChoice = (typeof DNS_ROUTING_CHOICES)[number];
 
 const nameRe = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 const ifnameRe = /^[a-zA-Z0-9_.-]{1,15}$/;
@@ -148,6 +151,11 @@ export const TOP_FIELDS: FieldSpec[] = [
   { key: 'default_dns', schema: dnsList, help: 'DNS servers given to guests' },
   { key: 'dns_listen', schema: listenAddr, help: 'where the daemon answers <name>.vm queries' },
   {
+    key: 'dns_routing',
+    schema: z.enum(DNS_ROUTING_CHOICES),
+    help: 'route .vm names to the daemon through systemd-resolved (auto | off)',
+  },
+  {
     key: 'tap_pool_size',
     schema: fromEnvNumber.pipe(z.number().int().min(0).max(64)),
     help: 'warm taps kept ready',
@@ -212,6 +220,7 @@ export interface Config {
   cidr: string;
   defaultDns: string[];
   dnsListen: { host: string; port: number };
+  dnsRouting: DnsRoutingChoice;
   tapPoolSize: number;
   autoStopStaleAfterMs: number;
   statsPollIntervalMs: number;
@@ -230,6 +239,7 @@ export const DEFAULT_CONFIG: Config = {
   cidr: '172.16.0.0/24',
   defaultDns: [],
   dnsListen: { host: '127.0.0.1', port: 42069 },
+  dnsRouting: 'auto',
   tapPoolSize: 0,
   autoStopStaleAfterMs: 0,
   statsPollIntervalMs: 5000,

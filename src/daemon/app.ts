@@ -18,6 +18,11 @@ import type { KeyedMutex, Operations } from './ops.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerVmRoutes } from './routes/vms.js';
 import { VmService } from '../vm/service.js';
+import { VmNetwork } from '../vm/net.js';
+import { PortsService } from '../vm/ports.js';
+import { DnsService, dnsChecks } from '../network/dns/index.js';
+import { networkChecks } from '../network/index.js';
+import { CHECKS } from '../doctor/checks.js';
 import type { ServiceDeps } from './services.js';
 
 /**
@@ -40,6 +45,8 @@ export interface DaemonContext {
 export interface App {
   server: ApiServer;
   vms: VmService;
+  /** Started by the daemon once its socket listens; stopped on shutdown. */
+  dns: DnsService;
 }
 
 export function createApp(ctx: DaemonContext): App {
@@ -62,18 +69,33 @@ export function createApp(ctx: DaemonContext): App {
   const kernels = new KernelService(deps);
   const images = new ImageService(deps, kernels);
   registerImageRoutes(server, kernels, images);
-  const vms = new VmService({ ...deps, kernels, images, host: ctx.host });
+  const dns = new DnsService({ config, vms: ctx.store.vms, logger: ctx.logger });
+  // The bridge carries the per-link `.vm` routing: re-applied whenever it is (re)created.
+  const network = new VmNetwork(config, ctx.logger, undefined, (bridge, created) =>
+    dns.routeBridge(bridge, created),
+  );
+  const vms = new VmService({ ...deps, kernels, images, host: ctx.host, network });
   registerVmRoutes(server, vms);
+  const ports = new PortsService({
+    vms: ctx.store.vms,
+    agent: (vm) => vms.agentFor(vm),
+    checkLiveness: () => vms.checkLiveness(),
+  });
+  server.json(routes.vmPorts, async ({ query }) => ({
+    vms: await ports.list(query.refs ? query.refs.split(',').filter(Boolean) : []),
+  }));
 
   const doctor = new DoctorService({
     config,
     stateDir: ctx.paths.stateDir,
     runtimeDir: ctx.paths.runtimeDir,
     host: ctx.host,
+    checks: [...CHECKS, ...networkChecks(), ...dnsChecks(() => dns.status())],
   });
 
-  server.json(routes.status, (): Status => {
+  server.json(routes.status, async (): Promise<Status> => {
     const c = config();
+    const dnsStatus = await dns.status();
     const vmCounts = ctx.store.vms.counts();
     return {
       apiVersion: 'v1',
@@ -87,7 +109,8 @@ export function createApp(ctx: DaemonContext): App {
       stateDir: ctx.paths.stateDir,
       configFile: ctx.paths.configFile,
       logLevel: c.logLevel,
-      dnsListen: `${c.dnsListen.host}:${c.dnsListen.port}`,
+      dnsListen: dnsStatus.listener.address ?? `${c.dnsListen.host}:${c.dnsListen.port}`,
+      dns: dnsStatus,
       vmm: resolveVmm(c, (cmd) => which(cmd)),
       accel: c.accel,
       counts: {
@@ -122,5 +145,5 @@ export function createApp(ctx: DaemonContext): App {
     kernels: ctx.store.kernels.list().map((k) => k.name),
   }));
 
-  return { server, vms };
+  return { server, vms, dns };
 }

@@ -72,6 +72,7 @@ async function main(): Promise<void> {
     };
     const finish = (code: number): void => {
       vms.shutdown();
+      void dns.stop();
       server.server.close();
       server.server.closeAllConnections();
       try {
@@ -85,7 +86,7 @@ async function main(): Promise<void> {
       process.exit(code);
     };
 
-    const { server, vms } = createApp({
+    const { server, vms, dns } = createApp({
       paths,
       configSource,
       logger: log,
@@ -110,6 +111,8 @@ async function main(): Promise<void> {
     process.on('SIGTERM', () => void shutdown('SIGTERM'));
     process.on('SIGINT', () => void shutdown('SIGINT'));
     process.on('SIGHUP', () => log.info('SIGHUP ignored (config reloads automatically)'));
+    // DNS first, so adopting running VMs can route `.vm` on their bridge; a bind failure is only reported.
+    await dns.start();
     try {
       await vms.adopt();
     } catch (e) {

@@ -101,6 +101,8 @@ export const ListeningSocketSchema = z.object({
   port: z.number().int().min(0).max(65535),
   pid: z.number().int().positive().nullable(),
   process: z.string().nullable(),
+  /** Arguments joined by spaces, at most 160 bytes; null when unknown (and from older agents that do not send it). */
+  cmdline: z.string().nullable().default(null),
 });
 export type ListeningSocket = z.infer<typeof ListeningSocketSchema>;
 

@@ -10,6 +10,9 @@ import {
 import type { VmRecord } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
 
+/** Told whenever the bridge is made sure of (`created`: it did not exist before). */
+export type BridgeReadyHook = (bridge: string, created: boolean) => Promise<void>;
+
 /**
  * The VM service's view of bridge networking. Nothing touches the host
  * network until the first VM starts (a daemon that only pulls images never
@@ -25,7 +28,15 @@ export class VmNetwork {
     private readonly config: () => Config,
     private readonly logger: Logger,
     private readonly runner?: NetRunner,
+    private readonly onBridgeReady?: BridgeReadyHook,
   ) {}
+
+  private async bridgeReady(created: boolean): Promise<void> {
+    if (!this.onBridgeReady) return;
+    await this.onBridgeReady(this.config().bridgeName, created).catch((e) =>
+      this.logger.warn({ err: e }, 'bridge hook failed'),
+    );
+  }
 
   private current(): { host: HostNetwork; pool: TapPool } {
     const c = this.config();
@@ -49,7 +60,8 @@ export class VmNetwork {
     vm: Pick<VmRecord, 'id' | 'name' | 'ip'>,
   ): Promise<{ tap: string; ipArg: string | undefined }> {
     const { host, pool } = this.current();
-    await host.ensureBridge();
+    const bridge = await host.ensureBridge();
+    await this.bridgeReady(bridge.created);
     const tap = await pool.take(vm.id);
     const c = this.config();
     const ipArg = vm.ip
@@ -95,6 +107,7 @@ export class VmNetwork {
     const { host, pool } = this.current();
     const report = await host.reconcile(running, { pool, seedNeighbours: true });
     this.logger.info({ report }, 'network reconciled');
+    await this.bridgeReady(report.bridge.created);
     void pool.fill().catch((e) => this.logger.warn({ err: e }, 'tap pool fill failed'));
   }
 }

@@ -428,7 +428,8 @@ export class VmService {
       .map(netOf);
   }
 
-  private agentFor(vm: VmRecord): AgentClient {
+  /** The agent channel of a VM (one per VM: QEMU serves one client per socket). */
+  agentFor(vm: VmRecord): AgentClient {
     let a = this.agents.get(vm.id);
     if (!a) {
       const label = `vm '${vm.name}'`;

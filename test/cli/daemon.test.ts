@@ -26,7 +26,7 @@ describe('bangerd lifecycle through the CLI', () => {
       new RegExp(`socket:\\s+${sb.paths.socket.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
     );
     assert.match(r.stdout, /log:\s+.*bangerd\.log \(level info\)/);
-    assert.match(r.stdout, /dns:\s+127\.0\.0\.1:42069/);
+    assert.match(r.stdout, /dns:\s+127\.0\.0\.1:\d+ \(listening, udp\+tcp, 0 names\)/);
     assert.match(r.stdout, /vmm:\s+(qemu|firecracker) \(auto/);
     // detached: its own session, not our child
     const stat = fs

@@ -116,6 +116,8 @@ export async function makeSandbox(
     BANGER_STATE_DIR: path.join(root, 'state'),
     BANGER_CACHE_DIR: path.join(root, 'cache'),
     BANGER_RUNTIME_DIR: path.join(root, 'run'),
+    // Each test daemon's DNS server on a free loopback port (daemon status says which).
+    BANGER_DNS_LISTEN: '127.0.0.1:0',
     ...opts.env,
   };
   fs.mkdirSync(env.HOME!, { recursive: true });

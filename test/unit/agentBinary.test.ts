@@ -163,6 +163,11 @@ function makeFixture(name: string, opts: { sshListening?: boolean } = {}): Fixtu
   proc(600, 'postgres', { '5': 1002, '6': 9999 });
   proc(700, 'node', { '20': 1003 });
   proc(800, 'dhclient', { '4': 1005 });
+  // cmdline: NUL-separated arguments (sshd's has none: pid 500 gets no cmdline file)
+  w('proc/600/cmdline', '/usr/lib/postgresql/15/bin/postgres\0-D\0/var/lib/pg\0');
+  // 159 bytes, then "€" (3 bytes): the cut at 160 bytes must drop the partial "€"
+  w('proc/700/cmdline', `node\0${'x'.repeat(150)}\0a\tb€\0`);
+  w('proc/800/cmdline', 'dhclient\0-v\0eth0\0\0');
   fs.symlinkSync('/dev/null', path.join(root, 'proc/800/fd/0'));
   w(
     'etc/ssh/ssh_host_ed25519_key.pub',
@@ -309,11 +314,33 @@ describe('guest agent binary', () => {
       const r = await client.ports();
       assert.equal(r.truncated, false);
       assert.deepEqual(r.ports, [
-        { proto: 'tcp', address: '0.0.0.0', port: 22, pid: 500, process: 'sshd' },
-        { proto: 'tcp', address: '127.0.0.1', port: 5432, pid: 600, process: 'postgres' },
-        { proto: 'tcp6', address: '::1', port: 631, pid: null, process: null },
-        { proto: 'tcp6', address: '::', port: 8080, pid: 700, process: 'node' },
-        { proto: 'udp', address: '0.0.0.0', port: 68, pid: 800, process: 'dhclient' },
+        { proto: 'tcp', address: '0.0.0.0', port: 22, pid: 500, process: 'sshd', cmdline: null },
+        {
+          proto: 'tcp',
+          address: '127.0.0.1',
+          port: 5432,
+          pid: 600,
+          process: 'postgres',
+          cmdline: '/usr/lib/postgresql/15/bin/postgres -D /var/lib/pg',
+        },
+        { proto: 'tcp6', address: '::1', port: 631, pid: null, process: null, cmdline: null },
+        {
+          proto: 'tcp6',
+          address: '::',
+          port: 8080,
+          pid: 700,
+          process: 'node',
+          // NULs and the tab become spaces; the cut keeps whole characters only
+          cmdline: `node ${'x'.repeat(150)} a b`,
+        },
+        {
+          proto: 'udp',
+          address: '0.0.0.0',
+          port: 68,
+          pid: 800,
+          process: 'dhclient',
+          cmdline: 'dhclient -v eth0',
+        },
       ]);
     } finally {
       client.close();

@@ -109,12 +109,24 @@ describe('agent protocol', () => {
     assert.equal(StatsResultSchema.safeParse({ ...STATS_RESULT, memTotalKib: -1 }).success, false);
     const ports = {
       ports: [
-        { proto: 'tcp', address: '0.0.0.0', port: 22, pid: 500, process: 'sshd' },
-        { proto: 'udp6', address: '::', port: 5353, pid: null, process: null },
+        {
+          proto: 'tcp',
+          address: '0.0.0.0',
+          port: 22,
+          pid: 500,
+          process: 'sshd',
+          cmdline: 'sshd -D',
+        },
+        { proto: 'udp6', address: '::', port: 5353, pid: null, process: null, cmdline: null },
       ],
       truncated: false,
     };
     assert.deepEqual(PortsResultSchema.parse({ ...ports, somethingNew: 1 }), ports);
+    // An older agent sends no cmdline: read as null.
+    const old = { proto: 'tcp', address: '::', port: 80, pid: 7, process: 'httpd' };
+    assert.deepEqual(PortsResultSchema.parse({ ports: [old], truncated: false }).ports, [
+      { ...old, cmdline: null },
+    ]);
     assert.equal(
       PortsResultSchema.safeParse({ ports: [{ ...ports.ports[0], port: 70000 }], truncated: false })
         .success,

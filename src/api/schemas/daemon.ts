@@ -19,6 +19,26 @@ export const VmmResolutionSchema = z.object({
 });
 export type VmmResolution = z.infer<typeof VmmResolutionSchema>;
 
+export const DnsStatusSchema = z.object({
+  listener: z.object({
+    /** dns_listen from config.toml. */
+    configured: z.string(),
+    /** Where it listens now (the real port when dns_listen asks for port 0). */
+    address: z.string().nullable(),
+    state: z.enum(['listening', 'failed', 'stopped']),
+    /** One line: why it is not listening. */
+    error: z.string().nullable(),
+    /** VMs with a `<name>.vm` record. */
+    names: z.number(),
+  }),
+  /** `.vm` routing through systemd-resolved on the bridge. */
+  routing: z.object({
+    state: z.enum(['applied', 'pending', 'not-routed', 'off', 'failed']),
+    detail: z.string(),
+  }),
+});
+export type DnsStatusView = z.infer<typeof DnsStatusSchema>;
+
 export const StatusSchema = z.object({
   apiVersion: z.literal('v1'),
   version: z.string(),
@@ -31,7 +51,9 @@ export const StatusSchema = z.object({
   stateDir: z.string(),
   configFile: z.string(),
   logLevel: z.string(),
+  /** Where the DNS server listens (dns_listen until it does). */
   dnsListen: z.string(),
+  dns: DnsStatusSchema,
   vmm: VmmResolutionSchema,
   accel: z.string(),
   counts: z.object({

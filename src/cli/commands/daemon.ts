@@ -5,6 +5,26 @@ import { formatDuration } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { newClient, socketAnswers, waitForStop } from '../daemon.js';
 
+export function formatDnsListener(s: Status): string {
+  const l = s.dns.listener;
+  if (l.state === 'listening')
+    return `${l.address} (listening, udp+tcp, ${l.names} name${l.names === 1 ? '' : 's'})`;
+  return `${l.configured} (not listening: ${l.error ?? l.state})`;
+}
+
+export function formatDnsRouting(s: Status): string {
+  const r = s.dns.routing;
+  switch (r.state) {
+    case 'applied':
+    case 'pending':
+      return r.detail;
+    case 'off':
+      return `not routed by banger (${r.detail})`;
+    default:
+      return `not routed (${r.detail}; see docs/dns-routing.md)`;
+  }
+}
+
 export function formatStatus(s: Status): string {
   const running = s.counts.vms.running ?? 0;
   const rows: [string, string][] = [
@@ -14,7 +34,8 @@ export function formatStatus(s: Status): string {
     ['log', `${s.logPath} (level ${s.logLevel})`],
     ['state', s.stateDir],
     ['config', s.configFile],
-    ['dns', s.dnsListen],
+    ['dns', formatDnsListener(s)],
+    ['.vm', formatDnsRouting(s)],
     ['vmm', s.vmm.resolved ? `${s.vmm.resolved} (${s.vmm.reason})` : `none: ${s.vmm.reason}`],
     ['accel', s.accel],
     ['vms', `${s.counts.vmsTotal} (${running} running)`],

@@ -455,6 +455,9 @@ static void op_ports(struct conn *c, uint64_t id) {
     jb_key(&j, "process");
     if (socks[i].pid > 0 && socks[i].comm[0]) jb_str(&j, socks[i].comm);
     else jb_null(&j);
+    jb_key(&j, "cmdline");
+    if (socks[i].pid > 0 && socks[i].cmdline[0]) jb_str(&j, socks[i].cmdline);
+    else jb_null(&j);
     jb_end_obj(&j);
   }
   jb_end_arr(&j);

@@ -214,6 +214,36 @@ static void map_pids(struct inode_pid *map, int n) {
   closedir(pd);
 }
 
+/*
+ * /proc/<pid>/cmdline as one line: NUL separators and control characters become
+ * spaces, trailing spaces go, and a cut never splits a UTF-8 sequence.
+ */
+static void read_cmdline(int pid, char *out, size_t cap) {
+  char rel[64], p[1024];
+  out[0] = '\0';
+  snprintf(rel, sizeof rel, "/proc/%d/cmdline", pid);
+  if (rpath(p, sizeof p, rel) < 0) return;
+  ssize_t n = read_small(p, out, cap);
+  if (n <= 0) {
+    out[0] = '\0';
+    return;
+  }
+  size_t len = (size_t)n;
+  if (len == cap - 1) { /* possibly cut: drop a partial UTF-8 sequence at the end */
+    size_t k = len;
+    while (k > 0 && ((unsigned char)out[k - 1] & 0xC0) == 0x80) k--;
+    if (k > 0) {
+      unsigned char lead = (unsigned char)out[k - 1];
+      size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+      if (len - (k - 1) < need) len = k - 1;
+    }
+  }
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f) out[i] = ' ';
+  while (len > 0 && out[len - 1] == ' ') len--;
+  out[len] = '\0';
+}
+
 int list_listening(struct sock_entry *out, int max, bool *truncated) {
   static const char *const files[4] = {"/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"};
   int n = 0;
@@ -269,6 +299,7 @@ int list_listening(struct sock_entry *out, int max, bool *truncated) {
     char p[64];
     snprintf(p, sizeof p, "/proc/%d/comm", hit->pid);
     if (read_rooted_trim(p, out[i].comm, sizeof out[i].comm) < 0) out[i].comm[0] = '\0';
+    read_cmdline(hit->pid, out[i].cmdline, sizeof out[i].cmdline);
   }
   return n;
 }

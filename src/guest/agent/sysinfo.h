@@ -38,6 +38,8 @@ enum sock_proto { SP_TCP, SP_TCP6, SP_UDP, SP_UDP6 };
 extern const char *const sock_proto_name[4];
 
 #define SOCK_MAX 1024
+/* Keeps a full `ports` answer (1024 entries) under the 512 KiB answer limit. */
+#define SOCK_CMDLINE_MAX 160
 struct sock_entry {
   enum sock_proto proto;
   char addr[48];
@@ -45,6 +47,7 @@ struct sock_entry {
   unsigned long inode;
   int pid; /* 0 = unknown */
   char comm[32];
+  char cmdline[SOCK_CMDLINE_MAX + 1]; /* arguments joined by spaces, cut at SOCK_CMDLINE_MAX bytes */
 };
 /* Listening TCP sockets and unconnected bound UDP sockets, sorted; pids resolved. */
 int list_listening(struct sock_entry *out, int max, bool *truncated);
