@@ -121,9 +121,56 @@ export const notImplemented = (command: string): BangerError =>
 
 export const isBangerError = (e: unknown): e is BangerError => e instanceof BangerError;
 
+/** What this module reads of a schema (zod) issue; errors.ts does not load zod. */
+export interface SchemaIssue {
+  path: PropertyKey[];
+  message: string;
+}
+
+/**
+ * A failed schema check as one line: `invalid <field> '<value>'[ <where>]`, with
+ * the schema's message (phrased as the fix) as the hint. Used for bodies the
+ * client sends, requests the daemon receives and any schema error that escapes.
+ */
+export function schemaError(
+  issues: readonly SchemaIssue[],
+  opts: {
+    code?: ErrorCode;
+    /** The value that was checked: the offending field's value is quoted from it. */
+    data?: unknown;
+    /** User words for field paths, e.g. { name: 'VM name' }. */
+    labels?: Record<string, string>;
+    /** Appended to the message, e.g. 'in the body of POST /v1/vms'. */
+    where?: string;
+  } = {},
+): BangerError {
+  const issue = issues[0] ?? { path: [], message: 'invalid' };
+  const key = issue.path.map(String).join('.');
+  const label = opts.labels?.[key] ?? (key || 'value');
+  let value: unknown = opts.data;
+  for (const p of issue.path) value = (value as Record<PropertyKey, unknown> | undefined)?.[p];
+  const shown =
+    key && ['string', 'number', 'boolean'].includes(typeof value)
+      ? ` '${String(value).slice(0, 80)}'`
+      : '';
+  const hint = issue.message.charAt(0).toLowerCase() + issue.message.slice(1);
+  return new BangerError(
+    opts.code ?? 'invalid_request',
+    `invalid ${label}${shown}${opts.where ? ` ${opts.where}` : ''}`,
+    { hint, details: issues.length > 1 ? { issues: issues.length } : undefined },
+  );
+}
+
+const isSchemaError = (e: unknown): e is Error & { issues: SchemaIssue[] } =>
+  e instanceof Error && e.name === 'ZodError' && Array.isArray((e as { issues?: unknown }).issues);
+
 /** Turn anything thrown into a BangerError, keeping the original as cause. */
 export function toBangerError(e: unknown): BangerError {
   if (e instanceof BangerError) return e;
+  if (isSchemaError(e)) {
+    const err = schemaError(e.issues, { code: 'internal' });
+    return new BangerError('internal', err.message, { hint: err.hint, cause: e });
+  }
   if (e instanceof Error) {
     const errno = e as NodeJS.ErrnoException;
     if (errno.code === 'EACCES' || errno.code === 'EPERM') {

@@ -6,9 +6,16 @@ import { fileURLToPath } from 'node:url';
  * banger's identity: the package version plus a build id written by the build
  * (a hash of the compiled files), so a rebuilt CLI notices a stale daemon.
  */
-const here = path.dirname(fileURLToPath(import.meta.url));
-/** Repository/package root (dist/src/version.js → ../..). */
-export const PACKAGE_ROOT = path.resolve(here, '..', '..');
+/** Repository/package root: the nearest folder above this file with a package.json
+ * (dist/src/version.js when compiled, dist/cli/*.js when bundled into the CLI). */
+export const PACKAGE_ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
+
+function findRoot(dir: string): string {
+  for (let d = dir; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, 'package.json'))) return d;
+    if (path.dirname(d) === d) return path.resolve(dir, '..', '..');
+  }
+}
 
 function read(): { version: string; build: string } {
   let version = '0.0.0';

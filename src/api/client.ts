@@ -1,15 +1,29 @@
 import http from 'node:http';
-import type net from 'node:net';
-import type { z } from 'zod';
-import { BangerError, isErrno, type ErrorShape } from '../errors.js';
-import { ErrorShapeSchema, StreamEventSchema, type StreamEvent } from './events.js';
-import { buildPath, type CallInput, type Response, type RouteDef } from './route.js';
-import { VERSION_HEADER } from './routes.js';
+import net from 'node:net';
+import { BangerError, isErrno, schemaError, type ErrorShape } from '../errors.js';
+import {
+  buildPath,
+  endpoints,
+  hasBody,
+  VERSION_HEADER,
+  type Endpoint,
+  type RouteId,
+} from './endpoints.js';
+import type { StreamEvent } from './events.js';
+import type { CallInput, Response } from './route.js';
+import type { Routes } from './routes.js';
 
 /**
- * The one HTTP helper for talking to bangerd over its Unix socket. Validates
- * inputs before sending and responses after receiving, with the same schemas
- * the daemon uses; turns transport failures and error bodies into BangerErrors.
+ * The one HTTP helper for talking to bangerd over its Unix socket. Routes are
+ * named by id (endpoints.ts); turns transport failures and error bodies into
+ * BangerErrors.
+ *
+ * Validation: the client validates the bodies it sends with the route's zod
+ * schemas, loaded on first use, so reads (`vm list`, completion) never pay
+ * for zod. It does not re-validate answers: the daemon validates every answer
+ * against the same schema before sending it, and the version header makes sure
+ * both run the same build (callers of version-exempt routes read their answers
+ * defensively).
  */
 export interface ClientOptions {
   socketPath: string;
@@ -19,23 +33,27 @@ export interface ClientOptions {
   timeoutMs?: number;
 }
 
+type Input<K extends RouteId> = CallInput<Routes[K]>;
+type Output<K extends RouteId> = Response<Routes[K]>;
+
 export class ApiClient {
   constructor(readonly opts: ClientOptions) {}
 
-  async call<D extends RouteDef>(def: D, input: CallInput<D> = {}): Promise<Response<D>> {
-    const res = await this.request(def, input, { timeoutMs: this.opts.timeoutMs ?? 30_000 });
+  async call<K extends RouteId>(id: K, input: Input<K> = {}): Promise<Output<K>> {
+    const res = await this.request(id, input, { timeoutMs: this.opts.timeoutMs ?? 30_000 });
     const body = await readBody(res);
-    return parseResponse(def, body, this.opts.socketPath);
+    return parseJson(id, body, this.opts.socketPath) as Output<K>;
   }
 
   /** Call a streaming route: events are passed to onEvent; resolves with the final result. */
-  async stream<D extends RouteDef>(
-    def: D,
-    input: CallInput<D>,
+  async stream<K extends RouteId>(
+    id: K,
+    input: Input<K>,
     onEvent: (e: StreamEvent) => void,
     signal?: AbortSignal,
-  ): Promise<Response<D>> {
-    const res = await this.request(def, input, { signal });
+  ): Promise<Output<K>> {
+    const def: Endpoint = endpoints[id];
+    const res = await this.request(id, input, { signal });
     let buf = '';
     let final: { result?: unknown; error?: ErrorShape } | undefined;
     res.setEncoding('utf8');
@@ -50,7 +68,13 @@ export class ApiClient {
           `daemon sent an invalid progress line: ${line.slice(0, 80)}`,
         );
       }
-      const ev = StreamEventSchema.parse(parsed);
+      const ev = parsed as StreamEvent;
+      if (typeof ev?.type !== 'string') {
+        throw new BangerError(
+          'internal',
+          `daemon sent a progress line without a type: ${line.slice(0, 80)}`,
+        );
+      }
       if (ev.type === 'result') final = { result: ev.data };
       else if (ev.type === 'error') final = { error: ev.error as ErrorShape };
       else onEvent(ev);
@@ -109,17 +133,17 @@ export class ApiClient {
       );
     }
     if (final.error) throw BangerError.fromJSON(final.error);
-    return def.response.parse(final.result) as Response<D>;
+    return final.result as Output<K>;
   }
 
   /** Call a raw text route (logs); chunks are passed as they arrive. */
-  async text<D extends RouteDef>(
-    def: D,
-    input: CallInput<D>,
+  async text<K extends RouteId>(
+    id: K,
+    input: Input<K>,
     onChunk: (s: string) => void,
     signal?: AbortSignal,
   ): Promise<void> {
-    const res = await this.request(def, input, { signal });
+    const res = await this.request(id, input, { signal });
     res.setEncoding('utf8');
     await new Promise<void>((resolve, reject) => {
       res.on('data', onChunk);
@@ -130,11 +154,14 @@ export class ApiClient {
   }
 
   /** Open an upgraded connection (a byte tunnel, e.g. to a guest's sshd). */
-  async upgrade<D extends RouteDef>(def: D, input: CallInput<D> = {}): Promise<net.Socket> {
+  async upgrade<K extends RouteId>(id: K, input: Input<K> = {}): Promise<net.Socket> {
+    const def: Endpoint = endpoints[id];
     const path = this.url(def, input);
     return new Promise((resolve, reject) => {
       const req = http.request({
-        socketPath: this.opts.socketPath,
+        // Straight to the socket, no Agent: one request per connection, and Node's agent
+        // would test the host name as an IP address (a costly regex) on every call.
+        createConnection: () => net.connect(this.opts.socketPath),
         method: def.method,
         path,
         headers: {
@@ -157,11 +184,9 @@ export class ApiClient {
     });
   }
 
-  private url<D extends RouteDef>(def: D, input: CallInput<D>): string {
-    const params = def.params.parse(input.params ?? {}) as Record<string, unknown>;
-    let path = buildPath(def.path, params);
+  private url(def: Endpoint, input: { params?: unknown; query?: unknown }): string {
+    let path = buildPath(def.path, (input.params ?? {}) as Record<string, unknown>);
     if (input.query) {
-      def.query.parse(input.query);
       const qs = new URLSearchParams();
       for (const [k, v] of Object.entries(input.query as Record<string, unknown>)) {
         if (v !== undefined) qs.set(k, String(v));
@@ -172,21 +197,19 @@ export class ApiClient {
     return path;
   }
 
-  private request<D extends RouteDef>(
-    def: D,
-    input: CallInput<D>,
+  private async request<K extends RouteId>(
+    id: K,
+    input: Input<K>,
     opts: { timeoutMs?: number; signal?: AbortSignal },
   ): Promise<http.IncomingMessage> {
+    const def: Endpoint = endpoints[id];
     const path = this.url(def, input);
-    let payload: string | undefined;
-    if (def.method !== 'GET' && def.method !== 'DELETE') {
-      payload = JSON.stringify(def.body.parse(input.body ?? {}));
-    } else if (input.body !== undefined) {
-      payload = JSON.stringify(def.body.parse(input.body));
-    }
+    const payload = hasBody(def) ? JSON.stringify(await validBody(id, input.body)) : undefined;
     return new Promise((resolve, reject) => {
       const req = http.request({
-        socketPath: this.opts.socketPath,
+        // Straight to the socket, no Agent: one request per connection, and Node's agent
+        // would test the host name as an IP address (a costly regex) on every call.
+        createConnection: () => net.connect(this.opts.socketPath),
         method: def.method,
         path,
         signal: opts.signal,
@@ -238,31 +261,40 @@ function readBody(res: http.IncomingMessage): Promise<string> {
   });
 }
 
-function parseResponse<D extends RouteDef>(def: D, body: string, socket: string): Response<D> {
-  let json: unknown;
+function parseJson(id: RouteId, body: string, socket: string): unknown {
   try {
-    json = body.length ? JSON.parse(body) : undefined;
+    return body.length ? JSON.parse(body) : undefined;
   } catch {
-    throw new BangerError('internal', `the daemon at ${socket} sent invalid JSON for ${def.path}`);
-  }
-  const r = (def.response as z.ZodType).safeParse(json);
-  if (!r.success) {
     throw new BangerError(
-      'version_mismatch',
-      `the daemon's answer to ${def.path} does not match this CLI`,
-      {
-        hint: 'restart it with `banger daemon stop`',
-      },
+      'internal',
+      `the daemon at ${socket} sent invalid JSON for ${endpoints[id].path}`,
     );
   }
-  return r.data as Response<D>;
 }
 
-function errorFromBody(status: number, body: string, def: RouteDef): BangerError {
+/** Field names in the user's words, where the wire name is not. */
+const BODY_LABELS: Partial<Record<RouteId, Record<string, string>>> = {
+  vmCreate: { name: 'VM name' },
+  imagePull: { name: 'image name' },
+  imageBuild: { name: 'image name' },
+  imageRegister: { name: 'image name' },
+};
+
+/** The body as the daemon will read it (defaults applied), or a usage error naming the field. */
+async function validBody(id: RouteId, body: unknown): Promise<unknown> {
+  const { routes } = await import('./routes.js');
+  const data = body ?? {};
+  const r = routes[id].body.safeParse(data);
+  if (!r.success)
+    throw schemaError(r.error.issues, { code: 'usage', data, labels: BODY_LABELS[id] });
+  return r.data;
+}
+
+function errorFromBody(status: number, body: string, def: Endpoint): BangerError {
   try {
-    const parsed = JSON.parse(body) as { error?: unknown };
-    const shape = ErrorShapeSchema.safeParse(parsed.error);
-    if (shape.success) return BangerError.fromJSON(shape.data as ErrorShape);
+    const { error } = JSON.parse(body) as { error?: Partial<ErrorShape> };
+    if (typeof error?.code === 'string' && typeof error.message === 'string')
+      return BangerError.fromJSON(error as ErrorShape);
   } catch {
     // fall through
   }

@@ -59,4 +59,4 @@ export type StreamEvent = z.infer<typeof StreamEventSchema>;
 /** What an operation may emit while it runs (the terminal events are the server's job). */
 export type ProgressSink = (event: Exclude<StreamEvent, { type: 'result' | 'error' }>) => void;
 
-export const NDJSON = 'application/x-ndjson';
+export { NDJSON } from './endpoints.js';

@@ -1,15 +1,14 @@
 import { z } from 'zod';
+import { endpoints, type Method, type RouteId, type RouteKind } from './endpoints.js';
+
+export { buildPath, matchPath, type Method, type RouteKind } from './endpoints.js';
 
 /**
- * A route of the daemon API, shared by client and server: method, path pattern,
- * and the schemas of params, query, body and response. Both sides validate
- * against the same objects, so the wire contract lives in one place.
+ * A route of the daemon API, shared by client and server: its endpoint
+ * (method, path, kind, from endpoints.ts) and the schemas of params, query,
+ * body and response. The daemon validates requests and answers against these
+ * objects; the client validates the bodies it sends with the same ones.
  */
-export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
-
-/** How the response travels: one JSON body, NDJSON progress events, raw text, or an upgraded byte stream. */
-export type RouteKind = 'json' | 'stream' | 'text' | 'upgrade';
-
 export interface RouteDef<
   P extends z.ZodType = z.ZodType,
   Q extends z.ZodType = z.ZodType,
@@ -30,32 +29,28 @@ export interface RouteDef<
 
 const empty = z.object({}).strict();
 
+/** The route `id` of endpoints.ts with its schemas (an omitted schema accepts nothing / anything for responses). */
 export function route<
   P extends z.ZodType = typeof empty,
   Q extends z.ZodType = typeof empty,
   B extends z.ZodType = typeof empty,
   R extends z.ZodType = z.ZodUnknown,
->(def: {
-  id: string;
-  method: Method;
-  path: string;
-  kind?: RouteKind;
-  params?: P;
-  query?: Q;
-  body?: B;
-  response?: R;
-  versionExempt?: boolean;
-}): RouteDef<P, Q, B, R> {
+>(
+  id: RouteId,
+  schemas: { params?: P; query?: Q; body?: B; response?: R } = {},
+): RouteDef<P, Q, B, R> {
+  const e: { method: Method; path: string; kind?: RouteKind; versionExempt?: boolean } =
+    endpoints[id];
   return {
-    id: def.id,
-    method: def.method,
-    path: def.path,
-    kind: def.kind ?? 'json',
-    params: (def.params ?? empty) as P,
-    query: (def.query ?? empty) as Q,
-    body: (def.body ?? empty) as B,
-    response: (def.response ?? z.unknown()) as R,
-    versionExempt: def.versionExempt,
+    id,
+    method: e.method,
+    path: e.path,
+    kind: e.kind ?? 'json',
+    params: (schemas.params ?? empty) as P,
+    query: (schemas.query ?? empty) as Q,
+    body: (schemas.body ?? empty) as B,
+    response: (schemas.response ?? z.unknown()) as R,
+    versionExempt: e.versionExempt,
   };
 }
 
@@ -69,36 +64,6 @@ export interface CallInput<D extends RouteDef> {
   params?: Params<D>;
   query?: Query<D>;
   body?: Body<D>;
-}
-
-/** Fill a path pattern: '/v1/vms/:ref' + {ref: 'a b'} → '/v1/vms/a%20b'. */
-export function buildPath(pattern: string, params: Record<string, unknown> = {}): string {
-  return pattern.replace(/:([a-zA-Z]+)/g, (_, name: string) => {
-    const v = params[name];
-    if (v === undefined) throw new Error(`missing path parameter ${name} for ${pattern}`);
-    return encodeURIComponent(String(v));
-  });
-}
-
-/** Match a concrete path against a pattern; returns decoded params or undefined. */
-export function matchPath(pattern: string, pathname: string): Record<string, string> | undefined {
-  const pp = pattern.split('/');
-  const ap = pathname.split('/');
-  if (pp.length !== ap.length) return undefined;
-  const out: Record<string, string> = {};
-  for (let i = 0; i < pp.length; i++) {
-    const p = pp[i]!;
-    const a = ap[i]!;
-    if (p.startsWith(':')) {
-      if (a.length === 0) return undefined;
-      try {
-        out[p.slice(1)] = decodeURIComponent(a);
-      } catch {
-        return undefined;
-      }
-    } else if (p !== a) return undefined;
-  }
-  return out;
 }
 
 /** Query strings are all strings on the wire; these helpers accept them. */

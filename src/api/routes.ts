@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { qBool, qInt, route } from './route.js';
+import type { RouteId } from './endpoints.js';
+import { qBool, qInt, route, type RouteDef } from './route.js';
 import {
   CompletionNamesSchema,
   DoctorResultSchema,
@@ -31,204 +32,115 @@ import {
 } from './schemas/vms.js';
 import { VmPortsResultSchema } from './schemas/ports.js';
 
-/** The daemon API, version 1. Every route the CLI or TUI may call is listed here. */
-export const API_VERSION = 'v1';
-/** Largest request body the daemon accepts. */
-export const MAX_BODY_BYTES = 1024 * 1024;
-/** Header carrying the client's / daemon's build identity. */
-export const VERSION_HEADER = 'x-banger-version';
+export { API_VERSION, MAX_BODY_BYTES, VERSION_HEADER } from './endpoints.js';
 
+/**
+ * The daemon API, version 1: the schemas of every route of endpoints.ts. The
+ * daemon serves these; the CLI imports this module only to validate a body it
+ * sends (see client.ts).
+ */
 export const routes = {
-  status: route({ id: 'status', method: 'GET', path: '/v1/status', response: StatusSchema }),
-  shutdown: route({
-    id: 'shutdown',
-    method: 'POST',
-    path: '/v1/daemon/shutdown',
+  status: route('status', { response: StatusSchema }),
+  shutdown: route('shutdown', {
     body: ShutdownRequestSchema,
     response: ShutdownResponseSchema,
-    versionExempt: true,
   }),
-  daemonLogs: route({
-    id: 'daemonLogs',
-    method: 'GET',
-    path: '/v1/daemon/logs',
-    kind: 'text',
+  daemonLogs: route('daemonLogs', {
     query: z.object({ follow: qBool.optional(), tail: qInt.optional() }).strict(),
-    versionExempt: true,
   }),
-  doctor: route({
-    id: 'doctor',
-    method: 'POST',
-    path: '/v1/doctor',
-    kind: 'stream',
+  doctor: route('doctor', {
     response: DoctorResultSchema,
   }),
-  completionNames: route({
-    id: 'completionNames',
-    method: 'GET',
-    path: '/v1/completion/names',
+  completionNames: route('completionNames', {
     response: CompletionNamesSchema,
-    versionExempt: true,
   }),
 
   // ---- kernels ------------------------------------------------------------
-  kernelList: route({
-    id: 'kernelList',
-    method: 'GET',
-    path: '/v1/kernels',
+  kernelList: route('kernelList', {
     response: z.object({ kernels: z.array(KernelViewSchema) }),
   }),
-  kernelCatalog: route({
-    id: 'kernelCatalog',
-    method: 'GET',
-    path: '/v1/kernels/catalog',
+  kernelCatalog: route('kernelCatalog', {
     response: z.object({ kernels: z.array(KernelCatalogEntrySchema) }),
   }),
-  kernelPull: route({
-    id: 'kernelPull',
-    method: 'POST',
-    path: '/v1/kernels/pull',
-    kind: 'stream',
+  kernelPull: route('kernelPull', {
     body: KernelPullRequestSchema,
     response: KernelViewSchema,
   }),
-  kernelDelete: route({
-    id: 'kernelDelete',
-    method: 'DELETE',
-    path: '/v1/kernels/:name',
+  kernelDelete: route('kernelDelete', {
     params: z.object({ name: ImageName }),
     response: DeletedSchema,
   }),
 
   // ---- images ---------------------------------------------------------------
-  imageList: route({
-    id: 'imageList',
-    method: 'GET',
-    path: '/v1/images',
+  imageList: route('imageList', {
     response: z.object({ images: z.array(ImageViewSchema) }),
   }),
-  imageCatalog: route({
-    id: 'imageCatalog',
-    method: 'GET',
-    path: '/v1/images/catalog',
+  imageCatalog: route('imageCatalog', {
     response: z.object({ images: z.array(ImageCatalogEntrySchema) }),
   }),
-  imageShow: route({
-    id: 'imageShow',
-    method: 'GET',
-    path: '/v1/images/:name',
+  imageShow: route('imageShow', {
     params: z.object({ name: z.string() }),
     response: ImageViewSchema,
   }),
-  imagePull: route({
-    id: 'imagePull',
-    method: 'POST',
-    path: '/v1/images/pull',
-    kind: 'stream',
+  imagePull: route('imagePull', {
     body: ImagePullRequestSchema,
     response: ImageViewSchema,
   }),
-  imageBuild: route({
-    id: 'imageBuild',
-    method: 'POST',
-    path: '/v1/images/build',
-    kind: 'stream',
+  imageBuild: route('imageBuild', {
     body: ImageBuildRequestSchema,
     response: ImageViewSchema,
   }),
-  imageRegister: route({
-    id: 'imageRegister',
-    method: 'POST',
-    path: '/v1/images/register',
+  imageRegister: route('imageRegister', {
     body: ImageRegisterRequestSchema,
     response: ImageViewSchema,
   }),
-  imagePromote: route({
-    id: 'imagePromote',
-    method: 'POST',
-    path: '/v1/images/:name/promote',
-    kind: 'stream',
+  imagePromote: route('imagePromote', {
     params: z.object({ name: z.string() }),
     response: ImageViewSchema,
   }),
-  imageDelete: route({
-    id: 'imageDelete',
-    method: 'DELETE',
-    path: '/v1/images/:name',
+  imageDelete: route('imageDelete', {
     params: z.object({ name: z.string() }),
     response: DeletedSchema,
   }),
 
   // ---- vms ------------------------------------------------------------------
-  vmList: route({
-    id: 'vmList',
-    method: 'GET',
-    path: '/v1/vms',
+  vmList: route('vmList', {
     response: z.object({ vms: z.array(VmViewSchema) }),
   }),
-  vmShow: route({
-    id: 'vmShow',
-    method: 'GET',
-    path: '/v1/vms/:ref',
+  vmShow: route('vmShow', {
     params: z.object({ ref: z.string() }),
     response: VmViewSchema,
   }),
-  vmCreate: route({
-    id: 'vmCreate',
-    method: 'POST',
-    path: '/v1/vms',
-    kind: 'stream',
+  vmCreate: route('vmCreate', {
     body: VmCreateRequestSchema,
     response: VmCreateResultSchema,
   }),
-  vmAction: route({
-    id: 'vmAction',
-    method: 'POST',
-    path: '/v1/vms/actions/:action',
-    kind: 'stream',
+  vmAction: route('vmAction', {
     params: z.object({ action: z.enum(VM_ACTIONS) }),
     body: VmActionRequestSchema,
     response: VmResultsSchema,
   }),
-  vmSet: route({
-    id: 'vmSet',
-    method: 'POST',
-    path: '/v1/vms/set',
-    kind: 'stream',
+  vmSet: route('vmSet', {
     body: VmSetRequestSchema,
     response: VmResultsSchema,
   }),
-  vmLogs: route({
-    id: 'vmLogs',
-    method: 'GET',
-    path: '/v1/vms/:ref/logs',
-    kind: 'text',
+  vmLogs: route('vmLogs', {
     params: z.object({ ref: z.string() }),
     query: z.object({ follow: qBool.optional(), tail: qInt.optional() }).strict(),
   }),
-  vmSsh: route({
-    id: 'vmSsh',
-    method: 'GET',
-    path: '/v1/vms/:ref/ssh',
-    kind: 'upgrade',
+  vmSsh: route('vmSsh', {
     params: z.object({ ref: z.string() }),
     query: z.object({ port: qInt.optional() }).strict(),
   }),
-  vmStats: route({
-    id: 'vmStats',
-    method: 'GET',
-    path: '/v1/stats',
+  vmStats: route('vmStats', {
     query: z.object({ refs: z.string().optional() }).strict(),
     response: z.object({ vms: z.array(VmStatsSchema) }),
   }),
-  vmPorts: route({
-    id: 'vmPorts',
-    method: 'GET',
-    path: '/v1/ports',
+  vmPorts: route('vmPorts', {
     /** Comma-separated VM names or id prefixes; none: every running VM. */
     query: z.object({ refs: z.string().optional() }).strict(),
     response: VmPortsResultSchema,
   }),
-};
+} satisfies Record<RouteId, RouteDef>;
 
 export type Routes = typeof routes;

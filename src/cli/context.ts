@@ -1,14 +1,15 @@
 import type { ApiClient } from '../api/client.js';
+import type { RouteId } from '../api/endpoints.js';
 import type { StreamEvent } from '../api/events.js';
-import type { CallInput, Response, RouteDef } from '../api/route.js';
-import { loadConfig } from '../config/load.js';
+import type { CallInput, Response } from '../api/route.js';
+import type { Routes } from '../api/routes.js';
 import { currentPaths, type Paths } from '../config/paths.js';
-import { withDaemon } from './daemon.js';
-import { ProgressRenderer } from './render/progress.js';
 
 /**
  * What every command handler gets: paths, output streams, global flags and a
  * way to reach the daemon. Tests run the real CLI with temp BANGER_*_DIRs.
+ * Heavier pieces (the HTTP client, config parsing, progress rendering) are
+ * imported when first used, so a command loads only what it needs.
  */
 export interface GlobalFlags {
   json: boolean;
@@ -24,7 +25,8 @@ export class CliContext {
   guestCommand: string[] = [];
 
   /** The private key ssh uses: ssh_key_path from config, else banger's managed key. */
-  sshKeyPath(): string {
+  async sshKeyPath(): Promise<string> {
+    const { loadConfig } = await import('../config/load.js');
     return (
       loadConfig({ file: this.paths.configFile, env: process.env }).config.sshKeyPath ??
       this.paths.sshKey
@@ -47,12 +49,16 @@ export class CliContext {
     this.err.write(`${line}\n`);
   }
 
-  daemon<T>(fn: (client: ApiClient) => Promise<T>, opts?: { autostart?: boolean }): Promise<T> {
+  async daemon<T>(
+    fn: (client: ApiClient) => Promise<T>,
+    opts?: { autostart?: boolean },
+  ): Promise<T> {
+    const { withDaemon } = await import('./daemon.js');
     return withDaemon(this.paths, fn, opts);
   }
 
-  call<D extends RouteDef>(def: D, input: CallInput<D> = {}): Promise<Response<D>> {
-    return this.daemon((c) => c.call(def, input));
+  call<K extends RouteId>(id: K, input: CallInput<Routes[K]> = {}): Promise<Response<Routes[K]>> {
+    return this.daemon((c) => c.call(id, input));
   }
 
   /** Run fn with a signal that Ctrl-C aborts (instead of killing the CLI mid-request). */
@@ -68,11 +74,12 @@ export class CliContext {
   }
 
   /** Run a streaming operation with progress rendered on stderr. */
-  async stream<D extends RouteDef>(
-    def: D,
-    input: CallInput<D>,
+  async stream<K extends RouteId>(
+    id: K,
+    input: CallInput<Routes[K]>,
     opts: { onItem?: (data: unknown) => void; onEvent?: (e: StreamEvent) => void } = {},
-  ): Promise<Response<D>> {
+  ): Promise<Response<Routes[K]>> {
+    const { ProgressRenderer } = await import('./render/progress.js');
     const renderer = new ProgressRenderer({
       stream: this.err,
       tty: this.stderrTty && !this.flags.json,
@@ -83,7 +90,7 @@ export class CliContext {
       return await this.interruptible((signal) =>
         this.daemon((c) =>
           c.stream(
-            def,
+            id,
             input,
             (e) => {
               opts.onEvent?.(e);

@@ -1,12 +1,10 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import { ApiClient } from '../api/client.js';
-import { routes } from '../api/routes.js';
 import type { Paths } from '../config/paths.js';
 import { BangerError, type ErrorShape } from '../errors.js';
 import { socketAnswers } from '../util/socket.js';
-import { IDENTITY } from '../version.js';
+import { IDENTITY, PACKAGE_ROOT } from '../version.js';
 
 export { socketAnswers };
 
@@ -17,8 +15,9 @@ export { socketAnswers };
 
 const START_TIMEOUT_MS = 20_000;
 
+/** bangerd's compiled entry (the CLI may run from a bundle elsewhere under dist/). */
 export const daemonEntry = (): string =>
-  fileURLToPath(new URL('../daemon/main.js', import.meta.url));
+  path.join(PACKAGE_ROOT, 'dist', 'src', 'daemon', 'main.js');
 
 export function newClient(paths: Paths, timeoutMs?: number): ApiClient {
   return new ApiClient({ socketPath: paths.socket, version: IDENTITY, timeoutMs });
@@ -39,6 +38,7 @@ async function waitFor(
 
 /** Spawn bangerd detached and wait until it listens (or says why it cannot). */
 export async function startDaemon(paths: Paths): Promise<void> {
+  const { spawn } = await import('node:child_process');
   fs.mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const out = fs.openSync(paths.daemonStderr, 'a', 0o600);
   const child = spawn(process.execPath, [daemonEntry()], {
@@ -131,11 +131,12 @@ async function replaceDaemon(
   client: ApiClient,
   mismatch: BangerError,
 ): Promise<void> {
-  const r = await client.call(routes.shutdown, { body: { ifIdle: true } });
-  if (!r.stopping) {
+  // Answered by a daemon of another build: read defensively.
+  const r = await client.call('shutdown', { body: { ifIdle: true } });
+  if (r?.stopping !== true) {
     throw new BangerError(
       'daemon_busy',
-      `bangerd runs another version (${String(mismatch.details?.daemon)}) and has ${r.inflight} operation(s) in flight`,
+      `bangerd runs another version (${String(mismatch.details?.daemon)}) and has ${String(r?.inflight ?? 'some')} operation(s) in flight`,
       { hint: 'retry when they finish, or stop it with `banger daemon stop`' },
     );
   }

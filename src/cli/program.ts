@@ -1,50 +1,26 @@
 import { Command, Option } from '@commander-js/extra-typings';
 import { notImplemented } from '../errors.js';
 import { IDENTITY } from '../version.js';
-import { completionCommand, completeCommand } from './commands/completion.js';
-import { daemonLogs, daemonSocket, daemonStatus, daemonStop } from './commands/daemon.js';
-import { doctorCommand } from './commands/doctor.js';
-import { vmPorts } from './commands/ports.js';
-import {
-  imageBuild,
-  imageDelete,
-  imageList,
-  imagePromote,
-  imagePull,
-  imageRegister,
-  imageShow,
-} from './commands/image.js';
-import { kernelDelete, kernelList, kernelPull } from './commands/kernel.js';
-import {
-  proxyCommand,
-  type CreateFlags,
-  type RunFlags,
-  type SizingFlags,
-  vmCreate,
-  vmDelete,
-  vmKill,
-  vmList,
-  vmLogs,
-  vmRestart,
-  vmRun,
-  vmSet,
-  vmShow,
-  vmSsh,
-  vmStart,
-  vmStats,
-  vmStop,
-} from './commands/vm.js';
+import type { CreateFlags, RunFlags, SizingFlags } from './commands/vm.js';
 import type { CliContext } from './context.js';
 
 /**
  * The command tree of spec §4. Definitions only: each action calls a plain
- * async function in ./commands with typed options.
+ * async function in ./commands with typed options. Command modules are
+ * imported when their command runs, so `banger --version` or completion loads
+ * none of them.
  *
  * Argument names matter for shell completion: <vm>, <image>, <kernel> (and
  * their variadic forms) complete live names from the daemon.
  */
 
 type Action = () => Promise<void>;
+
+const vmCommands = () => import('./commands/vm.js');
+const imageCommands = () => import('./commands/image.js');
+const kernelCommands = () => import('./commands/kernel.js');
+const daemonCommands = () => import('./commands/daemon.js');
+const completionCommands = () => import('./commands/completion.js');
 
 const todo =
   (name: string): Action =>
@@ -87,7 +63,9 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--rm', 'delete the VM when the session or command ends')
     .option('--branch <branch>', 'create this branch in the guest checkout')
     .option('--from <ref>', 'start the branch from this ref')
-    .action((path, opts) => vmRun(ctx, path, opts as RunFlags, ctx.guestCommand));
+    .action(async (path, opts) =>
+      (await vmCommands()).vmRun(ctx, path, opts as RunFlags, ctx.guestCommand),
+    );
 
   vm.command('create')
     .description('create a VM (and start it unless --no-start)')
@@ -99,48 +77,49 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--disk-size <size>', 'work disk size, e.g. 8G')
     .option('--nat', 'give the VM outbound network access')
     .option('--no-start', 'only create')
-    .action((opts) => vmCreate(ctx, opts as CreateFlags));
+    .action(async (opts) => (await vmCommands()).vmCreate(ctx, opts as CreateFlags));
 
   vm.command('list')
     .alias('ls')
     .description('list VMs')
-    .action(() => vmList(ctx));
+    .action(async () => (await vmCommands()).vmList(ctx));
   vm.command('show')
     .description('show one VM')
     .argument('<vm>', 'VM name or id prefix')
-    .action((ref) => vmShow(ctx, ref));
+    .action(async (ref) => (await vmCommands()).vmShow(ctx, ref));
   vm.command('stats')
     .description('CPU, memory and disk usage')
     .argument('[vm...]', 'VMs (default: all running)')
-    .action((refs) => vmStats(ctx, refs));
+    .action(async (refs) => (await vmCommands()).vmStats(ctx, refs));
   vm.command('ssh')
     .description('open a shell in a VM (or run -- CMD)')
     .argument('<vm>', 'VM name or id prefix')
-    .action((ref) => vmSsh(ctx, ref, ctx.guestCommand));
+    .action(async (ref) => (await vmCommands()).vmSsh(ctx, ref, ctx.guestCommand));
   vm.command('start')
     .description('start VMs')
     .argument('<vm...>', 'VM names or id prefixes')
-    .action((refs) => vmStart(ctx, refs));
+    .action(async (refs) => (await vmCommands()).vmStart(ctx, refs));
   vm.command('stop')
     .description('stop VMs gracefully (guest shutdown, then kill after a timeout)')
     .argument('<vm...>', 'VM names or id prefixes')
     .option('--timeout <duration>', 'how long to wait for the guest', '30s')
-    .action((refs, opts) => vmStop(ctx, refs, opts.timeout));
+    .action(async (refs, opts) => (await vmCommands()).vmStop(ctx, refs, opts.timeout));
   vm.command('restart')
-    .description('restart VMs')
+    .description('restart VMs (graceful stop, kill after a timeout, then start)')
     .argument('<vm...>', 'VM names or id prefixes')
-    .action((refs) => vmRestart(ctx, refs));
+    .option('--timeout <duration>', 'how long to wait for the guest to stop', '30s')
+    .action(async (refs, opts) => (await vmCommands()).vmRestart(ctx, refs, opts.timeout));
   vm.command('kill')
     .description('send a signal to the VMM of VMs')
     .argument('<vm...>', 'VM names or id prefixes')
     .option('--signal <sig>', 'signal to send', 'SIGKILL')
-    .action((refs, opts) => vmKill(ctx, refs, opts.signal));
+    .action(async (refs, opts) => (await vmCommands()).vmKill(ctx, refs, opts.signal));
   vm.command('delete')
     .alias('rm')
     .description('delete VMs and their disks')
     .argument('<vm...>', 'VM names or id prefixes')
     .option('-f, --force', 'stop running VMs first')
-    .action((refs, opts) => vmDelete(ctx, refs, opts.force));
+    .action(async (refs, opts) => (await vmCommands()).vmDelete(ctx, refs, opts.force));
   vm.command('set')
     .description('change VM settings (sizes only while stopped; disks only grow)')
     .argument('<vm...>', 'VM names or id prefixes')
@@ -149,16 +128,18 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--disk-size <size>', 'work disk size, e.g. 8G (disks only grow)')
     .option('--nat', 'enable NAT')
     .option('--no-nat', 'disable NAT')
-    .action((refs, opts) => vmSet(ctx, refs, opts as SizingFlags & { nat?: boolean }));
+    .action(async (refs, opts) =>
+      (await vmCommands()).vmSet(ctx, refs, opts as SizingFlags & { nat?: boolean }),
+    );
   vm.command('logs')
     .description('VMM and serial console log')
     .argument('<vm>', 'VM name or id prefix')
     .option('-f, --follow', 'keep printing new output')
-    .action((ref, opts) => vmLogs(ctx, ref, Boolean(opts.follow)));
+    .action(async (ref, opts) => (await vmCommands()).vmLogs(ctx, ref, Boolean(opts.follow)));
   vm.command('ports')
     .description('listening ports in VMs, with http://<name>.vm:<port>/ for HTTP ones')
     .argument('[vm...]', 'VMs (default: all running)')
-    .action((refs) => vmPorts(ctx, refs));
+    .action(async (refs) => (await import('./commands/ports.js')).vmPorts(ctx, refs));
   vm.command('workspace')
     .description('workspace operations')
     .command('prepare')
@@ -176,18 +157,20 @@ export function buildProgram(ctx: CliContext): Command {
     .alias('ls')
     .description('list images')
     .option('--available', 'show the catalog (with sizes)')
-    .action((opts) => imageList(ctx, { available: Boolean(opts.available) }));
+    .action(async (opts: { available?: boolean }) =>
+      (await imageCommands()).imageList(ctx, { available: Boolean(opts.available) }),
+    );
   image
     .command('show')
     .description('show one image')
     .argument('<image>', 'image name')
-    .action((name) => imageShow(ctx, name));
+    .action(async (name) => (await imageCommands()).imageShow(ctx, name));
   image
     .command('delete')
     .alias('rm')
     .description('delete images')
     .argument('<image...>', 'image names')
-    .action((names) => imageDelete(ctx, names));
+    .action(async (names) => (await imageCommands()).imageDelete(ctx, names));
   image
     .command('pull')
     .description(
@@ -197,7 +180,7 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--name <name>', 'name for the image')
     .option('--kernel-ref <kernel>', 'kernel to pair with the image')
     .option('--insecure', 'allow plain HTTP to a non-loopback registry')
-    .action((ref, opts) => imagePull(ctx, ref, opts));
+    .action(async (ref, opts) => (await imageCommands()).imagePull(ctx, ref, opts));
   image
     .command('build')
     .description('build a new image from an existing one')
@@ -205,7 +188,7 @@ export function buildProgram(ctx: CliContext): Command {
     .requiredOption('--from-image <image>', 'image to start from')
     .option('--packages <list>', 'comma-separated Debian packages to add')
     .option('--docker', 'add Docker (docker.io)')
-    .action((opts) => imageBuild(ctx, opts));
+    .action(async (opts) => (await imageCommands()).imageBuild(ctx, opts));
   image
     .command('register')
     .description('register an existing rootfs as an unmanaged image')
@@ -215,12 +198,12 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--kernel <path>', 'kernel image file')
     .option('--initrd <path>', 'initramfs file')
     .option('--work-seed <path>', 'ext4 seed for /root')
-    .action((opts) => imageRegister(ctx, opts));
+    .action(async (opts) => (await imageCommands()).imageRegister(ctx, opts));
   image
     .command('promote')
     .description("copy an unmanaged image under banger's ownership")
     .argument('<image>', 'image name')
-    .action((name) => imagePromote(ctx, name));
+    .action(async (name) => (await imageCommands()).imagePromote(ctx, name));
 
   // ---- kernel ---------------------------------------------------------------
   const kernel = program.command('kernel').description('manage kernels');
@@ -229,44 +212,51 @@ export function buildProgram(ctx: CliContext): Command {
     .alias('ls')
     .description('list kernels')
     .option('--available', 'show the catalog')
-    .action((opts) => kernelList(ctx, { available: Boolean(opts.available) }));
+    .action(async (opts) =>
+      (await kernelCommands()).kernelList(ctx, { available: Boolean(opts.available) }),
+    );
   kernel
     .command('pull')
     .description('fetch a kernel from the catalog')
     .argument('<catalog-kernel>', 'catalog name')
-    .action((name) => kernelPull(ctx, name));
+    .action(async (name) => (await kernelCommands()).kernelPull(ctx, name));
   kernel
     .command('delete')
     .alias('rm')
     .description('delete kernels')
     .argument('<kernel...>', 'kernel names')
-    .action((names) => kernelDelete(ctx, names));
+    .action(async (names) => (await kernelCommands()).kernelDelete(ctx, names));
 
   // ---- host -----------------------------------------------------------------
   program
     .command('doctor')
     .description('check that this host can run banger VMs')
-    .action(() => doctorCommand(ctx));
+    .action(async () => (await import('./commands/doctor.js')).doctorCommand(ctx));
 
   const daemon = program.command('daemon').description('control bangerd, the per-user daemon');
   daemon
     .command('status')
     .description('start bangerd if needed and show its state')
-    .action(() => daemonStatus(ctx));
+    .action(async () => (await daemonCommands()).daemonStatus(ctx));
   daemon
     .command('socket')
     .description('print the socket path')
-    .action(() => daemonSocket(ctx));
+    .action(async () => (await daemonCommands()).daemonSocket(ctx));
   daemon
     .command('stop')
     .description('stop bangerd after in-flight operations finish')
-    .action(() => daemonStop(ctx));
+    .action(async () => (await daemonCommands()).daemonStop(ctx));
   daemon
     .command('logs')
     .description('show the daemon log (JSON lines)')
     .option('-f, --follow', 'keep printing new lines')
     .option('-n, --lines <n>', 'lines to show', '200')
-    .action((opts) => daemonLogs(ctx, { follow: Boolean(opts.follow), lines: Number(opts.lines) }));
+    .action(async (opts) =>
+      (await daemonCommands()).daemonLogs(ctx, {
+        follow: Boolean(opts.follow),
+        lines: Number(opts.lines),
+      }),
+    );
 
   program
     .command('ssh-config')
@@ -283,7 +273,7 @@ export function buildProgram(ctx: CliContext): Command {
         .createArgument('<shell>', 'bash, zsh, fish or powershell')
         .choices(['bash', 'zsh', 'fish', 'powershell']),
     )
-    .action((shell) => completionCommand(ctx, program, shell));
+    .action(async (shell) => (await completionCommands()).completionCommand(ctx, program, shell));
 
   program.command('tui').description('full-screen fleet view').action(todo('tui'));
 
@@ -292,14 +282,14 @@ export function buildProgram(ctx: CliContext): Command {
     .description('ssh ProxyCommand: a byte pipe to a VM port through bangerd')
     .argument('<vm>')
     .argument('[port]')
-    .action((ref, port) => proxyCommand(ctx, ref, port));
+    .action(async (ref, port) => (await vmCommands()).proxyCommand(ctx, ref, port));
 
   program
     .command('__complete', { hidden: true })
     .argument('[words...]')
     .allowUnknownOption()
     .helpOption(false)
-    .action((words) => completeCommand(ctx, program, words));
+    .action(async (words) => (await completionCommands()).completeCommand(ctx, program, words));
 
   return program as unknown as Command;
 }

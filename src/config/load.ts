@@ -5,13 +5,10 @@ import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 import { BangerError } from '../errors.js';
 import { locateKey, type KeyLocation } from './locate.js';
+import { cidrContains, intToIp, ipToInt, parseCidr } from '../util/ipv4.js';
 import {
-  cidrContains,
   DEFAULT_CONFIG,
   FILE_SYNC_FIELDS,
-  intToIp,
-  ipToInt,
-  parseCidr,
   TOP_FIELDS,
   VM_DEFAULT_FIELDS,
   type Config,

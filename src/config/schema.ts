@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { z } from 'zod';
+import { parseCidr } from '../util/ipv4.js';
 import { parseDuration, parseSize } from '../util/units.js';
 
 /**
@@ -24,29 +25,6 @@ const ifnameRe = /^[a-zA-Z0-9_.-]{1,15}$/;
 const ipv4 = z
   .string()
   .refine((s) => net.isIPv4(s), { message: 'must be an IPv4 address like 172.16.0.1' });
-
-export function parseCidr(s: string): { network: string; prefix: number } {
-  const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d{1,2})$/.exec(s.trim());
-  if (!m || !net.isIPv4(m[1]!) || Number(m[2]) > 30 || Number(m[2]) < 8) {
-    throw new Error(
-      `'${s}' is not an IPv4 CIDR with a prefix between /8 and /30 (e.g. 172.16.0.0/24)`,
-    );
-  }
-  const prefix = Number(m[2]);
-  const addr = ipToInt(m[1]!);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return { network: intToIp((addr & mask) >>> 0), prefix };
-}
-
-export const ipToInt = (ip: string): number =>
-  ip.split('.').reduce((acc, o) => ((acc << 8) | Number(o)) >>> 0, 0);
-export const intToIp = (n: number): string => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
-
-export function cidrContains(cidr: string, ip: string): boolean {
-  const { network, prefix } = parseCidr(cidr);
-  const mask = (0xffffffff << (32 - prefix)) >>> 0;
-  return (ipToInt(ip) & mask) >>> 0 === ipToInt(network);
-}
 
 /** Accept what users write: numbers, strings, and strings that came from env vars. */
 const fromEnvNumber = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]);

@@ -20,9 +20,10 @@ import { registerVmRoutes } from './routes/vms.js';
 import { VmService } from '../vm/service.js';
 import { VmNetwork } from '../vm/net.js';
 import { PortsService } from '../vm/ports.js';
-import { DnsService, dnsChecks } from '../network/dns/index.js';
-import { networkChecks } from '../network/index.js';
 import { CHECKS } from '../doctor/checks.js';
+import { dnsChecks } from '../doctor/dns.js';
+import { networkChecks } from '../doctor/network.js';
+import { DnsService } from '../network/dns/index.js';
 import type { ServiceDeps } from './services.js';
 
 /**

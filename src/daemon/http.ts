@@ -4,7 +4,7 @@ import type { z } from 'zod';
 import { ErrorShapeSchema, NDJSON, type ProgressSink, type StreamEvent } from '../api/events.js';
 import { matchPath, type RouteDef } from '../api/route.js';
 import { API_VERSION, MAX_BODY_BYTES, VERSION_HEADER } from '../api/routes.js';
-import { BangerError, toBangerError } from '../errors.js';
+import { BangerError, schemaError, toBangerError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 
 /**
@@ -307,12 +307,10 @@ function validate<T extends z.ZodType>(
 ): z.output<T> {
   const r = schema.safeParse(value);
   if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  const at = issue?.path.length ? ` at '${issue.path.join('.')}'` : '';
-  throw new BangerError(
-    'invalid_request',
-    `invalid ${what} for ${def.method} ${def.path}${at}: ${issue?.message ?? 'invalid'}`,
-  );
+  throw schemaError(r.error.issues, {
+    data: value,
+    where: `in the ${what} of ${def.method} ${def.path}`,
+  });
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {

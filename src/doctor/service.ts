@@ -3,8 +3,8 @@ import type { Check, DoctorResult } from '../api/schemas/daemon.js';
 import type { Config } from '../config/schema.js';
 import { resolveVmSizing, type HostFacts } from '../config/vmDefaults.js';
 import { lastLine, run, which } from '../util/exec.js';
-import { networkChecks } from '../network/index.js';
 import { CHECKS, hostProbe, summarize, type CheckDef, type Probe } from './checks.js';
+import { networkChecks } from './network.js';
 
 export interface DoctorDeps {
   config: () => Config;

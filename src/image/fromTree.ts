@@ -5,7 +5,7 @@ import { buildFirstbootScript, FIRSTBOOT_PATH } from '../guest/firstboot.js';
 import { DISKS } from '../guest/bootContract.js';
 import { guestContractOps, type ContractOp } from '../guest/contract.js';
 import { applyContractToTree } from '../guest/contract/apply.js';
-import { treeToExt4 } from '../storage/ext4.js';
+import { treeToExt4 } from './tree/toExt4.js';
 import { pullOci } from './oci/index.js';
 import type { RootfsTree } from './tree/index.js';
 import { fileSize, IMAGE_FILES, type FileSize } from './files.js';

@@ -1,7 +1,7 @@
 import { DISKS } from '../guest/bootContract.js';
 import { WORK_SEED_DIR, WORK_SEED_MODE } from '../guest/contract.js';
 import type { ProgressSink } from '../api/events.js';
-import { treeToExt4, type Ext4Result } from '../storage/ext4.js';
+import { treeToExt4, type Ext4Result } from './tree/toExt4.js';
 import { createStagedTree, type RootfsTree, type TreeEntry } from './tree/index.js';
 
 /**

@@ -66,4 +66,3 @@ export {
 } from './host.js';
 export { TapPool } from './pool.js';
 export { defaultRunner, netnsRunner, type NetRunner } from './runner.js';
-export { hostNetProbe, networkChecks, type NetProbe } from './checks.js';

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { intToIp, ipToInt, parseCidr } from '../config/schema.js';
+import { intToIp, ipToInt, parseCidr } from '../util/ipv4.js';
 import { BangerError } from '../errors.js';
 
 /** Guest address allocation from `cidr` (pure). */

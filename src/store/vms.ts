@@ -1,16 +1,8 @@
+import { VM_STATES, type VmState } from '../api/vmStates.js';
 import type { Db } from './db.js';
 import { fromRow, insertSql, nowIso, toRow, updateSql } from './rows.js';
 
-export const VM_STATES = [
-  'created',
-  'starting',
-  'running',
-  'stopping',
-  'stopped',
-  'crashed',
-  'error',
-] as const;
-export type VmState = (typeof VM_STATES)[number];
+export { VM_STATES, type VmState };
 
 export interface VmRecord {
   id: string;

@@ -109,6 +109,8 @@ describe('daemon API robustness', () => {
       s.on('error', () => resolve());
       s.resume();
     });
+    const after = await raw(sb.paths.socket, 'GET', '/v1/status');
+    assert.equal(after.status, 200, after.body);
   });
 
   test('version mismatch is reported with the daemon version', async () => {

@@ -3,7 +3,7 @@
  * whatever credentials it was started with and prints the result as JSON.
  *   node ext4Child.js TAR OUT WORKDIR [staging]
  */
-import { tarToExt4 } from '../../src/storage/ext4.js';
+import { tarToExt4 } from '../../src/image/tree/toExt4.js';
 
 const [tar, out, workDir, staging] = process.argv.slice(2) as [string, string, string, string?];
 const r = await tarToExt4(tar, out, {

@@ -16,10 +16,10 @@ import {
   listExt4,
   mkfsArgs,
   parseDumpe2fs,
-  tarToExt4,
   writeFilesExt4,
   type Ext4Entry,
 } from '../../src/storage/ext4.js';
+import { tarToExt4 } from '../../src/image/tree/toExt4.js';
 import { chunked, gzip, makeTar, type TarSpec } from '../helpers/tarWriter.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-ext4-'));

@@ -3,7 +3,8 @@ import { describe, test } from 'node:test';
 import { DEFAULT_CONFIG } from '../../src/config/schema.js';
 import type { CheckContext, Probe } from '../../src/doctor/checks.js';
 import { BangerError } from '../../src/errors.js';
-import { HostNetwork, networkChecks, type NetRunner } from '../../src/network/index.js';
+import { networkChecks } from '../../src/doctor/network.js';
+import { HostNetwork, type NetRunner } from '../../src/network/index.js';
 import { netFailure } from '../../src/network/runner.js';
 import type { RunResult } from '../../src/util/exec.js';
 

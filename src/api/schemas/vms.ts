@@ -1,9 +1,20 @@
 import { z } from 'zod';
 import { ErrorShapeSchema } from '../events.js';
-import { VM_STATES } from '../../store/vms.js';
+import {
+  DISK_MIN_BYTES,
+  DISK_RULE,
+  MEMORY_MIN_MIB,
+  MEMORY_RULE,
+  VCPU_MAX,
+  VCPU_MIN,
+  VCPU_RULE,
+  VM_NAME_RE,
+  VM_NAME_RULE,
+} from '../limits.js';
+import { VM_STATES } from '../vmStates.js';
+import { VmSizingSchema } from './daemon.js';
 
 export { VM_STATES };
-import { VmSizingSchema } from './daemon.js';
 
 /** Wire shapes of VMs. */
 
@@ -50,19 +61,19 @@ export const VmSpecSchema = z.object({
 });
 export type VmSpec = z.infer<typeof VmSpecSchema>;
 
-export const VmName = z
-  .string()
-  .regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must be 1-64 lowercase letters, digits or dashes');
-const SizeBytes = z.number().int().positive();
+export const VmName = z.string().regex(VM_NAME_RE, VM_NAME_RULE);
+const Vcpu = z.number().int(VCPU_RULE).min(VCPU_MIN, VCPU_RULE).max(VCPU_MAX, VCPU_RULE);
+const MemoryMib = z.number().int(MEMORY_RULE).min(MEMORY_MIN_MIB, MEMORY_RULE);
+const DiskSize = z.number().int(DISK_RULE).min(DISK_MIN_BYTES, DISK_RULE);
 
 export const VmCreateRequestSchema = z
   .object({
     name: VmName.optional(),
     image: z.string().min(1).optional(),
     kernel: z.string().min(1).optional(),
-    vcpu: z.number().int().min(1).max(64).optional(),
-    memoryMib: z.number().int().min(128).optional(),
-    diskSize: SizeBytes.optional(),
+    vcpu: Vcpu.optional(),
+    memoryMib: MemoryMib.optional(),
+    diskSize: DiskSize.optional(),
     nat: z.boolean().default(false),
     start: z.boolean().default(true),
   })
@@ -91,9 +102,9 @@ export const VmActionRequestSchema = z
 export const VmSetRequestSchema = z
   .object({
     refs: z.array(z.string().min(1)).min(1).max(256),
-    vcpu: z.number().int().min(1).max(64).optional(),
-    memoryMib: z.number().int().min(128).optional(),
-    diskSize: SizeBytes.optional(),
+    vcpu: Vcpu.optional(),
+    memoryMib: MemoryMib.optional(),
+    diskSize: DiskSize.optional(),
     nat: z.boolean().optional(),
   })
   .strict();

@@ -1,5 +1,4 @@
 import type { Command } from '@commander-js/extra-typings';
-import { routes } from '../../api/routes.js';
 import {
   completionScript,
   planCompletion,
@@ -60,10 +59,18 @@ export async function completionCommand(
   ctx.out.write(completionScript(shell as Shell));
 }
 
-/** Live names from a running daemon; nothing (quietly) when it is down. */
+const strings = (x: unknown): string[] =>
+  Array.isArray(x) ? x.filter((s): s is string => typeof s === 'string') : [];
+
+/**
+ * Live names from a running daemon; nothing (quietly) when it is down. The
+ * route is version-exempt (completion never restarts a daemon), so the answer
+ * may come from another build: read it defensively.
+ */
 async function liveNames(ctx: CliContext): Promise<Names | undefined> {
   try {
-    return await newClient(ctx.paths, 1500).call(routes.completionNames);
+    const r = (await newClient(ctx.paths, 1500).call('completionNames')) as Record<string, unknown>;
+    return { vms: strings(r?.vms), images: strings(r?.images), kernels: strings(r?.kernels) };
   } catch {
     return undefined;
   }

@@ -1,4 +1,3 @@
-import { routes } from '../../api/routes.js';
 import type { Status } from '../../api/schemas/daemon.js';
 import { isProcessAlive } from '../../util/proc.js';
 import { formatDuration } from '../../util/units.js';
@@ -48,7 +47,7 @@ export function formatStatus(s: Status): string {
 }
 
 export async function daemonStatus(ctx: CliContext): Promise<void> {
-  const s = await ctx.call(routes.status);
+  const s = await ctx.call('status');
   if (ctx.flags.json) ctx.printJson(s);
   else ctx.print(formatStatus(s));
 }
@@ -74,7 +73,7 @@ export async function daemonStop(ctx: CliContext): Promise<void> {
     return;
   }
   // shutdown is accepted from any CLI version, so an old daemon can always be stopped.
-  const r = await newClient(ctx.paths).call(routes.shutdown, { body: { ifIdle: false } });
+  const r = await newClient(ctx.paths).call('shutdown', { body: { ifIdle: false } });
   if (r.inflight > 0 && !ctx.flags.json)
     ctx.note(`waiting for ${r.inflight} operation(s) to finish...`);
   // The socket goes first; the process exits right after closing its database.
@@ -93,7 +92,7 @@ export async function daemonLogs(
   await ctx.interruptible((signal) =>
     ctx.daemon((c) =>
       c.text(
-        routes.daemonLogs,
+        'daemonLogs',
         { query: { follow: opts.follow, tail: opts.lines } },
         (s) => ctx.out.write(s),
         signal,

@@ -1,4 +1,3 @@
-import { routes } from '../../api/routes.js';
 import type { Check, DoctorResult } from '../../api/schemas/daemon.js';
 import { BangerError } from '../../errors.js';
 import { formatSizeShort } from '../../util/units.js';
@@ -22,7 +21,7 @@ export function formatDefaults(r: DoctorResult): string {
 
 export async function doctorCommand(ctx: CliContext): Promise<void> {
   const result = await ctx.stream(
-    routes.doctor,
+    'doctor',
     {},
     {
       onItem: (data) => {

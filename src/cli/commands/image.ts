@@ -1,5 +1,4 @@
 import path from 'node:path';
-import { routes } from '../../api/routes.js';
 import { IMAGE_NAME_RE, type ImageCatalogEntry, type ImageView } from '../../api/schemas/images.js';
 import { BangerError, toBangerError, usageError } from '../../errors.js';
 import { formatDuration, formatSizeShort } from '../../util/units.js';
@@ -97,12 +96,12 @@ export async function imageList(
   opts: { available?: boolean } = {},
 ): Promise<void> {
   if (opts.available) {
-    const { images } = await ctx.call(routes.imageCatalog);
+    const { images } = await ctx.call('imageCatalog');
     if (ctx.flags.json) ctx.printJson(images);
     else ctx.print(imageCatalogTable(images));
     return;
   }
-  const { images } = await ctx.call(routes.imageList);
+  const { images } = await ctx.call('imageList');
   if (ctx.flags.json) return ctx.printJson(images);
   if (images.length === 0) {
     ctx.print(
@@ -114,7 +113,7 @@ export async function imageList(
 }
 
 export async function imageShow(ctx: CliContext, name: string): Promise<void> {
-  const v = await ctx.call(routes.imageShow, { params: { name } });
+  const v = await ctx.call('imageShow', { params: { name } });
   if (ctx.flags.json) ctx.printJson(v);
   else ctx.print(formatImage(v));
 }
@@ -123,7 +122,7 @@ export async function imageDelete(ctx: CliContext, names: string[]): Promise<voi
   const results = await Promise.all(
     names.map(async (name) => {
       try {
-        await ctx.call(routes.imageDelete, { params: { name } });
+        await ctx.call('imageDelete', { params: { name } });
         return { name, ok: true as const };
       } catch (e) {
         return { name, ok: false as const, error: toBangerError(e) };
@@ -174,7 +173,7 @@ export async function imagePull(
   checkImageName(opts.name, '--name');
   checkImageName(opts.kernelRef, '--kernel-ref');
   const t0 = Date.now();
-  const v = await ctx.stream(routes.imagePull, {
+  const v = await ctx.stream('imagePull', {
     body: { ref, name: opts.name, kernelRef: opts.kernelRef, insecure: opts.insecure },
   });
   done(ctx, 'image', v, t0);
@@ -221,7 +220,7 @@ export async function imageBuild(
     );
   }
   const t0 = Date.now();
-  const v = await ctx.stream(routes.imageBuild, {
+  const v = await ctx.stream('imageBuild', {
     body: { name: opts.name, fromImage: opts.fromImage, packages, docker: Boolean(opts.docker) },
   });
   done(ctx, 'built', v, t0);
@@ -245,7 +244,7 @@ export async function imageRegister(
   checkImageName(opts.kernelRef, '--kernel-ref');
   // the daemon has its own working directory: send absolute paths
   const abs = (p: string | undefined) => (p === undefined ? undefined : path.resolve(p));
-  const v = await ctx.call(routes.imageRegister, {
+  const v = await ctx.call('imageRegister', {
     body: {
       name: opts.name,
       rootfs: abs(opts.rootfs)!,
@@ -264,6 +263,6 @@ export async function imageRegister(
 
 export async function imagePromote(ctx: CliContext, name: string): Promise<void> {
   const t0 = Date.now();
-  const v = await ctx.stream(routes.imagePromote, { params: { name } });
+  const v = await ctx.stream('imagePromote', { params: { name } });
   done(ctx, 'promoted', v, t0);
 }

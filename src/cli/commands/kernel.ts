@@ -1,4 +1,3 @@
-import { routes } from '../../api/routes.js';
 import type { KernelCatalogEntry, KernelView } from '../../api/schemas/images.js';
 import { BangerError, toBangerError } from '../../errors.js';
 import { formatSize } from '../../util/units.js';
@@ -66,12 +65,12 @@ export function formatCatalogTable(entries: KernelCatalogEntry[]): string {
 
 export async function kernelList(ctx: CliContext, opts: { available: boolean }): Promise<void> {
   if (opts.available) {
-    const { kernels } = await ctx.call(routes.kernelCatalog);
+    const { kernels } = await ctx.call('kernelCatalog');
     if (ctx.flags.json) ctx.printJson(kernels);
     else ctx.print(formatCatalogTable(kernels));
     return;
   }
-  const { kernels } = await ctx.call(routes.kernelList);
+  const { kernels } = await ctx.call('kernelList');
   if (ctx.flags.json) ctx.printJson(kernels);
   else if (kernels.length === 0) {
     ctx.print(
@@ -81,7 +80,7 @@ export async function kernelList(ctx: CliContext, opts: { available: boolean }):
 }
 
 export async function kernelPull(ctx: CliContext, name: string): Promise<void> {
-  const k = await ctx.stream(routes.kernelPull, { body: { name } });
+  const k = await ctx.stream('kernelPull', { body: { name } });
   if (ctx.flags.json) {
     ctx.printJson(k);
     return;
@@ -98,7 +97,7 @@ export async function kernelDelete(ctx: CliContext, names: string[]): Promise<vo
   const results = await Promise.all(
     unique.map(async (name) => {
       try {
-        await ctx.call(routes.kernelDelete, { params: { name } });
+        await ctx.call('kernelDelete', { params: { name } });
         return { name, error: undefined };
       } catch (e) {
         return { name, error: toBangerError(e) };

@@ -1,4 +1,3 @@
-import { routes } from '../../api/routes.js';
 import type { GuestListener, VmPorts } from '../../api/schemas/ports.js';
 import { BangerError, type ErrorShape } from '../../errors.js';
 import type { CliContext } from '../context.js';
@@ -57,7 +56,7 @@ export function formatPorts(vms: VmPorts[], opts: { links: boolean }): string {
 const errorLine = (e: ErrorShape): string => `error: ${e.message}${e.hint ? `: ${e.hint}` : ''}`;
 
 export async function vmPorts(ctx: CliContext, refs: string[]): Promise<void> {
-  const { vms } = await ctx.call(routes.vmPorts, {
+  const { vms } = await ctx.call('vmPorts', {
     query: refs.length ? { refs: refs.join(',') } : {},
   });
   if (ctx.flags.json) {

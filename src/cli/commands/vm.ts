@@ -1,10 +1,15 @@
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import type { ErrorShape } from '../../errors.js';
-import { routes } from '../../api/routes.js';
+import os from 'node:os';
 import type { VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js';
-import { BangerError, toBangerError } from '../../errors.js';
-import { sshArgs } from '../../guest/ssh.js';
+import {
+  DISK_MIN_BYTES,
+  DISK_RULE,
+  MEMORY_MIN_MIB,
+  MEMORY_RULE,
+  VCPU_MAX,
+  VCPU_MIN,
+  VCPU_RULE,
+} from '../../api/limits.js';
+import { BangerError, toBangerError, type ErrorShape } from '../../errors.js';
 import {
   formatDuration,
   formatSize,
@@ -24,32 +29,41 @@ export interface SizingFlags {
   diskSize?: string;
 }
 
+/**
+ * Sizing flags → request fields, checked here against the API's limits so a
+ * bad value is named as the user typed it (`--memory 64M`, not 64 MiB).
+ */
 export function parseSizing(f: SizingFlags): {
   vcpu?: number;
   memoryMib?: number;
   diskSize?: number;
 } {
   const out: { vcpu?: number; memoryMib?: number; diskSize?: number } = {};
-  if (f.vcpu !== undefined) {
-    if (!/^\d+$/.test(f.vcpu) || Number(f.vcpu) < 1)
-      throw new BangerError('usage', `invalid --vcpu '${f.vcpu}'`, {
-        hint: 'use a whole number ≥ 1',
-      });
-    out.vcpu = Number(f.vcpu);
-  }
-  try {
-    if (f.memory !== undefined) {
-      // A bare number is MiB, like Docker's and QEMU's -m.
-      out.memoryMib = /^\d+$/.test(f.memory)
-        ? Number(f.memory)
-        : Math.floor(parseSize(f.memory) / 1024 ** 2);
+  const bad = (flag: string, value: string, rule: string): BangerError =>
+    new BangerError('usage', `invalid ${flag} '${value}'`, { hint: rule });
+  const size = (flag: string, value: string, rule: string, bareUnit: number): number => {
+    // A bare number is MiB for --memory (like Docker's and QEMU's -m), GiB for --disk-size.
+    if (/^\d+$/.test(value)) return Number(value) * bareUnit;
+    try {
+      return parseSize(value);
+    } catch {
+      throw bad(flag, value, rule);
     }
-    if (f.diskSize !== undefined)
-      out.diskSize = /^\d+$/.test(f.diskSize)
-        ? Number(f.diskSize) * 1024 ** 3
-        : parseSize(f.diskSize);
-  } catch (e) {
-    throw new BangerError('usage', (e as Error).message, { hint: 'use sizes like 2G or 512M' });
+  };
+  if (f.vcpu !== undefined) {
+    const n = /^\d+$/.test(f.vcpu) ? Number(f.vcpu) : NaN;
+    if (!(n >= VCPU_MIN && n <= VCPU_MAX)) throw bad('--vcpu', f.vcpu, VCPU_RULE);
+    out.vcpu = n;
+  }
+  if (f.memory !== undefined) {
+    const mib = Math.floor(size('--memory', f.memory, MEMORY_RULE, 1024 ** 2) / 1024 ** 2);
+    if (mib < MEMORY_MIN_MIB) throw bad('--memory', f.memory, MEMORY_RULE);
+    out.memoryMib = mib;
+  }
+  if (f.diskSize !== undefined) {
+    const bytes = size('--disk-size', f.diskSize, DISK_RULE, 1024 ** 3);
+    if (bytes < DISK_MIN_BYTES) throw bad('--disk-size', f.diskSize, DISK_RULE);
+    out.diskSize = bytes;
   }
   return out;
 }
@@ -132,7 +146,7 @@ async function createVm(
 ): Promise<{ vm: VmView; spec: VmSpec }> {
   let printed = false;
   return ctx.stream(
-    routes.vmCreate,
+    'vmCreate',
     {
       body: {
         name: f.name,
@@ -207,7 +221,7 @@ async function removeQuietly(ctx: CliContext, name: string | undefined): Promise
   try {
     await ctx.daemon((c) =>
       c.stream(
-        routes.vmAction,
+        'vmAction',
         { params: { action: 'delete' }, body: { refs: [name], force: true } },
         () => undefined,
       ),
@@ -219,7 +233,7 @@ async function removeQuietly(ctx: CliContext, name: string | undefined): Promise
 
 async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
   try {
-    const v = await ctx.call(routes.vmShow, { params: { ref: name } });
+    const v = await ctx.call('vmShow', { params: { ref: name } });
     if (v.state === 'running')
       ctx.note(
         `vm '${name}' is still running: stop it with \`banger vm stop ${name}\` or delete it with \`banger vm delete -f ${name}\``,
@@ -231,7 +245,15 @@ async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
 
 // ------------------------------------------------------------------ ssh
 
-const cliEntry = (): string => fileURLToPath(new URL('../main.js', import.meta.url));
+/** This CLI's entry script, for ssh's ProxyCommand (`banger __proxy`). */
+const cliEntry = (): string => process.argv[1]!;
+
+/** A child's exit as a shell reports it: its code, or 128 + the number of the signal that killed it. */
+export function exitStatus(code: number | null, signal: NodeJS.Signals | null): number {
+  if (code !== null) return code;
+  const n = signal ? os.constants.signals[signal] : undefined;
+  return n ? 128 + n : 1;
+}
 
 /** Run system ssh into the VM through the daemon's tunnel; resolves with ssh's exit code. */
 export async function sshInto(
@@ -239,10 +261,15 @@ export async function sshInto(
   vm: Pick<VmView, 'id' | 'name'>,
   command: string[],
 ): Promise<number> {
+  // Loaded here, not at start-up: `vm list` and friends need neither.
+  const [{ spawn }, { sshArgs }] = await Promise.all([
+    import('node:child_process'),
+    import('../../guest/ssh.js'),
+  ]);
   const interactive = command.length === 0 && Boolean(process.stdin.isTTY);
   const args = sshArgs({
     alias: `${vm.name}.vm`,
-    keyPath: ctx.sshKeyPath(),
+    keyPath: await ctx.sshKeyPath(),
     knownHosts: ctx.paths.knownHosts,
     proxyCommand: [process.execPath, cliEntry(), '__proxy', vm.id],
     tty: interactive,
@@ -257,12 +284,12 @@ export async function sshInto(
         }),
       ),
     );
-    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 1 : 1)));
+    child.on('exit', (code, signal) => resolve(exitStatus(code, signal)));
   });
 }
 
 export async function vmSsh(ctx: CliContext, ref: string, command: string[]): Promise<void> {
-  const vm = await ctx.call(routes.vmShow, { params: { ref } });
+  const vm = await ctx.call('vmShow', { params: { ref } });
   if (vm.state !== 'running') {
     throw new BangerError('precondition', `vm '${vm.name}' is ${vm.state}`, {
       hint: `start it with \`banger vm start ${vm.name}\``,
@@ -276,7 +303,7 @@ export async function vmSsh(ctx: CliContext, ref: string, command: string[]): Pr
 /** ProxyCommand for ssh: a byte pipe between stdio and the guest's port 22, through the daemon. */
 export async function proxyCommand(ctx: CliContext, ref: string, port?: string): Promise<void> {
   const sock = await ctx.daemon((c) =>
-    c.upgrade(routes.vmSsh, { params: { ref }, query: port ? { port: Number(port) } : {} }),
+    c.upgrade('vmSsh', { params: { ref }, query: port ? { port: Number(port) } : {} }),
   );
   await new Promise<void>((resolve) => {
     process.stdin.pipe(sock);
@@ -290,13 +317,13 @@ export async function proxyCommand(ctx: CliContext, ref: string, port?: string):
 // ------------------------------------------------------------------ list / show / logs / stats
 
 export async function vmList(ctx: CliContext): Promise<void> {
-  const { vms } = await ctx.call(routes.vmList);
+  const { vms } = await ctx.call('vmList');
   if (ctx.flags.json) ctx.printJson(vms);
   else ctx.print(formatVmTable(vms));
 }
 
 export async function vmShow(ctx: CliContext, ref: string): Promise<void> {
-  const vm = await ctx.call(routes.vmShow, { params: { ref } });
+  const vm = await ctx.call('vmShow', { params: { ref } });
   if (ctx.flags.json) ctx.printJson(vm);
   else ctx.print(formatVm(vm));
 }
@@ -304,12 +331,7 @@ export async function vmShow(ctx: CliContext, ref: string): Promise<void> {
 export async function vmLogs(ctx: CliContext, ref: string, follow: boolean): Promise<void> {
   await ctx.interruptible((signal) =>
     ctx.daemon((c) =>
-      c.text(
-        routes.vmLogs,
-        { params: { ref }, query: { follow } },
-        (s) => ctx.out.write(s),
-        signal,
-      ),
+      c.text('vmLogs', { params: { ref }, query: { follow } }, (s) => ctx.out.write(s), signal),
     ),
   );
 }
@@ -340,7 +362,7 @@ export function formatStats(stats: VmStats[]): string {
 }
 
 export async function vmStats(ctx: CliContext, refs: string[]): Promise<void> {
-  const { vms } = await ctx.call(routes.vmStats, {
+  const { vms } = await ctx.call('vmStats', {
     query: refs.length ? { refs: refs.join(',') } : {},
   });
   if (ctx.flags.json) ctx.printJson(vms);
@@ -377,7 +399,7 @@ async function action(
     delete: 'deleted',
   };
   const { results } = await ctx.stream(
-    routes.vmAction,
+    'vmAction',
     { params: { action: verb }, body: { refs, ...body } },
     {
       onItem: (data) => {
@@ -419,7 +441,7 @@ export async function vmSet(
   f: SizingFlags & { nat?: boolean },
 ): Promise<void> {
   const { results } = await ctx.stream(
-    routes.vmSet,
+    'vmSet',
     { body: { refs, ...parseSizing(f), nat: f.nat } },
     {
       onItem: (data) => {

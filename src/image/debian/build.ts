@@ -10,7 +10,7 @@ import { contractFingerprint, guestContractOps, type ContractOp } from '../../gu
 import { mmdebstrapContractHooks } from '../../guest/contract/apply.js';
 import { run, which } from '../../util/exec.js';
 import { spawnLogged, type BuildLog } from '../buildLog.js';
-import { tarToExt4 } from '../../storage/ext4.js';
+import { tarToExt4 } from '../tree/toExt4.js';
 import type { RootfsTree } from '../tree/index.js';
 import { fileSize, IMAGE_FILES, type FileSize } from '../files.js';
 import { ensureMise } from '../mise.js';

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import type { ProgressSink } from '../../api/events.js';
 import { BangerError } from '../../errors.js';
-import { treeToExt4, type BuildExt4Options, type Ext4Result } from '../../storage/ext4.js';
+import { treeToExt4, type BuildExt4Options, type Ext4Result } from '../tree/toExt4.js';
 import type { RootfsTree } from '../tree/rootfsTree.js';
 import { resolveLimits, type TreeLimits } from '../tree/rules.js';
 import { createStagedTree } from '../tree/staging.js';

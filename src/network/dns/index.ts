@@ -35,4 +35,3 @@ export {
   type RoutingState,
 } from './resolved.js';
 export { DnsService, type DnsServiceDeps, type DnsStatus } from './service.js';
-export { dnsChecks } from './checks.js';

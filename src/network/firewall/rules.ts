@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { ipToInt } from '../../config/schema.js';
+import { ipToInt } from '../../util/ipv4.js';
 import { BangerError } from '../../errors.js';
 import { isValidIfname, RULE_TAG } from '../names.js';
 

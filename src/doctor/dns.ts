@@ -1,7 +1,7 @@
-import type { Check } from '../../api/schemas/daemon.js';
-import type { CheckDef } from '../../doctor/checks.js';
-import { ROUTING_DOC } from './resolved.js';
-import type { DnsStatus } from './service.js';
+import type { Check } from '../api/schemas/daemon.js';
+import { ROUTING_DOC } from '../network/dns/resolved.js';
+import type { DnsStatus } from '../network/dns/service.js';
+import type { CheckDef } from './checks.js';
 
 type Result = Omit<Check, 'id' | 'title'>;
 

@@ -1,11 +1,15 @@
 import fs from 'node:fs';
 import type { Check } from '../api/schemas/daemon.js';
-import type { CheckDef } from '../doctor/checks.js';
 import { isBangerError } from '../errors.js';
+import {
+  defaultRunner,
+  HostNetwork,
+  resolveFirewall,
+  type FirewallChoice,
+  type NetRunner,
+} from '../network/index.js';
 import { which as whichOnPath } from '../util/exec.js';
-import { resolveFirewall, type FirewallChoice } from './firewall/backends.js';
-import { HostNetwork } from './host.js';
-import { defaultRunner, type NetRunner } from './runner.js';
+import type { CheckDef } from './checks.js';
 
 /**
  * Doctor checks for bridge networking, as data. They only read host state
