@@ -115,38 +115,12 @@ export const forbidden = [
 ];
 
 /**
- * Temporary exceptions, each one edge. They all go away when the VM service
- * split and the VMM driver rework land (issue 10); the lead removes them at
- * integration. Anything not listed here fails the check.
+ * Temporary exceptions, each one edge (none today: the VM service split and the
+ * driver interface removed the last ones). An entry is
+ * `{ type: 'dependency', from, to, rule: { name, severity: 'error' }, comment }`.
+ * Anything not listed here fails the check.
  */
-const known = (rule, from, to, why) => ({
-  type: 'dependency',
-  from,
-  to,
-  rule: { name: rule, severity: 'error' },
-  comment: why,
-});
-export const TEMPORARY_EXCEPTIONS = [
-  // Services take ServiceDeps from the daemon: removed when the VM service split lands
-  // (each service declares the dependencies it needs).
-  known('layer-vm', 'src/vm/service.ts', 'src/daemon/services.ts', 'ServiceDeps'),
-  known('layer-image', 'src/image/service.ts', 'src/daemon/services.ts', 'ServiceDeps'),
-  known('layer-image', 'src/image/kernel/service.ts', 'src/daemon/services.ts', 'ServiceDeps'),
-  // QEMU names files in a VM's directory through vm/layout: removed when the VM service
-  // split lands (the driver gets its paths in the launch spec).
-  known('layer-vmm', 'src/vmm/qemu/driver.ts', 'src/vm/layout.ts', 'VM directory layout'),
-  // Concrete drivers named outside src/vmm: removed when the VM service split and the
-  // driver interface rework land (preflight, compat, agent transport behind the interface).
-  known('no-concrete-driver', 'src/vm/service.ts', 'src/vmm/firecracker/index.ts', 'compat, vsock'),
-  known('no-concrete-driver', 'src/vm/service.ts', 'src/vmm/qemu/driver.ts', 'KVM errors'),
-  known('no-concrete-driver', 'src/doctor/checks.ts', 'src/vmm/firecracker/index.ts', 'preflight'),
-  known(
-    'no-concrete-driver',
-    'src/image/kernel/kconfig.ts',
-    'src/vmm/firecracker/compat.ts',
-    'compat',
-  ),
-];
+export const TEMPORARY_EXCEPTIONS = [];
 
 export const options = {
   doNotFollow: { path: 'node_modules' },

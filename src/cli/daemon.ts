@@ -3,6 +3,7 @@ import path from 'node:path';
 import { ApiClient } from '../api/client.js';
 import type { Paths } from '../config/paths.js';
 import { BangerError, type ErrorShape } from '../errors.js';
+import { sleep } from '../util/sleep.js';
 import { socketAnswers } from '../util/socket.js';
 import { IDENTITY, PACKAGE_ROOT } from '../version.js';
 
@@ -13,7 +14,8 @@ export { socketAnswers };
  * answers, and replace it when it runs a different build and is idle.
  */
 
-const START_TIMEOUT_MS = 20_000;
+/** How long a starting daemon may take to listen; generous because a loaded host is slow. */
+const START_TIMEOUT_MS = 60_000;
 
 /** bangerd's compiled entry (the CLI may run from a bundle elsewhere under dist/). */
 export const daemonEntry = (): string =>
@@ -31,13 +33,82 @@ async function waitFor(
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, stepMs));
+    await sleep(stepMs);
   }
   return cond();
 }
 
-/** Spawn bangerd detached and wait until it listens (or says why it cannot). */
+/**
+ * Only one CLI spawns the daemon at a time: it claims `bangerd.starting` in the
+ * runtime dir (O_EXCL, holding its pid). Others seeing a live claim wait for
+ * the socket instead of spawning their own bangerd, which would only lose the
+ * lock race and slow the winner down. A claim whose holder died is taken over.
+ */
+function claimStart(paths: Paths): { release(): void } | { holder: number } {
+  const file = path.join(path.dirname(paths.lock), 'bangerd.starting');
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return { release: () => fs.rmSync(file, { force: true }) };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const holder = Number.parseInt(readOr(file, ''), 10);
+    if (holder > 0 && holder !== process.pid && pidAlive(holder)) return { holder };
+    fs.rmSync(file, { force: true }); // its holder died mid-start
+  }
+  return { release: () => undefined };
+}
+
+function readOr(file: string, fallback: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return fallback;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const notStarted = (paths: Paths): BangerError =>
+  new BangerError(
+    'daemon_unavailable',
+    `bangerd did not start within ${START_TIMEOUT_MS / 1000}s`,
+    {
+      hint: `see ${paths.daemonStderr} and ${paths.log}`,
+    },
+  );
+
+/** Start bangerd unless another CLI is already starting it; return once it listens. */
 export async function startDaemon(paths: Paths): Promise<void> {
+  const claim = claimStart(paths);
+  if ('holder' in claim) {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      if (await socketAnswers(paths.socket)) return;
+      if (!pidAlive(claim.holder)) return startDaemon(paths); // it gave up: our turn
+      await sleep(50);
+    }
+    throw notStarted(paths);
+  }
+  try {
+    if (await socketAnswers(paths.socket)) return; // started between our probe and the claim
+    await spawnDaemon(paths);
+  } finally {
+    claim.release();
+  }
+}
+
+/** Spawn bangerd detached and wait until it listens (or says why it cannot). */
+async function spawnDaemon(paths: Paths): Promise<void> {
   const { spawn } = await import('node:child_process');
   fs.mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const out = fs.openSync(paths.daemonStderr, 'a', 0o600);
@@ -81,13 +152,7 @@ export async function startDaemon(paths: Paths): Promise<void> {
     if (await waitFor(() => socketAnswers(paths.socket), START_TIMEOUT_MS)) return;
   }
   if (parsed.error) throw BangerError.fromJSON(parsed.error);
-  throw new BangerError(
-    'daemon_unavailable',
-    `bangerd did not start within ${START_TIMEOUT_MS / 1000}s`,
-    {
-      hint: `see ${paths.daemonStderr} and ${paths.log}`,
-    },
-  );
+  throw notStarted(paths);
 }
 
 const isConnectFailure = (e: unknown): boolean =>

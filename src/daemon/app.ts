@@ -14,7 +14,8 @@ import { IDENTITY, VERSION } from '../version.js';
 import { resolveVmm } from '../vmm/resolve.js';
 import { followFile, tailFile } from '../util/tail.js';
 import { ApiServer } from './http.js';
-import type { KeyedMutex, Operations } from './ops.js';
+import type { Operations } from './ops.js';
+import type { KeyedMutex } from '../util/mutex.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerVmRoutes } from './routes/vms.js';
 import { VmService } from '../vm/service.js';
@@ -24,7 +25,6 @@ import { CHECKS } from '../doctor/checks.js';
 import { dnsChecks } from '../doctor/dns.js';
 import { networkChecks } from '../doctor/network.js';
 import { DnsService } from '../network/dns/index.js';
-import type { ServiceDeps } from './services.js';
 
 /**
  * The daemon is a composition of services. Each service owns its tables and
@@ -60,7 +60,8 @@ export function createApp(ctx: DaemonContext): App {
     inflight: () => ctx.ops.count,
   });
 
-  const deps: ServiceDeps = {
+  // What every service is built from; each declares the part it needs (VmServiceDeps, …).
+  const deps = {
     paths: ctx.paths,
     config,
     logger: ctx.logger,

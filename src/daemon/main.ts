@@ -9,7 +9,8 @@ import { createFileLogger, type Logger } from '../util/log.js';
 import { IDENTITY } from '../version.js';
 import { createApp } from './app.js';
 import { acquireDaemonLock, type DaemonLock } from './lock.js';
-import { KeyedMutex, Operations } from './ops.js';
+import { Operations } from './ops.js';
+import { KeyedMutex } from '../util/mutex.js';
 import { ensurePrivateDir } from './runtimeDir.js';
 
 /**

@@ -1,6 +1,6 @@
 /**
- * In-flight operation tracking (so shutdown can wait for them) and keyed
- * locks (one VM's operations run one at a time; different VMs in parallel).
+ * In-flight operation tracking, so shutdown can wait for them. (The keyed
+ * locks services use are util/mutex.ts.)
  */
 export class Operations {
   private readonly running = new Map<number, { name: string; since: number }>();
@@ -43,29 +43,5 @@ export class Operations {
   idle(): Promise<void> {
     if (this.running.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
-  }
-}
-
-export class KeyedMutex {
-  private readonly tails = new Map<string, Promise<void>>();
-
-  /** Run fn while holding the lock for key; waiters queue in order. */
-  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => (release = r));
-    const tail = prev.then(() => mine);
-    this.tails.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    }
-  }
-
-  isLocked(key: string): boolean {
-    return this.tails.has(key);
   }
 }

@@ -4,20 +4,9 @@ import type { Check } from '../api/schemas/daemon.js';
 import type { Config } from '../config/schema.js';
 import { CAP_NET_ADMIN, hasCapability } from '../util/proc.js';
 import { formatSize } from '../util/units.js';
-import {
-  ACPI_VIRTIO_MIN,
-  parseFirecrackerVersion,
-  type FirecrackerVersion,
-} from '../vmm/firecracker/index.js';
 import { kvmDevicePath } from '../vmm/accel.js';
+import { createVmmDriver } from '../vmm/registry.js';
 import { resolveVmm } from '../vmm/resolve.js';
-
-const versionBelow = (v: FirecrackerVersion, min: FirecrackerVersion): boolean =>
-  v.major !== min.major
-    ? v.major < min.major
-    : v.minor !== min.minor
-      ? v.minor < min.minor
-      : v.patch < min.patch;
 
 /**
  * Host checks for `banger doctor`. The host is reached only through the Probe,
@@ -161,13 +150,8 @@ export const CHECKS: CheckDef[] = [
       }
       const v = await probe.version(bin);
       if (!v) return fail(`${bin} does not run (--version failed)`, 'reinstall firecracker');
-      const parsed = parseFirecrackerVersion(v);
-      if (parsed && versionBelow(parsed, ACPI_VIRTIO_MIN)) {
-        return warn(
-          `${bin}: ${v}: older than ${ACPI_VIRTIO_MIN.text}, which Debian kernels need (virtio devices via ACPI)`,
-          `install Firecracker ${ACPI_VIRTIO_MIN.text} or newer`,
-        );
-      }
+      const old = createVmmDriver('firecracker', config).versionWarning(v);
+      if (old) return warn(`${bin}: ${v}: ${old.detail}`, old.hint);
       return pass(`${bin}: ${v}`);
     },
   },

@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { BangerError, type ErrorCode } from '../errors.js';
+import { sleep } from '../util/sleep.js';
+import { dialUnix } from '../util/socket.js';
 import { formatDuration } from '../util/units.js';
 import {
   AgentResultSchemas,
@@ -21,6 +22,9 @@ import {
   type ReadyResult,
   type StatsResult,
 } from './agentProtocol.js';
+import { agentError, DeadlineError, isRetryableDialError, raceDeadline } from './agentErrors.js';
+
+export { agentError, isRetryableDialError } from './agentErrors.js';
 
 /**
  * Host side of the guest agent channel. One client per VM: QEMU's chardev
@@ -71,48 +75,10 @@ export const DEFAULT_WAIT_READY_TIMEOUT_MS = 120_000;
 /** Extra time the host waits beyond the agent-side wait-ready limit, so the agent's answer wins. */
 const WAIT_READY_GRACE_MS = 2_000;
 const MAX_LINE_BYTES = 8 * 1024 * 1024;
-const RETRYABLE = new Set(['ENOENT', 'ECONNREFUSED', 'ECONNRESET', 'EAGAIN', 'EPIPE', 'ENOTCONN']);
-
-/**
- * "Not up yet, try again": connection refused or missing socket, or a
- * BangerError from a dialer whose details.reason says the same (Firecracker's
- * vsock handshake reports `unreachable`, or `closed` while nothing in the
- * guest listens on the port yet).
- */
-export function isRetryableDialError(e: unknown): boolean {
-  if (e instanceof BangerError) {
-    const reason = e.details?.reason;
-    return reason === 'unreachable' || reason === 'closed';
-  }
-  return e instanceof Error && RETRYABLE.has((e as NodeJS.ErrnoException).code ?? '');
-}
 
 /** Dialer for a Unix socket where the VMM is the server (QEMU `-chardev socket,server=on`). */
 export function unixDialer(socketPath: string): AgentDialer {
-  return (signal) =>
-    new Promise<Duplex>((resolve, reject) => {
-      const sock = net.connect({ path: socketPath });
-      const done = (): void => {
-        signal.removeEventListener('abort', onAbort);
-        sock.off('connect', onConnect);
-        sock.off('error', onError);
-      };
-      const onConnect = (): void => {
-        done();
-        sock.on('error', () => {}); // until the client attaches its own handler
-        resolve(sock);
-      };
-      const onError = (e: Error): void => {
-        done();
-        sock.destroy();
-        reject(e);
-      };
-      const onAbort = (): void => onError(abortError());
-      sock.once('connect', onConnect);
-      sock.once('error', onError);
-      if (signal.aborted) onAbort();
-      else signal.addEventListener('abort', onAbort, { once: true });
-    });
+  return (signal) => dialUnix(socketPath, signal);
 }
 
 interface Pending {
@@ -120,8 +86,6 @@ interface Pending {
   resolve: (v: unknown) => void;
   reject: (e: Error) => void;
 }
-
-class DeadlineError extends Error {}
 
 export class AgentClient extends EventEmitter<AgentClientEvents> {
   readonly label: string;
@@ -457,72 +421,4 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     for (const p of [...this.pending.values()]) p.reject(err);
     this.pending.clear();
   }
-}
-
-/** Map an agent error answer to a BangerError. */
-export function agentError(
-  label: string,
-  op: string,
-  message: string,
-  code: string | undefined,
-): BangerError {
-  switch (code) {
-    case 'timeout':
-      return new BangerError('timeout', `${label}: ${message}`, {
-        hint: 'see `banger vm logs` for what the guest is doing',
-      });
-    case 'unknown_op':
-      return new BangerError('not_implemented', `${label}: the guest agent does not know '${op}'`, {
-        hint: "the VM's image carries an older agent: rebuild or pull the image again",
-      });
-    case 'busy':
-      return new BangerError('conflict', `${label}: ${message}`);
-    case 'bad_request':
-    case 'too_large':
-      return new BangerError('internal', `${label}: guest agent rejected ${op}: ${message}`);
-    default:
-      return new BangerError('vmm_failed', `${label}: guest agent ${op} failed: ${message}`);
-  }
-}
-
-function abortError(): Error {
-  const e = new Error('aborted');
-  e.name = 'AbortError';
-  return e;
-}
-
-function raceDeadline<T>(p: Promise<T>, deadline: number, signal?: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(
-      () => finish(() => reject(new DeadlineError('deadline'))),
-      Math.max(0, deadline - performance.now()),
-    );
-    const onAbort = (): void => finish(() => reject(abortError()));
-    const finish = (f: () => void): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      f();
-    };
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => finish(() => resolve(v)),
-      (e: unknown) => finish(() => reject(e)),
-    );
-  });
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError());
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(abortError());
-    };
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }

@@ -10,7 +10,11 @@ import type {
   ImageRegisterRequestSchema,
   ImageView,
 } from '../api/schemas/images.js';
-import type { ServiceDeps } from '../daemon/services.js';
+import type { Paths } from '../config/paths.js';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../store/index.js';
+import type { Logger } from '../util/log.js';
+import type { KeyedMutex } from '../util/mutex.js';
 import { Flights } from '../util/flight.js';
 import { sweepDeadScratch } from '../util/scratch.js';
 import { BangerError, isBangerError, notFound, toBangerError } from '../errors.js';
@@ -53,6 +57,17 @@ export interface ImageServiceOptions {
  * (the column references the kernels table), and always `meta.kernel`, the
  * name to ensure when a VM needs it (`ensureKernel`).
  */
+/** What the image service is built from (the daemon passes its own; tests use temp dirs). */
+export interface ImageServiceDeps {
+  paths: Paths;
+  /** The current config (re-read when config.toml changes). */
+  config(): Config;
+  logger: Logger;
+  store: Store;
+  /** The daemon's keyed locks (this service takes `image:<name>` keys). */
+  locks: KeyedMutex;
+}
+
 export class ImageService {
   private readonly flights = new Flights<ImageRecord>();
   private swept = false;
@@ -60,7 +75,7 @@ export class ImageService {
   private readonly buildRecipe: RecipeBuilder;
 
   constructor(
-    readonly deps: ServiceDeps,
+    readonly deps: ImageServiceDeps,
     readonly kernels: KernelService,
     opts: ImageServiceOptions = {},
   ) {

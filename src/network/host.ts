@@ -1,4 +1,3 @@
-import net from 'node:net';
 import type { Config } from '../config/schema.js';
 import { BangerError } from '../errors.js';
 import { which as whichOnPath } from '../util/exec.js';
@@ -12,9 +11,20 @@ import {
   type FirewallStatus,
 } from './firewall/backends.js';
 import type { FirewallVm } from './firewall/rules.js';
-import { checkBridgeAddress, inSubnet, type Subnet } from './ipam.js';
-import { isBangerTap, isValidMac, macForBridge, TAP_PREFIX } from './names.js';
+import { checkBridgeAddress, type Subnet } from './ipam.js';
+import { macForBridge } from './names.js';
+import { absent, IP, parseJson, type IpLinkJson } from './iproute.js';
+import { Neighbours } from './neighbours.js';
 import { defaultRunner, mustRun, Mutex, netFailure, type NetRunner } from './runner.js';
+import { reconcileHost, type ReconcileOptions, type ReconcileReport } from './reconcile.js';
+import type { BridgeInfo, EnsureBridgeResult, NatResult, RunningVmNet } from './hostTypes.js';
+
+export type { BridgeInfo, EnsureBridgeResult, NatResult, RunningVmNet } from './hostTypes.js';
+import { Taps, type TapInfo } from './taps.js';
+
+export type { ReconcileOptions, ReconcileReport } from './reconcile.js';
+
+export type { TapInfo } from './taps.js';
 
 /**
  * The edge that changes the host's network: bridge, taps, firewall rules,
@@ -34,97 +44,8 @@ export interface HostNetworkOptions {
   which?: (cmd: string) => string | undefined;
 }
 
-export interface BridgeInfo {
-  name: string;
-  kind: string | undefined;
-  up: boolean;
-  mac: string;
-  /** IPv4 addresses as `ip/prefix`. */
-  addresses: string[];
-}
-
-export interface TapInfo {
-  name: string;
-  master: string | undefined;
-  /** Administratively up. */
-  up: boolean;
-  /** Carrier present: a process (the VMM) has the tap open. */
-  inUse: boolean;
-  multiQueue: boolean;
-  vnetHdr: boolean;
-}
-
-export interface EnsureBridgeResult {
-  created: boolean;
-  /** What was changed on an existing bridge, e.g. 'removed address 10.0.0.1/24'. */
-  changes: string[];
-}
-
-export interface NatResult {
-  /** Backend used; undefined when no tool exists and no VM needs NAT. */
-  backend: FirewallName | undefined;
-  natVms: number;
-  vms: number;
-  /** 'enabled' when this call turned net.ipv4.ip_forward on. */
-  ipForward: 'enabled' | 'already' | 'untouched';
-}
-
-export interface RunningVmNet extends FirewallVm {
-  /** The VM's tap, when it has one. */
-  tap?: string;
-  /** The guest MAC (for neighbour seeding). */
-  mac?: string;
-}
-
-export interface ReconcileOptions {
-  /** Adopts idle pool taps instead of deleting them. */
-  pool?: { adopt(names: string[]): string[] };
-  /** Re-seed permanent neighbour entries for the VMs that have a mac. */
-  seedNeighbours?: boolean;
-}
-
-export interface ReconcileReport {
-  bridge: EnsureBridgeResult;
-  reattachedTaps: string[];
-  missingTaps: string[];
-  adoptedTaps: string[];
-  deletedTaps: string[];
-  inUseTaps: string[];
-  nat: NatResult;
-  otherBackendRemoved: FirewallName | undefined;
-  neighbours: { seeded: number; cleared: string[] };
-}
-
-const IP = 'ip';
 const SYSCTL = 'sysctl';
 const IP_FORWARD = 'net.ipv4.ip_forward';
-
-interface IpLinkJson {
-  ifname: string;
-  flags?: string[];
-  address?: string;
-  master?: string;
-  linkinfo?: {
-    info_kind?: string;
-    info_data?: { type?: string; multi_queue?: boolean; vnet_hdr?: boolean };
-  };
-  addr_info?: { family: string; local: string; prefixlen: number }[];
-}
-
-const parseJson = <T>(text: string): T[] => {
-  const t = text.trim();
-  if (!t) return [];
-  try {
-    return JSON.parse(t) as T[];
-  } catch {
-    throw new BangerError('tool_failed', `cannot parse \`ip -j\` output: ${t.slice(0, 80)}`, {
-      hint: 'banger needs iproute2 with JSON output (iproute2 >= 4.14)',
-    });
-  }
-};
-
-const absent = (stderr: string): boolean =>
-  /does not exist|Cannot find device|No such device/i.test(stderr);
 
 export class HostNetwork {
   readonly bridge: string;
@@ -136,6 +57,9 @@ export class HostNetwork {
   private readonly bridgeLock = new Mutex();
   private readonly firewallLock = new Mutex();
   private fw: { firewall: Firewall | undefined; reason: string } | undefined;
+
+  private readonly taps: Taps;
+  private readonly neighbours: Neighbours;
 
   constructor(opts: HostNetworkOptions) {
     if (!/^[a-zA-Z0-9_.-]{1,15}$/.test(opts.bridgeName)) {
@@ -151,6 +75,8 @@ export class HostNetwork {
     this.run = opts.run ?? defaultRunner;
     this.firewallChoice = opts.firewall ?? 'auto';
     this.which = opts.which ?? ((c) => whichOnPath(c));
+    this.taps = new Taps(this.run, this.bridge);
+    this.neighbours = new Neighbours(this.run, this.bridge);
   }
 
   static fromConfig(
@@ -303,118 +229,38 @@ export class HostNetwork {
     });
   }
 
-  // ── taps ────────────────────────────────────────────────────────────────
+  // ── taps (taps.ts) ──────────────────────────────────────────────────────
 
-  private checkTapName(name: string): void {
-    if (!isBangerTap(name)) {
-      throw new BangerError(
-        'internal',
-        `'${name}' is not a banger tap name (must start with '${TAP_PREFIX}', max 15 chars)`,
-        { hint: 'banger only creates and deletes its own taps' },
-      );
-    }
+  tapInfo(name: string): Promise<TapInfo | undefined> {
+    return this.taps.info(name);
   }
 
-  async tapInfo(name: string): Promise<TapInfo | undefined> {
-    const args = ['-j', '-d', 'link', 'show', 'dev', name];
-    const r = await this.run(IP, args);
-    if (r.code !== 0) {
-      if (absent(r.stderr)) return undefined;
-      throw netFailure(`reading tap ${name}`, IP, args, r);
-    }
-    const link = parseJson<IpLinkJson>(r.stdout)[0];
-    return link && link.linkinfo?.info_kind === 'tun' ? toTapInfo(link) : undefined;
-  }
-
-  /**
-   * Creates a persistent tap (mode tap, single queue, no vnet_hdr: the VMM
-   * turns vnet_hdr on when it opens it), attaches it to the bridge and
-   * brings it up. QEMU opens it with `-netdev tap,ifname=<name>,script=no,downscript=no`
-   * (a multi_queue tap would make QEMU fail with EINVAL). `owner` lets a
-   * non-root VMM open it. An existing idle tap of that name is reused.
-   */
-  async createTap(name: string, opts: { owner?: number } = {}): Promise<void> {
-    this.checkTapName(name);
-    const args = ['tuntap', 'add', 'dev', name, 'mode', 'tap'];
-    if (opts.owner !== undefined) args.push('user', String(opts.owner));
-    const r = await this.run(IP, args);
-    if (r.code !== 0) {
-      const existing = /busy|exists/i.test(r.stderr) ? await this.tapInfo(name) : undefined;
-      if (!existing) throw netFailure(`creating tap ${name}`, IP, args, r);
-      if (existing.inUse || existing.multiQueue) {
-        throw new BangerError(
-          'conflict',
-          `tap ${name} already exists and is ${existing.inUse ? 'in use by another process' : 'multi-queue'}`,
-          { hint: `stop whatever holds it or delete it (sudo ip link del ${name})` },
-        );
-      }
-    }
-    const attach = ['link', 'set', 'dev', name, 'master', this.bridge, 'up'];
-    const a = await this.run(IP, attach);
-    if (a.code !== 0) {
-      await this.run(IP, ['link', 'del', 'dev', name]).catch(() => undefined);
-      throw netFailure(`attaching tap ${name} to bridge ${this.bridge}`, IP, attach, a, {
-        hint: absent(a.stderr)
-          ? `bridge ${this.bridge} is missing: it is created by the daemon at VM start (ensureBridge)`
-          : undefined,
-      });
-    }
+  /** Create (or reuse an idle) banger tap, attached to the bridge and up. */
+  createTap(name: string, opts: { owner?: number } = {}): Promise<void> {
+    return this.taps.create(name, opts);
   }
 
   /** Attaches an existing tap to the bridge and brings it up (pool reuse, reconcile). */
-  async attachTap(name: string): Promise<void> {
-    this.checkTapName(name);
-    await mustRun(this.run, `attaching tap ${name} to bridge ${this.bridge}`, IP, [
-      'link',
-      'set',
-      'dev',
-      name,
-      'master',
-      this.bridge,
-      'up',
-    ]);
+  attachTap(name: string): Promise<void> {
+    return this.taps.attach(name);
   }
 
   /** Deletes a banger tap. False when it did not exist. */
-  async deleteTap(name: string): Promise<boolean> {
-    this.checkTapName(name);
-    const args = ['link', 'del', 'dev', name];
-    const r = await this.run(IP, args);
-    if (r.code === 0) return true;
-    if (absent(r.stderr)) return false;
-    throw netFailure(`deleting tap ${name}`, IP, args, r);
+  deleteTap(name: string): Promise<boolean> {
+    return this.taps.delete(name);
   }
 
   /** banger's taps (by prefix), sorted by name. */
-  async listTaps(): Promise<TapInfo[]> {
-    const args = ['-j', '-d', 'link', 'show', 'type', 'tun'];
-    const r = await mustRun(this.run, 'listing taps', IP, args);
-    return parseJson<IpLinkJson>(r.stdout)
-      .filter((l) => isBangerTap(l.ifname) && l.linkinfo?.info_data?.type !== 'tun')
-      .map(toTapInfo)
-      .sort((a, b) => a.name.localeCompare(b.name));
+  listTaps(): Promise<TapInfo[]> {
+    return this.taps.list();
   }
 
-  /**
-   * Deletes banger taps that belong to no VM (not in `known`, not kept by
-   * `keep`). Taps a process still holds open are left alone and reported.
-   */
-  async cleanupOrphans(
+  /** Deletes banger taps that belong to no VM; taps still held open are reported. */
+  cleanupOrphans(
     known: Iterable<string>,
     opts: { keep?: (name: string) => boolean; taps?: TapInfo[] } = {},
   ): Promise<{ deleted: string[]; inUse: string[] }> {
-    const keep = new Set(known);
-    const deleted: string[] = [];
-    const inUse: string[] = [];
-    for (const tap of opts.taps ?? (await this.listTaps())) {
-      if (keep.has(tap.name) || opts.keep?.(tap.name)) continue;
-      if (tap.inUse) {
-        inUse.push(tap.name);
-        continue;
-      }
-      if (await this.deleteTap(tap.name)) deleted.push(tap.name);
-    }
-    return { deleted, inUse };
+    return this.taps.cleanupOrphans(known, opts);
   }
 
   // ── firewall / NAT ─────────────────────────────────────────────────────
@@ -492,118 +338,32 @@ export class HostNetwork {
     return 'enabled';
   }
 
-  // ── neighbours ──────────────────────────────────────────────────────────
+  // ── neighbours (neighbours.ts) ──────────────────────────────────────────
 
-  /**
-   * Pins the host's neighbour entry for a guest (saves ARP round trips on the
-   * first packets). Optional; clear it when the VM stops.
-   */
-  async neighbourSeed(ip: string, mac: string): Promise<void> {
-    if (!net.isIPv4(ip) || !isValidMac(mac)) {
-      throw new BangerError('internal', `cannot seed neighbour ${ip} -> ${mac}: bad address`, {
-        hint: 'report this as a bug',
-      });
-    }
-    await mustRun(this.run, `seeding neighbour ${ip} (${mac}) on ${this.bridge}`, IP, [
-      'neigh',
-      'replace',
-      ip,
-      'lladdr',
-      mac,
-      'dev',
-      this.bridge,
-      'nud',
-      'permanent',
-    ]);
+  /** Pins the host's neighbour entry for a guest; clear it when the VM stops. */
+  neighbourSeed(ip: string, mac: string): Promise<void> {
+    return this.neighbours.seed(ip, mac);
   }
 
   /** Removes a guest's neighbour entry. False when there was none. */
-  async neighbourClear(ip: string): Promise<boolean> {
-    const args = ['neigh', 'del', ip, 'dev', this.bridge];
-    const r = await this.run(IP, args);
-    if (r.code === 0) return true;
-    if (/No such file or directory|Cannot find device|does not exist/i.test(r.stderr)) return false;
-    throw netFailure(`removing neighbour ${ip} from ${this.bridge}`, IP, args, r);
+  neighbourClear(ip: string): Promise<boolean> {
+    return this.neighbours.clear(ip);
   }
 
   /** Permanent neighbour entries on the bridge. */
-  async permanentNeighbours(): Promise<{ ip: string; mac: string }[]> {
-    const args = ['-j', 'neigh', 'show', 'dev', this.bridge, 'nud', 'permanent'];
-    const r = await this.run(IP, args);
-    if (r.code !== 0) {
-      if (absent(r.stderr)) return [];
-      throw netFailure(`listing neighbours on ${this.bridge}`, IP, args, r);
-    }
-    return parseJson<{ dst: string; lladdr?: string }>(r.stdout)
-      .filter((n) => net.isIPv4(n.dst))
-      .map((n) => ({ ip: n.dst, mac: n.lladdr ?? '' }));
+  permanentNeighbours(): Promise<{ ip: string; mac: string }[]> {
+    return this.neighbours.permanent();
   }
 
-  // ── daemon start ────────────────────────────────────────────────────────
+  // ── daemon start (reconcile.ts) ─────────────────────────────────────────
 
-  /**
-   * Brings the host in line with the running VMs (call at daemon start,
-   * after re-adopting VMs): bridge present and addressed, the VMs' taps
-   * attached, idle pool taps adopted, other banger taps deleted, firewall
-   * rules equal to the set (and a previous backend's leftovers removed),
-   * neighbour entries re-seeded.
-   */
-  async reconcile(vms: RunningVmNet[], opts: ReconcileOptions = {}): Promise<ReconcileReport> {
-    const bridge = await this.ensureBridge();
-    const taps = await this.listTaps();
-    const byName = new Map(taps.map((t) => [t.name, t]));
-    const known = vms.map((v) => v.tap).filter((t): t is string => Boolean(t));
-    const reattachedTaps: string[] = [];
-    const missingTaps: string[] = [];
-    for (const name of known) {
-      const t = byName.get(name);
-      if (!t) {
-        missingTaps.push(name);
-      } else if (t.master !== this.bridge || !t.up) {
-        await this.attachTap(name);
-        reattachedTaps.push(name);
-      }
-    }
-    const knownSet = new Set(known);
-    const idle = taps.filter((t) => !knownSet.has(t.name) && !t.inUse).map((t) => t.name);
-    const adoptedTaps = opts.pool ? opts.pool.adopt(idle) : [];
-    for (const name of adoptedTaps) {
-      const t = byName.get(name);
-      if (t && (t.master !== this.bridge || !t.up)) await this.attachTap(name);
-    }
-    const { deleted, inUse } = await this.cleanupOrphans([...known, ...adoptedTaps], { taps });
-
-    const nat = await this.applyNat(vms.map((v) => ({ id: v.id, ip: v.ip, nat: v.nat })));
-    const otherBackendRemoved = await this.removeOtherBackend();
-
-    const cleared: string[] = [];
-    let seeded = 0;
-    if (opts.seedNeighbours) {
-      const want = new Map(vms.filter((v) => v.mac).map((v) => [v.ip, v.mac!.toLowerCase()]));
-      for (const n of await this.permanentNeighbours()) {
-        if (!inSubnet(this.subnet, n.ip) || want.get(n.ip) === n.mac.toLowerCase()) continue;
-        if (await this.neighbourClear(n.ip)) cleared.push(n.ip);
-      }
-      for (const [ip, mac] of want) {
-        await this.neighbourSeed(ip, mac);
-        seeded++;
-      }
-    }
-    return {
-      bridge,
-      reattachedTaps,
-      missingTaps,
-      adoptedTaps,
-      deletedTaps: deleted,
-      inUseTaps: inUse,
-      nat,
-      otherBackendRemoved,
-      neighbours: { seeded, cleared },
-    };
+  /** Brings the host in line with the running VMs (daemon start); see reconcileHost. */
+  reconcile(vms: RunningVmNet[], opts: ReconcileOptions = {}): Promise<ReconcileReport> {
+    return reconcileHost(this, vms, opts);
   }
 
   /** After a `firewall` backend switch, the old backend's rules must not linger. */
-  private async removeOtherBackend(): Promise<FirewallName | undefined> {
+  async removeOtherBackend(): Promise<FirewallName | undefined> {
     const current = this.firewall().firewall?.name;
     const other: FirewallName | undefined =
       current === 'iptables' ? 'nft' : current === 'nft' ? 'iptables' : undefined;
@@ -618,17 +378,4 @@ export class HostNetwork {
       return other;
     });
   }
-}
-
-function toTapInfo(l: IpLinkJson): TapInfo {
-  const flags = l.flags ?? [];
-  return {
-    name: l.ifname,
-    master: l.master,
-    up: flags.includes('UP'),
-    // A tap has carrier while a process has it open (only visible when up).
-    inUse: flags.includes('LOWER_UP'),
-    multiQueue: Boolean(l.linkinfo?.info_data?.multi_queue),
-    vnetHdr: Boolean(l.linkinfo?.info_data?.vnet_hdr),
-  };
 }

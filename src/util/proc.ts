@@ -53,3 +53,34 @@ export function hasCapability(bit: number, pid: number | 'self' = 'self'): boole
 }
 
 export const CAP_NET_ADMIN = 12;
+
+/** CPU time (utime+stime, in USER_HZ=100 ticks) and resident memory of a process. */
+export function processUsage(pid: number): { ticks: number; rssBytes: number } | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(f[11]) + Number(f[12]);
+    const rssPages = Number(f[21]);
+    return { ticks, rssBytes: rssPages * 4096 };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True when nothing of the process is left that could hold its files and
+ * sockets. A multi-threaded process shows its leader as a zombie while the
+ * other threads are still exiting and keep the fd table (e.g. a listening
+ * socket) open; only when the last thread is gone are they closed.
+ */
+export function processGone(pid: number, startTime?: number): boolean {
+  const state = processState(pid);
+  if (state === undefined) return true;
+  if (startTime !== undefined && processStartTime(pid) !== startTime) return true; // pid reused
+  if (state !== 'Z' && state !== 'X') return false;
+  try {
+    return fs.readdirSync(`/proc/${pid}/task`).length <= 1;
+  } catch {
+    return true;
+  }
+}

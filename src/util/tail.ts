@@ -1,6 +1,59 @@
 import fs from 'node:fs';
+import { sleep } from './sleep.js';
 
-/** Reading the end of a growing log file, and following it like `tail -f`. */
+/**
+ * Reading the end of a growing log file, and following it like `tail -f`.
+ * The one place logs are tailed: the daemon's log routes, the VMM drivers'
+ * start-up errors and the VM boot watch all read through these.
+ */
+
+/** Size of a file in bytes; 0 when it does not exist. */
+export function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * The text written to `file` from byte offset `from` on (at most the last
+ * `maxBytes` of it); '' when the file cannot be read.
+ */
+export function readFrom(file: string, from: number, maxBytes = 256 * 1024): string {
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const start = Math.max(from, size - maxBytes, 0);
+      const buf = Buffer.alloc(Math.max(0, size - start));
+      fs.readSync(fd, buf, 0, buf.length, start);
+      return buf.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+}
+
+/** The last `bytes` bytes of a file as text ('' when unreadable). */
+export function tailBytes(file: string, bytes = 8192): string {
+  return readFrom(file, 0, bytes);
+}
+
+/**
+ * The last non-empty lines written since byte offset `from` (this run's
+ * output only), trailing blanks trimmed; '' when there are none.
+ */
+export function tailLines(file: string, from = 0, maxLines = 20): string {
+  return readFrom(file, from, 16 * 1024)
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter(Boolean)
+    .slice(-maxLines)
+    .join('\n');
+}
 
 export async function tailFile(file: string, lines: number): Promise<string> {
   const fh = await fs.promises.open(file, 'r');
@@ -54,16 +107,6 @@ export async function followFile(
         await fh.close();
       }
     }
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, interval);
-      signal.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(t);
-          resolve();
-        },
-        { once: true },
-      );
-    });
+    await sleep(interval, signal).catch(() => undefined);
   }
 }

@@ -8,18 +8,19 @@ import {
   type RunningVmNet,
 } from '../network/index.js';
 import type { VmRecord } from '../store/vms.js';
+import type { VmNetworking } from './needs.js';
 import type { Logger } from '../util/log.js';
 
 /** Told whenever the bridge is made sure of (`created`: it did not exist before). */
 export type BridgeReadyHook = (bridge: string, created: boolean) => Promise<void>;
 
 /**
- * The VM service's view of bridge networking. Nothing touches the host
+ * The VM lifecycle's networking (VmNetworking) over src/network. Nothing touches the host
  * network until the first VM starts (a daemon that only pulls images never
  * creates a bridge). The HostNetwork is rebuilt when the bridge settings in
  * config.toml change.
  */
-export class VmNetwork {
+export class VmNetwork implements VmNetworking {
   private host?: HostNetwork;
   private pool?: TapPool;
   private key = '';
@@ -111,11 +112,3 @@ export class VmNetwork {
     void pool.fill().catch((e) => this.logger.warn({ err: e }, 'tap pool fill failed'));
   }
 }
-
-export const netOf = (v: VmRecord): RunningVmNet => ({
-  id: v.id,
-  ip: v.ip ?? '',
-  nat: v.nat,
-  tap: v.tap ?? undefined,
-  mac: v.mac ?? undefined,
-});

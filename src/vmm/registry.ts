@@ -4,7 +4,11 @@ import type { VmmDriver, VmmName } from './driver.js';
 import { createFirecrackerDriver } from './firecracker/index.js';
 import { QemuDriver } from './qemu/driver.js';
 
-/** VMM name → driver. The VM service never imports a concrete driver. */
+/**
+ * VMM name → driver. The one module outside src/vmm/<driver>/ that imports a
+ * concrete driver (test/unit/layers.test.ts fails otherwise): the lifecycle
+ * gets drivers from here and decides by their capabilities.
+ */
 export function createVmmDriver(
   name: VmmName,
   config: Pick<Config, 'qemuBin' | 'firecrackerBin'>,

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { buildPath, matchPath } from '../../src/api/route.js';
 import { BUILTIN_FLOORS, resolveVmSizing } from '../../src/config/vmDefaults.js';
-import { KeyedMutex, Operations } from '../../src/daemon/ops.js';
+import { Operations } from '../../src/daemon/ops.js';
+import { KeyedMutex } from '../../src/util/mutex.js';
 import { BangerError, toBangerError } from '../../src/errors.js';
 import {
   formatDuration,

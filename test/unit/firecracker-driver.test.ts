@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { BangerError } from '../../src/errors.js';
 import { isProcessAlive, processStartTime } from '../../src/util/proc.js';
-import type { LaunchSpec, VmHandle } from '../../src/vmm/driver.js';
+import { canSnapshot, type LaunchSpec, type VmHandle } from '../../src/vmm/driver.js';
 import {
   createFirecrackerDriver,
   type FirecrackerDriverOptions,
@@ -227,6 +227,44 @@ describe('firecracker driver with the fake firecracker executable', () => {
     await driver.pause(h);
     // A paused guest is resumed so it can see Ctrl+Alt+Del.
     assert.deepEqual(await driver.stop(h, { timeoutMs: 5_000 }), { graceful: true });
+  });
+
+  test('pause, save, restore: a snapshot round trip over the API, per contract', async () => {
+    const { vm, driver, requestLog, start } = setup({ FAKE_FC_AGENT: '1' });
+    assert.ok(canSnapshot(driver), 'capabilities.snapshot and the methods agree');
+    const h = await start();
+    await driver.pause(h);
+    const files = {
+      statePath: path.join(vm.dir, 'snap.state'),
+      memPath: path.join(vm.dir, 'snap.mem'),
+    };
+    await driver.save(h, files);
+    assert.ok(fs.existsSync(files.statePath) && fs.existsSync(files.memPath));
+    await driver.kill(h, 'SIGKILL');
+    assert.equal(isProcessAlive(h.pid, h.pidStartTime), false);
+    const r = await driver.restore(vm, files);
+    started.push(r);
+    assert.notEqual(r.pid, h.pid);
+    assert.equal(await driver.status(r), 'running');
+    const reqs = requestsOf(requestLog);
+    const i = reqs.findIndex((q) => q.path === '/snapshot/load');
+    assert.deepEqual(
+      reqs.slice(i).map((q) => `${q.method} ${q.path} ${q.status}`),
+      ['PUT /snapshot/load 204', 'GET / 200'],
+      'the restored process gets only the load (then the status query)',
+    );
+    assert.deepEqual(reqs[i]!.body, {
+      snapshot_path: files.statePath,
+      mem_backend: { backend_type: 'File', backend_path: files.memPath },
+      resume_vm: true,
+      network_overrides: [{ iface_id: 'eth0', host_dev_name: 'tap-bg0' }],
+      vsock_override: { uds_path: vm.agentSocket },
+    });
+    const snapCreate = reqs.find((q) => q.path === '/snapshot/create')!;
+    assert.equal(snapCreate.status, 204);
+    // The restored guest's agent answers on the VM's agent socket again.
+    const sock = await connectVsock(vm.agentSocket, 1024, { vmName: vm.name });
+    sock.destroy();
   });
 
   test('a rejected step fails the start, names the step, and leaves nothing running', async () => {

@@ -6,14 +6,17 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import type { StreamEvent } from '../../src/api/events.js';
 import { resolvePaths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG } from '../../src/config/schema.js';
-import { KeyedMutex } from '../../src/daemon/ops.js';
-import type { ServiceDeps } from '../../src/daemon/services.js';
+import { KeyedMutex } from '../../src/util/mutex.js';
 import { BangerError, isBangerError } from '../../src/errors.js';
 import type { BuiltImage } from '../../src/image/debian/build.js';
 import { EXT_MAGIC_OFFSET } from '../../src/image/files.js';
 import { KernelService } from '../../src/image/kernel/service.js';
 import { DEBIAN_BASE_PACKAGES, DEV_PACKAGES } from '../../src/image/recipe.js';
-import { ImageService, type RecipeBuilder } from '../../src/image/service.js';
+import {
+  ImageService,
+  type ImageServiceDeps,
+  type RecipeBuilder,
+} from '../../src/image/service.js';
 import type { KernelRecord } from '../../src/store/kernels.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { silentLogger } from '../../src/util/log.js';
@@ -61,7 +64,7 @@ class FakeKernels extends KernelService {
 interface Rig {
   root: string;
   store: Store;
-  deps: ServiceDeps;
+  deps: ImageServiceDeps;
   kernels: FakeKernels;
   svc: ImageService;
   builds: { name: string; packages: string[]; docker: boolean }[];
@@ -85,7 +88,7 @@ function makeRig(): Rig {
     home: root,
   });
   const store = openStore(paths.db);
-  const deps: ServiceDeps = {
+  const deps: ImageServiceDeps = {
     paths,
     config: () => DEFAULT_CONFIG,
     logger: silentLogger(),

@@ -6,7 +6,7 @@ import { after, beforeEach, describe, test } from 'node:test';
 import type { ProgressSink, StreamEvent } from '../../src/api/events.js';
 import { resolvePaths, type Paths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG } from '../../src/config/schema.js';
-import { KeyedMutex } from '../../src/daemon/ops.js';
+import { KeyedMutex } from '../../src/util/mutex.js';
 import { BangerError } from '../../src/errors.js';
 import type { Runner } from '../../src/image/kernel/apt.js';
 import {

@@ -1,5 +1,6 @@
 import type { Status } from '../../api/schemas/daemon.js';
 import { isProcessAlive } from '../../util/proc.js';
+import { sleep } from '../../util/sleep.js';
 import { formatDuration } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { newClient, socketAnswers, waitForStop } from '../daemon.js';
@@ -61,7 +62,7 @@ async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   while (isProcessAlive(pid)) {
     if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 20));
+    await sleep(20);
   }
   return true;
 }

@@ -10,6 +10,7 @@ import {
   VCPU_RULE,
 } from '../../api/limits.js';
 import { BangerError, toBangerError, type ErrorShape } from '../../errors.js';
+import { sleep } from '../../util/sleep.js';
 import {
   formatDuration,
   formatSize,
@@ -288,10 +289,41 @@ export async function sshInto(
   });
 }
 
+/** How long `vm ssh` waits for a VM that is still booting (the longest boot timeout, and some). */
+const BOOT_WAIT_MS = 240_000;
+
+/**
+ * A VM that is `starting` (booting, or adopted by a new daemon while it booted)
+ * becomes `running` once its guest is ready: wait for that, bounded, saying so.
+ */
+async function waitWhileBooting(ctx: CliContext, vm: VmView): Promise<VmView> {
+  if (vm.state !== 'starting') return vm;
+  const t0 = Date.now();
+  ctx.note(`vm '${vm.name}' is booting: waiting until it is ready`);
+  let said = t0;
+  while (vm.state === 'starting') {
+    if (Date.now() - t0 > BOOT_WAIT_MS) {
+      throw new BangerError(
+        'timeout',
+        `vm '${vm.name}' is still booting after ${formatDuration(Date.now() - t0)}`,
+        { hint: `see \`banger vm logs ${vm.name}\`` },
+      );
+    }
+    if (Date.now() - said >= 10_000) {
+      said = Date.now();
+      ctx.note(`vm '${vm.name}' still booting (${formatDuration(said - t0)})`);
+    }
+    await sleep(500);
+    vm = await ctx.call('vmShow', { params: { ref: vm.id } });
+  }
+  return vm;
+}
+
 export async function vmSsh(ctx: CliContext, ref: string, command: string[]): Promise<void> {
-  const vm = await ctx.call('vmShow', { params: { ref } });
+  const vm = await waitWhileBooting(ctx, await ctx.call('vmShow', { params: { ref } }));
   if (vm.state !== 'running') {
-    throw new BangerError('precondition', `vm '${vm.name}' is ${vm.state}`, {
+    const why = vm.lastError ? ` (${vm.lastError})` : '';
+    throw new BangerError('precondition', `vm '${vm.name}' is ${vm.state}${why}`, {
       hint: `start it with \`banger vm start ${vm.name}\``,
     });
   }

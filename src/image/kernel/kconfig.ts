@@ -1,4 +1,4 @@
-import type { KernelFeatures } from '../../vmm/firecracker/compat.js';
+import type { KernelFeatures } from '../../vmm/driver.js';
 
 /**
  * Facts banger needs from a kernel's build configuration (/boot/config-<kver>).

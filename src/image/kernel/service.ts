@@ -3,7 +3,11 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { ProgressSink } from '../../api/events.js';
 import type { KernelCatalogEntry, KernelView } from '../../api/schemas/images.js';
-import type { ServiceDeps } from '../../daemon/services.js';
+import type { Paths } from '../../config/paths.js';
+import type { Config } from '../../config/schema.js';
+import type { Store } from '../../store/index.js';
+import type { Logger } from '../../util/log.js';
+import type { KeyedMutex } from '../../util/mutex.js';
 import { Flights } from '../../util/flight.js';
 import { BangerError, notFound } from '../../errors.js';
 import type { KernelRecord } from '../../store/kernels.js';
@@ -52,6 +56,17 @@ export function modulesDiskPath(k: KernelRecord): string | undefined {
   return fs.existsSync(p) ? p : undefined;
 }
 
+/** What the kernel service is built from. */
+export interface KernelServiceDeps {
+  paths: Paths;
+  /** The current config (re-read when config.toml changes). */
+  config(): Config;
+  logger: Logger;
+  store: Store;
+  /** The daemon's keyed locks (this service takes `kernel:<name>` keys). */
+  locks: KeyedMutex;
+}
+
 export class KernelService {
   private readonly flights = new Flights<KernelRecord>();
   private readonly runner: Runner;
@@ -59,7 +74,7 @@ export class KernelService {
   private sweptTmp = false;
 
   constructor(
-    readonly deps: ServiceDeps,
+    readonly deps: KernelServiceDeps,
     opts: KernelServiceOptions = {},
   ) {
     this.runner = opts.runner ?? run;

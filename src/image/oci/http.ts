@@ -1,6 +1,7 @@
 import http, { type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { BangerError } from '../../errors.js';
+import { sleep } from '../../util/sleep.js';
 
 /**
  * The one HTTP helper for outbound requests: keep-alive agents, a deadline for
@@ -228,20 +229,5 @@ function toHttpError(e: unknown, method: string, input: string | URL): unknown {
     hint: 'check the address and your network connection',
     cause: e,
     details: { code: err?.code },
-  });
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new BangerError('cancelled', 'cancelled'));
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(t);
-      reject(new BangerError('cancelled', 'cancelled'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

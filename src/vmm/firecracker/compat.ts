@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { BangerError, isErrno } from '../../errors.js';
 import { kvmDevicePath } from '../accel.js';
+import type { KernelFeatures, LaunchSpec } from '../driver.js';
 
 /**
  * Can this Firecracker boot this kernel on this host? Checked before a VMM is
@@ -10,21 +11,7 @@ import { kvmDevicePath } from '../accel.js';
  * access); `checkFirecrackerCompat` gathers the facts and throws.
  */
 
-/**
- * Kernel configuration facts the kernel catalog records per kernel entry
- * (KernelRecord.meta), read from the kernel's config when it is pulled or
- * registered.
- */
-export interface KernelFeatures {
-  /**
-   * CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y: the kernel finds virtio-mmio devices
-   * from `virtio_mmio.device=` on its command line (how Firecracker < 1.8
-   * describes them). Debian's cloud and generic kernels lack it; they find the
-   * devices through ACPI, which Firecracker provides from 1.8 on x86_64.
-   * Unknown (undefined) is treated as false.
-   */
-  virtioMmioCmdline?: boolean;
-}
+export type { KernelFeatures };
 
 export type KernelImageFormat = 'elf' | 'bzImage' | 'unknown';
 
@@ -274,4 +261,39 @@ export async function checkFirecrackerCompat(input: CompatInput): Promise<Firecr
   return typeof input.version === 'string'
     ? parseFirecrackerVersion(input.version)!
     : input.version;
+}
+
+/** The kernel of a launch is an ELF vmlinux (checked before anything is spawned). */
+export async function checkLaunchKernel(spec: Pick<LaunchSpec, 'name' | 'kernel'>): Promise<void> {
+  let format: string;
+  try {
+    format = (await readKernelFormat(spec.kernel.path)).format;
+  } catch (e) {
+    throw new BangerError(
+      'not_found',
+      `kernel ${spec.kernel.path} of vm '${spec.name}' cannot be read: ${(e as Error).message}`,
+      {
+        hint: 'check the kernel entry (banger kernel list)',
+        cause: e,
+      },
+    );
+  }
+  if (format === 'bzImage') {
+    throw new BangerError(
+      'precondition',
+      `firecracker needs an uncompressed ELF vmlinux; the kernel of vm '${spec.name}' is a bzImage (${spec.kernel.path})`,
+      {
+        hint: 'use a kernel entry with a vmlinux (banger kernel list) or vmm = "qemu"',
+      },
+    );
+  }
+  if (format !== 'elf') {
+    throw new BangerError(
+      'precondition',
+      `firecracker needs an uncompressed ELF vmlinux; ${spec.kernel.path} of vm '${spec.name}' is not one`,
+      {
+        hint: 'use a kernel entry with a vmlinux (banger kernel list)',
+      },
+    );
+  }
 }

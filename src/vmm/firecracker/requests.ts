@@ -1,4 +1,5 @@
 import { BangerError } from '../../errors.js';
+import { MAX_UNIX_SOCKET_PATH } from '../../util/socket.js';
 import type { DiskSpec, LaunchSpec } from '../driver.js';
 
 /**
@@ -106,8 +107,6 @@ const DEVICE_ID = /^[A-Za-z0-9_]{1,64}$/;
 const INSTANCE_ID = /^[A-Za-z0-9-]{1,64}$/;
 /** Linux interface names are at most 15 bytes (IFNAMSIZ - 1). */
 const MAX_IFNAME = 15;
-/** sun_path is 108 bytes including the NUL. */
-export const MAX_UNIX_SOCKET_PATH = 107;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 /** The first CID a guest may use (0-2 are reserved: hypervisor, local, host). */
 export const MIN_GUEST_CID = 3;

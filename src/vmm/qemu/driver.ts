@@ -1,21 +1,32 @@
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DISKS } from '../../guest/bootContract.js';
 import { BangerError } from '../../errors.js';
-import { lastLine, run, which } from '../../util/exec.js';
-import { isProcessAlive, processStartTime } from '../../util/proc.js';
+import { lastLine } from '../../util/exec.js';
+import { dialUnix } from '../../util/socket.js';
+import { sleep } from '../../util/sleep.js';
 import type {
+  AgentChannel,
   LaunchSpec,
+  PreflightInput,
   StopOptions,
   VmHandle,
   VmmCapabilities,
   VmmDriver,
   VmmStatus,
 } from '../driver.js';
+import {
+  deliverSignal,
+  findBinary,
+  killVmm,
+  probeVersion,
+  requireBinary,
+  spawnVmm,
+  vmmAlive,
+  waitGone,
+} from '../process.js';
 import { buildQemuArgv } from './argv.js';
 import { qmpOnce } from './qmp.js';
-import { VM_FILES } from '../../vm/layout.js';
 
 /**
  * QEMU microvm driver. Each VM is one qemu-system-x86_64 process started in
@@ -27,6 +38,11 @@ export interface QemuDriverOptions {
   startTimeoutMs?: number;
 }
 
+/** File names inside a VM's directory that belong to this driver. */
+export const QEMU_FILES = {
+  qmpSocket: 'qmp.sock',
+} as const;
+
 export const QEMU_CAPABILITIES: VmmCapabilities = {
   accels: ['kvm', 'tcg'],
   kernelFormats: ['bzImage', 'elf'],
@@ -36,14 +52,15 @@ export const QEMU_CAPABILITIES: VmmCapabilities = {
   snapshot: false,
 };
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const DEFAULT_BIN = 'qemu-system-x86_64';
+const INSTALL_HINT = 'sudo apt-get install qemu-system-x86, or set qemu_bin in config.toml';
 
 /** Serial numbers the guest's /init looks for, by disk id. */
 const SERIALS: Record<string, string> = Object.fromEntries(
   Object.entries(DISKS).map(([id, d]) => [id, d.serial]),
 );
 
-/** A fatal KVM problem in the VMM log, turned into an actionable error. */
+/** A fatal KVM problem in the VMM log (pure). */
 export function kvmFailure(log: string): string | undefined {
   const m =
     /KVM internal error[^\n]*|kvm run failed[^\n]*|failed to initialize kvm[^\n]*|Could not access KVM kernel module[^\n]*/i.exec(
@@ -52,6 +69,16 @@ export function kvmFailure(log: string): string | undefined {
   return m?.[0];
 }
 
+export function kvmError(vmName: string, line: string): BangerError {
+  return new BangerError('vmm_failed', `vm '${vmName}' died under KVM (${line.trim()})`, {
+    hint: 'KVM on this host cannot run the guest: set accel = "tcg" in config.toml (software emulation)',
+  });
+}
+
+/** `qemu of vm '<id>'` for a handle (its control socket lives in vms/<id>/). */
+const what = (h: VmHandle): string =>
+  `QEMU of vm '${path.basename(path.dirname(h.controlSocket))}'`;
+
 export class QemuDriver implements VmmDriver {
   readonly name = 'qemu' as const;
   readonly capabilities = QEMU_CAPABILITIES;
@@ -59,26 +86,31 @@ export class QemuDriver implements VmmDriver {
   constructor(private readonly opts: QemuDriverOptions = {}) {}
 
   binary(): string | undefined {
-    return which(this.opts.bin ?? 'qemu-system-x86_64');
-  }
-
-  private bin(): string {
-    const b = this.binary();
-    if (!b) {
-      throw new BangerError('tool_missing', `${this.opts.bin ?? 'qemu-system-x86_64'} not found`, {
-        hint: 'sudo apt-get install qemu-system-x86, or set qemu_bin in config.toml',
-      });
-    }
-    return b;
+    return findBinary(this.opts.bin ?? DEFAULT_BIN);
   }
 
   async version(): Promise<string> {
-    const r = await run(this.bin(), ['--version'], { what: 'checking the QEMU version' });
-    return /version ([0-9.]+)/.exec(r.stdout)?.[1] ?? lastLine(r.stdout);
+    const bin = requireBinary(this.opts.bin ?? DEFAULT_BIN, INSTALL_HINT);
+    return probeVersion(
+      bin,
+      (out) => /version ([0-9.]+)/.exec(out)?.[1] ?? (lastLine(out) || undefined),
+      { what: 'QEMU', hint: INSTALL_HINT },
+    );
   }
 
+  versionWarning(): undefined {
+    return undefined;
+  }
+
+  /** QEMU runs with either accelerator and boots bzImage and ELF kernels: nothing to refuse. */
+  async preflight(_input: PreflightInput): Promise<void> {}
+
   qmpSocket(spec: Pick<LaunchSpec, 'dir'>): string {
-    return path.join(spec.dir, VM_FILES.qmpSocket);
+    return path.join(spec.dir, QEMU_FILES.qmpSocket);
+  }
+
+  socketPaths(vm: Pick<LaunchSpec, 'dir' | 'agentSocket'>): string[] {
+    return [this.qmpSocket(vm), vm.agentSocket];
   }
 
   argv(spec: LaunchSpec): string[] {
@@ -86,111 +118,96 @@ export class QemuDriver implements VmmDriver {
   }
 
   async start(spec: LaunchSpec, signal?: AbortSignal): Promise<VmHandle> {
-    const bin = this.bin();
+    const bin = requireBinary(this.opts.bin ?? DEFAULT_BIN, INSTALL_HINT);
     const qmp = this.qmpSocket(spec);
     for (const s of [qmp, spec.agentSocket]) fs.rmSync(s, { force: true });
     const args = this.argv(spec);
-    const logFd = fs.openSync(spec.vmmLog, 'a', 0o600);
-    fs.writeSync(
-      logFd,
-      `--- ${new Date().toISOString()} ${bin} ${args.map((a) => (/\s/.test(a) ? `'${a}'` : a)).join(' ')}\n`,
-    );
-    const child = spawn(bin, args, {
-      detached: true,
-      stdio: ['ignore', logFd, logFd],
+    const proc = await spawnVmm({
+      bin,
+      args,
       cwd: spec.dir,
+      log: spec.vmmLog,
+      installHint: INSTALL_HINT,
     });
-    fs.closeSync(logFd);
-    let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-    child.on('exit', (code, sig) => (exited = { code, signal: sig }));
-    const spawnError = await new Promise<Error | undefined>((resolve) => {
-      child.once('error', resolve);
-      child.once('spawn', () => resolve(undefined));
-    });
-    if (spawnError || !child.pid)
-      throw new BangerError(
-        'vmm_failed',
-        `cannot start QEMU for vm '${spec.name}': ${spawnError?.message ?? 'no pid'}`,
-      );
-    child.unref();
-    const pid = child.pid;
-    const pidStartTime = processStartTime(pid) ?? 0;
-    const deadline = Date.now() + (this.opts.startTimeoutMs ?? 15_000);
+    const handle: VmHandle = {
+      pid: proc.pid,
+      pidStartTime: proc.pidStartTime ?? -1,
+      controlSocket: qmp,
+    };
+    const timeoutMs = this.opts.startTimeoutMs ?? 15_000;
+    const deadline = Date.now() + timeoutMs;
     // QEMU creates its sockets during initialisation; QMP answering means it runs.
     for (;;) {
-      if (exited) {
-        const log = readTail(spec.vmmLog);
-        const kvm = kvmFailure(log);
-        if (kvm) throw kvmError(spec.name, kvm);
+      const exited = proc.exited();
+      if (exited || proc.pidStartTime === undefined) {
+        const log = proc.logTail();
+        const diagnosed = this.diagnoseExit(spec.name, log);
+        if (diagnosed) throw diagnosed;
         throw new BangerError(
           'vmm_failed',
-          `QEMU exited while starting vm '${spec.name}': ${lastLine(log) || `exit ${exited.code ?? exited.signal}`}`,
-          {
-            hint: `see ${spec.vmmLog}`,
-          },
+          `QEMU exited while starting vm '${spec.name}': ${lastLine(log) || `exit ${exited?.code ?? exited?.signal}`}`,
+          { hint: `see ${spec.vmmLog}` },
         );
       }
       if (signal?.aborted) {
-        process.kill(pid, 'SIGKILL');
+        await killVmm(handle, what(handle));
         throw new BangerError('cancelled', `starting vm '${spec.name}' was cancelled`);
       }
       if (fs.existsSync(qmp)) {
         try {
           await qmpOnce(qmp, 'query-status', undefined, 2000);
-          break;
+          return handle;
         } catch {
           // not ready yet
         }
       }
       if (Date.now() > deadline) {
-        process.kill(pid, 'SIGKILL');
+        await killVmm(handle, what(handle));
         throw new BangerError(
           'timeout',
-          `QEMU for vm '${spec.name}' did not open its control socket within ${(this.opts.startTimeoutMs ?? 15_000) / 1000}s`,
-          {
-            hint: `see ${spec.vmmLog}`,
-          },
+          `QEMU for vm '${spec.name}' did not open its control socket within ${timeoutMs / 1000}s`,
+          { hint: `see ${spec.vmmLog}` },
         );
       }
       await sleep(20);
     }
-    return { pid, pidStartTime, controlSocket: qmp };
+  }
+
+  /** The agent's virtio-serial port is a Unix socket QEMU listens on. */
+  agentChannel(vm: Pick<LaunchSpec, 'agentSocket'>): AgentChannel {
+    return { dial: (signal) => dialUnix(vm.agentSocket, signal), retryAllFailures: false };
+  }
+
+  diagnoseExit(vmName: string, vmmLogTail: string): BangerError | undefined {
+    const kvm = kvmFailure(vmmLogTail);
+    return kvm ? kvmError(vmName, kvm) : undefined;
   }
 
   async stop(handle: VmHandle, opts: StopOptions): Promise<{ graceful: boolean }> {
-    if (!isProcessAlive(handle.pid, handle.pidStartTime)) return { graceful: true };
+    if (!vmmAlive(handle)) return { graceful: true };
     try {
       await qmpOnce(handle.controlSocket, 'system_powerdown', undefined, 2000);
     } catch {
       // QMP gone: fall through to waiting / killing
     }
-    const deadline = Date.now() + opts.timeoutMs;
-    while (Date.now() < deadline) {
-      if (!isProcessAlive(handle.pid, handle.pidStartTime)) return { graceful: true };
-      if (opts.signal?.aborted) throw new BangerError('cancelled', 'stop was cancelled');
-      await sleep(100);
-    }
-    await this.kill(handle, 'SIGKILL');
+    if (
+      await waitGone(handle, opts.timeoutMs, {
+        signal: opts.signal,
+        what: what(handle),
+        pollMs: 100,
+      })
+    )
+      return { graceful: true };
+    await killVmm(handle, what(handle));
     return { graceful: false };
   }
 
-  async kill(handle: VmHandle, signal: NodeJS.Signals): Promise<void> {
-    if (!isProcessAlive(handle.pid, handle.pidStartTime)) return;
-    try {
-      process.kill(handle.pid, signal);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e;
-      return;
-    }
-    if (signal === 'SIGKILL' || signal === 'SIGTERM' || signal === 'SIGINT') {
-      const deadline = Date.now() + 10_000;
-      while (isProcessAlive(handle.pid, handle.pidStartTime) && Date.now() < deadline)
-        await sleep(20);
-    }
+  kill(handle: VmHandle, signal: NodeJS.Signals): Promise<void> {
+    return deliverSignal(handle, signal, what(handle));
   }
 
   async status(handle: VmHandle): Promise<VmmStatus> {
-    if (!isProcessAlive(handle.pid, handle.pidStartTime)) return 'stopped';
+    if (!vmmAlive(handle)) return 'stopped';
     try {
       const r = (await qmpOnce(handle.controlSocket, 'query-status', undefined, 2000)) as {
         status?: string;
@@ -200,27 +217,14 @@ export class QemuDriver implements VmmDriver {
       return 'running';
     }
   }
-}
 
-export function kvmError(vmName: string, line: string): BangerError {
-  return new BangerError('vmm_failed', `vm '${vmName}' died under KVM (${line.trim()})`, {
-    hint: 'KVM on this host cannot run the guest: set accel = "tcg" in config.toml (software emulation)',
-  });
-}
+  /** QMP `stop`: the vCPUs halt, the process stays. */
+  async pause(handle: VmHandle): Promise<void> {
+    await qmpOnce(handle.controlSocket, 'stop', undefined, 5000);
+  }
 
-function readTail(file: string, bytes = 8192): string {
-  try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const size = fs.fstatSync(fd).size;
-      const len = Math.min(bytes, size);
-      const buf = Buffer.alloc(len);
-      fs.readSync(fd, buf, 0, len, size - len);
-      return buf.toString('utf8');
-    } finally {
-      fs.closeSync(fd);
-    }
-  } catch {
-    return '';
+  /** QMP `cont`. */
+  async resume(handle: VmHandle): Promise<void> {
+    await qmpOnce(handle.controlSocket, 'cont', undefined, 5000);
   }
 }

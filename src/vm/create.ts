@@ -1,0 +1,222 @@
+import fs from 'node:fs';
+import type { ProgressSink } from '../api/events.js';
+import type { VmSpec } from '../api/schemas/vms.js';
+import type { Paths } from '../config/paths.js';
+import type { Config } from '../config/schema.js';
+import { resolveVmSizing, type HostFacts } from '../config/vmDefaults.js';
+import { BangerError } from '../errors.js';
+import { ensureSshKey } from '../guest/ssh.js';
+import { allocateIp, macForVm } from '../network/index.js';
+import type { Store } from '../store/index.js';
+import type { ImageRecord } from '../store/images.js';
+import type { KernelRecord } from '../store/kernels.js';
+import type { VmRecord } from '../store/vms.js';
+import { MAX_UNIX_SOCKET_PATH } from '../util/socket.js';
+import { resolveAccel } from '../vmm/accel.js';
+import type { Accel, VmmDriver, VmmName } from '../vmm/driver.js';
+import { resolveVmm } from '../vmm/resolve.js';
+import { fileSyncFiles, type VmDisks } from './disks.js';
+import type { HostProbe, ImageSource, KernelSource, VmmDrivers } from './needs.js';
+import type { VmLayout } from './layout.js';
+import { generateVmName, newVmId, validateVmName } from './names.js';
+import type { VmTable } from './records.js';
+
+export interface CreateRequest {
+  name?: string;
+  image?: string;
+  kernel?: string;
+  vcpu?: number;
+  memoryMib?: number;
+  diskSize?: number;
+  nat: boolean;
+  start: boolean;
+}
+
+/** Steps other services add to a create (e.g. a workspace written onto the work disk before boot). */
+export interface CreateHooks {
+  /** Runs after the disks are made and before the first start; a failure undoes the create. */
+  populateWorkDisk?: (workDisk: string) => Promise<void>;
+}
+
+/** What creating a VM needs from the rest of the daemon. */
+export interface CreationNeeds {
+  table: VmTable;
+  store: Pick<Store, 'db' | 'vms'>;
+  paths: Pick<Paths, 'vmsDir' | 'sshKey' | 'configFile'>;
+  config(): Config;
+  hostFacts: HostFacts;
+  host: Pick<HostProbe, 'which' | 'kvmFacts'>;
+  drivers: VmmDrivers;
+  images: ImageSource;
+  kernels: KernelSource;
+  disks: VmDisks;
+}
+
+/**
+ * `vm create`: the spec with where each value came from (name, sizing, image
+ * and kernel — pulled on demand —, VMM, accelerator), the driver's preflight,
+ * an address, the row, and the disks. Everything that can be refused is
+ * checked before the row exists; a failure while making the disks removes
+ * the row and the VM's directory again. Starting is the caller's (boot.ts).
+ */
+/** Everything decided before anything is made. */
+interface Plan {
+  spec: VmSpec;
+  name: string;
+  vmm: VmmName;
+  accel: Accel;
+  driver: VmmDriver;
+  image: ImageRecord;
+  kernel: KernelRecord | undefined;
+}
+
+export class VmCreation {
+  constructor(private readonly n: CreationNeeds) {}
+
+  async create(
+    req: CreateRequest,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+    hooks: CreateHooks = {},
+  ): Promise<{ vm: VmRecord; spec: VmSpec }> {
+    const config = this.n.config();
+    const plan = await this.plan(req, config, emit, signal);
+    emit({ type: 'item', data: { kind: 'spec', spec: plan.spec } });
+    if (signal?.aborted) throw new BangerError('cancelled', 'vm create was cancelled');
+
+    const id = newVmId();
+    const layout = this.n.table.layout({ id });
+    this.checkSocketPaths(plan.driver, layout);
+    const pubKey = await ensureSshKey(config.sshKeyPath ?? this.n.paths.sshKey);
+    const files = fileSyncFiles(config, this.n.paths.configFile);
+
+    const started = Date.now();
+    emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
+    const vm = this.insert(id, plan, req.nat, config);
+    try {
+      await this.n.disks.make(
+        layout,
+        { image: plan.image, sizeBytes: vm.diskSize, pubKey, files },
+        signal,
+      );
+      await hooks.populateWorkDisk?.(layout.workDisk);
+    } catch (e) {
+      fs.rmSync(layout.dir, { recursive: true, force: true });
+      this.n.table.delete(vm.id);
+      throw e;
+    }
+    emit({
+      type: 'step',
+      id: 'disks',
+      label: 'Creating disks',
+      state: 'done',
+      ms: Date.now() - started,
+    });
+    this.n.table.event('vm.created', vm, { image: plan.image.name, kernel: plan.kernel?.name });
+    return { vm, spec: plan.spec };
+  }
+
+  /** The name, VMM, accelerator (the driver's preflight), sizing, image and kernel, with where each came from. */
+  private async plan(
+    req: CreateRequest,
+    config: Config,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<Plan> {
+    const taken = new Set(this.n.table.list().map((v) => v.name));
+    const name = req.name ? validateVmName(req.name) : generateVmName(taken);
+    if (taken.has(name)) {
+      throw new BangerError('conflict', `a VM named '${name}' already exists`, {
+        hint: 'choose another --name, or delete the old VM',
+      });
+    }
+    const vmm = resolveVmm(config, (c) => this.n.host.which(c));
+    if (!vmm.resolved)
+      throw new BangerError('tool_missing', `no VMM available: ${vmm.reason}`, {
+        hint: 'see `banger doctor`',
+      });
+    const driver = this.n.drivers.driverFor(vmm.resolved);
+    const accel = resolveAccel(config.accel, this.n.host.kvmFacts());
+    await driver.preflight({ vmName: name, accel: accel.accel, accelReason: accel.reason });
+    if (accel.warning) emit({ type: 'log', level: 'warn', message: accel.warning });
+    const sizing = resolveVmSizing(
+      { vcpu: req.vcpu, memoryMib: req.memoryMib, diskSize: req.diskSize },
+      config.vmDefaults,
+      this.n.hostFacts,
+    );
+    const image = await this.n.images.ensure(req.image ?? config.defaultImageName, emit, signal);
+    const kernelName =
+      req.kernel ?? image.kernelName ?? (image.kernelPath ? null : config.defaultKernel);
+    const kernel = kernelName ? await this.n.kernels.ensure(kernelName, emit, signal) : undefined;
+    const spec: VmSpec = {
+      name: { value: name, source: req.name ? 'flag' : 'generated' },
+      sizing,
+      image: { value: image.name, source: req.image ? 'flag' : 'config default_image_name' },
+      kernel: {
+        value: kernel?.name ?? image.kernelPath ?? '?',
+        source: req.kernel
+          ? 'flag'
+          : image.kernelName || image.kernelPath
+            ? 'image'
+            : 'config default_kernel',
+      },
+      vmm: { value: vmm.resolved, source: vmm.reason },
+      accel: { value: accel.accel, source: accel.reason },
+      nat: req.nat,
+    };
+    return { spec, name, vmm: vmm.resolved, accel: accel.accel, driver, image, kernel };
+  }
+
+  private checkSocketPaths(driver: VmmDriver, layout: VmLayout): void {
+    const longest = Math.max(...driver.socketPaths(layout).map((p) => Buffer.byteLength(p)));
+    if (longest > MAX_UNIX_SOCKET_PATH) {
+      throw new BangerError(
+        'precondition',
+        `VM socket paths under ${this.n.paths.vmsDir} are too long (${longest} > ${MAX_UNIX_SOCKET_PATH} bytes)`,
+        { hint: 'set BANGER_STATE_DIR to a shorter directory' },
+      );
+    }
+  }
+
+  /** The row, with an address allocated in the same transaction. */
+  private insert(id: string, p: Plan, nat: boolean, config: Config): VmRecord {
+    const { store } = this.n;
+    try {
+      return store.db.transaction(() =>
+        store.vms.insert({
+          id,
+          name: p.name,
+          imageId: p.image.id,
+          kernelName: p.kernel?.name ?? null,
+          state: 'created',
+          vmm: p.vmm,
+          accel: p.accel,
+          vcpu: p.spec.sizing.vcpu.value,
+          memoryMib: p.spec.sizing.memoryMib.value,
+          diskSize: p.spec.sizing.diskSize.value,
+          nat,
+          ip: allocateIp({
+            cidr: config.cidr,
+            bridgeIp: config.bridgeIp,
+            used: store.vms.usedIps(),
+          }),
+          mac: macForVm(id),
+          tap: null,
+          pid: null,
+          pidStartTime: null,
+          lastError: null,
+          meta: {},
+          startedAt: null,
+          stoppedAt: null,
+        }),
+      )();
+    } catch (e) {
+      if (/UNIQUE constraint failed: vms.name/.test((e as Error).message)) {
+        throw new BangerError('conflict', `a VM named '${p.name}' already exists`, {
+          hint: 'choose another --name',
+        });
+      }
+      throw e;
+    }
+  }
+}

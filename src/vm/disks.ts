@@ -1,0 +1,85 @@
+import fs from 'node:fs';
+import type { Config } from '../config/schema.js';
+import { BangerError } from '../errors.js';
+import { DISKS } from '../guest/bootContract.js';
+import {
+  cloneSparse,
+  createSparseExt4,
+  growExt4,
+  writeFilesExt4,
+  type Ext4File,
+} from '../storage/ext4.js';
+import type { ImageRecord } from '../store/images.js';
+import type { VmLayout } from './layout.js';
+
+/**
+ * A VM's own disks: the copy-on-write overlay for `/` and the work disk
+ * mounted at `/root`. Made at create, grown by `vm set --disk-size`, removed
+ * with the VM's directory.
+ */
+export interface VmDisks {
+  /** Make both disks in `layout.dir` (created here), with the SSH key and [[file_sync]] files in /root. */
+  make(
+    layout: VmLayout,
+    o: { image: ImageRecord; sizeBytes: number; pubKey: string; files: Ext4File[] },
+    signal?: AbortSignal,
+  ): Promise<void>;
+  /** Grow both disks to sizeBytes (the guest's filesystems grow with them at next boot). */
+  grow(layout: VmLayout, sizeBytes: number): Promise<void>;
+}
+
+/** The real disks: sparse ext4 files made with e2fsprogs (src/storage). */
+export const ext4Disks: VmDisks = {
+  async make(l, { image, sizeBytes, pubKey, files }, signal) {
+    fs.mkdirSync(l.dir, { recursive: true, mode: 0o700 });
+    // Copy-on-write for /: an empty sparse ext4; the guest's /init stacks it over the read-only base.
+    await createSparseExt4(l.overlayDisk, sizeBytes, { label: DISKS.overlay.label, signal });
+    // /root: the image's seed, cloned sparsely and grown; else a fresh filesystem.
+    if (image.workSeedPath) {
+      await cloneSparse(image.workSeedPath, l.workDisk, signal);
+      await growExt4(l.workDisk, sizeBytes, signal);
+    } else {
+      await createSparseExt4(l.workDisk, sizeBytes, { label: DISKS.work.label, signal });
+    }
+    await writeFilesExt4(
+      l.workDisk,
+      [
+        { path: '/.ssh/authorized_keys', content: `${pubKey}\n`, mode: 0o600, uid: 0, gid: 0 },
+        ...files,
+      ],
+      [
+        { path: '/', mode: 0o700, uid: 0, gid: 0 },
+        { path: '/.ssh', mode: 0o700, uid: 0, gid: 0 },
+      ],
+      signal,
+    );
+  },
+  async grow(l, sizeBytes) {
+    await growExt4(l.workDisk, sizeBytes);
+    await growExt4(l.overlayDisk, sizeBytes);
+  },
+};
+
+/**
+ * The `[[file_sync]]` entries of config.toml as files for the work disk
+ * (guest paths under /root become paths on that disk). A missing host file
+ * is an error before anything is created.
+ */
+export function fileSyncFiles(config: Pick<Config, 'fileSync'>, configFile: string): Ext4File[] {
+  return config.fileSync.map((f, i) => {
+    if (!fs.existsSync(f.host) || !fs.statSync(f.host).isFile()) {
+      throw new BangerError(
+        'precondition',
+        `[[file_sync]] entry ${i + 1}: host file ${f.host} does not exist`,
+        { hint: `create it or remove the entry from ${configFile}` },
+      );
+    }
+    return {
+      path: f.guest.replace(/^\/root\//, '/'),
+      hostPath: f.host,
+      mode: f.mode,
+      uid: 0,
+      gid: 0,
+    };
+  });
+}

@@ -1,0 +1,62 @@
+import { BangerError } from '../errors.js';
+import type { VmRecord } from '../store/vms.js';
+import type { VmDisks } from './disks.js';
+import type { VmNetworking } from './needs.js';
+import { isActive, type VmTable } from './records.js';
+
+export interface VmPatch {
+  vcpu?: number;
+  memoryMib?: number;
+  diskSize?: number;
+  nat?: boolean;
+}
+
+/** What `vm set` needs from the rest of the lifecycle. */
+export interface SettingsNeeds {
+  table: VmTable;
+  disks: Pick<VmDisks, 'grow'>;
+  network: Pick<VmNetworking, 'applyNat'>;
+  alive(vm: VmRecord): boolean;
+}
+
+/**
+ * `vm set`: sizing changes only while the VM is stopped (disks only grow),
+ * NAT at any time (a running VM's rules change at once).
+ */
+export class VmSettings {
+  constructor(private readonly n: SettingsNeeds) {}
+
+  /** The caller holds the VM's lock. */
+  async setLocked(cur: VmRecord, patch: VmPatch): Promise<VmRecord> {
+    const { table } = this.n;
+    const running = isActive(cur) && this.n.alive(cur);
+    const sizing =
+      patch.vcpu !== undefined || patch.memoryMib !== undefined || patch.diskSize !== undefined;
+    if (sizing && running) {
+      throw new BangerError(
+        'precondition',
+        `vm '${cur.name}' is running: vcpu, memory and disk size change only while it is stopped`,
+        { hint: `stop it first: banger vm stop ${cur.name}` },
+      );
+    }
+    if (patch.diskSize !== undefined && patch.diskSize < cur.diskSize) {
+      throw new BangerError(
+        'usage',
+        `vm '${cur.name}': disks only grow (now ${cur.diskSize} bytes, asked ${patch.diskSize})`,
+        { hint: 'pass a --disk-size at least as large as the current one' },
+      );
+    }
+    if (patch.diskSize !== undefined && patch.diskSize > cur.diskSize)
+      await this.n.disks.grow(table.layout(cur), patch.diskSize);
+    const next = table.update(cur.id, {
+      vcpu: patch.vcpu ?? cur.vcpu,
+      memoryMib: patch.memoryMib ?? cur.memoryMib,
+      diskSize: patch.diskSize ?? cur.diskSize,
+      nat: patch.nat ?? cur.nat,
+    });
+    if (patch.nat !== undefined && patch.nat !== cur.nat && running)
+      await this.n.network.applyNat(table.runningNets());
+    table.event('vm.updated', next, { ...patch });
+    return next;
+  }
+}

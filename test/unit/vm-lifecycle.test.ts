@@ -1,0 +1,410 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import type { StreamEvent } from '../../src/api/events.js';
+import { resolvePaths, type Paths } from '../../src/config/paths.js';
+import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
+import { BangerError } from '../../src/errors.js';
+import { openStore, type Store } from '../../src/store/index.js';
+import { silentLogger } from '../../src/util/log.js';
+import { KeyedMutex } from '../../src/util/mutex.js';
+import { isProcessAlive } from '../../src/util/proc.js';
+import { sleep } from '../../src/util/sleep.js';
+import { vmLayout } from '../../src/vm/layout.js';
+import { VmService } from '../../src/vm/service.js';
+import type { LaunchSpec } from '../../src/vmm/driver.js';
+import type { ImageRecord } from '../../src/store/images.js';
+import { FakeDisks, FakeDriver, FakeNetwork, fakeImage, HOST_KEY } from '../helpers/fake-vmm.js';
+
+/**
+ * The VM lifecycle (src/vm) against a fake VMM driver, network and disks: the
+ * services' own decisions — states, cleanup after failures, locking,
+ * adoption — with real SQLite, real processes standing in for VMMs and a
+ * real agent socket. The real drivers and network run in test/e2e/vm-*.
+ */
+
+interface Rig {
+  root: string;
+  paths: Paths;
+  store: Store;
+  driver: FakeDriver;
+  network: FakeNetwork;
+  disks: FakeDisks;
+  image: ImageRecord;
+  svc: VmService;
+  events: StreamEvent[];
+  emit: (e: StreamEvent) => void;
+  /** A second daemon over the same state (adoption). */
+  restart(): VmService;
+}
+
+let rig: Rig;
+const services: VmService[] = [];
+
+function service(r: Omit<Rig, 'svc' | 'restart'>): VmService {
+  const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg' };
+  const svc = new VmService({
+    paths: r.paths,
+    config: () => config,
+    logger: silentLogger(),
+    store: r.store,
+    locks: new KeyedMutex(),
+    host: { cpus: 4, memoryBytes: 8 * 1024 ** 3 },
+    images: { ensure: async () => r.image },
+    kernels: {
+      ensure: async (name) => {
+        throw new BangerError('not_found', `kernel '${name}' not found`);
+      },
+    },
+    network: r.network,
+    drivers: { driverFor: () => r.driver },
+    probe: {
+      which: (c) => `/usr/bin/${c}`,
+      kvmFacts: () => ({ devKvmRw: false, cpuFlags: [], kvmModules: [] }),
+      tscKhz: () => undefined,
+    },
+    disks: r.disks,
+  });
+  services.push(svc);
+  return svc;
+}
+
+beforeEach(() => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-vmlife-'));
+  const paths = resolvePaths({
+    env: {
+      BANGER_STATE_DIR: path.join(root, 's'),
+      BANGER_CACHE_DIR: path.join(root, 'c'),
+      BANGER_CONFIG_DIR: path.join(root, 'cfg'),
+      BANGER_RUNTIME_DIR: path.join(root, 'r'),
+    },
+    uid: 1000,
+    home: root,
+  });
+  fs.mkdirSync(paths.stateDir, { recursive: true });
+  const store = openStore(paths.db);
+  const image = store.images.insert(fakeImage(path.join(root, 'image')));
+  const events: StreamEvent[] = [];
+  const base = {
+    root,
+    paths,
+    store,
+    driver: new FakeDriver(),
+    network: new FakeNetwork(),
+    disks: new FakeDisks(),
+    image,
+    events,
+    emit: (e: StreamEvent) => events.push(e),
+  };
+  rig = { ...base, svc: service(base), restart: () => service(base) };
+});
+
+afterEach(async () => {
+  for (const s of services.splice(0)) s.shutdown();
+  await rig.driver.cleanup();
+  rig.store.close();
+  fs.rmSync(rig.root, { recursive: true, force: true });
+});
+
+const create = (name: string, start = true) =>
+  rig.svc.create({ name, nat: false, start }, rig.emit);
+const knownHosts = (): string =>
+  fs.existsSync(rig.paths.knownHosts) ? fs.readFileSync(rig.paths.knownHosts, 'utf8') : '';
+const rejectsWith = (p: Promise<unknown>, code: string, msg: RegExp) =>
+  assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof BangerError, String(e));
+    assert.equal(e.code, code);
+    assert.match(e.message, msg);
+    return true;
+  });
+
+async function until(cond: () => boolean, what: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describe('VM lifecycle services (fake driver, network and disks)', () => {
+  test('create → running: disks, a tap, the VMM, readiness and the host key', async () => {
+    const { vm, spec } = await create('a1');
+    assert.equal(vm.state, 'running');
+    assert.equal(spec.vmm.value, 'qemu');
+    assert.equal(spec.accel.value, 'tcg');
+    assert.ok(vm.pid && isProcessAlive(vm.pid), 'the VMM runs');
+    assert.equal(vm.tap, 'bgrtest0');
+    assert.deepEqual([...rig.network.taps], ['bgrtest0']);
+    assert.ok(fs.existsSync(path.join(vm.dir, 'work.ext4')));
+    assert.equal(knownHosts(), `a1.vm ${HOST_KEY}\n`);
+    assert.deepEqual(rig.driver.calls, ['preflight a1', 'preflight a1', 'start a1']);
+    const steps = rig.events.filter((e) => e.type === 'step').map((e) => `${e.id}:${e.state}`);
+    assert.deepEqual(steps, [
+      'disks:start',
+      'disks:done',
+      'net:start',
+      'net:done',
+      'boot:start',
+      'boot:done',
+    ]);
+    const kinds = rig.store.events.list().map((e) => e.kind);
+    assert.deepEqual(kinds.reverse(), ['vm.created', 'vm.starting', 'vm.running']);
+  });
+
+  test('stop asks the guest, releases the tap; start again; kill; delete removes everything', async () => {
+    const { vm } = await create('a2');
+    const stopped = await rig.svc.stop('a2', 5000, rig.emit);
+    assert.equal(stopped.state, 'stopped');
+    assert.equal(stopped.tap, null);
+    assert.equal(rig.driver.poweroffs, 1, 'the agent was asked to power off');
+    assert.equal(isProcessAlive(vm.pid!), false);
+    assert.deepEqual([...rig.network.taps], []);
+
+    const again = await rig.svc.start('a2', rig.emit);
+    assert.equal(again.state, 'running');
+    assert.notEqual(again.pid, vm.pid);
+
+    const killed = await rig.svc.kill('a2', 'KILL');
+    assert.equal(killed.state, 'stopped', 'a kill that was asked for is not a crash');
+    assert.equal(isProcessAlive(again.pid!), false);
+    await rejectsWith(rig.svc.kill('a2', 'SIGKILL'), 'precondition', /is not running \(stopped\)/);
+
+    await rig.svc.start('a2', rig.emit);
+    await rejectsWith(rig.svc.delete('a2', false, rig.emit), 'precondition', /is running/);
+    const gone = await rig.svc.delete('a2', true, rig.emit);
+    assert.equal(gone.state, 'stopped');
+    assert.equal(rig.store.vms.byName('a2'), undefined);
+    assert.equal(fs.existsSync(vm.dir), false);
+    assert.equal(knownHosts(), '');
+    assert.deepEqual([...rig.network.taps], []);
+    await until(() => rig.driver.running.size === 0, 'no VMM left');
+  });
+
+  test('a VMM that dies behind the daemon is noticed: crashed, tap released', async () => {
+    const { vm } = await create('a3');
+    process.kill(vm.pid!, 'SIGKILL');
+    await until(() => !isProcessAlive(vm.pid!), 'the VMM to die');
+    const [v] = rig.svc.list();
+    assert.equal(v!.state, 'crashed');
+    assert.match(v!.lastError ?? '', /exited unexpectedly/);
+    await until(() => rig.network.taps.size === 0, 'the tap to be released');
+  });
+
+  test('set: sizing only while stopped, disks only grow, NAT at any time', async () => {
+    await create('a4');
+    await rejectsWith(rig.svc.set('a4', { vcpu: 2 }), 'precondition', /is running/);
+    const nat = await rig.svc.set('a4', { nat: true });
+    assert.equal(nat.nat, true);
+    assert.ok(rig.network.calls.includes('applyNat'));
+    await rig.svc.stop('a4', 5000, rig.emit);
+    const big = await rig.svc.set('a4', { diskSize: 16 * 1024 ** 3, vcpu: 3 });
+    assert.equal(big.vcpu, 3);
+    assert.deepEqual(rig.disks.grown, [16 * 1024 ** 3]);
+    await rejectsWith(rig.svc.set('a4', { diskSize: 1024 ** 3 }), 'usage', /disks only grow/);
+  });
+
+  test('stats: VMM process and guest figures', async () => {
+    await create('a5');
+    const [s] = await rig.svc.stats(['a5']);
+    assert.equal(s!.name, 'a5');
+    assert.ok(s!.rssBytes! > 0);
+    assert.notEqual(s!.cpuPercent, null);
+    assert.equal(s!.guest?.memTotalBytes, 1024 * 1024);
+  });
+});
+
+describe('a failure part-way leaves nothing behind', () => {
+  test('preflight refuses: no row, no directory, no tap', async () => {
+    rig.driver.failPreflight = new BangerError('precondition', 'fake VMM needs KVM');
+    await rejectsWith(create('f1'), 'precondition', /needs KVM/);
+    assert.deepEqual(rig.store.vms.list(), []);
+    assert.deepEqual(fs.existsSync(rig.paths.vmsDir) ? fs.readdirSync(rig.paths.vmsDir) : [], []);
+    assert.deepEqual(rig.network.calls, []);
+  });
+
+  test('making the disks fails: no row, no directory, no tap', async () => {
+    rig.disks.fail = new BangerError('tool_failed', 'mkfs.ext4 failed');
+    await rejectsWith(create('f2'), 'tool_failed', /mkfs/);
+    assert.deepEqual(rig.store.vms.list(), []);
+    assert.deepEqual(fs.existsSync(rig.paths.vmsDir) ? fs.readdirSync(rig.paths.vmsDir) : [], []);
+    assert.deepEqual(rig.network.calls, []);
+  });
+
+  test('a create hook that fails (e.g. a workspace copy) undoes the create', async () => {
+    const seen: string[] = [];
+    await rejectsWith(
+      rig.svc.create({ name: 'f2b', nat: false, start: true }, rig.emit, undefined, {
+        populateWorkDisk: async (disk) => {
+          seen.push(path.basename(disk));
+          throw new BangerError('tool_failed', 'copying the workspace failed');
+        },
+      }),
+      'tool_failed',
+      /workspace/,
+    );
+    assert.deepEqual(seen, ['work.ext4']);
+    assert.deepEqual(rig.store.vms.list(), []);
+    assert.deepEqual(fs.readdirSync(rig.paths.vmsDir), []);
+    assert.deepEqual(rig.network.calls, []);
+  });
+
+  test('the VMM fails to start: the VM is in error, its tap released, no process', async () => {
+    rig.driver.failStart = new BangerError('vmm_failed', 'QEMU exited while starting');
+    await rejectsWith(create('f3'), 'vmm_failed', /QEMU exited/);
+    const vm = rig.store.vms.byName('f3')!;
+    assert.equal(vm.state, 'error');
+    assert.equal(vm.tap, null);
+    assert.match(vm.lastError!, /QEMU exited/);
+    assert.deepEqual([...rig.network.taps], []);
+    await until(() => rig.driver.running.size === 0, 'no VMM left');
+  });
+
+  test('the guest dies while booting: error with the reason, VMM gone, tap released', async () => {
+    rig.driver.guests.set('f4', { readyAfterMs: 'never', dieAfterMs: 100 });
+    await rejectsWith(create('f4'), 'boot_failed', /the VMM exited during boot/);
+    const vm = rig.store.vms.byName('f4')!;
+    assert.equal(vm.state, 'error');
+    assert.equal(vm.pid, null);
+    assert.deepEqual([...rig.network.taps], []);
+  });
+
+  test('network rules fail after the VMM started: the VMM is killed, the tap released', async () => {
+    rig.network.failStarted = new BangerError('network', 'iptables-restore failed');
+    await rejectsWith(create('f5'), 'network', /iptables/);
+    const vm = rig.store.vms.byName('f5')!;
+    assert.equal(vm.state, 'error');
+    await until(() => rig.driver.running.size === 0, 'the VMM to be killed');
+    assert.deepEqual([...rig.network.taps], []);
+  });
+
+  test('a cancelled start kills the VMM and releases the tap', async () => {
+    await create('f6', false);
+    rig.driver.guests.set('f6', { readyAfterMs: 'never' });
+    const ac = new AbortController();
+    const p = rig.svc.start('f6', rig.emit, ac.signal);
+    await until(() => rig.driver.running.size === 1, 'the VMM to start');
+    ac.abort();
+    await rejectsWith(p, 'cancelled', /cancelled/);
+    assert.equal(rig.store.vms.byName('f6')!.state, 'error');
+    await until(() => rig.driver.running.size === 0, 'the VMM to be killed');
+    assert.deepEqual([...rig.network.taps], []);
+  });
+});
+
+describe('one VM, one operation at a time', () => {
+  test('concurrent start/stop/start/kill on one VM never overlap in the driver', async () => {
+    await create('c1', false);
+    const results = await Promise.allSettled([
+      rig.svc.start('c1', rig.emit),
+      rig.svc.start('c1', rig.emit),
+      rig.svc.stop('c1', 5000, rig.emit),
+      rig.svc.start('c1', rig.emit),
+      rig.svc.kill('c1', 'SIGKILL'),
+    ]);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled'],
+    );
+    assert.equal(rig.driver.maxInFlight, 1);
+    // In arrival order: the second start finds it running; stop; start; kill.
+    assert.deepEqual(
+      rig.driver.calls.filter((c) => !c.startsWith('preflight')),
+      ['start c1', 'stop c1', 'start c1', 'kill c1 SIGKILL'],
+    );
+    assert.equal(rig.store.vms.byName('c1')!.state, 'stopped');
+    assert.deepEqual([...rig.network.taps], []);
+  });
+
+  test('different VMs start in parallel', async () => {
+    await create('p1', false);
+    await create('p2', false);
+    rig.driver.startDelayMs = 200;
+    await Promise.all([rig.svc.start('p1', rig.emit), rig.svc.start('p2', rig.emit)]);
+    assert.equal(rig.driver.maxInFlightAll, 2, 'both VMMs were starting at the same time');
+  });
+});
+
+describe('adoption by a new daemon', () => {
+  test('a running VM is adopted and keeps running; a vanished one is stopped and its tap freed', async () => {
+    const { vm: keep } = await create('d1');
+    const { vm: lost } = await create('d2');
+    const second = rig.restart();
+    process.kill(lost.pid!, 'SIGKILL');
+    await until(() => !isProcessAlive(lost.pid!), 'd2 to die');
+    fs.rmSync(rig.paths.knownHosts);
+    await second.adopt();
+    await second.adopted();
+    assert.equal(second.show('d1').state, 'running');
+    assert.equal(second.show('d1').pid, keep.pid);
+    assert.equal(second.show('d2').state, 'stopped');
+    assert.deepEqual([...rig.network.taps], [keep.tap]);
+    assert.equal(knownHosts(), `d1.vm ${HOST_KEY}\n`, 'the ready steps were applied again');
+  });
+
+  test('a VM adopted while booting becomes running with its host key (issue 20)', async () => {
+    // What a daemon killed during a boot leaves behind: a `starting` row and a VMM whose
+    // guest is not ready yet.
+    await create('d3', false);
+    let open!: () => void;
+    rig.driver.guests.set('d3', { gate: new Promise<void>((r) => (open = r)) });
+    const rec = rig.store.vms.byName('d3')!;
+    const l = vmLayout(rig.paths.vmsDir, rec.id);
+    const h = await rig.driver.start({
+      vmId: rec.id,
+      name: 'd3',
+      dir: l.dir,
+      agentSocket: l.agentSocket,
+    } as LaunchSpec);
+    rig.store.vms.update(rec.id, {
+      state: 'starting',
+      pid: h.pid,
+      pidStartTime: h.pidStartTime,
+      tap: 'bgrtest9',
+      startedAt: new Date().toISOString(),
+      meta: { controlSocket: h.controlSocket, consoleStart: 0 },
+    });
+    rig.network.taps.add('bgrtest9');
+    const second = rig.restart();
+    await second.adopt();
+    assert.equal(second.show('d3').state, 'starting', 'booting until the guest is ready');
+    assert.equal(knownHosts(), '');
+    open();
+    await second.adopted();
+    const vm = second.show('d3');
+    assert.equal(vm.state, 'running');
+    assert.equal(vm.pid, h.pid);
+    assert.equal(knownHosts(), `d3.vm ${HOST_KEY}\n`, 'host key asked from the agent again');
+    assert.deepEqual([...rig.network.taps], ['bgrtest9']);
+  });
+
+  test('a VM adopted while booting whose guest dies ends in error, not running', async () => {
+    await create('d4', false);
+    rig.driver.guests.set('d4', { readyAfterMs: 'never', dieAfterMs: 300 });
+    const rec = rig.store.vms.byName('d4')!;
+    const l = vmLayout(rig.paths.vmsDir, rec.id);
+    const h = await rig.driver.start({
+      vmId: rec.id,
+      name: 'd4',
+      dir: l.dir,
+      agentSocket: l.agentSocket,
+    } as LaunchSpec);
+    rig.store.vms.update(rec.id, {
+      state: 'starting',
+      pid: h.pid,
+      pidStartTime: h.pidStartTime,
+      tap: 'bgrtest8',
+      startedAt: new Date().toISOString(),
+      meta: { controlSocket: h.controlSocket, consoleStart: 0 },
+    });
+    rig.network.taps.add('bgrtest8');
+    const second = rig.restart();
+    await second.adopt();
+    await second.adopted();
+    const vm = second.show('d4');
+    assert.equal(vm.state, 'error');
+    assert.match(vm.lastError ?? '', /the VMM exited during boot/);
+    assert.deepEqual([...rig.network.taps], []);
+  });
+});
