@@ -7,13 +7,19 @@
  *  - `vm create --no-start` time for two images of very different sizes
  *
  * With several `--image NAME` (catalog images, e.g. debian-bookworm and
- * debian-bookworm-slim), `vm run` is timed for each, interleaved run by run
- * so both see the same host load; `images` holds each one's samples and
- * `imageRatio` each median over the first image's. The baseline and the
- * create timings use the first image.
+ * debian-bookworm-slim), each image is booted `--runs` times, interleaved run
+ * by run so all see the same host load: `vm create` (boot to ssh ready),
+ * `vm show` (the daemon's boot time and the VMM's pid), then the VMM's CPU
+ * time so far is read from /proc and the VM deleted. `images` holds, per
+ * image, the create wall time, the daemon's `bootMs` and that VMM CPU time;
+ * `imageRatio` each median over the first image's. The VMM CPU time is the
+ * figure to compare on a shared host: under TCG the guest's whole boot is
+ * work of the QEMU process, which other processes' load barely changes,
+ * while wall times move with the load. The baseline and the create timings
+ * use the first image; `--images-only` skips them (and `vm run`).
  *
  * Everything runs inside a network namespace made here and removed after.
- *   node dist/bench/boot.js [--runs N] [--image NAME]...
+ *   node dist/bench/boot.js [--runs N] [--image NAME]... [--images-only]
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,6 +30,7 @@ import { buildQemuArgv } from '../src/vmm/qemu/argv.js';
 import { buildKernelCmdline } from '../src/vm/kernelArgs.js';
 import { hostTscKhz, readKvmFacts, resolveAccel } from '../src/vmm/accel.js';
 import { createSparseExt4, cloneSparse, growExt4 } from '../src/storage/ext4.js';
+import { processUsage } from '../src/util/proc.js';
 import { runProcess } from '../test/helpers/sandbox.js';
 import { vmEnv } from '../test/helpers/e2e.js';
 
@@ -32,6 +39,9 @@ const imageNames = process.argv.flatMap((a, i) =>
   a === '--image' && process.argv[i + 1] ? [process.argv[i + 1]!] : [],
 );
 if (imageNames.length === 0) imageNames.push('debian-bookworm');
+const imagesOnly = process.argv.includes('--images-only');
+/** USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s. */
+const TICK_MS = 10;
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -55,29 +65,32 @@ async function main(): Promise<void> {
   const env = await vmEnv('bench', { images: imageNames });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-bench-'));
   try {
-    // --- banger: vm run --rm -- true (daemon already running, as for a user)
-    await env.run(['daemon', 'status']);
-    const perImage = new Map<string, number[]>(imageNames.map((n) => [n, []]));
-    for (let i = 0; i < runs; i++) {
-      for (const img of imageNames) {
-        const t0 = performance.now();
-        const r = await env.run([
-          'vm',
-          'run',
-          '--rm',
-          '--image',
-          img,
-          '--name',
-          env.name('bench'),
-          '--',
-          'true',
-        ]);
-        if (r.code !== 0) throw new Error(`vm run --image ${img} failed: ${r.stderr}`);
-        perImage.get(img)!.push(performance.now() - t0);
-        console.error(`vm run --image ${img}: ${round(performance.now() - t0)} s`);
-      }
+    await env.run(['daemon', 'status']); // the daemon already runs, as for a user
+    const images = imageNames.length > 1 ? await bootImages(env) : undefined;
+    if (imagesOnly) {
+      console.log(JSON.stringify({ host: { cpus: os.cpus().length }, runs, ...images }, null, 2));
+      return;
     }
-    const banger = perImage.get(imageNames[0]!)!;
+
+    // --- banger: vm run --rm -- true
+    const banger: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      const r = await env.run([
+        'vm',
+        'run',
+        '--rm',
+        '--image',
+        imageNames[0]!,
+        '--name',
+        env.name('bench'),
+        '--',
+        'true',
+      ]);
+      if (r.code !== 0) throw new Error(`vm run --image ${imageNames[0]} failed: ${r.stderr}`);
+      banger.push(performance.now() - t0);
+      console.error(`vm run --image ${imageNames[0]}: ${round(performance.now() - t0)} s`);
+    }
 
     // --- baseline: bare qemu with the same kernel + disks, until sshd's banner
     const kernels = (await env.json<{ kernels: Kernel[] } | Kernel[]>([
@@ -87,10 +100,10 @@ async function main(): Promise<void> {
     const kernel = (
       Array.isArray(kernels) ? kernels : (kernels as { kernels: Kernel[] }).kernels
     )[0]!;
-    const images = (await env.json<Image[] | { images: Image[] }>(['image', 'list'])) as unknown;
-    const imageList = Array.isArray(images)
-      ? (images as Image[])
-      : (images as { images: Image[] }).images;
+    const listed = (await env.json<Image[] | { images: Image[] }>(['image', 'list'])) as unknown;
+    const imageList = Array.isArray(listed)
+      ? (listed as Image[])
+      : (listed as { images: Image[] }).images;
     const image = imageList.find((i) => i.name === imageNames[0])!;
     const accel = resolveAccel('auto', readKvmFacts()).accel;
     await env.sh(['ip', 'link', 'add', 'bbr0', 'type', 'bridge']);
@@ -212,22 +225,7 @@ async function main(): Promise<void> {
         samples: banger.map(round),
         median: round(median(banger)),
       },
-      ...(imageNames.length > 1
-        ? {
-            images: Object.fromEntries(
-              [...perImage].map(([n, xs]) => [
-                n,
-                { samples: xs.map(round), median: round(median(xs)) },
-              ]),
-            ),
-            imageRatio: Object.fromEntries(
-              [...perImage].map(([n, xs]) => [
-                n,
-                Math.round((median(xs) / median(banger)) * 1000) / 1000,
-              ]),
-            ),
-          }
-        : {}),
+      ...images,
       baseline: {
         what: 'bare qemu, same kernel+initramfs+disks, to sshd banner (s)',
         samples: baseline.map(round),
@@ -250,6 +248,73 @@ async function main(): Promise<void> {
     fs.rmSync(tmp, { recursive: true, force: true });
     await env.cleanup();
   }
+}
+
+interface BootSample {
+  createMs: number;
+  bootMs: number;
+  vmmCpuMs: number;
+}
+
+/**
+ * Each image booted `runs` times, interleaved: `vm create` (to ssh ready),
+ * `vm show` for the daemon's boot time and the VMM's pid, the VMM's CPU time
+ * from /proc (the bench runs as root in the daemon's pid namespace), delete.
+ */
+async function bootImages(env: Awaited<ReturnType<typeof vmEnv>>) {
+  const per = new Map<string, BootSample[]>(imageNames.map((n) => [n, []]));
+  for (let i = 0; i < runs; i++) {
+    for (const img of imageNames) {
+      const name = env.name('boot');
+      const t0 = performance.now();
+      const r = await env.run(['vm', 'create', '--image', img, '--name', name]);
+      const createMs = performance.now() - t0;
+      if (r.code !== 0) throw new Error(`vm create --image ${img} failed: ${r.stderr}`);
+      const vm = await env.json<{ pid: number | null; bootMs: number | null }>([
+        'vm',
+        'show',
+        name,
+      ]);
+      const usage = vm.pid ? processUsage(vm.pid) : undefined;
+      await env.run(['vm', 'delete', '--force', name]);
+      if (!usage || vm.bootMs === null) throw new Error(`vm show ${name}: no pid or boot time`);
+      const s = { createMs, bootMs: vm.bootMs, vmmCpuMs: usage.ticks * TICK_MS };
+      per.get(img)!.push(s);
+      console.error(
+        `${img}: create ${round(createMs)} s, boot ${round(s.bootMs)} s, VMM CPU ${round(s.vmmCpuMs)} s`,
+      );
+    }
+  }
+  const fields = ['createMs', 'bootMs', 'vmmCpuMs'] as const;
+  const med = (img: string, f: (typeof fields)[number]) => median(per.get(img)!.map((x) => x[f]));
+  const first = imageNames[0]!;
+  return {
+    images: {
+      what: 'per image: vm create wall, daemon bootMs (VMM start to ssh ready), VMM CPU time at ready (s)',
+      ...Object.fromEntries(
+        imageNames.map((n) => [
+          n,
+          Object.fromEntries(
+            fields.map((f) => [
+              f.replace(/Ms$/, ''),
+              { samples: per.get(n)!.map((x) => round(x[f])), median: round(med(n, f)) },
+            ]),
+          ),
+        ]),
+      ),
+    },
+    imageRatio: Object.fromEntries(
+      imageNames.map((n) => [
+        n,
+        Object.fromEntries(
+          fields.map((f) => [
+            f.replace(/Ms$/, ''),
+            Math.round((med(n, f) / med(first, f)) * 1000) / 1000,
+          ]),
+        ),
+      ]),
+    ),
+  };
 }
 
 /** Poll (politely) until a TCP connect to ip:22 returns an SSH banner, inside the namespace. */
