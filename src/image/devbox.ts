@@ -136,17 +136,20 @@ export const TMUX_BLOCK_END = '# <<< banger: tmux session persistence <<<';
 /**
  * The body of banger's block in /root/.tmux.conf: TPM with tmux-resurrect and
  * tmux-continuum (autosave every 15 minutes, restore left to the user:
- * `prefix + Ctrl-r`). The plugins are not in Debian: the first tmux start
- * with network (`--nat`) has TPM clone them, in the background so tmux never
- * waits for it; without network that fails quietly and tmux runs without them.
+ * `prefix + Ctrl-r`). TPM runs in the background (`run-shell -b`), so a tmux
+ * start never waits for it (loading TPM's scripts took ~4 s under TCG). The
+ * plugins are not in Debian: when they are missing, TPM then clones them and
+ * loads them — with network (`--nat`); without, that fails quietly, tmux runs
+ * without them, and the next server start tries again.
  */
 export function tmuxBlockLines(): string[] {
+  const tpm = `${TPM_DIR}/tpm`;
+  const install = `${TPM_DIR}/bin/install_plugins`;
   return [
     ...TMUX_PLUGINS.map((p) => `set -g @plugin '${p}'`),
     "set -g @continuum-save-interval '15'",
     "set -g @continuum-restore 'off'",
-    `run-shell -b 'test -d ${TMUX_PLUGIN_DIR}/tmux-continuum || { ${TPM_DIR}/bin/install_plugins && ${TPM_DIR}/tpm; } >/dev/null 2>&1'`,
-    `run-shell '${TPM_DIR}/tpm'`,
+    `run-shell -b '{ ${tpm}; test -d ${TMUX_PLUGIN_DIR}/tmux-continuum || { ${install} && ${tpm}; }; } >/dev/null 2>&1'`,
   ];
 }
 

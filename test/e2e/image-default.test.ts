@@ -322,7 +322,7 @@ describe('default image (debian-bookworm), built for real', { timeout: 30 * 60_0
     const conf = cat(i.workSeed, '/.tmux.conf');
     assert.equal(conf.split('\n').filter((l) => l === TMUX_BLOCK_BEGIN).length, 1);
     assert.equal(conf.split('\n').filter((l) => l === TMUX_BLOCK_END).length, 1);
-    assert.match(conf, /^run-shell '\/usr\/share\/tmux-plugin-manager\/tpm'$/m);
+    assert.match(conf, /^run-shell -b '\{ \/usr\/share\/tmux-plugin-manager\/tpm; /m);
     const s = debugfsStat(i.workSeed, ['/.tmux.conf', '/.tmux/plugins']);
     assert.deepEqual([s.get('/.tmux.conf')?.uid, s.get('/.tmux.conf')?.mode], [0, 0o644]);
     assert.equal(s.get('/.tmux/plugins')?.type, 'directory');

@@ -94,8 +94,8 @@ describe('default image: a dev box with Docker (real VM)', { timeout: 25 * 60_00
         'tmux new-session -d -s work',
         'tmux show-options -gv @continuum-restore',
         'tmux show-options -gv @continuum-save-interval',
-        // set by TPM when the block's run-shell ran it
-        'tmux show-environment -g TMUX_PLUGIN_MANAGER_PATH',
+        // set by TPM, which the block runs in the background: wait for it
+        'for i in $(seq 60); do tmux show-environment -g TMUX_PLUGIN_MANAGER_PATH 2>/dev/null && break; sleep 1; done',
         'tmux list-sessions -F "#{session_name}"',
         'tmux kill-server',
       ].join('\n'),
