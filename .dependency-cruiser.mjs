@@ -17,7 +17,7 @@ export const TIERS = [
   ['config', 'store'], // configuration; SQLite state
   ['guest'], // the guest contract, the agent protocol, host-side ssh
   ['vmm', 'network', 'storage'], // VMM drivers; bridge, taps, NAT; disks and ext4
-  ['image'], // images and kernels (built on storage, guest, vmm facts)
+  ['image', 'workspace'], // images and kernels; host checkouts copied into VMs (workspace mode)
   ['vm', 'doctor'], // the services that compose everything below
   ['daemon'], // bangerd: composes the services, serves the API
 ];

@@ -16,8 +16,8 @@ PACKAGES=(
   musl-tools
   # networking; dig for the DNS tests
   iproute2 iptables nftables dnsutils
-  # ssh into guests
-  openssh-client
+  # ssh into guests; git for workspace mode (vm run PATH)
+  openssh-client git
   # OCI pull tests: a real local registry and image tools
   docker-registry skopeo umoci
   # completion tests and the TUI tests

@@ -58,6 +58,9 @@ export const endpoints = {
   vmSsh: { method: 'GET', path: '/v1/vms/:ref/ssh', kind: 'upgrade' },
   vmStats: { method: 'GET', path: '/v1/stats' },
   vmPorts: { method: 'GET', path: '/v1/ports' },
+
+  workspaceRun: { method: 'POST', path: '/v1/workspaces/run', kind: 'stream' },
+  workspacePrepare: { method: 'POST', path: '/v1/vms/:ref/workspace', kind: 'stream' },
 } as const satisfies Record<string, Endpoint>;
 
 export type RouteId = keyof typeof endpoints;

@@ -30,6 +30,12 @@ import {
   VmStatsSchema,
   VmViewSchema,
 } from './schemas/vms.js';
+import {
+  WorkspacePrepareRequestSchema,
+  WorkspaceResultSchema,
+  WorkspaceRunRequestSchema,
+  WorkspaceRunResultSchema,
+} from './schemas/workspace.js';
 import { VmPortsResultSchema } from './schemas/ports.js';
 
 export { API_VERSION, MAX_BODY_BYTES, VERSION_HEADER } from './endpoints.js';
@@ -131,6 +137,18 @@ export const routes = {
   vmSsh: route('vmSsh', {
     params: z.object({ ref: z.string() }),
     query: z.object({ port: qInt.optional() }).strict(),
+  }),
+  // ---- workspaces -----------------------------------------------------------
+  /** `vm run PATH`: create a VM with PATH copied onto its work disk before it boots. */
+  workspaceRun: route('workspaceRun', {
+    body: WorkspaceRunRequestSchema,
+    response: WorkspaceRunResultSchema,
+  }),
+  /** `vm workspace prepare`: copy (or update a copy) into a running VM. */
+  workspacePrepare: route('workspacePrepare', {
+    params: z.object({ ref: z.string() }),
+    body: WorkspacePrepareRequestSchema,
+    response: WorkspaceResultSchema,
   }),
   vmStats: route('vmStats', {
     query: z.object({ refs: z.string().optional() }).strict(),

@@ -103,7 +103,7 @@ function readFields(
     if (!r.success)
       ctx.fail(
         { ...loc, key: f.key },
-        `bad value for '${keyName(loc.table, f.key)}'`,
+        `bad value for '${keyName(loc.table, f.key)}'${loc.index !== undefined ? ` in [[${loc.table.join('.')}]] entry ${loc.index + 1}` : ''}`,
         zodMessage(r.error),
       );
     out[f.key] = r.data;
@@ -228,7 +228,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
       fileSync.push({
         host: expandHome(v.host as string, home),
         guest: (v.guest as string).replace(/^~\//, '/root/'),
-        mode: (v.mode as number | undefined) ?? 0o600,
+        ...(v.mode !== undefined ? { mode: v.mode as number } : {}),
       });
     });
   }

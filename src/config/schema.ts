@@ -175,7 +175,8 @@ export const FILE_SYNC_FIELDS: FieldSpec[] = [
 export interface FileSync {
   host: string;
   guest: string;
-  mode: number;
+  /** Unset: 0600 for a file, the host's modes for a directory's files. */
+  mode?: number;
 }
 
 export interface VmDefaultsConfig {

@@ -80,6 +80,7 @@ const TOOLS: ToolSpec[] = [
     pkg: 'openssh-client',
     why: 'creates the managed SSH key',
   },
+  { id: 'git', anyOf: ['git'], pkg: 'git', why: 'copies checkouts into VMs (vm run PATH)' },
   {
     id: 'rootfs-builder',
     anyOf: ['mmdebstrap', 'debootstrap'],

@@ -71,7 +71,7 @@ mode = "0644"
     assert.equal(config.statsPollIntervalMs, 10_000);
     assert.deepEqual(config.vmDefaults, { vcpu: 2, memoryMib: 2048, diskSize: 16 * 1024 ** 3 });
     assert.deepEqual(config.fileSync, [
-      { host: '/home/u/.gitconfig', guest: '/root/.gitconfig', mode: 0o600 },
+      { host: '/home/u/.gitconfig', guest: '/root/.gitconfig' },
       { host: '/etc/hosts', guest: '/root/hosts', mode: 0o644 },
     ]);
     assert.ok(fromFile.includes('vm_defaults.vcpu'));

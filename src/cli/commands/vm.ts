@@ -140,34 +140,36 @@ export interface CreateFlags extends SizingFlags {
   start?: boolean;
 }
 
+/** The body of a create request from the flags. */
+export function createRequest(f: CreateFlags, start: boolean) {
+  return {
+    name: f.name,
+    image: f.image,
+    kernel: f.kernel,
+    ...parseSizing(f),
+    nat: Boolean(f.nat),
+    start,
+  };
+}
+
+/** Prints the `spec:` line once, from the create stream's items. */
+export function specPrinter(ctx: CliContext): (data: unknown) => void {
+  let printed = false;
+  return (data) => {
+    const d = data as { kind?: string; spec?: VmSpec };
+    if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
+      printed = true;
+      ctx.note(formatSpec(d.spec));
+    }
+  };
+}
+
 async function createVm(
   ctx: CliContext,
   f: CreateFlags,
   start: boolean,
 ): Promise<{ vm: VmView; spec: VmSpec }> {
-  let printed = false;
-  return ctx.stream(
-    'vmCreate',
-    {
-      body: {
-        name: f.name,
-        image: f.image,
-        kernel: f.kernel,
-        ...parseSizing(f),
-        nat: Boolean(f.nat),
-        start,
-      },
-    },
-    {
-      onItem: (data) => {
-        const d = data as { kind?: string; spec?: VmSpec };
-        if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
-          printed = true;
-          ctx.note(formatSpec(d.spec));
-        }
-      },
-    },
-  );
+  return ctx.stream('vmCreate', { body: createRequest(f, start) }, { onItem: specPrinter(ctx) });
 }
 
 export async function vmCreate(ctx: CliContext, f: CreateFlags): Promise<void> {
@@ -182,21 +184,8 @@ export interface RunFlags extends CreateFlags {
   from?: string;
 }
 
-export async function vmRun(
-  ctx: CliContext,
-  path: string | undefined,
-  f: RunFlags,
-  command: string[],
-): Promise<void> {
-  if (path !== undefined || f.branch || f.from) {
-    throw new BangerError(
-      'not_implemented',
-      "'vm run PATH' (workspace mode) is not implemented yet",
-      {
-        hint: 'run without PATH for now; see the README section "Status"',
-      },
-    );
-  }
+/** `vm run` without PATH (workspace mode is `vmRunWorkspace` in ./workspace.ts). */
+export async function vmRun(ctx: CliContext, f: RunFlags, command: string[]): Promise<void> {
   let vm: VmView;
   try {
     vm = (await createVm(ctx, f, true)).vm;
@@ -217,7 +206,7 @@ export async function vmRun(
   if (code !== 0) throw new ExitWith(code);
 }
 
-async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {
+export async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {
   if (!name) return;
   try {
     await ctx.daemon((c) =>
@@ -232,7 +221,7 @@ async function removeQuietly(ctx: CliContext, name: string | undefined): Promise
   }
 }
 
-async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
+export async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
   try {
     const v = await ctx.call('vmShow', { params: { ref: name } });
     if (v.state === 'running')
@@ -256,11 +245,17 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | null): 
   return n ? 128 + n : 1;
 }
 
-/** Run system ssh into the VM through the daemon's tunnel; resolves with ssh's exit code. */
+/**
+ * Run system ssh into the VM through the daemon's tunnel; resolves with ssh's
+ * exit code. `script` replaces the remote command line (workspace sessions
+ * prefix the command with their setup); a terminal is still asked for only
+ * when there is no command.
+ */
 export async function sshInto(
   ctx: CliContext,
   vm: Pick<VmView, 'id' | 'name'>,
   command: string[],
+  opts: { script?: string } = {},
 ): Promise<number> {
   // Loaded here, not at start-up: `vm list` and friends need neither.
   const [{ spawn }, { sshArgs }] = await Promise.all([
@@ -274,7 +269,7 @@ export async function sshInto(
     knownHosts: ctx.paths.knownHosts,
     proxyCommand: [process.execPath, cliEntry(), '__proxy', vm.id],
     tty: interactive,
-    command,
+    command: opts.script !== undefined ? [opts.script] : command,
   });
   return new Promise((resolve, reject) => {
     const child = spawn('ssh', args, { stdio: 'inherit' });
