@@ -109,11 +109,12 @@ function makeRig(): Rig {
     if (r.gate) {
       await Promise.race([
         r.gate,
-        new Promise((_, reject) =>
-          o.signal?.addEventListener('abort', () =>
-            reject(new BangerError('cancelled', 'build was cancelled')),
-          ),
-        ),
+        // a loaded host may reach the builder only after the caller has left
+        new Promise((_, reject) => {
+          const cancel = () => reject(new BangerError('cancelled', 'build was cancelled'));
+          if (o.signal?.aborted) cancel();
+          else o.signal?.addEventListener('abort', cancel);
+        }),
       ]);
     }
     if (r.failWith) throw r.failWith;
