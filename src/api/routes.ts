@@ -25,6 +25,7 @@ import {
   VmActionRequestSchema,
   VmCreateRequestSchema,
   VmCreateResultSchema,
+  VmEventSchema,
   VmResultsSchema,
   VmSetRequestSchema,
   VmStatsSchema,
@@ -159,6 +160,8 @@ export const routes = {
     query: z.object({ refs: z.string().optional() }).strict(),
     response: VmPortsResultSchema,
   }),
+  /** A watch route: `response` is the schema of each event line. */
+  vmEvents: route('vmEvents', { response: VmEventSchema }),
 } satisfies Record<RouteId, RouteDef>;
 
 export type Routes = typeof routes;

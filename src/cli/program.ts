@@ -1,5 +1,4 @@
 import { Command, Option } from '@commander-js/extra-typings';
-import { notImplemented } from '../errors.js';
 import { IDENTITY } from '../version.js';
 import type { CreateFlags, SizingFlags } from './commands/vm.js';
 import type { PrepareFlags, WorkspaceRunFlags } from './commands/workspace.js';
@@ -15,19 +14,13 @@ import type { CliContext } from './context.js';
  * their variadic forms) complete live names from the daemon.
  */
 
-type Action = () => Promise<void>;
-
 const vmCommands = () => import('./commands/vm.js');
 const imageCommands = () => import('./commands/image.js');
 const kernelCommands = () => import('./commands/kernel.js');
 const daemonCommands = () => import('./commands/daemon.js');
 const completionCommands = () => import('./commands/completion.js');
+const tuiCommand = () => import('./commands/tui.js');
 const workspaceCommands = () => import('./commands/workspace.js');
-
-const todo =
-  (name: string): Action =>
-  () =>
-    Promise.reject(notImplemented(name));
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command()
@@ -291,7 +284,10 @@ export function buildProgram(ctx: CliContext): Command {
     )
     .action(async (shell) => (await completionCommands()).completionCommand(ctx, program, shell));
 
-  program.command('tui').description('full-screen fleet view').action(todo('tui'));
+  program
+    .command('tui')
+    .description('full-screen fleet view: VMs, images and kernels, live, keyboard driven')
+    .action(async () => (await tuiCommand()).tui(ctx));
 
   program
     .command('__proxy', { hidden: true })

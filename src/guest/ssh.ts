@@ -96,6 +96,9 @@ export interface SshArgsInput {
 export const shellQuote = (s: string): string =>
   /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 
+/** ssh expands %-tokens (%h, %p, …) in these options: a literal % in a path is written %%. */
+const noTokens = (s: string): string => s.replace(/%/g, '%%');
+
 /** A value in an ssh_config file: `%` is a token character there, blanks need quotes. */
 export const sshConfigValue = (s: string): string => {
   const v = s.replace(/%/g, '%%');
@@ -117,13 +120,13 @@ export function sessionCommand(setup: string, command: string[]): string {
 /** argv for `ssh` (pure). The remote command is quoted for the guest shell. */
 export function sshArgs(i: SshArgsInput): string[] {
   const opts: Record<string, string> = {
-    IdentityFile: i.keyPath,
+    IdentityFile: noTokens(i.keyPath),
     IdentitiesOnly: 'yes',
-    UserKnownHostsFile: i.knownHosts,
+    UserKnownHostsFile: noTokens(i.knownHosts),
     GlobalKnownHostsFile: '/dev/null',
     StrictHostKeyChecking: 'yes',
     HostKeyAlias: i.alias,
-    ...(i.proxyCommand ? { ProxyCommand: i.proxyCommand.map(shellQuote).join(' ') } : {}),
+    ...(i.proxyCommand ? { ProxyCommand: noTokens(i.proxyCommand.map(shellQuote).join(' ')) } : {}),
     ...(i.hostName ? { HostName: i.hostName } : {}),
     PasswordAuthentication: 'no',
     KbdInteractiveAuthentication: 'no',

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { ProgressSink } from '../api/events.js';
-import type { VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
+import type { VmEvent, VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
 import type { HostFacts } from '../config/vmDefaults.js';
 import { BangerError, toBangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
@@ -31,6 +31,7 @@ import { VmSshConfig } from './sshConfig.js';
 import { VmStatsReader } from './stats.js';
 import { VmTeardown } from './teardown.js';
 import { openTunnel } from './tunnel.js';
+import { watchVms } from './watch.js';
 
 export type { CreateHooks, CreateRequest } from './create.js';
 
@@ -112,6 +113,7 @@ export class VmService {
       network,
       agents,
       isLocked: (key) => deps.locks.isLocked(key),
+      logMaxBytes: () => deps.config().logMaxBytes,
       logger: deps.logger,
     });
     const alive = (vm: VmRecord): boolean => liveness.alive(vm);
@@ -207,6 +209,12 @@ export class VmService {
   list(): VmView[] {
     this.liveness.check();
     return this.table.list().map((v) => this.table.view(v));
+  }
+
+  /** Every VM, then each change of the table, until the returned function is called (watch.ts). */
+  watch(send: (e: VmEvent) => void): () => void {
+    this.liveness.check();
+    return watchVms(this.table, send);
   }
 
   resolve(ref: string): VmRecord {

@@ -161,6 +161,11 @@ describe('paths', () => {
     assert.equal(p.cacheDir, '/home/u/.cache/banger');
     assert.equal(p.socket, '/tmp/banger-1000/bangerd.sock');
     assert.equal(p.sshKey, '/home/u/.config/banger/ssh/id_ed25519');
+    // root (sudo drops XDG_RUNTIME_DIR) gets a directory no other user can pre-create in /tmp
+    assert.equal(
+      resolvePaths({ env: {}, uid: 0, home: '/root' }).socket,
+      '/run/banger/bangerd.sock',
+    );
   });
   test('XDG variables and BANGER_*_DIR overrides', () => {
     const p = resolvePaths({

@@ -1,23 +1,10 @@
 import os from 'node:os';
 import type { VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js';
-import {
-  DISK_MIN_BYTES,
-  DISK_RULE,
-  MEMORY_MIN_MIB,
-  MEMORY_RULE,
-  VCPU_MAX,
-  VCPU_MIN,
-  VCPU_RULE,
-} from '../../api/limits.js';
 import { BangerError, toBangerError, type ErrorShape } from '../../errors.js';
 import { sleep } from '../../util/sleep.js';
-import {
-  formatDuration,
-  formatSize,
-  formatSizeShort,
-  parseDuration,
-  parseSize,
-} from '../../util/units.js';
+import { parseDiskSize, parseMemoryMib, parseVcpu, type Parsed } from '../../util/sizing.js';
+import { TerminalFilter, terminalSafe } from '../../util/terminal.js';
+import { formatDuration, formatSize, formatSizeShort, parseDuration } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { ExitWith } from '../exit.js';
 import { table } from '../render/table.js';
@@ -40,32 +27,14 @@ export function parseSizing(f: SizingFlags): {
   diskSize?: number;
 } {
   const out: { vcpu?: number; memoryMib?: number; diskSize?: number } = {};
-  const bad = (flag: string, value: string, rule: string): BangerError =>
-    new BangerError('usage', `invalid ${flag} '${value}'`, { hint: rule });
-  const size = (flag: string, value: string, rule: string, bareUnit: number): number => {
-    // A bare number is MiB for --memory (like Docker's and QEMU's -m), GiB for --disk-size.
-    if (/^\d+$/.test(value)) return Number(value) * bareUnit;
-    try {
-      return parseSize(value);
-    } catch {
-      throw bad(flag, value, rule);
-    }
+  const check = (flag: string, value: string, r: Parsed<number>): number => {
+    if (!r.ok) throw new BangerError('usage', `invalid ${flag} '${value}'`, { hint: r.rule });
+    return r.value;
   };
-  if (f.vcpu !== undefined) {
-    const n = /^\d+$/.test(f.vcpu) ? Number(f.vcpu) : NaN;
-    if (!(n >= VCPU_MIN && n <= VCPU_MAX)) throw bad('--vcpu', f.vcpu, VCPU_RULE);
-    out.vcpu = n;
-  }
-  if (f.memory !== undefined) {
-    const mib = Math.floor(size('--memory', f.memory, MEMORY_RULE, 1024 ** 2) / 1024 ** 2);
-    if (mib < MEMORY_MIN_MIB) throw bad('--memory', f.memory, MEMORY_RULE);
-    out.memoryMib = mib;
-  }
-  if (f.diskSize !== undefined) {
-    const bytes = size('--disk-size', f.diskSize, DISK_RULE, 1024 ** 3);
-    if (bytes < DISK_MIN_BYTES) throw bad('--disk-size', f.diskSize, DISK_RULE);
-    out.diskSize = bytes;
-  }
+  if (f.vcpu !== undefined) out.vcpu = check('--vcpu', f.vcpu, parseVcpu(f.vcpu));
+  if (f.memory !== undefined) out.memoryMib = check('--memory', f.memory, parseMemoryMib(f.memory));
+  if (f.diskSize !== undefined)
+    out.diskSize = check('--disk-size', f.diskSize, parseDiskSize(f.diskSize));
   return out;
 }
 
@@ -120,6 +89,7 @@ export function formatVm(v: VmView): string {
     ['mac', v.mac],
     ['tap', v.tap],
     ['pid', v.pid],
+    ['confined', v.confinement],
     ['ssh', `banger vm ssh ${v.name}`],
     ['created', `${v.createdAt} (${ago(v.createdAt)})`],
     ['started', v.startedAt],
@@ -127,7 +97,9 @@ export function formatVm(v: VmView): string {
     ['boot', v.bootMs === null ? null : formatDuration(v.bootMs)],
     ['dir', v.dir],
   ];
-  return rows.map(([k, val]) => `${`${k}:`.padEnd(9)}${val ?? '-'}`).join('\n');
+  return rows
+    .map(([k, val]) => `${`${k}:`.padEnd(9)}${terminalSafe(String(val ?? '-'))}`)
+    .join('\n');
 }
 
 // ------------------------------------------------------------------ create / run
@@ -355,10 +327,17 @@ export async function vmShow(ctx: CliContext, ref: string): Promise<void> {
   else ctx.print(formatVm(vm));
 }
 
+/** Console text goes to a terminal filtered (no guest escape sequences), to a pipe as it is. */
+function writeGuestText(ctx: CliContext): (s: string) => void {
+  if (!ctx.out.isTTY) return (s) => ctx.out.write(s);
+  const filter = new TerminalFilter();
+  return (s) => ctx.out.write(filter.write(s));
+}
+
 export async function vmLogs(ctx: CliContext, ref: string, follow: boolean): Promise<void> {
   await ctx.interruptible((signal) =>
     ctx.daemon((c) =>
-      c.text('vmLogs', { params: { ref }, query: { follow } }, (s) => ctx.out.write(s), signal),
+      c.text('vmLogs', { params: { ref }, query: { follow } }, writeGuestText(ctx), signal),
     ),
   );
 }
