@@ -14,7 +14,21 @@
  *    (the big one is checked to really hold over 1 GiB more data)
  *
  * Everything runs inside a network namespace made here and removed after.
- *   node dist/bench/boot.js [--runs N]
+ * With several `--image NAME` (catalog images, e.g. debian-bookworm and
+ * debian-bookworm-slim), each image is booted `--runs` times, interleaved run
+ * by run so all see the same host load: `vm create` (boot to ssh ready),
+ * `vm show` (the daemon's boot time and the VMM's pid), then the VMM's CPU
+ * time so far is read from /proc and the VM deleted. `images` holds, per
+ * image, the create wall time, the daemon's `bootMs` and that VMM CPU time;
+ * `imageRatio` each median over the first image's. The VMM CPU time is the
+ * figure to compare on a shared host: under TCG the guest's whole boot is
+ * work of the QEMU process, which other processes' load barely changes,
+ * while wall times move with the load. The baseline and the create timings
+ * use the first image; `--images-only` skips them (and `vm run`).
+ *
+ * Everything runs inside a network namespace made here and removed after.
+ *
+ *   node dist/bench/boot.js [--runs N] [--image NAME]... [--images-only]
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,10 +39,18 @@ import { buildQemuArgv } from '../src/vmm/qemu/argv.js';
 import { buildKernelCmdline } from '../src/vm/kernelArgs.js';
 import { hostTscKhz, readKvmFacts, resolveAccel } from '../src/vmm/accel.js';
 import { createSparseExt4, cloneSparse, growExt4 } from '../src/storage/ext4.js';
+import { processUsage } from '../src/util/proc.js';
 import { runProcess } from '../test/helpers/sandbox.js';
 import { vmEnv, type VmEnv } from '../test/helpers/e2e.js';
 
 const runs = Number(process.argv[process.argv.indexOf('--runs') + 1]) || 3;
+const imageNames = process.argv.flatMap((a, i) =>
+  a === '--image' && process.argv[i + 1] ? [process.argv[i + 1]!] : [],
+);
+if (imageNames.length === 0) imageNames.push('debian-bookworm');
+const imagesOnly = process.argv.includes('--images-only');
+/** USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s. */
+const TICK_MS = 10;
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -134,10 +156,17 @@ async function baselineRun(
 }
 
 async function main(): Promise<void> {
-  const env = await vmEnv('bench');
+  const env = await vmEnv('bench', { images: imageNames });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-bench-'));
   try {
-    await env.run(['daemon', 'status']);
+    await env.run(['daemon', 'status']); // the daemon already runs, as for a user
+    const bootTimes = imageNames.length > 1 ? await bootImages(env) : undefined;
+    if (imagesOnly) {
+      console.log(
+        JSON.stringify({ host: { cpus: os.cpus().length }, runs, ...bootTimes }, null, 2),
+      );
+      return;
+    }
     // banger's effective VM sizing on this host; the baseline boots with the same.
     const doctor = await env.json<{ vmDefaults: Record<keyof Sizing, { value: number }> }>([
       'doctor',
@@ -157,7 +186,7 @@ async function main(): Promise<void> {
     ];
     const kernel = (await env.json<Kernel[]>(['kernel', 'list']))[0]!;
     const image = (await env.json<Image[]>(['image', 'list'])).find(
-      (i) => i.name === 'debian-bookworm',
+      (i) => i.name === imageNames[0],
     )!;
     const accel = resolveAccel('auto', readKvmFacts()).accel;
     await env.sh(['ip', 'link', 'add', 'bbr0', 'type', 'bridge']);
@@ -173,6 +202,8 @@ async function main(): Promise<void> {
         'vm',
         'run',
         '--rm',
+        '--image',
+        imageNames[0]!,
         '--name',
         env.name('bench'),
         ...sizeFlags,
@@ -216,10 +247,10 @@ async function main(): Promise<void> {
     ]);
     if (reg.code !== 0) throw new Error(`image register failed: ${reg.stderr}`);
     const images = [
-      ['debian-bookworm', image.rootfsPath],
+      [image.name, image.rootfsPath],
       ['bench-big', big],
     ] as const;
-    const createMs: Record<string, number[]> = { 'debian-bookworm': [], 'bench-big': [] };
+    const createMs: Record<string, number[]> = { [image.name]: [], 'bench-big': [] };
     for (let i = 0; i < runs; i++) {
       for (const [img] of images) {
         const name = env.name('create');
@@ -238,10 +269,11 @@ async function main(): Promise<void> {
       runs,
       sizing: { ...sizing, source: 'banger doctor vmDefaults, given to both' },
       banger: {
-        what: 'banger vm run --rm -- true (wall, s)',
+        what: `banger vm run --rm --image ${imageNames[0]} -- true (wall, s)`,
         samples: banger.map(round),
         median: round(median(banger)),
       },
+      ...bootTimes,
       baseline: {
         what: 'bare qemu, same tap, disks, kernel+initramfs and sizing: make tap and disks, boot to sshd banner, kill, remove both (s)',
         samples: baseline.map(round),
@@ -284,3 +316,70 @@ main().catch((e: unknown) => {
   console.error(e);
   process.exit(1);
 });
+
+interface BootSample {
+  createMs: number;
+  bootMs: number;
+  vmmCpuMs: number;
+}
+
+/**
+ * Each image booted `runs` times, interleaved: `vm create` (to ssh ready),
+ * `vm show` for the daemon's boot time and the VMM's pid, the VMM's CPU time
+ * from /proc (the bench runs as root in the daemon's pid namespace), delete.
+ */
+async function bootImages(env: Awaited<ReturnType<typeof vmEnv>>) {
+  const per = new Map<string, BootSample[]>(imageNames.map((n) => [n, []]));
+  for (let i = 0; i < runs; i++) {
+    for (const img of imageNames) {
+      const name = env.name('boot');
+      const t0 = performance.now();
+      const r = await env.run(['vm', 'create', '--image', img, '--name', name]);
+      const createMs = performance.now() - t0;
+      if (r.code !== 0) throw new Error(`vm create --image ${img} failed: ${r.stderr}`);
+      const vm = await env.json<{ pid: number | null; bootMs: number | null }>([
+        'vm',
+        'show',
+        name,
+      ]);
+      const usage = vm.pid ? processUsage(vm.pid) : undefined;
+      await env.run(['vm', 'delete', '--force', name]);
+      if (!usage || vm.bootMs === null) throw new Error(`vm show ${name}: no pid or boot time`);
+      const s = { createMs, bootMs: vm.bootMs, vmmCpuMs: usage.ticks * TICK_MS };
+      per.get(img)!.push(s);
+      console.error(
+        `${img}: create ${round(createMs)} s, boot ${round(s.bootMs)} s, VMM CPU ${round(s.vmmCpuMs)} s`,
+      );
+    }
+  }
+  const fields = ['createMs', 'bootMs', 'vmmCpuMs'] as const;
+  const med = (img: string, f: (typeof fields)[number]) => median(per.get(img)!.map((x) => x[f]));
+  const first = imageNames[0]!;
+  return {
+    images: {
+      what: 'per image: vm create wall, daemon bootMs (VMM start to ssh ready), VMM CPU time at ready (s)',
+      ...Object.fromEntries(
+        imageNames.map((n) => [
+          n,
+          Object.fromEntries(
+            fields.map((f) => [
+              f.replace(/Ms$/, ''),
+              { samples: per.get(n)!.map((x) => round(x[f])), median: round(med(n, f)) },
+            ]),
+          ),
+        ]),
+      ),
+    },
+    imageRatio: Object.fromEntries(
+      imageNames.map((n) => [
+        n,
+        Object.fromEntries(
+          fields.map((f) => [
+            f.replace(/Ms$/, ''),
+            Math.round((med(n, f) / med(first, f)) * 1000) / 1000,
+          ]),
+        ),
+      ]),
+    ),
+  };
+}

@@ -170,7 +170,10 @@ export function buildProgram(ctx: CliContext): Command {
     .command('list')
     .alias('ls')
     .description('list images')
-    .action(async () => (await imageCommands()).imageList(ctx));
+    .option('--available', 'show the catalog (with sizes)')
+    .action(async (opts: { available?: boolean }) =>
+      (await imageCommands()).imageList(ctx, { available: Boolean(opts.available) }),
+    );
   image
     .command('show')
     .description('show one image')
@@ -184,7 +187,9 @@ export function buildProgram(ctx: CliContext): Command {
     .action(async (names) => (await imageCommands()).imageDelete(ctx, names));
   image
     .command('pull')
-    .description('pull a catalog image (debian-bookworm) or an OCI image (registry/repo:tag)')
+    .description(
+      'pull a catalog image (debian-bookworm, debian-bookworm-slim) or an OCI image (registry/repo:tag)',
+    )
     .argument('<ref>', 'catalog name or OCI reference')
     .option('--name <name>', 'name for the image')
     .option('--kernel-ref <kernel>', 'kernel to pair with the image')

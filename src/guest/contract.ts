@@ -44,10 +44,41 @@ export type ContractOp =
   | (Owned & { kind: 'file'; mode: number; content: string })
   | (Owned & { kind: 'file'; mode: number; sourcePath: string })
   | (Owned & { kind: 'symlink'; target: string })
+  /**
+   * Keep exactly one marker-fenced block in a text file: every existing block
+   * (from a `begin` line through the next `end` line) is taken out, the new one
+   * is appended, other lines stay. A missing file is created with mode and owner.
+   */
+  | (Owned & { kind: 'block'; mode: number; begin: string; end: string; lines: string[] })
   /** Remove a path (recursively); a `*` in the last component matches any characters. */
   | { kind: 'remove'; path: string; why?: string };
 
 export type FileOp = Extract<ContractOp, { kind: 'file' }>;
+export type BlockOp = Extract<ContractOp, { kind: 'block' }>;
+/** Operations that put an entry in place (the chroot applier writes them through a tar). */
+export type WriteOp = Extract<ContractOp, { kind: 'dir' | 'file' | 'symlink' }>;
+
+/**
+ * The text of a file after a block operation: `existing` (undefined: no file)
+ * without any fenced block, newline-terminated, then the block. Pure; the
+ * chroot applier's script (blockHookScript) does the same with sed.
+ */
+export function withBlock(
+  existing: string | undefined,
+  b: Pick<BlockOp, 'begin' | 'end' | 'lines'>,
+): string {
+  const kept: string[] = [];
+  let inside = false;
+  const lines = existing === undefined || existing === '' ? [] : existing.split('\n');
+  // a trailing newline gives one empty last element: it is not a line
+  const last = lines.length > 0 && lines[lines.length - 1] === '' ? lines.length - 1 : lines.length;
+  for (const l of lines.slice(0, last)) {
+    if (!inside && l === b.begin) inside = true;
+    else if (inside && l === b.end) inside = false;
+    else if (!inside) kept.push(l);
+  }
+  return [...kept, b.begin, ...b.lines, b.end].map((l) => `${l}\n`).join('');
+}
 
 /** Directory the work disk is mounted on; the image's copy becomes the work-seed. */
 export const WORK_SEED_DIR = '/root';
@@ -463,6 +494,15 @@ export function checkOps(ops: readonly ContractOp[]): void {
       p.split('/').some((c) => c === '..' || c === '.')
     ) {
       throw new Error(`contract path '${p}' must be absolute and normalised`);
+    }
+    if (o.kind === 'block') {
+      const all = [o.begin, o.end, ...o.lines];
+      if (all.some((l) => l.includes('\n')) || !o.begin.trim() || o.begin === o.end) {
+        throw new Error(`contract block '${p}': markers must be distinct non-empty single lines`);
+      }
+      if (o.lines.some((l) => l === o.begin || l === o.end)) {
+        throw new Error(`contract block '${p}': a body line repeats a marker`);
+      }
     }
     if (o.kind !== 'remove' && p.includes('*')) {
       throw new Error(`contract path '${p}': only removals may use '*'`);

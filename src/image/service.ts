@@ -91,12 +91,19 @@ export class ImageService {
 
   catalog(): ImageCatalogEntry[] {
     const def = this.deps.config().defaultImageName;
-    return CATALOG.map((c) => ({
-      name: c.name,
-      description: c.description,
-      installed: Boolean(this.deps.store.images.byName(c.name)),
-      default: c.name === def,
-    }));
+    return CATALOG.map((c) => {
+      const img = this.deps.store.images.byName(c.name);
+      const size = img ? fileSize(img.rootfsPath) : undefined;
+      return {
+        name: c.name,
+        description: c.description,
+        installed: Boolean(img),
+        default: c.name === def,
+        ...(size ?? c.approxSize),
+        estimated: !size,
+        docker: c.recipe.docker,
+      };
+    });
   }
 
   show(ref: string): ImageView {

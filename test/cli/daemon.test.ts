@@ -60,6 +60,32 @@ describe('bangerd lifecycle through the CLI', () => {
     assert.equal(s.apiVersion, 'v1');
   });
 
+  test('image list --available: both catalog images with their sizes, the default marked', async () => {
+    const r = await sb.run(['image', 'list', '--available']);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.match(lines[0]!, /^NAME\s+INSTALLED\s+DEFAULT\s+SIZE\s+DESCRIPTION$/);
+    assert.match(
+      lines[1]!,
+      /^debian-bookworm\s+no\s+yes\s+~[\d.]+[MG]\/~[\d.]+[MG]\s+Debian 12 dev box/,
+    );
+    assert.match(
+      lines[2]!,
+      /^debian-bookworm-slim\s+no\s+~[\d.]+[MG]\/~[\d.]+[MG]\s+Debian 12 minbase/,
+    );
+    assert.equal(lines.length, 3);
+    const j = await sb.run(['image', 'list', '--available', '--json']);
+    const entries = JSON.parse(j.stdout) as { name: string; sizeBytes: number; docker: boolean }[];
+    assert.deepEqual(
+      entries.map((e) => [e.name, e.docker]),
+      [
+        ['debian-bookworm', true],
+        ['debian-bookworm-slim', false],
+      ],
+    );
+    assert.ok(entries[0]!.sizeBytes > entries[1]!.sizeBytes);
+  });
+
   test('the log is JSON lines with level and message', async () => {
     const lines = fs.readFileSync(sb.paths.log, 'utf8').trim().split('\n');
     const parsed = lines.map((l) => JSON.parse(l) as { level: number; msg: string; time: string });

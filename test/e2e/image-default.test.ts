@@ -11,6 +11,7 @@ import {
   SSH_HOSTKEY_DROPIN_PATH,
   SSHD_DROPIN_PATH,
 } from '../../src/guest/contract.js';
+import { TMUX_BLOCK_BEGIN, TMUX_BLOCK_END } from '../../src/image/devbox.js';
 import { MISE_PIN } from '../../src/image/recipe.js';
 import { debugfsLs, debugfsStat, maskedInImage } from '../helpers/debugfs.js';
 import { EXPECTED_MASKED_PATHS } from '../helpers/guest-expectations.js';
@@ -222,6 +223,22 @@ describe('default image (debian-bookworm), built for real', { timeout: 30 * 60_0
       '/usr/bin/vim.tiny',
       '/lib/systemd/systemd',
       '/usr/sbin/modprobe',
+      // the dev box
+      '/usr/bin/docker',
+      '/usr/sbin/dockerd',
+      '/usr/bin/containerd',
+      '/usr/bin/cc',
+      '/usr/bin/gcc',
+      '/usr/bin/make',
+      '/usr/bin/pkg-config',
+      '/usr/bin/jq',
+      '/usr/bin/python3',
+      '/usr/bin/ssh',
+      '/usr/bin/rsync',
+      '/usr/bin/htop',
+      '/usr/bin/strace',
+      '/usr/bin/file',
+      '/usr/share/tmux-plugin-manager/tpm',
     ];
     const s = debugfsStat(i.rootfs, bins);
     for (const b of bins) assert.ok(s.get(b), `${b} present`);
@@ -231,6 +248,39 @@ describe('default image (debian-bookworm), built for real', { timeout: 30 * 60_0
       !debugfsStat(i.rootfs, ['/usr/sbin/udevadm', '/lib/systemd/systemd-udevd']).size,
       'no udev',
     );
+  });
+
+  test('Docker is socket-activated: nothing of it starts at boot; its data dir is bound to the overlay disk', (t) => {
+    const i = need(t);
+    if (!i) return;
+    const wants = (d: string) => ls(i.rootfs, d);
+    assert.ok(wants('/etc/systemd/system/sockets.target.wants').includes('docker.socket'));
+    assert.ok(!wants('/etc/systemd/system/multi-user.target.wants').includes('docker.service'));
+    assert.ok(!wants('/etc/systemd/system/multi-user.target.wants').includes('containerd.service'));
+    assert.ok(!wants('/etc/systemd/system/sysinit.target.wants').includes('apparmor.service'));
+    assert.ok(!wants('/lib/systemd/system/multi-user.target.wants').includes('dbus.service'));
+    const logind = debugfsStat(i.rootfs, ['/etc/systemd/system/systemd-logind.service']);
+    assert.equal(logind.get('/etc/systemd/system/systemd-logind.service')?.link, '/dev/null');
+    assert.match(
+      cat(i.rootfs, '/etc/systemd/system/banger-docker-data.service'),
+      /^ExecStart=\/bin\/mount --bind \/run\/banger\/overlay\/docker \/var\/lib\/docker$/m,
+    );
+    assert.match(
+      cat(i.rootfs, '/etc/systemd/system/docker.service.d/banger.conf'),
+      /^Requires=banger-docker-data\.service$/m,
+    );
+  });
+
+  test("tmux persistence: one banger block in the work-seed's .tmux.conf, an empty plugin dir", (t) => {
+    const i = need(t);
+    if (!i) return;
+    const conf = cat(i.workSeed, '/.tmux.conf');
+    assert.equal(conf.split('\n').filter((l) => l === TMUX_BLOCK_BEGIN).length, 1);
+    assert.equal(conf.split('\n').filter((l) => l === TMUX_BLOCK_END).length, 1);
+    assert.match(conf, /^run-shell -b '\{ \/usr\/share\/tmux-plugin-manager\/tpm; /m);
+    const s = debugfsStat(i.workSeed, ['/.tmux.conf', '/.tmux/plugins']);
+    assert.deepEqual([s.get('/.tmux.conf')?.uid, s.get('/.tmux.conf')?.mode], [0, 0o644]);
+    assert.equal(s.get('/.tmux/plugins')?.type, 'directory');
   });
 
   test('reuse: `image register` of the cached files into another sandbox; delete leaves the cache alone', async (t) => {

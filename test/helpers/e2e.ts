@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { defaultImage } from './image-cache.js';
+import { catalogImage, DEFAULT_IMAGE } from './image-cache.js';
 import { testNetnsName } from './owner.js';
 import {
   E2E_DIR,
@@ -38,29 +38,29 @@ export interface VmEnv {
 }
 
 /**
- * Make sure the default kernel and image exist in the shared state, pulling
- * them with a daemon in the root namespace (pulls only download and build
- * files; no bridge or address is created until a VM starts).
+ * Make sure the default kernel and the catalog images asked for exist in the
+ * shared state, pulling them with a daemon in the root namespace (pulls only
+ * download and build files; no bridge or address is created until a VM starts).
  */
-async function prepareArtifacts(sb: Sandbox): Promise<void> {
-  // The default image is built once per change of its inputs (test/helpers/image-cache.ts).
-  const img = await defaultImage();
-  const steps = [
-    ['kernel', 'pull', 'debian-cloud-6.1'],
+async function prepareArtifacts(sb: Sandbox, images: readonly string[]): Promise<void> {
+  const steps = [['kernel', 'pull', 'debian-cloud-6.1']];
+  for (const name of images) {
+    // Each image is built once per change of its inputs (test/helpers/image-cache.ts).
+    const img = await catalogImage(name);
     // Re-registering updates in place: the shared state always points at the current build.
-    [
+    steps.push([
       'image',
       'register',
       '--name',
-      'debian-bookworm',
+      name,
       '--rootfs',
       img.rootfs,
       '--work-seed',
       img.workSeed,
       '--kernel-ref',
       'debian-cloud-6.1',
-    ],
-  ];
+    ]);
+  }
   for (const args of steps) {
     const r = await sb.run(args, { timeoutMs: 20 * 60_000 });
     if (r.code !== 0) throw new Error(`banger ${args.join(' ')} failed: ${r.stderr}`);
@@ -70,7 +70,12 @@ async function prepareArtifacts(sb: Sandbox): Promise<void> {
 
 export async function vmEnv(
   label: string,
-  opts: { config?: string; env?: Record<string, string> } = {},
+  opts: {
+    config?: string;
+    env?: Record<string, string>;
+    /** Catalog images to register in the shared state (default: the default image). */
+    images?: readonly string[];
+  } = {},
 ): Promise<VmEnv> {
   const ns = testNetnsName(label, randomBytes(3).toString('hex'));
   fs.mkdirSync(path.join(E2E_DIR, 'state'), { recursive: true });
@@ -84,7 +89,7 @@ export async function vmEnv(
     },
   });
   try {
-    await prepareArtifacts(sb);
+    await prepareArtifacts(sb, opts.images ?? [DEFAULT_IMAGE]);
   } catch (e) {
     await sb.cleanup();
     throw e;

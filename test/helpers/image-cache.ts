@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { catalogEntry } from '../../src/image/catalog.js';
+import { CATALOG, catalogEntry } from '../../src/image/catalog.js';
 import { defaultAgentBinary, imageInputsKey } from '../../src/image/inputs.js';
 import { which } from '../../src/util/exec.js';
 import {
@@ -15,8 +15,10 @@ import {
 } from './sandbox.js';
 
 /**
- * The real default image, built once per CI run and reused by every e2e test
- * that needs one (docs/images.md, "Tests").
+ * The real catalog images (the default `debian-bookworm`, and
+ * `debian-bookworm-slim` when a test or bench asks for it), each built once
+ * per change of its inputs and reused by every e2e test that needs one
+ * (docs/images.md, "Tests").
  *
  *  - `<repo>/.cache/e2e-images/<key>/` holds rootfs.ext4, work-seed.ext4 and
  *    image.json; `<key>` = imageInputsKey(recipe, agent binary): a change to
@@ -60,8 +62,13 @@ export const IMAGE_BUILD_TOOLS = ['mmdebstrap', 'mkfs.ext4', 'debugfs', 'e2fsck'
 
 export const missingTools = (tools = IMAGE_BUILD_TOOLS): string[] => tools.filter((t) => !which(t));
 
-export function defaultImageKey(): string {
-  return imageInputsKey(catalogEntry('debian-bookworm')!.recipe, defaultAgentBinary());
+export const DEFAULT_IMAGE = 'debian-bookworm';
+export const SLIM_IMAGE = 'debian-bookworm-slim';
+
+export function catalogImageKey(name: string): string {
+  const entry = catalogEntry(name);
+  if (!entry) throw new Error(`${name} is not a catalog image`);
+  return imageInputsKey(entry.recipe, defaultAgentBinary());
 }
 
 function readCached(key: string): CachedImage | undefined {
@@ -102,9 +109,16 @@ async function withLock<T>(file: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The cached default image, building it through the CLI when missing. */
-export async function defaultImage(opts: { timeoutMs?: number } = {}): Promise<CachedImage> {
-  const key = defaultImageKey();
+/** The cached default image (debian-bookworm), building it through the CLI when missing. */
+export const defaultImage = (opts: { timeoutMs?: number } = {}): Promise<CachedImage> =>
+  catalogImage(DEFAULT_IMAGE, opts);
+
+/** A cached catalog image, building it through the CLI (`image pull NAME`) when missing. */
+export async function catalogImage(
+  name: string,
+  opts: { timeoutMs?: number } = {},
+): Promise<CachedImage> {
+  const key = catalogImageKey(name);
   const hit = readCached(key);
   if (hit) return hit;
   return withLock(path.join(IMAGE_CACHE, `${key}.lock`), async () => {
@@ -114,16 +128,14 @@ export async function defaultImage(opts: { timeoutMs?: number } = {}): Promise<C
     const sb = await makeSandbox({ env: { ...networkEnv(), BANGER_CACHE_DIR: BUILD_CACHE } });
     try {
       const t0 = Date.now();
-      const r = await sb.run(['image', 'pull', 'debian-bookworm'], {
+      const r = await sb.run(['image', 'pull', name], {
         timeoutMs: opts.timeoutMs ?? 20 * 60_000,
       });
       const buildMs = Date.now() - t0;
       if (r.code !== 0) {
-        throw new Error(
-          `image pull debian-bookworm failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`,
-        );
+        throw new Error(`image pull ${name} failed (exit ${r.code}):\n${r.stderr.slice(-4000)}`);
       }
-      const show = await sb.run(['image', 'show', 'debian-bookworm', '--json']);
+      const show = await sb.run(['image', 'show', name, '--json']);
       const view = JSON.parse(show.stdout) as Record<string, unknown> & {
         rootfsPath: string;
         workSeedPath: string;
@@ -146,7 +158,7 @@ export async function defaultImage(opts: { timeoutMs?: number } = {}): Promise<C
       };
       fs.writeFileSync(path.join(tmp, 'image.json'), JSON.stringify(info, null, 2));
       fs.renameSync(tmp, path.join(IMAGE_CACHE, key));
-      pruneStale(key);
+      pruneStale();
       return { ...readCached(key)!, built: true };
     } finally {
       await sb.cleanup();
@@ -154,12 +166,13 @@ export async function defaultImage(opts: { timeoutMs?: number } = {}): Promise<C
   });
 }
 
-/** Images of older inputs are of no use any more (~375 MB each): keep only `key`. */
-function pruneStale(key: string): void {
+/** Images of older inputs are of no use any more (0.4–1 GB each): keep the catalog's current keys. */
+function pruneStale(): void {
+  const current = new Set(CATALOG.map((c) => catalogImageKey(c.name)));
   for (const n of fs.readdirSync(IMAGE_CACHE)) {
     if (
       /^[0-9a-f]{64}$/.test(n) &&
-      n !== key &&
+      !current.has(n) &&
       !fs.existsSync(path.join(IMAGE_CACHE, `${n}.lock`))
     ) {
       fs.rmSync(path.join(IMAGE_CACHE, n), { recursive: true, force: true });
@@ -167,11 +180,11 @@ function pruneStale(key: string): void {
   }
 }
 
-/** Register the cached default image into a sandbox as `name` (default debian-bookworm). */
+/** Register a cached image into a sandbox as `name` (default debian-bookworm). */
 export async function registerDefaultImage(
   sb: Sandbox,
   img: CachedImage,
-  name = 'debian-bookworm',
+  name = DEFAULT_IMAGE,
 ): Promise<void> {
   const r = await sb.run([
     'image',

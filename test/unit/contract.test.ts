@@ -16,10 +16,15 @@ import {
   SSH_EARLY_DROPIN_PATH,
   SSH_HOSTKEY_DROPIN_PATH,
   SSHD_DROPIN_PATH,
+  withBlock,
+  type BlockOp,
   type ContractOp,
+  type WriteOp,
 } from '../../src/guest/contract.js';
 import {
   applyContractToTree,
+  blockHookScript,
+  blockScript,
   globToRegExp,
   planHookSteps,
   removalHookScript,
@@ -307,6 +312,11 @@ class MemTree implements ContractTree {
     }
     return any;
   }
+  readFile(p: string) {
+    const n = this.nodes.get(p);
+    if (n?.type !== 'file') throw new Error(`${p}: not a file`);
+    return Buffer.from(n.content ?? '');
+  }
   exists(p: string) {
     return this.nodes.has(p);
   }
@@ -375,7 +385,11 @@ describe('guest contract appliers', () => {
     ]);
     assert.deepEqual(
       steps.map((s) =>
-        s.kind === 'remove' ? ['rm', ...s.paths] : ['tar', ...s.ops.map((o) => o.path)],
+        s.kind === 'remove'
+          ? ['rm', ...s.paths]
+          : s.kind === 'block'
+            ? ['block', s.op.path]
+            : ['tar', ...s.ops.map((o) => o.path)],
       ),
       [
         ['rm', '/a', '/b*'],
@@ -418,7 +432,7 @@ describe('guest contract appliers', () => {
       const agent = path.join(dir, 'agent');
       fs.writeFileSync(agent, 'AGENTBYTES');
       const writes = guestContractOps({ agentBinary: agent }).filter(
-        (o): o is Exclude<ContractOp, { kind: 'remove' }> => o.kind !== 'remove',
+        (o): o is WriteOp => o.kind !== 'remove' && o.kind !== 'block',
       );
       const file = path.join(dir, 'c.tar');
       await writeContractTar(writes, file, { mtime: 1767225600 });
@@ -444,5 +458,75 @@ describe('guest contract appliers', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('fenced blocks (one managed block in a user file)', () => {
+  const op: BlockOp = {
+    kind: 'block',
+    path: '/root/.tool.conf',
+    mode: 0o640,
+    uid: 0,
+    gid: 0,
+    begin: '# >>> banger: x.y [1] $HOME/* >>>',
+    end: '# <<< banger <<<',
+    lines: ['set a 1', "say 'it''s' \\n"],
+  };
+  const BLOCK = `${op.begin}\nset a 1\nsay 'it''s' \\n\n${op.end}\n`;
+
+  test('withBlock: appended once; user lines kept; every old copy removed', () => {
+    assert.equal(withBlock(undefined, op), BLOCK);
+    assert.equal(withBlock('', op), BLOCK);
+    assert.equal(withBlock('mine\n', op), `mine\n${BLOCK}`);
+    assert.equal(withBlock('mine', op), `mine\n${BLOCK}`, 'a missing final newline is added');
+    const twice = `a\n${op.begin}\nold\n${op.end}\nb\n${op.begin}\nold2\n${op.end}\n`;
+    assert.equal(withBlock(twice, op), `a\nb\n${BLOCK}`);
+    assert.equal(withBlock(withBlock('a\n', op), op), `a\n${BLOCK}`, 'rewritten, not duplicated');
+  });
+
+  test('the chroot script does what withBlock does (run by sh on real files)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-block-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'root'));
+      const f = path.join(dir, op.path);
+      const cases: (string | undefined)[] = [
+        undefined,
+        '',
+        'mine',
+        'mine\n',
+        `a\n${op.begin}\nold\n${op.end}\nb\n${op.begin}\nold2\n${op.end}\n`,
+        `a\n${op.begin.replace('[1]', 'X')}\nnot ours (regex characters are literal)\n`,
+      ];
+      for (const start of cases) {
+        fs.rmSync(f, { force: true });
+        if (start !== undefined) fs.writeFileSync(f, start, { mode: 0o600 });
+        execFileSync('/bin/sh', ['-c', blockScript(op, dir)]);
+        assert.equal(fs.readFileSync(f, 'utf8'), withBlock(start, op), JSON.stringify(start));
+        execFileSync('/bin/sh', ['-c', blockScript(op, dir)]);
+        assert.equal(fs.readFileSync(f, 'utf8'), withBlock(start, op), 'idempotent');
+        const mode = fs.statSync(f).mode & 0o777;
+        assert.equal(mode, start === undefined ? 0o640 : 0o600, 'a new file gets the mode');
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    assert.match(blockHookScript(op), /^chroot "\$1" \/bin\/sh -c '/);
+  });
+
+  test('tree applier: the block replaces an old one and keeps user lines', () => {
+    const t = new MemTree();
+    t.writeFile(op.path, `mine\n${op.begin}\nold\n${op.end}\n`);
+    applyContractToTree([op], t, { mtime: 1 });
+    assert.equal(t.nodes.get(op.path)?.content, `mine\n${BLOCK}`);
+    const fresh = new MemTree();
+    applyContractToTree([op], fresh, { mtime: 1 });
+    assert.equal(fresh.nodes.get(op.path)?.content, BLOCK);
+    assert.equal(fresh.nodes.get(op.path)?.meta.mode, 0o640);
+  });
+
+  test('markers must be distinct single lines that no body line repeats', () => {
+    assert.throws(() => checkOps([{ ...op, end: op.begin }]), /distinct/);
+    assert.throws(() => checkOps([{ ...op, begin: 'a\nb' }]), /single lines/);
+    assert.throws(() => checkOps([{ ...op, lines: [op.end] }]), /repeats a marker/);
   });
 });

@@ -11,7 +11,7 @@ import { BangerError, isBangerError } from '../../src/errors.js';
 import type { BuiltImage } from '../../src/image/debian/build.js';
 import { EXT_MAGIC_OFFSET } from '../../src/image/files.js';
 import { KernelService } from '../../src/image/kernel/service.js';
-import { DEBIAN_BASE_PACKAGES } from '../../src/image/recipe.js';
+import { DEBIAN_BASE_PACKAGES, DEV_PACKAGES } from '../../src/image/recipe.js';
 import {
   ImageService,
   type ImageServiceDeps,
@@ -109,11 +109,12 @@ function makeRig(): Rig {
     if (r.gate) {
       await Promise.race([
         r.gate,
-        new Promise((_, reject) =>
-          o.signal?.addEventListener('abort', () =>
-            reject(new BangerError('cancelled', 'build was cancelled')),
-          ),
-        ),
+        // a loaded host may reach the builder only after the caller has left
+        new Promise((_, reject) => {
+          const cancel = () => reject(new BangerError('cancelled', 'build was cancelled'));
+          if (o.signal?.aborted) cancel();
+          else o.signal?.addEventListener('abort', cancel);
+        }),
       ]);
     }
     if (r.failWith) throw r.failWith;
@@ -181,7 +182,11 @@ describe('ImageService', () => {
       null,
       'FK column only once installed',
     );
-    assert.deepEqual((v.meta.recipe as { packages: string[] }).packages, [...DEBIAN_BASE_PACKAGES]);
+    assert.deepEqual(
+      (v.meta.recipe as { packages: string[] }).packages,
+      [...DEBIAN_BASE_PACKAGES, ...DEV_PACKAGES],
+      'the default image is the dev box',
+    );
     assert.match(
       String((v.meta.build as { log: string }).log),
       /image-build\/debian-bookworm-.*\.log$/,
@@ -284,12 +289,12 @@ describe('ImageService', () => {
   });
 
   test('image build extends the recipe; images without one are refused with a reason', async () => {
-    await rig.svc.pull({ ref: 'debian-bookworm' }, emit);
+    await rig.svc.pull({ ref: 'debian-bookworm-slim' }, emit);
     const v = await rig.svc.build(
-      { name: 'dev', fromImage: 'debian-bookworm', packages: ['make'], docker: true },
+      { name: 'dev', fromImage: 'debian-bookworm-slim', packages: ['make'], docker: true },
       emit,
     );
-    assert.equal(v.source, 'build:debian-bookworm');
+    assert.equal(v.source, 'build:debian-bookworm-slim');
     assert.deepEqual(rig.builds[1], {
       name: 'dev',
       packages: [...DEBIAN_BASE_PACKAGES, 'make'],
@@ -298,7 +303,7 @@ describe('ImageService', () => {
     assert.equal((v.meta.recipe as { docker: boolean }).docker, true);
     await rejects(
       rig.svc.build(
-        { name: 'dev', fromImage: 'debian-bookworm', packages: [], docker: false },
+        { name: 'dev', fromImage: 'debian-bookworm-slim', packages: [], docker: false },
         emit,
       ),
       'conflict',
@@ -419,27 +424,31 @@ describe('ImageService', () => {
     assert.ok(fs.existsSync(v.rootfsPath));
   });
 
-  test('list and show: apparent and allocated sizes, catalog status', async () => {
-    const [entry, ...more] = rig.svc.catalog();
-    assert.deepEqual(more, []);
+  test('list and show: apparent and allocated sizes, catalog status and sizes', async () => {
+    const before = rig.svc.catalog();
     assert.deepEqual(
-      { ...entry, description: undefined },
-      {
-        name: 'debian-bookworm',
-        description: undefined,
-        installed: false,
-        default: true,
-      },
+      before.map((c) => [c.name, c.installed, c.default, c.estimated, c.docker]),
+      [
+        ['debian-bookworm', false, true, true, true],
+        ['debian-bookworm-slim', false, false, true, false],
+      ],
     );
+    // before a build: the sizes a build measured, the dev box the bigger one
+    assert.ok(before[0]!.sizeBytes > before[1]!.sizeBytes && before[1]!.sizeBytes > 100e6);
     assert.match(
-      entry!.description,
-      /^Debian 12 \(bookworm\) minbase with systemd, OpenSSH, .*; built locally from Debian packages$/,
+      before[0]!.description,
+      /^Debian 12 dev box: systemd, OpenSSH, Docker \(socket-activated\), build-essential, /,
     );
     await rig.svc.pull({ ref: 'debian-bookworm' }, emit);
     const [v] = rig.svc.list();
     assert.equal(v!.sizeBytes, 65536);
     assert.ok(v!.allocatedBytes !== null && v!.allocatedBytes >= 0);
-    assert.equal(rig.svc.catalog()[0]!.installed, true);
+    const after = rig.svc.catalog()[0]!;
+    // the fake builder's rootfs is 64 KiB: the real file's size, no estimate
+    assert.deepEqual(
+      [after.installed, after.estimated, after.sizeBytes, after.allocatedBytes],
+      [true, false, 65536, v!.allocatedBytes],
+    );
     await rejects(
       Promise.resolve().then(() => rig.svc.show('nope')),
       'not_found',

@@ -3,7 +3,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
-import { formatImageSize, imageTable, parsePackages } from '../../src/cli/commands/image.js';
+import {
+  formatImageSize,
+  imageCatalogTable,
+  imageTable,
+  parsePackages,
+} from '../../src/cli/commands/image.js';
 import { isBangerError } from '../../src/errors.js';
 import { failureLine, pruneBuildLogs } from '../../src/image/buildLog.js';
 import { CATALOG, catalogEntry } from '../../src/image/catalog.js';
@@ -29,6 +34,7 @@ import { packumentUrl, sri512 } from '../../src/image/mise.js';
 import {
   debianRecipe,
   DEBIAN_BASE_PACKAGES,
+  devRecipe,
   extendRecipe,
   includedPackages,
   MISE_PIN,
@@ -37,6 +43,8 @@ import {
 } from '../../src/image/recipe.js';
 import { defaultOciName } from '../../src/image/service.js';
 import { seedEntries } from '../../src/image/workSeed.js';
+import { TMUX_BLOCK_BEGIN, TMUX_BLOCK_END } from '../../src/image/devbox.js';
+import { withBlock } from '../../src/guest/contract.js';
 
 const HOST_BOOKWORM = `Types: deb
 # http://snapshot.debian.org/archive/debian/20250520T000000Z
@@ -53,59 +61,155 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `;
 
 describe('recipes and the catalog', () => {
-  test('debian-bookworm: minbase bookworm with the tools the spec lists, mise pinned', () => {
-    const e = catalogEntry('debian-bookworm')!;
-    assert.equal(CATALOG[0]!.name, 'debian-bookworm');
+  test('debian-bookworm-slim: minbase bookworm with the minimal set, mise pinned, no Docker', () => {
+    const e = catalogEntry('debian-bookworm-slim')!;
     assert.equal(e.recipe.suite, 'bookworm');
     assert.equal(e.recipe.variant, 'minbase');
-    for (const p of [
+    assert.deepEqual(e.recipe.packages, [
       'systemd-sysv',
       'openssh-server',
       'iproute2',
-      'git',
-      'curl',
+      'iputils-ping',
       'ca-certificates',
+      'curl',
+      'git',
       'tmux',
       'less',
       'vim-tiny',
       'sudo',
       'procps',
-    ]) {
-      assert.ok(e.recipe.packages.includes(p), p);
-    }
-    assert.ok(
-      !e.recipe.packages.includes('udev'),
-      'no udev: the initramfs does its job, the boot is faster',
-    );
+      'kmod',
+      'netbase',
+      'xz-utils',
+      'unzip',
+    ]);
     assert.equal(e.recipe.docker, false);
+    assert.equal(e.recipe.tmuxPersistence, false);
     assert.deepEqual(e.recipe.mise, MISE_PIN);
     assert.match(MISE_PIN.integrity, /^sha512-/);
+    assert.deepEqual(recipeOps(e.recipe), []);
   });
 
-  test('extendRecipe adds packages once and turns Docker on', () => {
+  test('debian-bookworm (the default, first in the catalog): the slim set + dev tools, Docker, tmux persistence', () => {
+    assert.deepEqual(
+      CATALOG.map((c) => c.name),
+      ['debian-bookworm', 'debian-bookworm-slim'],
+    );
+    const e = catalogEntry('debian-bookworm')!;
+    const slim = catalogEntry('debian-bookworm-slim')!;
+    const all = includedPackages(e.recipe);
+    for (const p of [
+      ...slim.recipe.packages,
+      'docker.io',
+      'jq',
+      'make',
+      'build-essential',
+      'pkg-config',
+      'python3',
+      'openssh-client',
+      'rsync',
+      'htop',
+      'strace',
+      'file',
+      'tmux-plugin-manager',
+    ]) {
+      assert.ok(all.includes(p), p);
+    }
+    assert.ok(!all.includes('udev'), 'no udev: the initramfs does its job, the boot is faster');
+    assert.deepEqual([e.recipe.docker, e.recipe.tmuxPersistence], [true, true]);
+    assert.deepEqual(e.recipe.mise, MISE_PIN);
+    assert.ok(e.approxSize.sizeBytes > slim.approxSize.sizeBytes);
+  });
+
+  test('extendRecipe adds packages once and turns Docker on; tmux persistence is kept', () => {
     const r = extendRecipe(debianRecipe(), { packages: ['make', 'git', 'make'], docker: true });
     assert.deepEqual(r.packages, [...DEBIAN_BASE_PACKAGES, 'make']);
     assert.equal(r.docker, true);
     assert.ok(includedPackages(r).includes('docker.io'));
     assert.ok(includedPackages(r).includes('dbus') && includedPackages(r).includes('apparmor'));
+    assert.ok(!includedPackages(r).includes('tmux-plugin-manager'));
     assert.equal(extendRecipe(r, {}).docker, true, 'docker stays on');
+    assert.equal(extendRecipe(devRecipe(), { packages: ['gdb'] }).tmuxPersistence, true);
   });
 
-  test('Docker images start dockerd on first use (socket stays enabled)', () => {
-    assert.deepEqual(recipeOps(debianRecipe()), []);
+  test('Docker images: dockerd, containerd, AppArmor and D-Bus start on first use, logind never; data dir on ext4', () => {
     const ops = recipeOps(debianRecipe({ docker: true }));
     assert.deepEqual(
-      ops.map((o) => [o.kind, o.path]),
+      ops.filter((o) => o.kind === 'remove').map((o) => o.path),
       [
-        ['remove', '/etc/systemd/system/multi-user.target.wants/docker.service'],
-        ['remove', '/etc/systemd/system/multi-user.target.wants/containerd.service'],
+        '/etc/systemd/system/multi-user.target.wants/docker.service',
+        '/etc/systemd/system/multi-user.target.wants/containerd.service',
+        '/etc/systemd/system/sysinit.target.wants/apparmor.service',
+        '/lib/systemd/system/multi-user.target.wants/dbus.service',
       ],
     );
+    assert.ok(
+      !ops.some((o) => o.path.includes('docker.socket')),
+      'docker.socket stays enabled: the first docker command starts dockerd',
+    );
+    const logind = ops.find((o) => o.path === '/etc/systemd/system/systemd-logind.service');
+    assert.ok(logind?.kind === 'symlink' && logind.target === '/dev/null', 'logind masked');
+    const files = Object.fromEntries(
+      ops.flatMap((o) => (o.kind === 'file' && 'content' in o ? [[o.path, o.content]] : [])),
+    );
+    const unit = files['/etc/systemd/system/banger-docker-data.service']!;
+    assert.match(unit, /^ConditionPathIsMountPoint=\/run\/banger\/overlay$/m);
+    assert.match(
+      unit,
+      /^ExecStart=\/bin\/mkdir -p \/run\/banger\/overlay\/docker \/var\/lib\/docker$/m,
+    );
+    assert.match(
+      unit,
+      /^ExecStart=\/bin\/mount --bind \/run\/banger\/overlay\/docker \/var\/lib\/docker$/m,
+    );
+    const dropin = files['/etc/systemd/system/docker.service.d/banger.conf']!;
+    assert.match(dropin, /^Requires=banger-docker-data\.service$/m);
+    assert.match(dropin, /^After=banger-docker-data\.service$/m);
   });
 
-  test('stored recipes parse back; junk does not', () => {
-    const r = debianRecipe();
+  test('tmux persistence: TPM, resurrect and continuum in one fenced block of /root/.tmux.conf', () => {
+    const ops = recipeOps(debianRecipe({ tmuxPersistence: true }));
+    assert.ok(
+      includedPackages(debianRecipe({ tmuxPersistence: true })).includes('tmux-plugin-manager'),
+    );
+    const block = ops.find((o) => o.kind === 'block');
+    assert.ok(block && block.kind === 'block');
+    assert.equal(block.path, '/root/.tmux.conf');
+    assert.equal(block.begin, TMUX_BLOCK_BEGIN);
+    assert.equal(block.end, TMUX_BLOCK_END);
+    assert.deepEqual(block.lines.slice(0, 4), [
+      "set -g @plugin 'tmux-plugins/tmux-resurrect'",
+      "set -g @plugin 'tmux-plugins/tmux-continuum'",
+      "set -g @continuum-save-interval '15'",
+      "set -g @continuum-restore 'off'",
+    ]);
+    // TPM is loaded last, in the background (tmux never waits for it), then the
+    // plugins are fetched only when missing, and loaded
+    assert.equal(
+      block.lines.at(-1),
+      "run-shell -b '{ /usr/share/tmux-plugin-manager/tpm; test -d /root/.tmux/plugins/tmux-continuum || " +
+        "{ /usr/share/tmux-plugin-manager/bin/install_plugins && /usr/share/tmux-plugin-manager/tpm; }; } >/dev/null 2>&1'",
+    );
+    assert.deepEqual(
+      block.lines.filter((l) => /^run(-shell)?\b/.test(l) && !l.startsWith('run-shell -b ')),
+      [],
+      'no foreground run-shell',
+    );
+    assert.ok(
+      ops.some((o) => o.kind === 'dir' && o.path === '/root/.tmux/plugins'),
+      'TPM clones into an existing directory',
+    );
+    // the block is rewritten, not duplicated
+    const once = withBlock('set -g mouse on\n', block);
+    assert.equal(withBlock(once, block), once);
+    assert.equal(once.split(TMUX_BLOCK_BEGIN).length, 2);
+  });
+
+  test('stored recipes parse back (older ones without tmuxPersistence too); junk does not', () => {
+    const r = devRecipe();
     assert.deepEqual(parseRecipe(JSON.parse(JSON.stringify(r))), r);
+    const { tmuxPersistence: _t, ...old } = debianRecipe();
+    assert.deepEqual(parseRecipe(old), debianRecipe());
     assert.equal(parseRecipe({ kind: 'oci' }), undefined);
     assert.equal(parseRecipe(undefined), undefined);
   });
@@ -123,6 +227,7 @@ describe('recipes and the catalog', () => {
         k,
       );
       assert.notEqual(imageInputsKey(debianRecipe({ docker: true }), agent), k);
+      assert.notEqual(imageInputsKey(debianRecipe({ tmuxPersistence: true }), agent), k);
       assert.notEqual(
         imageInputsKey(debianRecipe({ mise: { ...MISE_PIN, version: '1' } }), agent),
         k,
@@ -499,6 +604,36 @@ describe('image files and helpers', () => {
     assert.deepEqual(t.split('\n'), [
       'NAME              SOURCE                    KERNEL             SIZE          CREATED',
       'debian-bookworm   catalog:debian-bookworm   debian-cloud-6.1   414M/356.6M   1h ago',
+    ]);
+  });
+
+  test("image list --available: built sizes, or a build's measured sizes marked ~", () => {
+    const t = imageCatalogTable([
+      {
+        name: 'debian-bookworm',
+        description: 'dev box',
+        installed: false,
+        default: true,
+        sizeBytes: 1073741824,
+        allocatedBytes: 943718400,
+        estimated: true,
+        docker: true,
+      },
+      {
+        name: 'debian-bookworm-slim',
+        description: 'minbase',
+        installed: true,
+        default: false,
+        sizeBytes: 434110464,
+        allocatedBytes: 373964800,
+        estimated: false,
+        docker: false,
+      },
+    ]);
+    assert.deepEqual(t.split('\n'), [
+      'NAME                   INSTALLED   DEFAULT   SIZE          DESCRIPTION',
+      'debian-bookworm        no          yes       ~1G/~900M     dev box',
+      'debian-bookworm-slim   yes                   414M/356.6M   minbase',
     ]);
   });
 });

@@ -66,7 +66,14 @@ export const ImageCatalogEntrySchema = z.object({
   description: z.string(),
   installed: z.boolean(),
   default: z.boolean(),
+  /** rootfs size: the installed image's, else what a build of the recipe measured (`estimated`). */
+  sizeBytes: z.number(),
+  allocatedBytes: z.number(),
+  estimated: z.boolean(),
+  /** Docker (socket-activated) in the image. */
+  docker: z.boolean(),
 });
+export type ImageCatalogEntry = z.infer<typeof ImageCatalogEntrySchema>;
 
 export const KernelPullRequestSchema = z.object({ name: ImageName }).strict();
 

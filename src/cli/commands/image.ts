@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { IMAGE_NAME_RE, type ImageView } from '../../api/schemas/images.js';
+import { IMAGE_NAME_RE, type ImageCatalogEntry, type ImageView } from '../../api/schemas/images.js';
 import { BangerError, toBangerError, usageError } from '../../errors.js';
 import { formatDuration, formatSizeShort } from '../../util/units.js';
 import type { CliContext } from '../context.js';
@@ -75,11 +75,38 @@ export function formatImage(v: ImageView): string {
   ].join('\n');
 }
 
-export async function imageList(ctx: CliContext): Promise<void> {
+/** `image list --available`: the catalog, with the built size (or a build's measured size, `~`). */
+export function imageCatalogTable(entries: ImageCatalogEntry[]): string {
+  return table(
+    ['NAME', 'INSTALLED', 'DEFAULT', 'SIZE', 'DESCRIPTION'],
+    entries.map((e) => [
+      e.name,
+      e.installed ? 'yes' : 'no',
+      e.default ? 'yes' : '',
+      e.estimated
+        ? `~${formatSizeShort(e.sizeBytes)}/~${formatSizeShort(e.allocatedBytes)}`
+        : formatImageSize(e),
+      e.description,
+    ]),
+  );
+}
+
+export async function imageList(
+  ctx: CliContext,
+  opts: { available?: boolean } = {},
+): Promise<void> {
+  if (opts.available) {
+    const { images } = await ctx.call('imageCatalog');
+    if (ctx.flags.json) ctx.printJson(images);
+    else ctx.print(imageCatalogTable(images));
+    return;
+  }
   const { images } = await ctx.call('imageList');
   if (ctx.flags.json) return ctx.printJson(images);
   if (images.length === 0) {
-    ctx.print('no images (banger image pull debian-bookworm builds the default one)');
+    ctx.print(
+      'no images (banger image pull debian-bookworm builds the default one; `banger image list --available` shows the catalog)',
+    );
     return;
   }
   ctx.print(imageTable(images));

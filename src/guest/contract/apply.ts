@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import tarStream from 'tar-stream';
 import { BangerError } from '../../errors.js';
-import { checkOps, type ContractOp } from '../contract.js';
+import { checkOps, withBlock, type BlockOp, type ContractOp, type WriteOp } from '../contract.js';
 
 /**
  * The two appliers of the guest contract (src/guest/contract.ts):
@@ -13,9 +13,10 @@ import { checkOps, type ContractOp } from '../contract.js';
  *  - `mmdebstrapContractHooks(ops, dir)`: turns the operations into
  *    mmdebstrap `--customize-hook` arguments that apply them to the chroot
  *    while it is being built: removals run inside the chroot (`chroot "$1"
- *    rm ...`), everything else goes in through `tar-in` of a tar written
- *    here, so owners and modes are exact in every mode (root or unshare) and
- *    no host file has to be readable by the unshared root.
+ *    rm ...`), fenced blocks are edited there by a small sed script, and
+ *    everything else goes in through `tar-in` of a tar written here, so
+ *    owners and modes are exact in every mode (root or unshare) and no host
+ *    file has to be readable by the unshared root.
  *
  * Both walk the same list in order, so the two paths give the same result.
  */
@@ -34,6 +35,7 @@ export interface ContractTree {
   mkdir(p: string, meta?: ContractMeta): void;
   symlink(p: string, target: string, meta?: ContractMeta): void;
   remove(p: string): boolean;
+  readFile(p: string): Buffer;
   exists(p: string, opts?: { follow?: boolean }): boolean;
   get(p: string, opts?: { follow?: boolean }): { type: string } | undefined;
   list(p: string): string[];
@@ -90,6 +92,14 @@ export function applyContractToTree(
         tree.writeFile(o.path, content, { uid: o.uid, gid: o.gid, mode: o.mode, mtime });
         break;
       }
+      case 'block': {
+        const old =
+          tree.get(o.path, { follow: true })?.type === 'file'
+            ? tree.readFile(o.path).toString('utf8')
+            : undefined;
+        tree.writeFile(o.path, withBlock(old, o), { uid: o.uid, gid: o.gid, mode: o.mode, mtime });
+        break;
+      }
     }
   }
 }
@@ -128,10 +138,43 @@ export function removalHookScript(paths: readonly string[]): string {
   return `chroot "$1" /bin/sh -c ${shQuote(`rm -rf -- ${words}`)}`;
 }
 
-/** One step of the chroot applier: a removal script or a tar of entries to unpack at /. */
+/** A line as a basic regular expression for sed, anchored at both ends. */
+export function sedLineRe(line: string): string {
+  return `^${line.replace(/[\\/.*[\]^$]/g, '\\$&')}$`;
+}
+
+/**
+ * The sh script of one block operation (see `withBlock`, which it mirrors):
+ * run inside the chroot, or with `root` prefixed to the path (tests).
+ * Needs sed, tail, chown, chmod: all essential in Debian.
+ */
+export function blockScript(o: BlockOp, root = ''): string {
+  const f = shQuote(`${root}${o.path}`);
+  const range = shQuote(`/${sedLineRe(o.begin)}/,/${sedLineRe(o.end)}/d`);
+  const lines = [o.begin, ...o.lines, o.end].map(shQuote).join(' ');
+  return [
+    `f=${f}`,
+    'if [ -f "$f" ]; then',
+    `  sed -i -e ${range} "$f" || exit 1`,
+    '  if [ -s "$f" ] && [ -n "$(tail -c 1 "$f")" ]; then echo >> "$f"; fi',
+    'else',
+    `  : > "$f" && chown ${o.uid}:${o.gid} "$f" && chmod ${o.mode.toString(8)} "$f" || exit 1`,
+    'fi',
+    `printf '%s\\n' ${lines} >> "$f"`,
+    '',
+  ].join('\n');
+}
+
+/** The shell command of one block hook: runs inside the chroot. */
+export function blockHookScript(o: BlockOp): string {
+  return `chroot "$1" /bin/sh -c ${shQuote(blockScript(o))}`;
+}
+
+/** One step of the chroot applier: a removal script, a block edit or a tar of entries to unpack at /. */
 export type HookStep =
   | { kind: 'remove'; paths: string[] }
-  | { kind: 'tar'; ops: Exclude<ContractOp, { kind: 'remove' }>[] };
+  | { kind: 'block'; op: BlockOp }
+  | { kind: 'tar'; ops: WriteOp[] };
 
 /** Group the operations into ordered hook steps (consecutive removals / consecutive writes). Pure. */
 export function planHookSteps(ops: readonly ContractOp[]): HookStep[] {
@@ -142,7 +185,8 @@ export function planHookSteps(ops: readonly ContractOp[]): HookStep[] {
     if (o.kind === 'remove') {
       if (last?.kind === 'remove') last.paths.push(o.path);
       else steps.push({ kind: 'remove', paths: [o.path] });
-    } else if (last?.kind === 'tar') last.ops.push(o);
+    } else if (o.kind === 'block') steps.push({ kind: 'block', op: o });
+    else if (last?.kind === 'tar') last.ops.push(o);
     else steps.push({ kind: 'tar', ops: [o] });
   }
   return steps;
@@ -153,7 +197,7 @@ const tarName = (p: string): string => `.${p}`;
 
 /** Write the tar of one write step: entries carry the exact owner, mode and mtime. */
 export async function writeContractTar(
-  ops: readonly Exclude<ContractOp, { kind: 'remove' }>[],
+  ops: readonly WriteOp[],
   file: string,
   opts: ApplyOptions = {},
 ): Promise<void> {
@@ -203,6 +247,8 @@ export async function mmdebstrapContractHooks(
   for (const step of planHookSteps(ops)) {
     if (step.kind === 'remove') {
       args.push(`--customize-hook=${removalHookScript(step.paths)}`);
+    } else if (step.kind === 'block') {
+      args.push(`--customize-hook=${blockHookScript(step.op)}`);
     } else {
       const file = path.join(dir, `contract-${++n}.tar`);
       await writeContractTar(step.ops, file, opts);
