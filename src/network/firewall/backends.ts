@@ -86,7 +86,11 @@ export class IptablesFirewall implements Firewall {
 
   constructor(
     private readonly run: NetRunner,
-    private readonly bin: XtBins = { iptables: 'iptables', ip6tables: 'ip6tables', ebtables: 'ebtables' },
+    private readonly bin: XtBins = {
+      iptables: 'iptables',
+      ip6tables: 'ip6tables',
+      ebtables: 'ebtables',
+    },
   ) {}
 
   /** `<tool>-save -t <table>`; a table the kernel does not have is empty. */
@@ -102,13 +106,23 @@ export class IptablesFirewall implements Firewall {
   async apply(spec: FirewallSpec): Promise<void> {
     const restores: [XtTool, string, string][] = [
       ['iptables', IPT_WHAT, iptablesRestoreInput(spec)],
-      ['ip6tables', `banger's ip6tables chains (${IPT_INPUT_CHAIN}, ${IPT_GUARD_CHAIN})`, ip6tablesRestoreInput(spec)],
+      [
+        'ip6tables',
+        `banger's ip6tables chains (${IPT_INPUT_CHAIN}, ${IPT_GUARD_CHAIN})`,
+        ip6tablesRestoreInput(spec),
+      ],
       ['ebtables', `banger's ebtables chain ${EBT_CHAIN}`, ebtablesRestoreInput(spec)],
     ];
     for (const [tool, what, input] of restores) {
-      await mustRun(this.run, `installing ${what}`, `${this.bin[tool]}-restore`, [...waitArg(tool), '--noflush'], {
-        input,
-      });
+      await mustRun(
+        this.run,
+        `installing ${what}`,
+        `${this.bin[tool]}-restore`,
+        [...waitArg(tool), '--noflush'],
+        {
+          input,
+        },
+      );
     }
     for (const { tool, table, jumps } of jumpTables()) {
       const listing = await this.save(tool, table);
@@ -243,7 +257,9 @@ export function resolveFirewall(
   choice: FirewallChoice,
   which: (cmd: string) => string | undefined,
 ): FirewallResolution {
-  const missing = XT_TOOLS.flatMap((t) => [t, `${t}-restore`, `${t}-save`]).filter((c) => !which(c));
+  const missing = XT_TOOLS.flatMap((t) => [t, `${t}-restore`, `${t}-save`]).filter(
+    (c) => !which(c),
+  );
   const ipt = missing.length === 0;
   const nft = Boolean(which('nft'));
   switch (choice) {
