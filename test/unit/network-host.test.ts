@@ -182,7 +182,8 @@ describe('network: HostNetwork decisions', () => {
       'iptables-save -t filter': '-A FORWARD -m comment --comment banger -j BANGER-FORWARD\n',
       'ip6tables-save -t mangle':
         '-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD -m comment --comment banger -j BANGER-GUARD\n',
-      'ebtables-save -t filter': '-A INPUT -j BANGER-GUESTS\n-A FORWARD -j BANGER-GUESTS\n',
+      'ebtables-save -t nat': '-A PREROUTING -j BANGER-GUESTS\n',
+      'ebtables-save -t filter': '-A FORWARD -j BANGER-G2G\n',
     };
     const f = fakeRunner({
       ...Object.fromEntries(
@@ -210,9 +211,10 @@ describe('network: HostNetwork decisions', () => {
       'ip6tables-save -t mangle',
       'ip6tables -w -t mangle -A INPUT -m comment --comment banger -j BANGER-INPUT',
       'ip6tables -w -t mangle -A FORWARD -m comment --comment banger -j BANGER-GUARD',
+      'ebtables-save -t nat',
+      'ebtables -t nat -A PREROUTING -j BANGER-GUESTS',
       'ebtables-save -t filter',
-      'ebtables -t filter -A INPUT -j BANGER-GUESTS',
-      'ebtables -t filter -A FORWARD -j BANGER-GUESTS',
+      'ebtables -t filter -A FORWARD -j BANGER-G2G',
     ]);
     assert.match(f.calls[saves.length + 1]!.input!, /^\*nat\n:BANGER-POSTROUTING - \[0:0\]\n/);
     assert.match(f.calls[saves.length + 2]!.input!, /^\*mangle\n/);

@@ -355,9 +355,8 @@ describe('network: firewall rule text', () => {
     assert.equal(
       ebtablesRestoreInput(spec),
       [
-        '*filter',
+        '*nat',
         ':BANGER-GUESTS RETURN',
-        '-A BANGER-GUESTS -i bgr+ -o bgr+ -j DROP',
         '-A BANGER-GUESTS -s ! 02:00:00:00:00:0a -i bgra -j DROP',
         '-A BANGER-GUESTS -p IPv4 -i bgra --ip-src 172.16.0.3 -j RETURN',
         '-A BANGER-GUESTS -p ARP -i bgra --arp-ip-src 172.16.0.3 --arp-mac-src 02:00:00:00:00:0a -j RETURN',
@@ -369,6 +368,10 @@ describe('network: firewall rule text', () => {
         '-A BANGER-GUESTS -p IPv6 -i bgrb --ip6-src fe80::/10 -j RETURN',
         '-A BANGER-GUESTS -i bgrb -j DROP',
         '-A BANGER-GUESTS -i bgr+ -j DROP',
+        'COMMIT',
+        '*filter',
+        ':BANGER-G2G RETURN',
+        '-A BANGER-G2G -i bgr+ -o bgr+ -j DROP',
         'COMMIT',
         '',
       ].join('\n'),

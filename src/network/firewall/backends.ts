@@ -3,6 +3,7 @@ import { mustRun, netFailure, type NetRunner } from '../runner.js';
 import {
   bangerRulesFromSave,
   EBT_CHAIN,
+  EBT_G2G_CHAIN,
   ebtablesRestoreInput,
   FORWARD_RECORD_COMMENT,
   ip6tablesRestoreInput,
@@ -111,7 +112,11 @@ export class IptablesFirewall implements Firewall {
         `banger's ip6tables chains (${IPT_INPUT_CHAIN}, ${IPT_GUARD_CHAIN})`,
         ip6tablesRestoreInput(spec),
       ],
-      ['ebtables', `banger's ebtables chain ${EBT_CHAIN}`, ebtablesRestoreInput(spec)],
+      [
+        'ebtables',
+        `banger's ebtables chains (${EBT_CHAIN}, ${EBT_G2G_CHAIN})`,
+        ebtablesRestoreInput(spec),
+      ],
     ];
     for (const [tool, what, input] of restores) {
       await mustRun(

@@ -65,8 +65,14 @@ export const IPT_FILTER_CHAIN = 'BANGER-FORWARD';
 export const IPT_INPUT_CHAIN = 'BANGER-INPUT';
 /** mangle FORWARD (IPv4 and IPv6): what guests may not forward. */
 export const IPT_GUARD_CHAIN = 'BANGER-GUARD';
-/** ebtables filter INPUT and FORWARD: per-tap anti-spoofing, guest↔guest. */
+/**
+ * ebtables nat PREROUTING: per-tap anti-spoofing. PREROUTING runs before the
+ * bridge learns the source MAC, so a spoofed frame cannot move another
+ * VM's MAC to the spoofer's port (filter INPUT/FORWARD come after learning).
+ */
 export const EBT_CHAIN = 'BANGER-GUESTS';
+/** ebtables filter FORWARD: guest↔guest (needs the output port). */
+export const EBT_G2G_CHAIN = 'BANGER-G2G';
 
 export type XtTool = 'iptables' | 'ip6tables' | 'ebtables';
 
@@ -85,8 +91,8 @@ export const IPT_JUMPS: IptJump[] = [
   { tool: 'iptables', table: 'filter', parent: 'FORWARD', chain: IPT_FILTER_CHAIN },
   { tool: 'ip6tables', table: 'mangle', parent: 'INPUT', chain: IPT_INPUT_CHAIN },
   { tool: 'ip6tables', table: 'mangle', parent: 'FORWARD', chain: IPT_GUARD_CHAIN },
-  { tool: 'ebtables', table: 'filter', parent: 'INPUT', chain: EBT_CHAIN },
-  { tool: 'ebtables', table: 'filter', parent: 'FORWARD', chain: EBT_CHAIN },
+  { tool: 'ebtables', table: 'nat', parent: 'PREROUTING', chain: EBT_CHAIN },
+  { tool: 'ebtables', table: 'filter', parent: 'FORWARD', chain: EBT_G2G_CHAIN },
 ];
 
 /** The rule spec of a jump (for -A / -D); ebtables-nft has no comment match. */
@@ -267,16 +273,14 @@ function mangleLines(br: string, guestToGuest: boolean, v: 4 | 6, nat: FirewallV
 }
 
 /**
- * Input for `ebtables-restore --noflush`: per-tap anti-spoofing and the
- * guest↔guest switch at the bridge (independent of br_netfilter). A user
- * chain with policy RETURN, reached from filter INPUT (frames to the host)
- * and FORWARD (frames to other ports).
+ * Input for `ebtables-restore --noflush`: per-tap anti-spoofing at bridge
+ * PREROUTING and the guest↔guest switch in FORWARD (both independent of
+ * br_netfilter). User chains with policy RETURN.
  */
 export function ebtablesRestoreInput(input: FirewallSpec): string {
   const { vms, guestToGuest } = normalizeSpec(input);
   const C = EBT_CHAIN;
-  const lines = ['*filter', `:${C} RETURN`];
-  if (!guestToGuest) lines.push(`-A ${C} -i ${TAPS_EBT} -o ${TAPS_EBT} -j DROP`);
+  const lines = ['*nat', `:${C} RETURN`];
   for (const vm of pinned(vms)) {
     const i = `-i ${vm.tap}`;
     lines.push(
@@ -287,7 +291,9 @@ export function ebtablesRestoreInput(input: FirewallSpec): string {
       `-A ${C} ${i} -j DROP`,
     );
   }
-  lines.push(`-A ${C} -i ${TAPS_EBT} -j DROP`, 'COMMIT', '');
+  lines.push(`-A ${C} -i ${TAPS_EBT} -j DROP`, 'COMMIT', '*filter', `:${EBT_G2G_CHAIN} RETURN`);
+  if (!guestToGuest) lines.push(`-A ${EBT_G2G_CHAIN} -i ${TAPS_EBT} -o ${TAPS_EBT} -j DROP`);
+  lines.push('COMMIT', '');
   return lines.join('\n');
 }
 
@@ -383,9 +389,14 @@ export function bangerRulesFromSave(save: string): string[] {
   return save
     .split('\n')
     .filter((l) =>
-      [IPT_NAT_CHAIN, IPT_FILTER_CHAIN, IPT_INPUT_CHAIN, IPT_GUARD_CHAIN, EBT_CHAIN].some((c) =>
-        l.startsWith(`-A ${c} `),
-      ),
+      [
+        IPT_NAT_CHAIN,
+        IPT_FILTER_CHAIN,
+        IPT_INPUT_CHAIN,
+        IPT_GUARD_CHAIN,
+        EBT_CHAIN,
+        EBT_G2G_CHAIN,
+      ].some((c) => l.startsWith(`-A ${c} `)),
     );
 }
 
