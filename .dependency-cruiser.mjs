@@ -17,7 +17,7 @@ export const TIERS = [
   ['config', 'store'], // configuration; SQLite state
   ['guest'], // the guest contract, the agent protocol, host-side ssh
   ['vmm', 'network', 'storage'], // VMM drivers; bridge, taps, NAT; disks and ext4
-  ['image'], // images and kernels (built on storage, guest, vmm facts)
+  ['image', 'workspace'], // images and kernels; host checkouts copied into VMs (workspace mode)
   ['vm', 'doctor'], // the services that compose everything below
   ['daemon'], // bangerd: composes the services, serves the API
 ];
@@ -27,7 +27,23 @@ export const TIERS = [
  * needs (paths, config for the ssh key, units, ssh's command line). It may
  * import these parts (and files); types may come from any part but daemon.
  */
-export const CLI_MAY_IMPORT = ['errors', 'version', 'api', 'util', 'config', 'guest/ssh.ts'];
+export const CLI_MAY_IMPORT = [
+  'errors',
+  'version',
+  'api',
+  'util',
+  'config',
+  'guest/ssh.ts',
+  'tui/main.tsx',
+];
+
+/**
+ * The TUI (`banger tui`) stands aside like the CLI: it reaches the daemon only
+ * through the API client the CLI hands it, so it may import these parts;
+ * types may come from any part but daemon. Only the CLI imports it, and only
+ * its entry (`tui/main.tsx`, loaded when `banger tui` runs).
+ */
+export const TUI_MAY_IMPORT = ['errors', 'version', 'api', 'util'];
 
 /** npm packages that are daemon-side: never reachable from the CLI, not even lazily. */
 export const DAEMON_ONLY_PACKAGES = ['pino', 'better-sqlite3', 'tar-stream', 'dns-packet'];
@@ -36,7 +52,7 @@ export const DAEMON_ONLY_PACKAGES = ['pino', 'better-sqlite3', 'tar-stream', 'dn
 const FILE_PARTS = ['errors', 'version'];
 const partPath = (part) => {
   if (FILE_PARTS.includes(part)) return `^src/${part}\\.ts$`;
-  if (part.endsWith('.ts')) return `^src/${part.replace(/\./g, '\\.')}$`;
+  if (/\.tsx?$/.test(part)) return `^src/${part.replace(/\./g, '\\.')}$`;
   return `^src/${part}/`;
 };
 
@@ -88,9 +104,52 @@ const cliRules = [
   },
 ];
 
+const tuiRules = [
+  {
+    name: 'layer-tui',
+    comment: `tui may import only ${TUI_MAY_IMPORT.join(', ')} (types: anything but daemon)`,
+    severity: 'error',
+    from: { path: '^src/tui/' },
+    to: {
+      path: '^src/',
+      pathNot: ['^src/tui/', ...TUI_MAY_IMPORT.map(partPath)],
+      dependencyTypesNot: ['type-only'],
+    },
+  },
+  {
+    name: 'layer-tui-types',
+    comment: 'the TUI never depends on the daemon, not even for types',
+    severity: 'error',
+    from: { path: '^src/tui/' },
+    to: { path: '^src/daemon/' },
+  },
+  {
+    name: 'tui-no-daemon-packages',
+    comment: `the TUI never loads ${DAEMON_ONLY_PACKAGES.join(', ')}, not even lazily`,
+    severity: 'error',
+    from: { path: '^src/tui/' },
+    to: { path: `node_modules/(${DAEMON_ONLY_PACKAGES.join('|')})/`, reachable: true },
+  },
+  {
+    name: 'only-cli-imports-tui',
+    comment: 'the TUI is reached only from the CLI, through its entry tui/main.tsx',
+    severity: 'error',
+    from: { path: '^src/', pathNot: '^src/tui/' },
+    to: { path: '^src/tui/', pathNot: '^src/tui/main\\.tsx$' },
+  },
+  {
+    name: 'only-cli-imports-tui-entry',
+    comment: 'nothing but the CLI imports the TUI',
+    severity: 'error',
+    from: { path: '^src/', pathNot: '^src/(cli|tui)/' },
+    to: { path: '^src/tui/' },
+  },
+];
+
 export const forbidden = [
   ...layerRules,
   ...cliRules,
+  ...tuiRules,
   {
     name: 'no-concrete-driver',
     comment: 'outside src/vmm/, VMMs are reached through the driver interface and the registry',

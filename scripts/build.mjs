@@ -46,6 +46,13 @@ const cliPlugin = {
   name: 'banger-cli',
   setup(b) {
     b.onResolve({ filter: /^zod$/ }, () => ({ path: './zod.cjs', external: true }));
+    // The TUI (Ink, React, yoga's WebAssembly with top-level await) stays an ES
+    // module graph outside the bundle: `banger tui` imports dist/src/tui/main.js.
+    b.onResolve({ filter: /\/tui\/main\.js$/ }, (args) =>
+      args.importer.includes(`${path.sep}src${path.sep}cli${path.sep}`)
+        ? { path: '../src/tui/main.js', external: true }
+        : undefined,
+    );
     b.onResolve({ filter: /^node:child_process$/ }, (args) =>
       args.importer.includes(`${path.sep}node_modules${path.sep}commander${path.sep}`)
         ? { path: 'lazy-child-process', namespace: 'banger-lazy' }

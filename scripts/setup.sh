@@ -16,8 +16,8 @@ PACKAGES=(
   musl-tools
   # networking; dig for the DNS tests
   iproute2 iptables nftables dnsutils
-  # ssh into guests
-  openssh-client
+  # ssh into guests; git for workspace mode (vm run PATH)
+  openssh-client git
   # OCI pull tests: a real local registry and image tools
   docker-registry skopeo umoci
   # completion tests and the TUI tests
@@ -35,6 +35,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # The registry package starts a system service on port 5000; banger's tests run their own.
 if systemctl is-active --quiet docker-registry 2>/dev/null; then $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+
+# A root bangerd runs each VMM as this unprivileged user (config vmm_user).
+if ! getent passwd banger-vmm >/dev/null; then
+  echo "==> creating the system user banger-vmm (VMMs run as it)"
+  $SUDO useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin banger-vmm
+fi
 
 echo "==> npm ci"
 npm ci --no-audit --no-fund --loglevel=error

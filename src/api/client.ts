@@ -136,6 +136,65 @@ export class ApiClient {
     return final.result as Output<K>;
   }
 
+  /**
+   * Follow a watch route: each event line is passed to onEvent as it arrives.
+   * Resolves when the signal aborts; rejects when the daemon ends the stream
+   * or the connection breaks (a watcher reconnects).
+   */
+  async watch<K extends RouteId>(
+    id: K,
+    input: Input<K>,
+    onEvent: (event: Output<K>) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const def: Endpoint = endpoints[id];
+    const res = await this.request(id, input, { signal });
+    res.setEncoding('utf8');
+    let buf = '';
+    await new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const finish = (e?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        if (signal?.aborted) resolve();
+        else
+          reject(
+            e ??
+              new BangerError('daemon_unavailable', `the daemon ended ${def.method} ${def.path}`, {
+                hint: 'see `banger daemon logs`',
+              }),
+          );
+      };
+      res.on('data', (chunk: string) => {
+        buf += chunk;
+        let i: number;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          if (!line.trim()) continue;
+          try {
+            const ev = JSON.parse(line) as { type?: unknown; error?: ErrorShape };
+            // A failure after the stream began arrives as one error event.
+            if (ev.type === 'error' && ev.error) throw BangerError.fromJSON(ev.error);
+            onEvent(ev as Output<K>);
+          } catch (e) {
+            res.destroy();
+            finish(
+              e instanceof SyntaxError
+                ? new BangerError('internal', `daemon sent an invalid event: ${line.slice(0, 80)}`)
+                : e,
+            );
+            return;
+          }
+        }
+      });
+      res.on('end', () => finish());
+      res.on('error', () => finish());
+      res.on('aborted', () => finish());
+      res.on('close', () => finish());
+    });
+  }
+
   /** Call a raw text route (logs); chunks are passed as they arrive. */
   async text<K extends RouteId>(
     id: K,

@@ -7,8 +7,12 @@
  */
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
-/** How the response travels: one JSON body, NDJSON progress events, raw text, or an upgraded byte stream. */
-export type RouteKind = 'json' | 'stream' | 'text' | 'upgrade';
+/**
+ * How the response travels: one JSON body, NDJSON progress events ending in a
+ * result (`stream`), NDJSON events with no end that last until the client
+ * leaves (`watch`), raw text, or an upgraded byte stream.
+ */
+export type RouteKind = 'json' | 'stream' | 'watch' | 'text' | 'upgrade';
 
 export interface Endpoint {
   method: Method;
@@ -58,6 +62,11 @@ export const endpoints = {
   vmSsh: { method: 'GET', path: '/v1/vms/:ref/ssh', kind: 'upgrade' },
   vmStats: { method: 'GET', path: '/v1/stats' },
   vmPorts: { method: 'GET', path: '/v1/ports' },
+  /** Every VM, then each change, as NDJSON (a path no VM name can shadow). */
+  vmEvents: { method: 'GET', path: '/v1/events/vms', kind: 'watch' },
+
+  workspaceRun: { method: 'POST', path: '/v1/workspaces/run', kind: 'stream' },
+  workspacePrepare: { method: 'POST', path: '/v1/vms/:ref/workspace', kind: 'stream' },
 } as const satisfies Record<string, Endpoint>;
 
 export type RouteId = keyof typeof endpoints;

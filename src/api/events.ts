@@ -29,6 +29,10 @@ export const ProgressEventSchema = z.object({
   current: z.number(),
   total: z.number().optional(),
   unit: z.enum(['bytes', 'items']).optional(),
+  /** A second count shown beside the first, e.g. files beside bytes. */
+  items: z
+    .object({ current: z.number(), total: z.number().optional(), label: z.string() })
+    .optional(),
 });
 
 export const LogEventSchema = z.object({

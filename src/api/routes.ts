@@ -25,11 +25,18 @@ import {
   VmActionRequestSchema,
   VmCreateRequestSchema,
   VmCreateResultSchema,
+  VmEventSchema,
   VmResultsSchema,
   VmSetRequestSchema,
   VmStatsSchema,
   VmViewSchema,
 } from './schemas/vms.js';
+import {
+  WorkspacePrepareRequestSchema,
+  WorkspaceResultSchema,
+  WorkspaceRunRequestSchema,
+  WorkspaceRunResultSchema,
+} from './schemas/workspace.js';
 import { VmPortsResultSchema } from './schemas/ports.js';
 
 export { API_VERSION, MAX_BODY_BYTES, VERSION_HEADER } from './endpoints.js';
@@ -132,6 +139,18 @@ export const routes = {
     params: z.object({ ref: z.string() }),
     query: z.object({ port: qInt.optional() }).strict(),
   }),
+  // ---- workspaces -----------------------------------------------------------
+  /** `vm run PATH`: create a VM with PATH copied onto its work disk before it boots. */
+  workspaceRun: route('workspaceRun', {
+    body: WorkspaceRunRequestSchema,
+    response: WorkspaceRunResultSchema,
+  }),
+  /** `vm workspace prepare`: copy (or update a copy) into a running VM. */
+  workspacePrepare: route('workspacePrepare', {
+    params: z.object({ ref: z.string() }),
+    body: WorkspacePrepareRequestSchema,
+    response: WorkspaceResultSchema,
+  }),
   vmStats: route('vmStats', {
     query: z.object({ refs: z.string().optional() }).strict(),
     response: z.object({ vms: z.array(VmStatsSchema) }),
@@ -141,6 +160,8 @@ export const routes = {
     query: z.object({ refs: z.string().optional() }).strict(),
     response: VmPortsResultSchema,
   }),
+  /** A watch route: `response` is the schema of each event line. */
+  vmEvents: route('vmEvents', { response: VmEventSchema }),
 } satisfies Record<RouteId, RouteDef>;
 
 export type Routes = typeof routes;

@@ -4,6 +4,7 @@ import type { StreamEvent } from '../api/events.js';
 import type { CallInput, Response } from '../api/route.js';
 import type { Routes } from '../api/routes.js';
 import { currentPaths, type Paths } from '../config/paths.js';
+import { terminalSafe } from '../util/terminal.js';
 
 /**
  * What every command handler gets: paths, output streams, global flags and a
@@ -46,7 +47,7 @@ export class CliContext {
   }
 
   note(line: string): void {
-    this.err.write(`${line}\n`);
+    this.err.write(`${terminalSafe(line)}\n`);
   }
 
   async daemon<T>(

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { ApiClient } from '../api/client.js';
 import type { Paths } from '../config/paths.js';
 import { BangerError, type ErrorShape } from '../errors.js';
+import { checkRuntimeDir } from '../util/privateDir.js';
 import { sleep } from '../util/sleep.js';
 import { socketAnswers } from '../util/socket.js';
 import { IDENTITY, PACKAGE_ROOT } from '../version.js';
@@ -175,6 +176,7 @@ export async function withDaemon<T>(
   fn: (client: ApiClient) => Promise<T>,
   opts: { autostart?: boolean } = {},
 ): Promise<T> {
+  checkRuntimeDir(paths.runtimeDir, paths.socket);
   const client = newClient(paths);
   try {
     return await fn(client);

@@ -3,6 +3,7 @@ import { BangerError, toBangerError } from '../errors.js';
 import { CliContext } from './context.js';
 import { ExitWith } from './exit.js';
 import { buildProgram } from './program.js';
+import { terminalSafe } from '../util/terminal.js';
 
 /**
  * The CLI entry. The one place errors become output: a single line
@@ -40,7 +41,7 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const err = toBangerError(e);
-    process.stderr.write(`error: ${err.line}\n`);
+    process.stderr.write(`error: ${terminalSafe(err.line)}\n`);
     if (debug) {
       process.stderr.write(`${formatDebug(e)}\n`);
     }

@@ -1,7 +1,7 @@
 import { Command, Option } from '@commander-js/extra-typings';
-import { notImplemented } from '../errors.js';
 import { IDENTITY } from '../version.js';
-import type { CreateFlags, RunFlags, SizingFlags } from './commands/vm.js';
+import type { CreateFlags, SizingFlags } from './commands/vm.js';
+import type { PrepareFlags, WorkspaceRunFlags } from './commands/workspace.js';
 import type { CliContext } from './context.js';
 
 /**
@@ -14,18 +14,13 @@ import type { CliContext } from './context.js';
  * their variadic forms) complete live names from the daemon.
  */
 
-type Action = () => Promise<void>;
-
 const vmCommands = () => import('./commands/vm.js');
 const imageCommands = () => import('./commands/image.js');
 const kernelCommands = () => import('./commands/kernel.js');
 const daemonCommands = () => import('./commands/daemon.js');
 const completionCommands = () => import('./commands/completion.js');
-
-const todo =
-  (name: string): Action =>
-  () =>
-    Promise.reject(notImplemented(name));
+const tuiCommand = () => import('./commands/tui.js');
+const workspaceCommands = () => import('./commands/workspace.js');
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command()
@@ -63,8 +58,19 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--rm', 'delete the VM when the session or command ends')
     .option('--branch <branch>', 'create this branch in the guest checkout')
     .option('--from <ref>', 'start the branch from this ref')
+    .option('--mode <mode>', 'git metadata: shallow (default) or full_copy (the whole .git)')
     .action(async (path, opts) =>
-      (await vmCommands()).vmRun(ctx, path, opts as RunFlags, ctx.guestCommand),
+      path !== undefined ||
+      opts.branch !== undefined ||
+      opts.from !== undefined ||
+      opts.mode !== undefined
+        ? (await workspaceCommands()).vmRunWorkspace(
+            ctx,
+            path,
+            opts as WorkspaceRunFlags,
+            ctx.guestCommand,
+          )
+        : (await vmCommands()).vmRun(ctx, opts, ctx.guestCommand),
     );
 
   vm.command('create')
@@ -145,10 +151,13 @@ export function buildProgram(ctx: CliContext): Command {
     .command('prepare')
     .description('copy a git checkout into a VM')
     .argument('<vm>', 'VM name or id prefix')
-    .argument('[path]', 'git checkout (default: .)')
+    .argument('[path]', 'git checkout or directory (default: .)')
     .option('--guest-path <path>', 'destination in the guest', '/root/repo')
-    .option('--readonly', 'mount read-only')
-    .action(todo('vm workspace prepare'));
+    .option('--mode <mode>', 'git metadata: shallow (default) or full_copy (the whole .git)')
+    .option('--readonly', 'make the guest copy read-only')
+    .action(async (ref, path, opts) =>
+      (await workspaceCommands()).workspacePrepare(ctx, ref, path, opts as PrepareFlags),
+    );
 
   // ---- image ----------------------------------------------------------------
   const image = program.command('image').description('manage images');
@@ -258,7 +267,7 @@ export function buildProgram(ctx: CliContext): Command {
     .description('manage the ssh_config for <name>.vm hosts')
     .option('--install', 'add an Include line to ~/.ssh/config')
     .option('--uninstall', 'remove that line')
-    .action(todo('ssh-config'));
+    .action(async (opts) => (await import('./commands/sshConfig.js')).sshConfigCommand(ctx, opts));
 
   program
     .command('completion')
@@ -270,7 +279,10 @@ export function buildProgram(ctx: CliContext): Command {
     )
     .action(async (shell) => (await completionCommands()).completionCommand(ctx, program, shell));
 
-  program.command('tui').description('full-screen fleet view').action(todo('tui'));
+  program
+    .command('tui')
+    .description('full-screen fleet view: VMs, images and kernels, live, keyboard driven')
+    .action(async () => (await tuiCommand()).tui(ctx));
 
   program
     .command('__proxy', { hidden: true })

@@ -103,7 +103,7 @@ function readFields(
     if (!r.success)
       ctx.fail(
         { ...loc, key: f.key },
-        `bad value for '${keyName(loc.table, f.key)}'`,
+        `bad value for '${keyName(loc.table, f.key)}'${loc.index !== undefined ? ` in [[${loc.table.join('.')}]] entry ${loc.index + 1}` : ''}`,
         zodMessage(r.error),
       );
     out[f.key] = r.data;
@@ -228,7 +228,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
       fileSync.push({
         host: expandHome(v.host as string, home),
         guest: (v.guest as string).replace(/^~\//, '/root/'),
-        mode: (v.mode as number | undefined) ?? 0o600,
+        ...(v.mode !== undefined ? { mode: v.mode as number } : {}),
       });
     });
   }
@@ -253,6 +253,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
     'sshKeyPath',
     top.ssh_key_path === undefined ? undefined : expandHome(top.ssh_key_path as string, home),
   );
+  set('vmmUser', top.vmm_user);
   set('defaultImageName', top.default_image_name);
   set('defaultKernel', top.default_kernel);
   set('bridgeName', top.bridge_name);
@@ -265,6 +266,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
   set('tapPoolSize', top.tap_pool_size);
   set('autoStopStaleAfterMs', top.auto_stop_stale_after);
   set('statsPollIntervalMs', top.stats_poll_interval);
+  set('logMaxBytes', top.log_max_size);
   if (vmDefaults.vcpu !== undefined) config.vmDefaults.vcpu = vmDefaults.vcpu as number;
   if (vmDefaults.memory_mib !== undefined)
     config.vmDefaults.memoryMib = vmDefaults.memory_mib as number;

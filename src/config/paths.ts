@@ -55,7 +55,10 @@ export function resolvePaths({ env, uid, home }: PathInputs): Paths {
     nonEmpty(env.BANGER_RUNTIME_DIR) ??
     (xdgRuntime && path.isAbsolute(xdgRuntime)
       ? path.join(xdgRuntime, 'banger')
-      : `/tmp/banger-${uid}`);
+      : // root (always so under sudo) gets a directory no other user can pre-create
+        uid === 0
+        ? '/run/banger'
+        : `/tmp/banger-${uid}`);
   const sshDir = path.join(configDir, 'ssh');
   return {
     configDir: path.resolve(configDir),

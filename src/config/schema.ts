@@ -113,6 +113,11 @@ export const TOP_FIELDS: FieldSpec[] = [
   { key: 'vmm', schema: z.enum(VMM_CHOICES), help: 'VMM to use' },
   { key: 'firecracker_bin', schema: path, help: 'path to the firecracker binary' },
   { key: 'qemu_bin', schema: path, help: 'path to qemu-system-x86_64' },
+  {
+    key: 'vmm_user',
+    schema: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a user name like banger-vmm'),
+    help: 'unprivileged user a root daemon runs each VMM as (root = do not drop)',
+  },
   { key: 'accel', schema: z.enum(ACCEL_CHOICES), help: 'QEMU accelerator' },
   { key: 'ssh_key_path', schema: path, help: 'private key banger uses for guests' },
   {
@@ -151,6 +156,11 @@ export const TOP_FIELDS: FieldSpec[] = [
   },
   { key: 'auto_stop_stale_after', schema: duration, help: 'stop VMs idle this long (0 = never)' },
   { key: 'stats_poll_interval', schema: duration, help: 'how often VM stats are sampled' },
+  {
+    key: 'log_max_size',
+    schema: size(1024 ** 2, 'log_max_size'),
+    help: 'cap of each VM console/VMM log (one older copy is kept as .1)',
+  },
 ];
 
 export const VM_DEFAULT_FIELDS: FieldSpec[] = [
@@ -186,7 +196,8 @@ export const FILE_SYNC_FIELDS: FieldSpec[] = [
 export interface FileSync {
   host: string;
   guest: string;
-  mode: number;
+  /** Unset: 0600 for a file, the host's modes for a directory's files. */
+  mode?: number;
 }
 
 export interface VmDefaultsConfig {
@@ -200,6 +211,7 @@ export interface Config {
   vmm: VmmChoice;
   firecrackerBin?: string;
   qemuBin?: string;
+  vmmUser: string;
   accel: AccelChoice;
   sshKeyPath?: string;
   defaultImageName: string;
@@ -214,6 +226,7 @@ export interface Config {
   tapPoolSize: number;
   autoStopStaleAfterMs: number;
   statsPollIntervalMs: number;
+  logMaxBytes: number;
   vmDefaults: VmDefaultsConfig;
   fileSync: FileSync[];
 }
@@ -234,6 +247,8 @@ export const DEFAULT_CONFIG: Config = {
   tapPoolSize: 0,
   autoStopStaleAfterMs: 0,
   statsPollIntervalMs: 5000,
+  vmmUser: 'banger-vmm',
+  logMaxBytes: 16 * 1024 ** 2,
   vmDefaults: {},
   fileSync: [],
 };

@@ -18,7 +18,9 @@ import type { Operations } from './ops.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { registerImageRoutes } from './routes/images.js';
 import { registerVmRoutes } from './routes/vms.js';
+import { registerWorkspaceRoutes } from './routes/workspace.js';
 import { VmService } from '../vm/service.js';
+import { WorkspaceService } from '../workspace/service.js';
 import { VmNetwork } from '../vm/net.js';
 import { PortsService } from '../vm/ports.js';
 import { CHECKS } from '../doctor/checks.js';
@@ -78,6 +80,7 @@ export function createApp(ctx: DaemonContext): App {
   );
   const vms = new VmService({ ...deps, kernels, images, host: ctx.host, network });
   registerVmRoutes(server, vms);
+  registerWorkspaceRoutes(server, new WorkspaceService({ ...deps, vms }));
   const ports = new PortsService({
     vms: ctx.store.vms,
     agent: (vm) => vms.agentFor(vm),

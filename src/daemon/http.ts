@@ -28,6 +28,15 @@ export type StreamHandler<D extends RouteDef> = (
   input: RequestInput<D>,
   emit: ProgressSink,
 ) => Promise<z.input<D['response']>>;
+/**
+ * A watch route: `send` validates one event against the route's response
+ * schema and writes it as an NDJSON line; the handler resolves once
+ * `input.signal` aborts (the client left).
+ */
+export type WatchHandler<D extends RouteDef> = (
+  input: RequestInput<D>,
+  send: (event: z.input<D['response']>) => void,
+) => Promise<void>;
 export type TextHandler<D extends RouteDef> = (
   input: RequestInput<D>,
   write: (chunk: string) => boolean,
@@ -79,6 +88,9 @@ export class ApiServer {
   }
   stream<D extends RouteDef>(def: D, handler: StreamHandler<D>): void {
     this.add(def, 'stream', handler);
+  }
+  watch<D extends RouteDef>(def: D, handler: WatchHandler<D>): void {
+    this.add(def, 'watch', handler);
   }
   text<D extends RouteDef>(def: D, handler: TextHandler<D>): void {
     this.add(def, 'text', handler);
@@ -251,6 +263,17 @@ export class ApiServer {
             this.hooks.logger.error({ route: def.id, err: e }, 'operation failed');
           writeEvent(res, { type: 'error', error: ErrorShapeSchema.parse(err.toJSON()) });
         }
+        res.end();
+        return;
+      }
+      case 'watch': {
+        res.writeHead(200, { 'content-type': NDJSON, 'cache-control': 'no-cache' });
+        res.flushHeaders();
+        const send = (ev: unknown): void => {
+          if (!res.writableEnded && !res.destroyed)
+            res.write(`${JSON.stringify(def.response.parse(ev))}\n`);
+        };
+        await (reg.handler as WatchHandler<RouteDef>)(input, send);
         res.end();
         return;
       }

@@ -11,7 +11,7 @@ import { createApp } from './app.js';
 import { acquireDaemonLock, type DaemonLock } from './lock.js';
 import { Operations } from './ops.js';
 import { KeyedMutex } from '../util/mutex.js';
-import { ensurePrivateDir } from './runtimeDir.js';
+import { ensurePrivateDir } from '../util/privateDir.js';
 
 /**
  * bangerd: the per-user daemon. Started detached by the CLI (or by hand /

@@ -2,8 +2,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Check } from '../api/schemas/daemon.js';
 import type { Config } from '../config/schema.js';
+import { CAP_HINT } from '../network/runner.js';
 import { CAP_NET_ADMIN, hasCapability } from '../util/proc.js';
 import { formatSize } from '../util/units.js';
+import { lookupUser } from '../util/users.js';
 import { kvmDevicePath } from '../vmm/accel.js';
 import { createVmmDriver } from '../vmm/registry.js';
 import { resolveVmm } from '../vmm/resolve.js';
@@ -27,6 +29,8 @@ export interface Probe {
   stat(file: string): { uid: number; mode: number } | undefined;
   hasNetAdmin(): boolean;
   openFilesLimit(): number | undefined;
+  /** uid of a host user, undefined when there is none by that name. */
+  userUid(name: string): number | undefined;
 }
 
 export interface CheckContext {
@@ -80,6 +84,7 @@ const TOOLS: ToolSpec[] = [
     pkg: 'openssh-client',
     why: 'creates the managed SSH key',
   },
+  { id: 'git', anyOf: ['git'], pkg: 'git', why: 'copies checkouts into VMs (vm run PATH)' },
   {
     id: 'rootfs-builder',
     anyOf: ['mmdebstrap', 'debootstrap'],
@@ -196,10 +201,27 @@ export const CHECKS: CheckDef[] = [
     run: ({ probe, config }) =>
       probe.hasNetAdmin()
         ? pass(`can manage bridge ${config.bridgeName}, taps and NAT rules`)
-        : fail(
-            'bangerd lacks CAP_NET_ADMIN: bridge networking cannot be set up',
-            'run bangerd as root (sudo banger daemon status) or grant it: sudo setcap cap_net_admin+ep "$(command -v node)"',
-          ),
+        : fail('bangerd lacks CAP_NET_ADMIN: bridge networking cannot be set up', CAP_HINT),
+  },
+  {
+    id: 'vmm-confinement',
+    title: 'VMM confinement',
+    run: ({ probe, config }) => {
+      if (probe.uid !== 0)
+        return pass(`VMMs run as you (uid ${probe.uid}) under QEMU's seccomp sandbox`);
+      if (config.vmmUser === 'root')
+        return warn(
+          'vmm_user = "root": VMMs of this root daemon run as root (seccomp sandbox only)',
+          'remove vmm_user from config.toml to run them as banger-vmm',
+        );
+      const uid = probe.userUid(config.vmmUser);
+      return uid === undefined
+        ? fail(
+            `vmm_user '${config.vmmUser}' does not exist: VMs cannot start`,
+            `sudo useradd --system --no-create-home --shell /usr/sbin/nologin ${config.vmmUser}`,
+          )
+        : pass(`VMMs run as ${config.vmmUser} (uid ${uid}) under QEMU's seccomp sandbox`);
+    },
   },
   {
     id: 'disk',
@@ -225,6 +247,8 @@ export const CHECKS: CheckDef[] = [
     run: ({ probe, runtimeDir }) => {
       const st = probe.stat(runtimeDir);
       if (!st) return warn(`${runtimeDir} does not exist yet`, 'it is created when bangerd starts');
+      if ((st.mode & 0o170000) === 0o120000)
+        return fail(`${runtimeDir} is a symbolic link`, `remove it or set BANGER_RUNTIME_DIR`);
       if (st.uid !== probe.uid)
         return fail(
           `${runtimeDir} is owned by uid ${st.uid}, not ${probe.uid}`,
@@ -286,13 +310,14 @@ export function hostProbe(
     },
     stat: (file) => {
       try {
-        const s = fs.statSync(file);
+        const s = fs.lstatSync(file);
         return { uid: s.uid, mode: s.mode };
       } catch {
         return undefined;
       }
     },
     hasNetAdmin: () => hasCapability(CAP_NET_ADMIN),
+    userUid: (name) => lookupUser(name)?.uid,
     openFilesLimit: () => {
       try {
         const m = /^Max open files\s+(\d+|unlimited)/m.exec(

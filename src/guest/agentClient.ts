@@ -1,6 +1,5 @@
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
 import { BangerError, type ErrorCode } from '../errors.js';
 import { sleep } from '../util/sleep.js';
 import { dialUnix } from '../util/socket.js';
@@ -23,6 +22,7 @@ import {
   type StatsResult,
 } from './agentProtocol.js';
 import { agentError, DeadlineError, isRetryableDialError, raceDeadline } from './agentErrors.js';
+import { LineSplitter } from './lineSplitter.js';
 
 export { agentError, isRetryableDialError } from './agentErrors.js';
 
@@ -65,7 +65,7 @@ export interface AgentClientEvents {
   ready: [ReadyEvent];
   connect: [];
   disconnect: [Error | undefined];
-  /** A line that was not understood; the channel stays up. */
+  /** A stray first line of a connection, ignored (later unreadable lines drop the channel). */
   warning: [string];
 }
 
@@ -74,7 +74,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 export const DEFAULT_WAIT_READY_TIMEOUT_MS = 120_000;
 /** Extra time the host waits beyond the agent-side wait-ready limit, so the agent's answer wins. */
 const WAIT_READY_GRACE_MS = 2_000;
-const MAX_LINE_BYTES = 8 * 1024 * 1024;
+/** The agent keeps every answer under 64 KiB; a longer line is a broken or hostile guest. */
+export const MAX_AGENT_LINE_BYTES = 64 * 1024;
 
 /** Dialer for a Unix socket where the VMM is the server (QEMU `-chardev socket,server=on`). */
 export function unixDialer(socketPath: string): AgentDialer {
@@ -327,19 +328,23 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   private attach(stream: Duplex): void {
     this.stream = stream;
-    const decoder = new StringDecoder('utf8');
-    let buf = '';
+    const splitter = new LineSplitter(MAX_AGENT_LINE_BYTES);
     let gone = false;
+    let lineNo = 0;
     const onData = (chunk: Buffer | string): void => {
-      buf += typeof chunk === 'string' ? chunk : decoder.write(chunk);
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (line.trim()) this.onLine(line);
+      const { lines, tooLong } = splitter.push(
+        typeof chunk === 'string' ? Buffer.from(chunk) : chunk,
+      );
+      for (const line of lines) {
+        if (gone) return;
+        if (!line.trim()) continue;
+        // The first line may be the tail of an answer meant for a previous host
+        // connection; after that, anything unreadable means the channel is broken.
+        const problem = this.onLine(line, lineNo++ === 0);
+        if (problem) onGone(new Error(problem));
       }
-      if (buf.length > MAX_LINE_BYTES) {
-        onGone(new Error(`a line from the agent exceeded ${MAX_LINE_BYTES} bytes`));
+      if (tooLong && !gone) {
+        onGone(new Error(`a line from the agent exceeded ${MAX_AGENT_LINE_BYTES} bytes`));
       }
     };
     const onGone = (err?: Error): void => {
@@ -367,16 +372,16 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     this.emit('connect');
   }
 
-  private onLine(line: string): void {
+  /** Handle one line; returns why the channel must be dropped, if it must. */
+  private onLine(line: string, lenient: boolean): string | undefined {
     let msg;
     try {
       msg = parseAgentLine(line);
     } catch (e) {
-      this.emit(
-        'warning',
-        `${this.label}: ignoring a line from the guest agent (${(e as Error).message})`,
-      );
-      return;
+      const why = (e as Error).message;
+      if (!lenient) return `the guest agent sent an unreadable line (${why})`;
+      this.emit('warning', `${this.label}: ignoring a line from the guest agent (${why})`);
+      return undefined;
     }
     if (msg.kind === 'event') {
       this.emit('event', msg.event);
@@ -385,9 +390,10 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         if (ready.success) this.emit('ready', ready.data);
         else this.emit('warning', `${this.label}: malformed ready event from the guest agent`);
       }
-      return;
+      return undefined;
     }
     this.onResponse(msg.response);
+    return undefined;
   }
 
   private onResponse(res: AgentResponse): void {

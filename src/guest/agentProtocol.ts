@@ -12,8 +12,12 @@ import { z } from 'zod';
 export const AGENT_PROTOCOL_VERSION = 1;
 /** Name of the QEMU virtserialport the agent looks for (`-device virtserialport,name=...`). */
 export const AGENT_VIRTIO_PORT_NAME = 'banger.agent';
-/** Guest vsock port the agent listens on (Firecracker: `CONNECT 1024`). */
-export const AGENT_VSOCK_PORT = 1024;
+/**
+ * Guest vsock port the agent listens on (Firecracker: `CONNECT 52`). Below
+ * 1024, so only root in the guest (CAP_NET_BIND_SERVICE) can bind it: an
+ * unprivileged guest process cannot take the agent's place.
+ */
+export const AGENT_VSOCK_PORT = 52;
 /** A request line, newline included, may not exceed this many bytes. */
 export const AGENT_MAX_REQUEST_BYTES = 65536;
 

@@ -81,7 +81,9 @@ export interface SshArgsInput {
   keyPath: string;
   knownHosts: string;
   /** Command ssh runs to reach the guest (the daemon tunnel). */
-  proxyCommand: string[];
+  proxyCommand?: string[];
+  /** Connect to this address directly instead (the daemon, which has a route to its guests). */
+  hostName?: string;
   tty: boolean;
   /** Remote command words; empty for an interactive shell. */
   command: string[];
@@ -90,19 +92,42 @@ export interface SshArgsInput {
   options?: Record<string, string>;
 }
 
-const shellQuote = (s: string): string =>
+/** Quote one word for a POSIX shell. */
+export const shellQuote = (s: string): string =>
   /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** ssh expands %-tokens (%h, %p, …) in these options: a literal % in a path is written %%. */
+const noTokens = (s: string): string => s.replace(/%/g, '%%');
+
+/** A value in an ssh_config file: `%` is a token character there, blanks need quotes. */
+export const sshConfigValue = (s: string): string => {
+  const v = s.replace(/%/g, '%%');
+  return /[\s"]/.test(v) ? `"${v.replace(/"/g, '')}"` : v;
+};
+
+/**
+ * The remote command line of a session that runs `setup` first (a workspace
+ * session: branch switch, tooling, cd), then the user's command or a login
+ * shell. One command word is a shell command line as typed (like `vm ssh
+ * NAME -- 'exit 42'`); several are quoted words.
+ */
+export function sessionCommand(setup: string, command: string[]): string {
+  if (command.length === 0) return `${setup}\nexec "\${SHELL:-/bin/bash}" -l`;
+  const cmd = command.length === 1 ? command[0]! : command.map(shellQuote).join(' ');
+  return `${setup}\n${cmd}`;
+}
 
 /** argv for `ssh` (pure). The remote command is quoted for the guest shell. */
 export function sshArgs(i: SshArgsInput): string[] {
   const opts: Record<string, string> = {
-    IdentityFile: i.keyPath,
+    IdentityFile: noTokens(i.keyPath),
     IdentitiesOnly: 'yes',
-    UserKnownHostsFile: i.knownHosts,
+    UserKnownHostsFile: noTokens(i.knownHosts),
     GlobalKnownHostsFile: '/dev/null',
     StrictHostKeyChecking: 'yes',
     HostKeyAlias: i.alias,
-    ProxyCommand: i.proxyCommand.map(shellQuote).join(' '),
+    ...(i.proxyCommand ? { ProxyCommand: noTokens(i.proxyCommand.map(shellQuote).join(' ')) } : {}),
+    ...(i.hostName ? { HostName: i.hostName } : {}),
     PasswordAuthentication: 'no',
     KbdInteractiveAuthentication: 'no',
     ServerAliveInterval: '15',

@@ -36,8 +36,9 @@ export function recordingRunner(
   };
 }
 
+/** Never `setcap` on node: that hands the capability to every Node program of every user. */
 export const CAP_HINT =
-  'run bangerd as root or grant it cap_net_admin (sudo setcap cap_net_admin+ep "$(command -v node)")';
+  'run bangerd as root, or give bangerd alone cap_net_admin through a systemd unit (AmbientCapabilities=CAP_NET_ADMIN; docs/networking.md)';
 
 interface HintRule {
   re: RegExp;

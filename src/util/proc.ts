@@ -84,3 +84,33 @@ export function processGone(pid: number, startTime?: number): boolean {
     return true;
   }
 }
+
+/** How a process is confined, from /proc/<pid>/status. */
+export interface Confinement {
+  /** Real uid. */
+  uid: number;
+  /** 0 none, 1 strict, 2 filter. */
+  seccomp: number;
+  noNewPrivs: boolean;
+}
+
+/** Parse the Uid, Seccomp and NoNewPrivs lines of /proc/<pid>/status (pure). */
+export function parseConfinement(status: string): Confinement | undefined {
+  const field = (k: string): string | undefined =>
+    new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1]?.trim();
+  const uid = Number(field('Uid')?.split(/\s+/)[0]);
+  if (!Number.isInteger(uid)) return undefined;
+  return {
+    uid,
+    seccomp: Number(field('Seccomp') ?? 0) || 0,
+    noNewPrivs: field('NoNewPrivs') === '1',
+  };
+}
+
+export function processConfinement(pid: number): Confinement | undefined {
+  try {
+    return parseConfinement(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}

@@ -25,6 +25,7 @@ export function readFrom(file: string, from: number, maxBytes = 256 * 1024): str
     const fd = fs.openSync(file, 'r');
     try {
       const size = fs.fstatSync(fd).size;
+      if (from > size) from = 0; // the log was capped (truncated) since the offset was taken
       const start = Math.max(from, size - maxBytes, 0);
       const buf = Buffer.alloc(Math.max(0, size - start));
       fs.readSync(fd, buf, 0, buf.length, start);

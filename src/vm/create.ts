@@ -15,7 +15,8 @@ import { MAX_UNIX_SOCKET_PATH } from '../util/socket.js';
 import { resolveAccel } from '../vmm/accel.js';
 import type { Accel, VmmDriver, VmmName } from '../vmm/driver.js';
 import { resolveVmm } from '../vmm/resolve.js';
-import { fileSyncFiles, type VmDisks } from './disks.js';
+import type { VmDisks } from './disks.js';
+import { resolveFileSync } from './fileSync.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers } from './needs.js';
 import type { VmLayout } from './layout.js';
 import { generateVmName, newVmId, validateVmName } from './names.js';
@@ -42,7 +43,7 @@ export interface CreateHooks {
 export interface CreationNeeds {
   table: VmTable;
   store: Pick<Store, 'db' | 'vms'>;
-  paths: Pick<Paths, 'vmsDir' | 'sshKey' | 'configFile'>;
+  paths: Pick<Paths, 'vmsDir' | 'sshKey'>;
   config(): Config;
   hostFacts: HostFacts;
   host: Pick<HostProbe, 'which' | 'kvmFacts'>;
@@ -88,7 +89,8 @@ export class VmCreation {
     const layout = this.n.table.layout({ id });
     this.checkSocketPaths(plan.driver, layout);
     const pubKey = await ensureSshKey(config.sshKeyPath ?? this.n.paths.sshKey);
-    const files = fileSyncFiles(config, this.n.paths.configFile);
+    const sync = resolveFileSync(config.fileSync);
+    for (const w of sync.warnings) emit({ type: 'log', level: 'warn', message: w });
 
     const started = Date.now();
     emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
@@ -96,7 +98,7 @@ export class VmCreation {
     try {
       await this.n.disks.make(
         layout,
-        { image: plan.image, sizeBytes: vm.diskSize, pubKey, files },
+        { image: plan.image, sizeBytes: vm.diskSize, pubKey, files: sync.files, dirs: sync.dirs },
         signal,
       );
       await hooks.populateWorkDisk?.(layout.workDisk);

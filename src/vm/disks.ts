@@ -1,12 +1,11 @@
 import fs from 'node:fs';
-import type { Config } from '../config/schema.js';
-import { BangerError } from '../errors.js';
 import { DISKS } from '../guest/bootContract.js';
 import {
   cloneSparse,
   createSparseExt4,
   growExt4,
   writeFilesExt4,
+  type Ext4Dir,
   type Ext4File,
 } from '../storage/ext4.js';
 import type { ImageRecord } from '../store/images.js';
@@ -18,10 +17,19 @@ import type { VmLayout } from './layout.js';
  * with the VM's directory.
  */
 export interface VmDisks {
-  /** Make both disks in `layout.dir` (created here), with the SSH key and [[file_sync]] files in /root. */
+  /**
+   * Make both disks in `layout.dir` (created here), with the SSH key and the
+   * [[file_sync]] files and directories (fileSync.ts) in /root.
+   */
   make(
     layout: VmLayout,
-    o: { image: ImageRecord; sizeBytes: number; pubKey: string; files: Ext4File[] },
+    o: {
+      image: ImageRecord;
+      sizeBytes: number;
+      pubKey: string;
+      files: Ext4File[];
+      dirs: Ext4Dir[];
+    },
     signal?: AbortSignal,
   ): Promise<void>;
   /** Grow both disks to sizeBytes (the guest's filesystems grow with them at next boot). */
@@ -30,7 +38,7 @@ export interface VmDisks {
 
 /** The real disks: sparse ext4 files made with e2fsprogs (src/storage). */
 export const ext4Disks: VmDisks = {
-  async make(l, { image, sizeBytes, pubKey, files }, signal) {
+  async make(l, { image, sizeBytes, pubKey, files, dirs }, signal) {
     fs.mkdirSync(l.dir, { recursive: true, mode: 0o700 });
     // Copy-on-write for /: an empty sparse ext4; the guest's /init stacks it over the read-only base.
     await createSparseExt4(l.overlayDisk, sizeBytes, { label: DISKS.overlay.label, signal });
@@ -50,6 +58,7 @@ export const ext4Disks: VmDisks = {
       [
         { path: '/', mode: 0o700, uid: 0, gid: 0 },
         { path: '/.ssh', mode: 0o700, uid: 0, gid: 0 },
+        ...dirs,
       ],
       signal,
     );
@@ -59,27 +68,3 @@ export const ext4Disks: VmDisks = {
     await growExt4(l.overlayDisk, sizeBytes);
   },
 };
-
-/**
- * The `[[file_sync]]` entries of config.toml as files for the work disk
- * (guest paths under /root become paths on that disk). A missing host file
- * is an error before anything is created.
- */
-export function fileSyncFiles(config: Pick<Config, 'fileSync'>, configFile: string): Ext4File[] {
-  return config.fileSync.map((f, i) => {
-    if (!fs.existsSync(f.host) || !fs.statSync(f.host).isFile()) {
-      throw new BangerError(
-        'precondition',
-        `[[file_sync]] entry ${i + 1}: host file ${f.host} does not exist`,
-        { hint: `create it or remove the entry from ${configFile}` },
-      );
-    }
-    return {
-      path: f.guest.replace(/^\/root\//, '/'),
-      hostPath: f.host,
-      mode: f.mode,
-      uid: 0,
-      gid: 0,
-    };
-  });
-}

@@ -2,6 +2,7 @@ import { nowIso } from '../store/rows.js';
 import type { VmRecord } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
 import { isProcessAlive } from '../util/proc.js';
+import { capVmLogs } from './logCap.js';
 import { guestPoweredOff } from './logs.js';
 import type { VmNetworking } from './needs.js';
 import { isActive, metaOf, vmLockKey, type VmTable } from './records.js';
@@ -13,6 +14,8 @@ export interface LivenessNeeds {
   agents: { drop(vmId: string): void };
   /** True while an operation holds the lock (it will settle the VM's state itself). */
   isLocked(key: string): boolean;
+  /** Current cap of each VM log in bytes (config `log_max_size`). */
+  logMaxBytes(): number;
   logger: Logger;
 }
 
@@ -23,7 +26,8 @@ const MONITOR_MS = 1000;
  * Is a VM's VMM still there, and what happens when it is not: the row says
  * so at once (stopped, or crashed when nobody asked it to stop), its agent
  * client is dropped and its tap and rules are released. A monitor checks
- * active VMs every second while there are any.
+ * active VMs every second while there are any, and keeps their console and
+ * VMM logs under the cap while it is at it.
  */
 export class VmLiveness {
   private timer?: NodeJS.Timeout;
@@ -63,7 +67,9 @@ export class VmLiveness {
   /** Notice VMMs that died behind our back (kill -9, OOM, guest poweroff). */
   check(): void {
     for (const vm of this.n.table.list()) {
-      if (!isActive(vm) || this.n.isLocked(vmLockKey(vm.id))) continue;
+      if (!isActive(vm)) continue;
+      this.capLogs(vm);
+      if (this.n.isLocked(vmLockKey(vm.id))) continue;
       if (this.alive(vm)) continue;
       if (metaOf(vm).stopRequested || guestPoweredOff(this.n.table.layout(vm)))
         void this.markGone(vm, 'stopped');
@@ -73,6 +79,18 @@ export class VmLiveness {
           'crashed',
           'the VMM process exited unexpectedly (see `banger vm logs`)',
         );
+    }
+  }
+
+  private capLogs(vm: VmRecord): void {
+    try {
+      for (const file of capVmLogs(this.n.table.layout(vm), this.n.logMaxBytes()))
+        this.n.logger.info(
+          { vm: vm.name, file },
+          'log reached log_max_size; older part kept as .1',
+        );
+    } catch (e) {
+      this.n.logger.warn({ err: e, vm: vm.name }, 'capping VM logs failed');
     }
   }
 

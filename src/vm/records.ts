@@ -4,6 +4,8 @@ import type { RunningVmNet } from '../network/index.js';
 import type { Store } from '../store/index.js';
 import type { VmRecord, VmState } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
+import { processConfinement } from '../util/proc.js';
+import { userByUid } from '../util/users.js';
 import type { VmHandle } from '../vmm/driver.js';
 import { vmLayout, type VmLayout } from './layout.js';
 import { resolveVmRef } from './resolve.js';
@@ -130,6 +132,7 @@ export class VmTable {
       sshHost: hostAlias(vm.name),
       dir: this.layout(vm).dir,
       bootMs: meta.bootMs ?? null,
+      confinement: isActive(vm) && vm.pid ? describeConfinement(vm.pid) : null,
     };
   }
 }
@@ -141,3 +144,12 @@ export const netOf = (v: VmRecord): RunningVmNet => ({
   tap: v.tap ?? undefined,
   mac: v.mac ?? undefined,
 });
+
+/** `uid 998 (banger-vmm), seccomp filter, no_new_privs` for vm show. */
+function describeConfinement(pid: number): string | null {
+  const c = processConfinement(pid);
+  if (!c) return null;
+  const who = c.uid === 0 ? 'root' : `uid ${c.uid} (${userByUid(c.uid)?.name ?? '?'})`;
+  const seccomp = ['no seccomp', 'seccomp strict', 'seccomp filter'][c.seccomp] ?? 'seccomp ?';
+  return [who, seccomp, c.noNewPrivs ? 'no_new_privs' : 'may gain privileges'].join(', ');
+}

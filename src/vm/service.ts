@@ -1,8 +1,9 @@
+import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { ProgressSink } from '../api/events.js';
-import type { VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
+import type { VmEvent, VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
 import type { HostFacts } from '../config/vmDefaults.js';
-import { toBangerError } from '../errors.js';
+import { BangerError, toBangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
 import type { Paths } from '../config/paths.js';
 import type { Config } from '../config/schema.js';
@@ -11,6 +12,7 @@ import type { Logger } from '../util/log.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import type { VmRecord } from '../store/vms.js';
 import { which } from '../util/exec.js';
+import { PACKAGE_ROOT } from '../version.js';
 import { hostTscKhz, readKvmFacts } from '../vmm/accel.js';
 import type { VmmName } from '../vmm/driver.js';
 import { createVmmDriver } from '../vmm/registry.js';
@@ -25,9 +27,11 @@ import { VmNetwork } from './net.js';
 import { readySteps, VmReadiness, type ReadyStep } from './ready.js';
 import { isActive, vmLockKey, VmTable } from './records.js';
 import { VmSettings, type VmPatch } from './settings.js';
+import { VmSshConfig } from './sshConfig.js';
 import { VmStatsReader } from './stats.js';
 import { VmTeardown } from './teardown.js';
 import { openTunnel } from './tunnel.js';
+import { watchVms } from './watch.js';
 
 export type { CreateHooks, CreateRequest } from './create.js';
 
@@ -70,6 +74,11 @@ export interface VmServiceDeps {
   disks?: VmDisks;
   /** What every ready VM has (default readySteps(paths)). */
   readySteps?: ReadyStep[];
+  /**
+   * The command ssh_config's ProxyCommand runs (the VM name is appended);
+   * default this package's `bin/banger __proxy` under this Node.
+   */
+  sshProxy?: string[];
 }
 
 export class VmService {
@@ -82,6 +91,7 @@ export class VmService {
   private readonly settings: VmSettings;
   private readonly statsReader: VmStatsReader;
   private readonly adoption: VmAdoption;
+  private readonly sshConfig: VmSshConfig;
 
   constructor(private readonly deps: VmServiceDeps) {
     const table = new VmTable(deps.store, deps.logger, deps.paths.vmsDir);
@@ -103,6 +113,7 @@ export class VmService {
       network,
       agents,
       isLocked: (key) => deps.locks.isLocked(key),
+      logMaxBytes: () => deps.config().logMaxBytes,
       logger: deps.logger,
     });
     const alive = (vm: VmRecord): boolean => liveness.alive(vm);
@@ -159,6 +170,28 @@ export class VmService {
       locked: (id, fn) => this.locked(id, fn),
       logger: deps.logger,
     });
+    const proxy = deps.sshProxy ?? [
+      process.execPath,
+      path.join(PACKAGE_ROOT, 'bin', 'banger'),
+      '__proxy',
+    ];
+    this.sshConfig = new VmSshConfig({
+      table,
+      file: deps.paths.sshConfig,
+      input: () => ({
+        keyPath: deps.config().sshKeyPath ?? deps.paths.sshKey,
+        knownHosts: deps.paths.knownHosts,
+        proxy,
+        // The proxy must find this daemon whatever the shell that runs ssh has set.
+        env: {
+          BANGER_CONFIG_DIR: deps.paths.configDir,
+          BANGER_STATE_DIR: deps.paths.stateDir,
+          BANGER_CACHE_DIR: deps.paths.cacheDir,
+          BANGER_RUNTIME_DIR: deps.paths.runtimeDir,
+        },
+      }),
+      logger: deps.logger,
+    });
   }
 
   private locked<T>(vmId: string, fn: () => Promise<T>): Promise<T> {
@@ -176,6 +209,12 @@ export class VmService {
   list(): VmView[] {
     this.liveness.check();
     return this.table.list().map((v) => this.table.view(v));
+  }
+
+  /** Every VM, then each change of the table, until the returned function is called (watch.ts). */
+  watch(send: (e: VmEvent) => void): () => void {
+    this.liveness.check();
+    return watchVms(this.table, send);
   }
 
   resolve(ref: string): VmRecord {
@@ -269,6 +308,23 @@ export class VmService {
     return this.table.view(await this.withVm(ref, (vm) => this.settings.setLocked(vm, patch)));
   }
 
+  /**
+   * Another service's operation on a running VM (a workspace copy), run under
+   * the VM's lock so that no start, stop or delete runs meanwhile. Refused
+   * unless the VM is running once the lock is taken.
+   */
+  whileRunning<T>(ref: string, fn: (vm: VmView) => Promise<T>): Promise<T> {
+    return this.withVm(ref, (vm) => {
+      const state = vm.state === 'running' && !this.liveness.alive(vm) ? 'gone' : vm.state;
+      if (state !== 'running') {
+        throw new BangerError('precondition', `vm '${vm.name}' is not running (${state})`, {
+          hint: `start it first: banger vm start ${vm.name}`,
+        });
+      }
+      return fn(this.table.view(vm));
+    });
+  }
+
   /** Run one action over several refs concurrently; one failure does not stop the others. */
   async many(
     refs: string[],
@@ -308,6 +364,7 @@ export class VmService {
   }
 
   shutdown(): void {
+    this.sshConfig.stop();
     this.adoption.shutdown();
     this.liveness.stopMonitor();
     this.agents.closeAll();

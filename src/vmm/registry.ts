@@ -11,11 +11,11 @@ import { QemuDriver } from './qemu/driver.js';
  */
 export function createVmmDriver(
   name: VmmName,
-  config: Pick<Config, 'qemuBin' | 'firecrackerBin'>,
+  config: Pick<Config, 'qemuBin' | 'firecrackerBin'> & Partial<Pick<Config, 'vmmUser'>>,
 ): VmmDriver {
   switch (name) {
     case 'qemu':
-      return new QemuDriver({ bin: config.qemuBin });
+      return new QemuDriver({ bin: config.qemuBin, vmmUser: config.vmmUser });
     case 'firecracker':
       return createFirecrackerDriver({ bin: config.firecrackerBin ?? 'firecracker' });
     default:

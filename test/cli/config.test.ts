@@ -42,7 +42,8 @@ describe('config errors through the CLI', () => {
       name: 'file_sync guest path outside /root',
       config:
         '[[file_sync]]\nhost = "~/.gitconfig"\nguest = "~/.gitconfig"\n\n[[file_sync]]\nhost = "~/.npmrc"\nguest = "/etc/npmrc"\n',
-      expect: /config\.toml:7: bad value for 'file_sync\.guest': must be under '~\/' or '\/root\/'/,
+      expect:
+        /config\.toml:7: bad value for 'file_sync\.guest' in \[\[file_sync\]\] entry 2: must be under '~\/' or '\/root\/'/,
     },
     {
       name: 'env override with a bad value',

@@ -179,3 +179,58 @@ describe('version handshake', () => {
     }
   });
 });
+
+describe('an untrusted runtime directory', () => {
+  test('a runtime dir pre-created by another user is refused by the CLI and bangerd, starting nothing', async () => {
+    const sb = await makeSandbox();
+    try {
+      const run = sb.paths.runtimeDir;
+      fs.mkdirSync(run, { mode: 0o700 });
+      fs.chownSync(run, 65534, 65534);
+      const r = await sb.run(['daemon', 'status']);
+      assert.equal(r.code, 1);
+      assert.equal(
+        r.stderr,
+        `error: refusing runtime dir ${run}: it belongs to uid 65534, not to you (uid 0): remove it if you did not create it, or set BANGER_RUNTIME_DIR to a directory of your own\n`,
+      );
+      const { runProcess } = await import('../helpers/sandbox.js');
+      const d = await runProcess(process.execPath, [path.join(REPO_ROOT, 'bin/bangerd')], {
+        env: sb.env,
+      });
+      assert.notEqual(d.code, 0);
+      assert.match(d.stderr, /refusing runtime dir .*belongs to uid 65534/);
+      assert.deepEqual(fs.readdirSync(run), [], 'no socket, lock or pid file was made');
+      assert.equal(sb.daemonPid(), undefined);
+    } finally {
+      await sb.cleanup();
+    }
+  });
+
+  test('a symlinked runtime dir and a group-writable one are refused; a file in place of the socket too', async () => {
+    const sb = await makeSandbox();
+    try {
+      const run = sb.paths.runtimeDir;
+      const elsewhere = path.join(sb.root, 'elsewhere');
+      fs.mkdirSync(elsewhere, { mode: 0o700 });
+      fs.symlinkSync(elsewhere, run);
+      let r = await sb.run(['vm', 'list']);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /^error: refusing runtime dir .*: it is a symbolic link: /);
+      fs.rmSync(run);
+      fs.mkdirSync(run);
+      fs.chmodSync(run, 0o770);
+      r = await sb.run(['vm', 'list']);
+      assert.match(
+        r.stderr,
+        /^error: refusing runtime dir .*: mode 770 lets other users write to it: chmod 700 /,
+      );
+      fs.chmodSync(run, 0o700);
+      fs.writeFileSync(sb.paths.socket, '');
+      r = await sb.run(['vm', 'list']);
+      assert.match(r.stderr, /^error: refusing .*bangerd\.sock: it is not a socket of yours/);
+      assert.equal(sb.daemonPid(), undefined);
+    } finally {
+      await sb.cleanup();
+    }
+  });
+});

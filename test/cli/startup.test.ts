@@ -54,4 +54,16 @@ describe('CLI start-up loads only what the command needs', () => {
     );
     assert.deepEqual(daemonSide, []);
   });
+
+  test('the bundle holds none of the TUI: Ink and React load only when banger tui runs', () => {
+    const meta = JSON.parse(
+      fs.readFileSync(path.join(REPO_ROOT, 'dist', 'cli', 'meta.json'), 'utf8'),
+    ) as { outputs: Record<string, { inputs: Record<string, unknown> }> };
+    const inputs = Object.values(meta.outputs).flatMap((o) => Object.keys(o.inputs));
+    assert.ok(inputs.some((i) => i.endsWith('dist/src/cli/commands/tui.js')));
+    const tui = inputs.filter((i) =>
+      /dist\/src\/tui\/|node_modules\/(ink|react|react-reconciler|yoga-layout)\//.test(i),
+    );
+    assert.deepEqual(tui, []);
+  });
 });

@@ -348,6 +348,36 @@ describe('guest agent binary', () => {
     }
   });
 
+  test('ports: 1024 listeners with long escaped command lines fit one answer under 64 KiB, marked truncated', async (t) => {
+    if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
+    const fx = makeFixture('manyports');
+    const lines = [TCP_HEADER];
+    for (let i = 0; i < 1024; i++)
+      lines.push(sockLine(i, V4_ANY, 10000 + i, V4_ANY, 0, '0A', 50000 + i));
+    fs.writeFileSync(path.join(fx.root, 'proc/net/tcp'), lines.join('\n') + '\n');
+    const fd = path.join(fx.root, 'proc/900/fd');
+    fs.mkdirSync(fd, { recursive: true });
+    fs.writeFileSync(path.join(fx.root, 'proc/900/comm'), 'server\n');
+    // every byte of the command line needs escaping in JSON: the worst case per entry
+    fs.writeFileSync(path.join(fx.root, 'proc/900/cmdline'), '"\\'.repeat(100));
+    for (let i = 0; i < 1024; i++)
+      fs.symlinkSync(`socket:[${50000 + i}]`, path.join(fd, String(i + 3)));
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    // the client drops the channel on a line over 64 KiB, so an answer at all proves the cap
+    const client = AgentClient.unix(p);
+    try {
+      const r = await client.ports();
+      assert.equal(r.truncated, true);
+      assert.ok(r.ports.length >= 100, `only ${r.ports.length} entries`);
+      assert.ok(r.ports.length < 1024);
+      assert.equal(r.ports[0]!.cmdline!.length, 160);
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
   test('wait-ready answers when sshd starts listening, serving other requests meanwhile', async (t) => {
     if (!agentBin) return t.skip(`no agent binary: ${buildError}`);
     const fx = makeFixture('ready');

@@ -283,6 +283,51 @@ describe('AgentClient', () => {
     }
   });
 
+  test('an unreadable line after the first drops the channel; pending requests fail', async () => {
+    const agent = await fakeAgent((req, reply, sock) => {
+      if (req.op === 'ports') sock.write('{"id":' + String(req.id) + ',"ok":tru\n');
+      else reply({ id: req.id, ok: true, result: HELLO });
+    });
+    const client = AgentClient.unix(agent.path, { label: 'vm g' });
+    const gone: (Error | undefined)[] = [];
+    client.on('disconnect', (e) => gone.push(e));
+    try {
+      assert.equal((await client.hello()).hostname, 'guest');
+      const err = await rejection(client.ports());
+      assert.equal(err.code, 'vmm_failed');
+      assert.match(
+        err.message,
+        /^vm g: guest agent channel closed: the guest agent sent an unreadable line/,
+      );
+      assert.equal(gone.length, 1);
+      // the next request dials a fresh connection
+      assert.equal((await client.hello()).hostname, 'guest');
+      assert.equal(agent.received.length, 2);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('a line over 64 KiB (here 10 MiB, sent in pieces) drops the channel without buffering it', async () => {
+    const agent = await fakeAgent((req, reply, sock) => {
+      if (req.op !== 'ports') return reply({ id: req.id, ok: true, result: HELLO });
+      const piece = Buffer.alloc(256 * 1024, 0x61);
+      for (let i = 0; i < 40; i++) sock.write(piece);
+    });
+    const client = AgentClient.unix(agent.path, { label: 'vm big' });
+    try {
+      await client.hello();
+      const err = await rejection(client.ports());
+      assert.equal(
+        err.message,
+        'vm big: guest agent channel closed: a line from the agent exceeded 65536 bytes',
+      );
+      assert.equal((await client.hello()).hostname, 'guest', 'the client recovers');
+    } finally {
+      client.close();
+    }
+  });
+
   test('a dropped connection fails pending requests, then the client dials again', async () => {
     let drop = true;
     const agent = await fakeAgent((req, reply, sock) => {

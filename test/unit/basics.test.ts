@@ -133,3 +133,30 @@ describe('operations and locks', () => {
     assert.equal(ops.count, 0);
   });
 });
+
+describe('process confinement and host users (pure parsers)', () => {
+  test('parseConfinement reads Uid, Seccomp and NoNewPrivs', async () => {
+    const { parseConfinement } = await import('../../src/util/proc.js');
+    assert.deepEqual(
+      parseConfinement('Name:\tqemu\nUid:\t999\t999\t999\t999\nNoNewPrivs:\t1\nSeccomp:\t2\n'),
+      { uid: 999, seccomp: 2, noNewPrivs: true },
+    );
+    assert.deepEqual(parseConfinement('Uid:\t0\t0\t0\t0\n'), {
+      uid: 0,
+      seccomp: 0,
+      noNewPrivs: false,
+    });
+    assert.equal(parseConfinement('Name:\tx\n'), undefined);
+  });
+
+  test('parsePasswdLine', async () => {
+    const { parsePasswdLine } = await import('../../src/util/users.js');
+    assert.deepEqual(parsePasswdLine('banger-vmm:x:999:995::/nonexistent:/usr/sbin/nologin'), {
+      name: 'banger-vmm',
+      uid: 999,
+      gid: 995,
+    });
+    assert.equal(parsePasswdLine('# comment'), undefined);
+    assert.equal(parsePasswdLine('bad:x:abc:1::/:/bin/sh'), undefined);
+  });
+});

@@ -71,7 +71,7 @@ mode = "0644"
     assert.equal(config.statsPollIntervalMs, 10_000);
     assert.deepEqual(config.vmDefaults, { vcpu: 2, memoryMib: 2048, diskSize: 16 * 1024 ** 3 });
     assert.deepEqual(config.fileSync, [
-      { host: '/home/u/.gitconfig', guest: '/root/.gitconfig', mode: 0o600 },
+      { host: '/home/u/.gitconfig', guest: '/root/.gitconfig' },
       { host: '/etc/hosts', guest: '/root/hosts', mode: 0o644 },
     ]);
     assert.ok(fromFile.includes('vm_defaults.vcpu'));
@@ -173,6 +173,11 @@ describe('paths', () => {
     assert.equal(p.cacheDir, '/home/u/.cache/banger');
     assert.equal(p.socket, '/tmp/banger-1000/bangerd.sock');
     assert.equal(p.sshKey, '/home/u/.config/banger/ssh/id_ed25519');
+    // root (sudo drops XDG_RUNTIME_DIR) gets a directory no other user can pre-create in /tmp
+    assert.equal(
+      resolvePaths({ env: {}, uid: 0, home: '/root' }).socket,
+      '/run/banger/bangerd.sock',
+    );
   });
   test('XDG variables and BANGER_*_DIR overrides', () => {
     const p = resolvePaths({

@@ -16,6 +16,7 @@ const goodProbe = (over: Partial<Probe> = {}): Probe => ({
   stat: () => ({ uid: 1000, mode: 0o40700 }),
   hasNetAdmin: () => true,
   openFilesLimit: () => 4096,
+  userUid: (name) => (name === 'banger-vmm' ? 999 : undefined),
   ...over,
 });
 
@@ -90,5 +91,24 @@ describe('doctor checks', () => {
     assert.equal(types[0], 'step:start');
     assert.equal(types[types.length - 1], 'step:done');
     assert.equal(types.filter((t) => t === 'item').length, CHECKS.length);
+  });
+
+  test('VMM confinement: a root daemon needs vmm_user to exist', async () => {
+    assert.equal(
+      (await runDoctor(goodProbe())).by['vmm-confinement']!.detail,
+      "VMMs run as you (uid 1000) under QEMU's seccomp sandbox",
+    );
+    const root = goodProbe({ uid: 0 });
+    assert.equal(
+      (await runDoctor(root)).by['vmm-confinement']!.detail,
+      "VMMs run as banger-vmm (uid 999) under QEMU's seccomp sandbox",
+    );
+    const missing = (await runDoctor(root, { vmmUser: 'nobody-here' })).by['vmm-confinement']!;
+    assert.equal(missing.status, 'fail');
+    assert.equal(missing.detail, "vmm_user 'nobody-here' does not exist: VMs cannot start");
+    assert.equal(
+      (await runDoctor(root, { vmmUser: 'root' })).by['vmm-confinement']!.status,
+      'warn',
+    );
   });
 });

@@ -93,7 +93,8 @@ describe('firecracker driver with the fake firecracker executable', () => {
     const driver = createFirecrackerDriver({
       bin: root.bin,
       env: { ...process.env, FAKE_FC_REQUEST_LOG: requestLog, ...env },
-      socketTimeoutMs: 3_000,
+      // generous: the fake is a Node process that loads the Swagger contract, slow on a loaded host
+      socketTimeoutMs: 20_000,
       ...opts,
     });
     const start = async (): Promise<VmHandle> => {
@@ -263,7 +264,7 @@ describe('firecracker driver with the fake firecracker executable', () => {
     const snapCreate = reqs.find((q) => q.path === '/snapshot/create')!;
     assert.equal(snapCreate.status, 204);
     // The restored guest's agent answers on the VM's agent socket again.
-    const sock = await connectVsock(vm.agentSocket, 1024, { vmName: vm.name });
+    const sock = await connectVsock(vm.agentSocket, 52, { vmName: vm.name });
     sock.destroy();
   });
 
@@ -357,7 +358,7 @@ describe('firecracker driver with the fake firecracker executable', () => {
   test('the fake guest agent answers over vsock and powers the VM off', async () => {
     const { vm, driver, start } = setup({ FAKE_FC_AGENT: '1' });
     const h = await start();
-    const sock = await connectVsock(vm.agentSocket, 1024, { vmName: vm.name });
+    const sock = await connectVsock(vm.agentSocket, 52, { vmName: vm.name });
     try {
       const call = agentClient(sock);
       const hello = await call({ id: 1, op: 'hello' });

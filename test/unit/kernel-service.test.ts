@@ -42,6 +42,14 @@ interface Harness {
   failWith?: Error;
 }
 
+/** Wait (on real time, however loaded the host) until the fake build runs. */
+async function buildStarted(h: Harness): Promise<void> {
+  for (let i = 0; h.builds.length === 0; i++) {
+    if (i > 2000) throw new Error('the build never started');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 function gate(): { promise: Promise<void>; open(): void } {
   let open!: () => void;
   const promise = new Promise<void>((r) => (open = r));
@@ -80,6 +88,7 @@ function harness(): Harness {
     h.builds.push(ctx);
     ctx.emit({ type: 'step', id: 'download', label: 'Downloading', state: 'start' });
     if (h.gate) {
+      if (ctx.signal.aborted) throw new BangerError('cancelled', 'aborted');
       await Promise.race([
         h.gate.promise,
         new Promise((_, reject) =>
@@ -257,7 +266,7 @@ describe('KernelService', () => {
     h.gate = gate();
     const ac = new AbortController();
     const p = h.svc.pull(NAME, () => undefined, ac.signal);
-    await new Promise((r) => setTimeout(r, 30));
+    await buildStarted(h);
     ac.abort();
     await assert.rejects(p, (e: unknown) => e instanceof BangerError && e.code === 'cancelled');
     await new Promise((r) => setTimeout(r, 30));
@@ -276,7 +285,7 @@ describe('KernelService', () => {
     const ac = new AbortController();
     const pa = h.svc.pull(NAME, () => undefined, ac.signal);
     const pb = h.svc.pull(NAME, () => undefined);
-    await new Promise((r) => setTimeout(r, 20));
+    await buildStarted(h);
     ac.abort();
     await assert.rejects(pa, /cancelled/);
     h.gate.open();

@@ -52,6 +52,22 @@ describe('layer rules (dependency-cruiser)', () => {
     assert.ok(!v.some((x) => x.includes('src/cli/main.ts -> src/vm/thing.ts')), v.join('\n'));
   });
 
+  test('the TUI importing the daemon or a service is a violation; a type from vm is not', async () => {
+    const v = await violations();
+    assert.ok(v.includes('layer-tui: src/tui/view.ts -> src/daemon/server.ts'), v.join('\n'));
+    assert.ok(!v.some((x) => x.includes('src/tui/view.ts -> src/vm/thing.ts')), v.join('\n'));
+  });
+
+  test('only the CLI imports the TUI, and only its entry', async () => {
+    const v = await violations();
+    assert.ok(v.includes('only-cli-imports-tui: src/cli/main.ts -> src/tui/view.ts'), v.join('\n'));
+    assert.ok(
+      v.includes('only-cli-imports-tui-entry: src/vm/thing.ts -> src/tui/main.tsx'),
+      v.join('\n'),
+    );
+    assert.ok(!v.some((x) => x.includes('src/cli/main.ts -> src/tui/main.tsx')), v.join('\n'));
+  });
+
   test('a cycle between two files is a violation, even through a type-only import', async () => {
     const v = await violations();
     assert.ok(
@@ -72,7 +88,7 @@ describe('layer rules (dependency-cruiser)', () => {
     const src = path.join(REPO_ROOT, 'src');
     for (const e of fs.readdirSync(src, { withFileTypes: true })) {
       const part = e.isDirectory() ? e.name : e.name.replace(/\.ts$/, '');
-      if (part === 'cli') continue;
+      if (part === 'cli' || part === 'tui') continue;
       assert.ok(parts.includes(part), `src/${e.name} has no tier in .dependency-cruiser.mjs`);
     }
   });

@@ -71,7 +71,10 @@ describe('network: failures become one-line errors with hints', () => {
       e.message,
       'creating bridge banger0 failed: RTNETLINK answers: Operation not permitted',
     );
-    assert.match(e.hint!, /run bangerd as root or grant it cap_net_admin/);
+    assert.match(
+      e.hint!,
+      /run bangerd as root, or give bangerd alone cap_net_admin through a systemd unit/,
+    );
     const ipt = netFailure(
       'x',
       'iptables',

@@ -289,3 +289,34 @@ describe('manifests', () => {
     assert.deepEqual(parseImageConfig(Buffer.from('{}'), 'cfg').Cmd, []);
   });
 });
+
+describe('registry transport safety', () => {
+  test('--insecure skips certificate checks for the named registry only, never for a token server elsewhere', async () => {
+    const { skipsTlsChecks } = await import('../../src/image/oci/registry.js');
+    assert.equal(skipsTlsChecks(new URL('https://reg.lan:5000/v2/'), 'reg.lan:5000', true), true);
+    assert.equal(
+      skipsTlsChecks(new URL('https://auth.example.com/token'), 'reg.lan:5000', true),
+      false,
+    );
+    assert.equal(
+      skipsTlsChecks(new URL('https://reg.lan:5000/token'), 'reg.lan:5000', false),
+      false,
+    );
+  });
+
+  test('credentials go over plain http only to loopback', async () => {
+    const { refuseCleartextCredentials } = await import('../../src/image/oci/registry.js');
+    assert.doesNotThrow(() =>
+      refuseCleartextCredentials('127.0.0.1:5000', 'http://127.0.0.1:5000/token'),
+    );
+    assert.doesNotThrow(() =>
+      refuseCleartextCredentials('localhost:5000', 'http://localhost:5000'),
+    );
+    assert.throws(
+      () => refuseCleartextCredentials('reg.lan:5000', 'http://reg.lan:5000/token'),
+      (e: Error) =>
+        e.message ===
+        'refusing to send the login for reg.lan:5000 to http://reg.lan:5000/token over plain http',
+    );
+  });
+});

@@ -44,6 +44,8 @@ export const VmViewSchema = z.object({
   dir: z.string(),
   /** Time from VMM start to guest readiness on the last boot. */
   bootMs: z.number().nullable(),
+  /** How the running VMM is confined, read from /proc (null when not running). */
+  confinement: z.string().nullable(),
 });
 export type VmView = z.infer<typeof VmViewSchema>;
 
@@ -143,3 +145,15 @@ export const VmStatsSchema = z.object({
   disk: z.object({ overlayBytes: z.number(), workBytes: z.number(), workSizeBytes: z.number() }),
 });
 export type VmStats = z.infer<typeof VmStatsSchema>;
+
+/**
+ * `GET /v1/events/vms` (a watch route): first `snapshot` with every VM, then
+ * one event per change of the vms table — `vm` with the VM as it is now, or
+ * `gone` when it was deleted — until the client leaves.
+ */
+export const VmEventSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('snapshot'), vms: z.array(VmViewSchema) }),
+  z.object({ type: z.literal('vm'), vm: VmViewSchema }),
+  z.object({ type: z.literal('gone'), id: z.string() }),
+]);
+export type VmEvent = z.infer<typeof VmEventSchema>;

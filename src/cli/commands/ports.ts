@@ -68,7 +68,9 @@ export async function vmPorts(ctx: CliContext, refs: string[]): Promise<void> {
       ctx.print(formatPorts(vms, { links: Boolean(ctx.out.isTTY) && process.env.TERM !== 'dumb' }));
     for (const v of vms) {
       if (v.ok && v.truncated)
-        ctx.note(`note: ${v.name}: the guest has more listeners than the agent lists (1024)`);
+        ctx.note(
+          `note: ${v.name}: the guest has more listeners than one agent answer holds; the list is cut`,
+        );
     }
   }
   const failed = vms.filter((v) => !v.ok);

@@ -1,23 +1,10 @@
 import os from 'node:os';
 import type { VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js';
-import {
-  DISK_MIN_BYTES,
-  DISK_RULE,
-  MEMORY_MIN_MIB,
-  MEMORY_RULE,
-  VCPU_MAX,
-  VCPU_MIN,
-  VCPU_RULE,
-} from '../../api/limits.js';
 import { BangerError, toBangerError, type ErrorShape } from '../../errors.js';
 import { sleep } from '../../util/sleep.js';
-import {
-  formatDuration,
-  formatSize,
-  formatSizeShort,
-  parseDuration,
-  parseSize,
-} from '../../util/units.js';
+import { parseDiskSize, parseMemoryMib, parseVcpu, type Parsed } from '../../util/sizing.js';
+import { TerminalFilter, terminalSafe } from '../../util/terminal.js';
+import { formatDuration, formatSize, formatSizeShort, parseDuration } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { ExitWith } from '../exit.js';
 import { table } from '../render/table.js';
@@ -40,32 +27,14 @@ export function parseSizing(f: SizingFlags): {
   diskSize?: number;
 } {
   const out: { vcpu?: number; memoryMib?: number; diskSize?: number } = {};
-  const bad = (flag: string, value: string, rule: string): BangerError =>
-    new BangerError('usage', `invalid ${flag} '${value}'`, { hint: rule });
-  const size = (flag: string, value: string, rule: string, bareUnit: number): number => {
-    // A bare number is MiB for --memory (like Docker's and QEMU's -m), GiB for --disk-size.
-    if (/^\d+$/.test(value)) return Number(value) * bareUnit;
-    try {
-      return parseSize(value);
-    } catch {
-      throw bad(flag, value, rule);
-    }
+  const check = (flag: string, value: string, r: Parsed<number>): number => {
+    if (!r.ok) throw new BangerError('usage', `invalid ${flag} '${value}'`, { hint: r.rule });
+    return r.value;
   };
-  if (f.vcpu !== undefined) {
-    const n = /^\d+$/.test(f.vcpu) ? Number(f.vcpu) : NaN;
-    if (!(n >= VCPU_MIN && n <= VCPU_MAX)) throw bad('--vcpu', f.vcpu, VCPU_RULE);
-    out.vcpu = n;
-  }
-  if (f.memory !== undefined) {
-    const mib = Math.floor(size('--memory', f.memory, MEMORY_RULE, 1024 ** 2) / 1024 ** 2);
-    if (mib < MEMORY_MIN_MIB) throw bad('--memory', f.memory, MEMORY_RULE);
-    out.memoryMib = mib;
-  }
-  if (f.diskSize !== undefined) {
-    const bytes = size('--disk-size', f.diskSize, DISK_RULE, 1024 ** 3);
-    if (bytes < DISK_MIN_BYTES) throw bad('--disk-size', f.diskSize, DISK_RULE);
-    out.diskSize = bytes;
-  }
+  if (f.vcpu !== undefined) out.vcpu = check('--vcpu', f.vcpu, parseVcpu(f.vcpu));
+  if (f.memory !== undefined) out.memoryMib = check('--memory', f.memory, parseMemoryMib(f.memory));
+  if (f.diskSize !== undefined)
+    out.diskSize = check('--disk-size', f.diskSize, parseDiskSize(f.diskSize));
   return out;
 }
 
@@ -120,6 +89,7 @@ export function formatVm(v: VmView): string {
     ['mac', v.mac],
     ['tap', v.tap],
     ['pid', v.pid],
+    ['confined', v.confinement],
     ['ssh', `banger vm ssh ${v.name}`],
     ['created', `${v.createdAt} (${ago(v.createdAt)})`],
     ['started', v.startedAt],
@@ -127,7 +97,9 @@ export function formatVm(v: VmView): string {
     ['boot', v.bootMs === null ? null : formatDuration(v.bootMs)],
     ['dir', v.dir],
   ];
-  return rows.map(([k, val]) => `${`${k}:`.padEnd(9)}${val ?? '-'}`).join('\n');
+  return rows
+    .map(([k, val]) => `${`${k}:`.padEnd(9)}${terminalSafe(String(val ?? '-'))}`)
+    .join('\n');
 }
 
 // ------------------------------------------------------------------ create / run
@@ -140,34 +112,36 @@ export interface CreateFlags extends SizingFlags {
   start?: boolean;
 }
 
+/** The body of a create request from the flags. */
+export function createRequest(f: CreateFlags, start: boolean) {
+  return {
+    name: f.name,
+    image: f.image,
+    kernel: f.kernel,
+    ...parseSizing(f),
+    nat: Boolean(f.nat),
+    start,
+  };
+}
+
+/** Prints the `spec:` line once, from the create stream's items. */
+export function specPrinter(ctx: CliContext): (data: unknown) => void {
+  let printed = false;
+  return (data) => {
+    const d = data as { kind?: string; spec?: VmSpec };
+    if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
+      printed = true;
+      ctx.note(formatSpec(d.spec));
+    }
+  };
+}
+
 async function createVm(
   ctx: CliContext,
   f: CreateFlags,
   start: boolean,
 ): Promise<{ vm: VmView; spec: VmSpec }> {
-  let printed = false;
-  return ctx.stream(
-    'vmCreate',
-    {
-      body: {
-        name: f.name,
-        image: f.image,
-        kernel: f.kernel,
-        ...parseSizing(f),
-        nat: Boolean(f.nat),
-        start,
-      },
-    },
-    {
-      onItem: (data) => {
-        const d = data as { kind?: string; spec?: VmSpec };
-        if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
-          printed = true;
-          ctx.note(formatSpec(d.spec));
-        }
-      },
-    },
-  );
+  return ctx.stream('vmCreate', { body: createRequest(f, start) }, { onItem: specPrinter(ctx) });
 }
 
 export async function vmCreate(ctx: CliContext, f: CreateFlags): Promise<void> {
@@ -182,21 +156,8 @@ export interface RunFlags extends CreateFlags {
   from?: string;
 }
 
-export async function vmRun(
-  ctx: CliContext,
-  path: string | undefined,
-  f: RunFlags,
-  command: string[],
-): Promise<void> {
-  if (path !== undefined || f.branch || f.from) {
-    throw new BangerError(
-      'not_implemented',
-      "'vm run PATH' (workspace mode) is not implemented yet",
-      {
-        hint: 'run without PATH for now; see the README section "Status"',
-      },
-    );
-  }
+/** `vm run` without PATH (workspace mode is `vmRunWorkspace` in ./workspace.ts). */
+export async function vmRun(ctx: CliContext, f: RunFlags, command: string[]): Promise<void> {
   let vm: VmView;
   try {
     vm = (await createVm(ctx, f, true)).vm;
@@ -217,7 +178,7 @@ export async function vmRun(
   if (code !== 0) throw new ExitWith(code);
 }
 
-async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {
+export async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {
   if (!name) return;
   try {
     await ctx.daemon((c) =>
@@ -232,7 +193,7 @@ async function removeQuietly(ctx: CliContext, name: string | undefined): Promise
   }
 }
 
-async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
+export async function remindIfRunning(ctx: CliContext, name: string): Promise<void> {
   try {
     const v = await ctx.call('vmShow', { params: { ref: name } });
     if (v.state === 'running')
@@ -256,11 +217,17 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | null): 
   return n ? 128 + n : 1;
 }
 
-/** Run system ssh into the VM through the daemon's tunnel; resolves with ssh's exit code. */
+/**
+ * Run system ssh into the VM through the daemon's tunnel; resolves with ssh's
+ * exit code. `script` replaces the remote command line (workspace sessions
+ * prefix the command with their setup); a terminal is still asked for only
+ * when there is no command.
+ */
 export async function sshInto(
   ctx: CliContext,
   vm: Pick<VmView, 'id' | 'name'>,
   command: string[],
+  opts: { script?: string } = {},
 ): Promise<number> {
   // Loaded here, not at start-up: `vm list` and friends need neither.
   const [{ spawn }, { sshArgs }] = await Promise.all([
@@ -274,7 +241,7 @@ export async function sshInto(
     knownHosts: ctx.paths.knownHosts,
     proxyCommand: [process.execPath, cliEntry(), '__proxy', vm.id],
     tty: interactive,
-    command,
+    command: opts.script !== undefined ? [opts.script] : command,
   });
   return new Promise((resolve, reject) => {
     const child = spawn('ssh', args, { stdio: 'inherit' });
@@ -360,10 +327,17 @@ export async function vmShow(ctx: CliContext, ref: string): Promise<void> {
   else ctx.print(formatVm(vm));
 }
 
+/** Console text goes to a terminal filtered (no guest escape sequences), to a pipe as it is. */
+function writeGuestText(ctx: CliContext): (s: string) => void {
+  if (!ctx.out.isTTY) return (s) => ctx.out.write(s);
+  const filter = new TerminalFilter();
+  return (s) => ctx.out.write(filter.write(s));
+}
+
 export async function vmLogs(ctx: CliContext, ref: string, follow: boolean): Promise<void> {
   await ctx.interruptible((signal) =>
     ctx.daemon((c) =>
-      c.text('vmLogs', { params: { ref }, query: { follow } }, (s) => ctx.out.write(s), signal),
+      c.text('vmLogs', { params: { ref }, query: { follow } }, writeGuestText(ctx), signal),
     ),
   );
 }

@@ -21,6 +21,7 @@ interface Active {
   current?: number;
   total?: number;
   unit?: 'bytes' | 'items';
+  items?: { current: number; total?: number; label: string };
 }
 
 const SPIN = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
@@ -45,6 +46,7 @@ export class ProgressRenderer {
           a.current = ev.current;
           a.total = ev.total;
           a.unit = ev.unit;
+          a.items = ev.items;
         }
         if (!this.opts.tty) this.plainProgress(ev.id, a, ev.current, ev.total, ev.unit);
         return;
@@ -114,7 +116,10 @@ export class ProgressRenderer {
 
   private line(a: Active): string {
     const spin = SPIN[this.frame % SPIN.length];
-    const elapsed = formatDuration(Date.now() - a.started);
+    const i = a.items;
+    const elapsed =
+      (i ? `${i.current}${i.total !== undefined ? `/${i.total}` : ''} ${i.label} ` : '') +
+      formatDuration(Date.now() - a.started);
     if (a.current !== undefined && a.total) {
       const ratio = Math.min(1, a.current / a.total);
       const filled = Math.round(ratio * BAR_WIDTH);

@@ -70,6 +70,18 @@ export function registerVmRoutes(server: ApiServer, vms: VmService): void {
     guest.on('close', close);
   });
 
+  server.watch(routes.vmEvents, async ({ signal }, send) => {
+    const off = vms.watch(send);
+    try {
+      await new Promise<void>((resolve) => {
+        if (signal.aborted) resolve();
+        else signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    } finally {
+      off();
+    }
+  });
+
   server.json(routes.vmStats, async ({ query }) => ({
     vms: await vms.stats(query.refs ? query.refs.split(',').filter(Boolean) : []),
   }));

@@ -48,7 +48,7 @@ struct sockaddr_vm_ {
 
 #define MAX_CONNS 16
 #define IN_CAP 65536 /* one request line, newline included */
-#define RESP_CAP (512 * 1024)
+#define RESP_CAP (64 * 1024) /* the host drops the channel on a longer line */
 #define OUT_CAP (1024 * 1024)
 #define OUT_HIGH (OUT_CAP - RESP_CAP) /* stop reading requests above this much queued output */
 #define MAX_WAITERS 64
@@ -75,7 +75,7 @@ static struct {
   unsigned ssh_port;
   int ready_poll_ms;
   bool dry_power;
-} opt = {M_AUTO, "banger.agent", 1024, NULL, NULL, 22, 100, false};
+} opt = {M_AUTO, "banger.agent", 52, NULL, NULL, 22, 100, false};
 
 /* ---------- logging ---------- */
 
@@ -432,6 +432,9 @@ static void op_wait_ready(struct conn *c, uint64_t id, const struct jreq *req) {
   send_error(c, true, id, "busy", "too many pending wait-ready requests (at most %d)", MAX_WAITERS);
 }
 
+/* Upper bound of one entry of the ports answer (every string escaped at worst as \u00XX). */
+#define PORT_ENTRY_MAX (6 * (48 + 32 + SOCK_CMDLINE_MAX) + 160)
+
 static void op_ports(struct conn *c, uint64_t id) {
   static struct sock_entry socks[SOCK_MAX];
   bool truncated;
@@ -442,6 +445,11 @@ static void op_ports(struct conn *c, uint64_t id) {
   jb_key(&j, "ports");
   jb_begin_arr(&j);
   for (int i = 0; i < n; i++) {
+    /* Stop while a whole entry and the closing fields still fit in the answer. */
+    if (j.len + PORT_ENTRY_MAX + 64 > RESP_CAP) {
+      truncated = true;
+      break;
+    }
     jb_begin_obj(&j);
     jb_key(&j, "proto");
     jb_str(&j, sock_proto_name[socks[i].proto]);
@@ -961,7 +969,7 @@ static void usage(FILE *f) {
           "usage: banger-agent [options]\n"
           "  --transport auto|virtio-serial|vsock  channel to the host (default auto)\n"
           "  --port-name NAME       virtio-serial port name (default banger.agent)\n"
-          "  --vsock-port N         vsock port to listen on (default 1024)\n"
+          "  --vsock-port N         vsock port to listen on (default 52, privileged)\n"
           "  --listen-unix PATH     listen on a Unix socket (tests)\n"
           "  --connect-unix PATH    connect to a Unix socket, reconnecting (tests)\n"
           "  --root DIR             read /proc, /sys, /etc, /dev, /run below DIR (tests)\n"

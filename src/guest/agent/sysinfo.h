@@ -38,7 +38,7 @@ enum sock_proto { SP_TCP, SP_TCP6, SP_UDP, SP_UDP6 };
 extern const char *const sock_proto_name[4];
 
 #define SOCK_MAX 1024
-/* Keeps a full `ports` answer (1024 entries) under the 512 KiB answer limit. */
+/* The ports answer stops (truncated: true) before it would pass the 64 KiB answer limit. */
 #define SOCK_CMDLINE_MAX 160
 struct sock_entry {
   enum sock_proto proto;

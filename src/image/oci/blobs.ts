@@ -69,7 +69,7 @@ export class BlobCache {
     const final = this.path(digest);
     const tmp = await this.tempFor(digest);
     try {
-      await fs.promises.writeFile(tmp, data, { flag: 'wx', mode: 0o644 });
+      await fs.promises.writeFile(tmp, data, { flag: 'wx', mode: 0o600 });
       await fs.promises.rename(tmp, final);
     } finally {
       await fs.promises.rm(tmp, { force: true });
@@ -118,7 +118,7 @@ export class BlobCache {
   ): Promise<string> {
     const final = this.path(ref.digest);
     const tmp = await this.tempFor(ref.digest);
-    const fh = await fs.promises.open(tmp, 'wx', 0o644);
+    const fh = await fs.promises.open(tmp, 'wx', 0o600);
     let closed = false;
     try {
       const res = await open();
@@ -171,7 +171,7 @@ export class BlobCache {
   }
 
   private async tempFor(digest: string): Promise<string> {
-    await fs.promises.mkdir(this.blobDir, { recursive: true, mode: 0o755 });
+    await fs.promises.mkdir(this.blobDir, { recursive: true, mode: 0o700 });
     if (!this.swept) {
       this.swept = true;
       await this.sweepTemps();

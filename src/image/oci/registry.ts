@@ -68,6 +68,8 @@ export class RegistryClient {
     scope: string,
   ): Promise<HttpResponse> {
     const auth = this.authHeader(scope);
+    if (auth?.startsWith('Basic ') && this.scheme === 'http')
+      refuseCleartextCredentials(this.ref.registry, `http://${this.ref.endpoint}`);
     const h = { ...headers, ...(auth ? { authorization: auth } : {}) };
     const common: HttpOptions = {
       headers: h,
@@ -149,11 +151,15 @@ export class RegistryClient {
     if (c.params.service) url.searchParams.set('service', c.params.service);
     url.searchParams.append('scope', scope);
     const headers: Record<string, string> = { accept: 'application/json' };
-    if (this.opts.credentials) headers.authorization = basicAuth(this.opts.credentials);
+    if (this.opts.credentials) {
+      if (url.protocol === 'http:') refuseCleartextCredentials(this.ref.registry, describe(url));
+      headers.authorization = basicAuth(this.opts.credentials);
+    }
     const res = await httpRequest(url, {
       headers,
       signal: this.opts.signal,
-      insecureTls: this.opts.insecure,
+      // --insecure is about the registry named on the command line, not a token server elsewhere
+      insecureTls: skipsTlsChecks(url, this.ref.endpoint, this.opts.insecure),
       ...this.opts.http,
     });
     if (res.status === 401 || res.status === 403) {
@@ -287,5 +293,24 @@ function isTlsMismatch(e: unknown): boolean {
     code.startsWith('ERR_SSL') ||
     code === 'ECONNRESET' ||
     (e instanceof Error && /wrong version number|ssl/i.test(e.message))
+  );
+}
+
+/** Certificate checks are skipped only for the registry the user marked --insecure itself. */
+export function skipsTlsChecks(url: URL, endpoint: string, insecure: boolean | undefined): boolean {
+  return !!insecure && url.host.toLowerCase() === endpoint.toLowerCase();
+}
+
+/**
+ * Credentials (Basic, or the login a token request carries) never cross a
+ * network in clear text: plain http is allowed with them only to loopback.
+ */
+export function refuseCleartextCredentials(registry: string, where: string): void {
+  const host = where.replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, '');
+  if (isLoopbackHost(host)) return;
+  throw new BangerError(
+    'registry',
+    `refusing to send the login for ${registry} to ${where} over plain http`,
+    { hint: 'use the registry over https, or pull without credentials' },
   );
 }

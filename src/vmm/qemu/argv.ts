@@ -11,7 +11,24 @@ export interface QemuArgvOptions {
   /** Extra -device serial= for each disk so the guest's /init finds them by role. */
   diskSerials?: Record<string, string>;
   qmpSocket: string;
+  /**
+   * Confinement: seccomp with everything a VMM never needs denied (old
+   * syscalls, setuid and friends, exec, scheduler/affinity changes), and the
+   * user QEMU switches to once its files, taps and sockets are open.
+   */
+  sandbox?: boolean;
+  runAs?: string;
 }
+
+/**
+ * QEMU's seccomp policy: every optional group denied. With -runas,
+ * elevateprivileges stays allowed because QEMU 7.2 installs the filter before
+ * it switches user (the switch would be killed as a "bad system call"); the
+ * switch sets all uids and gids and leaves no capabilities, and the filter
+ * sets no_new_privs, so the process cannot become root again either way.
+ */
+export const qemuSandbox = (runAs: boolean): string =>
+  `on,obsolete=deny,${runAs ? '' : 'elevateprivileges=deny,'}spawn=deny,resourcecontrol=deny`;
 
 /** QEMU option values use ',' as separator; a literal comma is written ',,'. */
 export const qemuEscape = (v: string): string => v.replace(/,/g, ',,');
@@ -43,7 +60,8 @@ export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[]
     '-display',
     'none',
     '-chardev',
-    `file,id=console,path=${qemuEscape(spec.consoleLog)}`,
+    // append: boots add to one log, and the daemon can cap it by truncation
+    `file,id=console,path=${qemuEscape(spec.consoleLog)},append=on`,
     '-serial',
     'chardev:console',
     '-kernel',
@@ -82,6 +100,12 @@ export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[]
     '-qmp',
     `unix:${qemuEscape(opts.qmpSocket)},server=on,wait=off`,
   );
+  if (opts.sandbox) args.push('-sandbox', qemuSandbox(Boolean(opts.runAs)));
+  if (opts.runAs) {
+    if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(opts.runAs))
+      throw new BangerError('config_invalid', `vmm_user '${opts.runAs}' is not a valid user name`);
+    args.push('-runas', opts.runAs);
+  }
   if (spec.extraArgs) args.push(...spec.extraArgs);
   return args;
 }

@@ -26,6 +26,7 @@ import {
   waitGone,
 } from '../process.js';
 import { buildQemuArgv } from './argv.js';
+import { lookupUser } from '../../util/users.js';
 import { qmpOnce } from './qmp.js';
 
 /**
@@ -36,6 +37,8 @@ export interface QemuDriverOptions {
   bin?: string;
   /** How long to wait for the QMP socket after spawn. */
   startTimeoutMs?: number;
+  /** config `vmm_user`: who a root daemon's QEMU runs as ('root' = stay root). */
+  vmmUser?: string;
 }
 
 /** File names inside a VM's directory that belong to this driver. */
@@ -114,7 +117,27 @@ export class QemuDriver implements VmmDriver {
   }
 
   argv(spec: LaunchSpec): string[] {
-    return buildQemuArgv(spec, { qmpSocket: this.qmpSocket(spec), diskSerials: SERIALS });
+    return buildQemuArgv(spec, {
+      qmpSocket: this.qmpSocket(spec),
+      diskSerials: SERIALS,
+      sandbox: true,
+      runAs: this.runAs(),
+    });
+  }
+
+  /**
+   * The user QEMU drops to: only a root daemon drops (anyone else already runs
+   * QEMU unprivileged), and only to a user that exists — a missing one is a
+   * one-line error, not a silent root VMM.
+   */
+  private runAs(): string | undefined {
+    const user = this.opts.vmmUser ?? 'banger-vmm';
+    if ((process.getuid?.() ?? 0) !== 0 || user === 'root') return undefined;
+    if (!lookupUser(user))
+      throw new BangerError('precondition', `vmm_user '${user}' does not exist on this host`, {
+        hint: `create it (sudo useradd --system --no-create-home --shell /usr/sbin/nologin ${user}) or set vmm_user in config.toml`,
+      });
+    return user;
   }
 
   async start(spec: LaunchSpec, signal?: AbortSignal): Promise<VmHandle> {
