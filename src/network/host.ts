@@ -322,11 +322,13 @@ export class HostNetwork {
       else await firewall.apply(this.spec(vms, false));
       return result;
     }
-    const turnOn = !wasOff && !(await this.ipForward());
+    // Read every time: someone may have turned it off meanwhile.
+    const on = await this.ipForward();
+    const record = wasOff || !on;
     // Rules first (with the record), so forwarding is never on without banger's drops.
-    await firewall.apply(this.spec(vms, wasOff || turnOn));
-    this.ipForwardWasOff = wasOff || turnOn;
-    result.ipForward = turnOn ? await this.enableIpForward() : 'already';
+    await firewall.apply(this.spec(vms, record));
+    this.ipForwardWasOff = record;
+    result.ipForward = on ? 'already' : await this.enableIpForward();
     return result;
   }
 
