@@ -134,8 +134,13 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--disk-size <size>', 'work disk size, e.g. 8G (disks only grow)')
     .option('--nat', 'enable NAT')
     .option('--no-nat', 'disable NAT')
+    .option('--auto-stop <duration>', 'stop when idle this long: e.g. 30m, never, default (config)')
     .action(async (refs, opts) =>
-      (await vmCommands()).vmSet(ctx, refs, opts as SizingFlags & { nat?: boolean }),
+      (await vmCommands()).vmSet(
+        ctx,
+        refs,
+        opts as SizingFlags & { nat?: boolean; autoStop?: string },
+      ),
     );
   vm.command('logs')
     .description('VMM and serial console log')

@@ -119,6 +119,7 @@ async function main(): Promise<void> {
     } catch (e) {
       log.error({ err: e }, 'adopting VMs failed');
     }
+    vms.startSampler();
     log.info({ version: IDENTITY, socket: paths.socket, pid: process.pid }, 'bangerd started');
     reportReady({ ready: true, pid: process.pid });
   } catch (e) {

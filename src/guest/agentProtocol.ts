@@ -156,6 +156,8 @@ export const StatsResultSchema = z.object({
   cpuTicks: CpuTicksSchema.nullable(),
   /** `/` and `/root` (the work disk); a mount that cannot be read is left out. */
   disks: z.array(DiskUsageSchema),
+  /** Established TCP connections to the guest's port 22 (open ssh sessions); null from older agents. */
+  sshSessions: z.number().int().nonnegative().nullable().default(null),
 });
 export type StatsResult = z.infer<typeof StatsResultSchema>;
 

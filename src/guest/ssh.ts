@@ -12,7 +12,20 @@ import { run } from '../util/exec.js';
 /** known_hosts and ssh use this name for a VM, whatever its IP. */
 export const hostAlias = (vmName: string): string => `${vmName}.vm`;
 
-export async function ensureSshKey(keyPath: string): Promise<string> {
+/** Key creations in flight, per key path: concurrent `vm create`s of a fresh install share one. */
+const ensuring = new Map<string, Promise<string>>();
+
+/** The public key of banger's SSH key at keyPath, creating the key pair first if needed. */
+export function ensureSshKey(keyPath: string): Promise<string> {
+  let p = ensuring.get(keyPath);
+  if (!p) {
+    p = ensureSshKeyOnce(keyPath).finally(() => ensuring.delete(keyPath));
+    ensuring.set(keyPath, p);
+  }
+  return p;
+}
+
+async function ensureSshKeyOnce(keyPath: string): Promise<string> {
   const pub = `${keyPath}.pub`;
   if (!fs.existsSync(keyPath)) {
     fs.mkdirSync(path.dirname(keyPath), { recursive: true, mode: 0o700 });

@@ -32,6 +32,10 @@ export interface VmMeta {
   kernelPath?: string;
   /** Size of the console log when this boot began: what is after it is this boot's output. */
   consoleStart?: number;
+  /** `vm set --auto-stop`: this VM's idle auto-stop delay (0 = never); absent = the config's. */
+  autoStopAfterMs?: number;
+  /** The idle auto-stop stopped the boot that began at startedAt, after idleMs idle. */
+  idleStop?: { idleMs: number; startedAt: string | null };
 }
 
 export const metaOf = (vm: Pick<VmRecord, 'meta'>): VmMeta => vm.meta as VmMeta;
@@ -133,6 +137,10 @@ export class VmTable {
       dir: this.layout(vm).dir,
       bootMs: meta.bootMs ?? null,
       confinement: isActive(vm) && vm.pid ? describeConfinement(vm.pid) : null,
+      idleStop:
+        vm.state === 'stopped' && vm.stoppedAt && meta.idleStop?.startedAt === vm.startedAt
+          ? { idleMs: meta.idleStop.idleMs, at: vm.stoppedAt }
+          : null,
     };
   }
 }

@@ -25,8 +25,10 @@ import { VmLiveness } from './liveness.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers, VmNetworking } from './needs.js';
 import { VmNetwork } from './net.js';
 import { readySteps, VmReadiness, type ReadyStep } from './ready.js';
-import { isActive, vmLockKey, VmTable } from './records.js';
+import { isActive, metaOf, vmLockKey, VmTable } from './records.js';
 import { VmSettings, type VmPatch } from './settings.js';
+import { effectiveAutoStop } from './idle.js';
+import { VmSampler } from './sampler.js';
 import { VmSshConfig } from './sshConfig.js';
 import { VmStatsReader } from './stats.js';
 import { VmTeardown } from './teardown.js';
@@ -34,6 +36,9 @@ import { openTunnel } from './tunnel.js';
 import { watchVms } from './watch.js';
 
 export type { CreateHooks, CreateRequest } from './create.js';
+
+/** How long an idle VM's guest gets to power off before its VMM is killed. */
+const IDLE_STOP_TIMEOUT_MS = 30_000;
 
 /**
  * The VM lifecycle, composed: the one place that builds the VM services and
@@ -44,6 +49,7 @@ export type { CreateHooks, CreateRequest } from './create.js';
  *   creation (create.ts) → boot (boot.ts) → readiness (ready.ts, bootWatch.ts)
  *   teardown (teardown.ts), settings (settings.ts), stats (stats.ts)
  *   liveness (liveness.ts) and adoption (adopt.ts) at daemon start
+ *   the sampler (sampler.ts, idle.ts): stats samples and idle auto-stop
  *
  * Lock order (all keys of the daemon's one KeyedMutex, never re-entered):
  *   1. `image:<name>` / `kernel:<name>` — only inside images/kernels.ensure,
@@ -91,6 +97,9 @@ export class VmService {
   private readonly settings: VmSettings;
   private readonly statsReader: VmStatsReader;
   private readonly adoption: VmAdoption;
+  private readonly sampler: VmSampler;
+  /** Open tunnels (ssh) per VM id: activity for the idle auto-stop. */
+  private readonly tunnels = new Map<string, number>();
   private readonly sshConfig: VmSshConfig;
 
   constructor(private readonly deps: VmServiceDeps) {
@@ -170,6 +179,15 @@ export class VmService {
       locked: (id, fn) => this.locked(id, fn),
       logger: deps.logger,
     });
+    this.sampler = new VmSampler({
+      list: () => table.list(),
+      config: () => deps.config(),
+      isLocked: (id) => deps.locks.isLocked(vmLockKey(id)),
+      read: (vm) => this.statsReader.of(vm),
+      tunnels: (id) => this.tunnels.get(id) ?? 0,
+      stopIdle: (vm, idleMs, afterMs) => this.stopIdle(vm, idleMs, afterMs),
+      logger: deps.logger,
+    });
     const proxy = deps.sshProxy ?? [
       process.execPath,
       path.join(PACKAGE_ROOT, 'bin', 'banger'),
@@ -208,7 +226,21 @@ export class VmService {
 
   list(): VmView[] {
     this.liveness.check();
-    return this.table.list().map((v) => this.table.view(v));
+    return this.table.list().map((v) => this.fullView(v));
+  }
+
+  /** The row's view with what the sampler knows: auto-stop, last activity, last sample. */
+  private fullView(vm: VmRecord): VmView {
+    const running = vm.state === 'running';
+    return {
+      ...this.table.view(vm),
+      autoStop: effectiveAutoStop(
+        this.deps.config().autoStopStaleAfterMs,
+        metaOf(vm).autoStopAfterMs,
+      ),
+      activity: running ? this.sampler.activity(vm.id) : null,
+      sample: running ? this.sampler.lastSample(vm.id) : null,
+    };
   }
 
   /** Every VM, then each change of the table, until the returned function is called (watch.ts). */
@@ -223,7 +255,7 @@ export class VmService {
 
   show(ref: string): VmView {
     this.liveness.check();
-    return this.table.view(this.table.resolve(ref));
+    return this.fullView(this.table.resolve(ref));
   }
 
   logFiles(ref: string): { vm: VmRecord; console: string; vmm: string } {
@@ -237,7 +269,15 @@ export class VmService {
     const vms = refs.length
       ? refs.map((r) => this.table.resolve(r))
       : this.table.list().filter(isActive);
-    return Promise.all(vms.map((vm) => this.statsReader.of(vm)));
+    return Promise.all(
+      vms.map(async (vm) => {
+        const running = vm.state === 'running';
+        // The sampler's last sample when there is one (its age is sampledAt); else read now.
+        const stats =
+          (running && this.sampler.lastSample(vm.id)) || (await this.statsReader.of(vm));
+        return { ...stats, activity: running ? this.sampler.activity(vm.id) : null };
+      }),
+    );
   }
 
   /** The VM's guest-agent client (dialled through its driver; reconnects on its own). */
@@ -246,9 +286,17 @@ export class VmService {
   }
 
   /** A byte tunnel to a TCP port of the guest (ssh goes through here). */
-  tunnel(ref: string, port = 22): Promise<Duplex> {
+  async tunnel(ref: string, port = 22): Promise<Duplex> {
     this.liveness.check();
-    return openTunnel(this.table.resolve(ref), port);
+    const vm = this.table.resolve(ref);
+    const s = await openTunnel(vm, port);
+    this.tunnels.set(vm.id, (this.tunnels.get(vm.id) ?? 0) + 1);
+    s.once('close', () => {
+      const n = (this.tunnels.get(vm.id) ?? 1) - 1;
+      if (n > 0) this.tunnels.set(vm.id, n);
+      else this.tunnels.delete(vm.id);
+    });
+    return s;
   }
 
   // ------------------------------------------------------------------ actions
@@ -309,6 +357,36 @@ export class VmService {
   }
 
   /**
+   * The sampler found the VM idle for idleMs (its auto-stop delay is afterMs):
+   * unless an operation holds its lock, take it, check again that no ssh
+   * session is open (tunnels, the guest's own count), then stop it gracefully
+   * and record why (`vm.idle_stop` event, `idleStop` in its view).
+   */
+  private async stopIdle(vm: VmRecord, idleMs: number, afterMs: number): Promise<void> {
+    if (this.deps.locks.isLocked(vmLockKey(vm.id))) return;
+    await this.locked(vm.id, async () => {
+      const cur = this.table.get(vm.id);
+      if (!cur || cur.state !== 'running' || cur.startedAt !== vm.startedAt) return;
+      if ((this.tunnels.get(cur.id) ?? 0) > 0) return;
+      const guest = await this.agents
+        .get(cur)
+        .stats({ timeoutMs: 3000 })
+        .catch(() => undefined);
+      if (!guest || (guest.sshSessions ?? 0) > 0) return;
+      this.table.event('vm.idle_stop', cur, { idleMs, afterMs });
+      // Recorded before the stop, for this boot: the view says why from the moment it is stopped.
+      const marked = this.table.setMeta(cur, { idleStop: { idleMs, startedAt: cur.startedAt } });
+      try {
+        await this.teardown.stopLocked(marked, IDLE_STOP_TIMEOUT_MS, () => undefined);
+      } catch (e) {
+        const now = this.table.get(cur.id);
+        if (now) this.table.setMeta(now, { idleStop: undefined });
+        throw e;
+      }
+    });
+  }
+
+  /**
    * Another service's operation on a running VM (a workspace copy), run under
    * the VM's lock so that no start, stop or delete runs meanwhile. Refused
    * unless the VM is running once the lock is taken.
@@ -358,12 +436,23 @@ export class VmService {
     return this.adoption.settled();
   }
 
+  /** Start the stats sampler and idle auto-stop (sampler.ts); the daemon does, after adopt(). */
+  startSampler(): void {
+    this.sampler.start();
+  }
+
+  /** One sampling round now (tests). */
+  sampleNow(): Promise<void> {
+    return this.sampler.runOnce();
+  }
+
   /** Notice VMMs that died behind our back. */
   checkLiveness(): void {
     this.liveness.check();
   }
 
   shutdown(): void {
+    this.sampler.stop();
     this.sshConfig.stop();
     this.adoption.shutdown();
     this.liveness.stopMonitor();

@@ -2,13 +2,15 @@ import { BangerError } from '../errors.js';
 import type { VmRecord } from '../store/vms.js';
 import type { VmDisks } from './disks.js';
 import type { VmNetworking } from './needs.js';
-import { isActive, type VmTable } from './records.js';
+import { isActive, metaOf, type VmTable } from './records.js';
 
 export interface VmPatch {
   vcpu?: number;
   memoryMib?: number;
   diskSize?: number;
   nat?: boolean;
+  /** Idle auto-stop delay in ms (0 = never); null = follow auto_stop_stale_after. */
+  autoStopMs?: number | null;
 }
 
 /** What `vm set` needs from the rest of the lifecycle. */
@@ -21,7 +23,8 @@ export interface SettingsNeeds {
 
 /**
  * `vm set`: sizing changes only while the VM is stopped (disks only grow),
- * NAT at any time (a running VM's rules change at once).
+ * NAT and the idle auto-stop delay at any time (a running VM's rules change
+ * at once; the sampler reads the delay on its next round).
  */
 export class VmSettings {
   constructor(private readonly n: SettingsNeeds) {}
@@ -48,11 +51,15 @@ export class VmSettings {
     }
     if (patch.diskSize !== undefined && patch.diskSize > cur.diskSize)
       await this.n.disks.grow(table.layout(cur), patch.diskSize);
+    const meta = { ...metaOf(cur) };
+    if (patch.autoStopMs === null) delete meta.autoStopAfterMs;
+    else if (patch.autoStopMs !== undefined) meta.autoStopAfterMs = patch.autoStopMs;
     const next = table.update(cur.id, {
       vcpu: patch.vcpu ?? cur.vcpu,
       memoryMib: patch.memoryMib ?? cur.memoryMib,
       diskSize: patch.diskSize ?? cur.diskSize,
       nat: patch.nat ?? cur.nat,
+      meta: { ...meta },
     });
     if (patch.nat !== undefined && patch.nat !== cur.nat && running)
       await this.n.network.applyNat(table.runningNets());

@@ -1,9 +1,10 @@
 import fs from 'node:fs';
 import type { VmStats } from '../api/schemas/vms.js';
-import type { StatsResult } from '../guest/agentProtocol.js';
+import type { CpuTicks, StatsResult } from '../guest/agentProtocol.js';
 import type { VmRecord } from '../store/vms.js';
 import { processUsage } from '../util/proc.js';
 import { sleep } from '../util/sleep.js';
+import { guestCpuPercent } from './idle.js';
 import type { VmTable } from './records.js';
 
 /** What stats need from the rest of the lifecycle. */
@@ -28,10 +29,15 @@ const FIRST_SAMPLE_MS = 300;
  */
 export class VmStatsReader {
   private readonly samples = new Map<string, { ticks: number; at: number }>();
+  /** The guest's CPU counters at the previous reading, per VM (and its boot). */
+  private readonly guestTicks = new Map<string, { ticks: CpuTicks | null; uptimeMs: number }>();
 
   constructor(private readonly n: StatsNeeds) {
     n.table.onChange((c) => {
-      if (c.kind === 'deleted') this.samples.delete(c.id);
+      if (c.kind === 'deleted') {
+        this.samples.delete(c.id);
+        this.guestTicks.delete(c.id);
+      }
     });
   }
 
@@ -65,11 +71,19 @@ export class VmStatsReader {
       }
       try {
         const s = await this.n.guestStats(vm);
+        const prev = this.guestTicks.get(vm.id);
+        const cpu =
+          prev && prev.uptimeMs <= s.uptimeMs
+            ? guestCpuPercent(prev.ticks, s.cpuTicks, s.cpus)
+            : null;
+        this.guestTicks.set(vm.id, { ticks: s.cpuTicks, uptimeMs: s.uptimeMs });
         guest = {
           memTotalBytes: s.memTotalKib * 1024,
           memAvailableBytes: s.memAvailableKib * 1024,
           load1: s.load1,
           uptimeMs: s.uptimeMs,
+          cpuPercent: cpu === null ? null : Math.round(cpu * 10) / 10,
+          sshSessions: s.sshSessions,
           disks: s.disks.map((d) => ({
             mount: d.mount,
             totalBytes: d.totalBytes,
@@ -92,7 +106,9 @@ export class VmStatsReader {
         overlayBytes: allocated(l.overlayDisk),
         workBytes: allocated(l.workDisk),
         workSizeBytes: apparent(l.workDisk),
+        overlaySizeBytes: apparent(l.overlayDisk),
       },
+      sampledAt: new Date().toISOString(),
     };
   }
 }

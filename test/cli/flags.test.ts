@@ -56,6 +56,10 @@ describe('bad flags are refused with one line, before anything is created', () =
       "error: invalid --disk-size '512M': use at least 1G, e.g. 8G",
     ],
     [
+      ['vm', 'set', 'x', '--auto-stop', 'soon'],
+      "error: invalid --auto-stop 'soon': use a duration (e.g. 30m, 2h), never, or default",
+    ],
+    [
       ['vm', 'create', '--disk-size', 'huge'],
       "error: invalid --disk-size 'huge': use at least 1G, e.g. 8G",
     ],

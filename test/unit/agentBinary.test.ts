@@ -99,6 +99,10 @@ function tcpTable(sshListening: boolean): string {
     sockLine(0, V4_LOOP, 5432, V4_ANY, 0, '0A', 1002),
     // an outgoing connection *to* port 22 elsewhere must not count as sshd
     sockLine(1, V4_GUEST, 40000, V4_HOST, 22, '01', 0),
+    // an ssh session into the guest (established, local port 22)
+    sockLine(3, V4_GUEST, 22, V4_HOST, 51000, '01', 1010),
+    // one that is closing does not count
+    sockLine(4, V4_GUEST, 22, V4_HOST, 51001, '06', 0),
   ];
   if (sshListening) lines.push(sockLine(2, V4_ANY, 22, V4_ANY, 0, '0A', 1001));
   return lines.join('\n') + '\n';
@@ -137,6 +141,8 @@ function makeFixture(name: string, opts: { sshListening?: boolean } = {}): Fixtu
       TCP_HEADER,
       sockLine(0, V6_ANY, 8080, V6_ANY, 0, '0A', 1003),
       sockLine(1, V6_LOOP, 631, V6_ANY, 0, '0A', 1004),
+      // an ssh session over IPv6
+      sockLine(2, V6_LOOP, 22, V6_LOOP, 52000, '01', 1011),
     ].join('\n') + '\n',
   );
   w(
@@ -292,6 +298,7 @@ describe('guest agent binary', () => {
         s.disks.map((d) => d.mount),
         ['/', '/root'],
       );
+      assert.equal(s.sshSessions, 2);
       for (const d of s.disks)
         assert.ok(d.totalBytes > 0 && d.freeBytes <= d.totalBytes && d.availBytes <= d.freeBytes);
 

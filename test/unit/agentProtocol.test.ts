@@ -42,6 +42,7 @@ const STATS_RESULT = {
   disks: [
     { mount: '/', totalBytes: 270553174016, freeBytes: 241724653568, availBytes: 80115773440 },
   ],
+  sshSessions: 1,
 };
 
 describe('agent protocol', () => {
@@ -106,6 +107,9 @@ describe('agent protocol', () => {
   test('result schemas accept what the agent sends, and tolerate new fields', () => {
     assert.deepEqual(StatsResultSchema.parse(STATS_RESULT), STATS_RESULT);
     assert.equal(StatsResultSchema.safeParse({ ...STATS_RESULT, cpuTicks: null }).success, true);
+    // An older agent sends no sshSessions: the host reads it as unknown.
+    const { sshSessions: _, ...older } = STATS_RESULT;
+    assert.equal(StatsResultSchema.parse(older).sshSessions, null);
     assert.equal(StatsResultSchema.safeParse({ ...STATS_RESULT, memTotalKib: -1 }).success, false);
     const ports = {
       ports: [

@@ -407,4 +407,33 @@ describe('adoption by a new daemon', () => {
     assert.match(vm.lastError ?? '', /the VMM exited during boot/);
     assert.deepEqual([...rig.network.taps], []);
   });
+
+  test('idle auto-stop: vm set --auto-stop is kept, a sampling round stops the idle VM and its view says why', async () => {
+    const { vm } = await create('i1');
+    await rig.svc.set('i1', { autoStopMs: 250 });
+    assert.deepEqual(rig.svc.show('i1').autoStop, { afterMs: 250, source: 'vm' });
+    await rig.svc.sampleNow(); // first seen running: the idle clock starts
+    const seen = rig.svc.show('i1');
+    assert.equal(seen.state, 'running');
+    assert.equal(seen.activity?.activeReason, null);
+    assert.equal(seen.sample?.guest?.load1, 0.5);
+    await sleep(300);
+    await rig.svc.sampleNow();
+    const stopped = rig.svc.show('i1');
+    assert.equal(stopped.state, 'stopped');
+    assert.ok(stopped.idleStop && stopped.idleStop.idleMs >= 250, JSON.stringify(stopped));
+    assert.equal(rig.driver.poweroffs, 1, 'stopped gracefully through the agent');
+    const kinds = rig.store.events.list({ subjectId: vm.id }).map((e) => e.kind);
+    assert.ok(kinds.includes('vm.idle_stop'), kinds.join(','));
+    // Started again, the VM no longer shows an idle stop; `default` follows the config (0 = never).
+    await rig.svc.start('i1', rig.emit);
+    await rig.svc.set('i1', { autoStopMs: null });
+    const again = rig.svc.show('i1');
+    assert.equal(again.idleStop, null);
+    assert.deepEqual(again.autoStop, { afterMs: 0, source: 'config' });
+    await rig.svc.sampleNow();
+    await sleep(300);
+    await rig.svc.sampleNow();
+    assert.equal(rig.svc.show('i1').state, 'running');
+  });
 });

@@ -18,6 +18,30 @@ export { VM_STATES };
 
 /** Wire shapes of VMs. */
 
+/** What the daemon's sampler last saw of a running VM (src/vm/sampler.ts). */
+export const VmActivitySchema = z.object({
+  /** When the last sample was taken. */
+  sampledAt: z.string(),
+  /** The guest agent has not answered any sample since then; null while it answers. */
+  agentSilentSince: z.string().nullable(),
+  /** The last time the VM was active (ssh session, CPU, an operation), or its start. */
+  lastActiveAt: z.string(),
+  /** Why the last sample counted as active; null when it was idle. */
+  activeReason: z.string().nullable(),
+});
+export type VmActivity = z.infer<typeof VmActivitySchema>;
+
+/** Idle auto-stop as it applies to one VM. */
+export const VmAutoStopSchema = z.object({
+  /** 0 = never. */
+  afterMs: z.number().int().nonnegative(),
+  /** `vm` when set with `vm set --auto-stop`, else `config` (auto_stop_stale_after). */
+  source: z.enum(['config', 'vm']),
+});
+
+/** The last stop was the idle auto-stop. */
+export const VmIdleStopSchema = z.object({ idleMs: z.number(), at: z.string() });
+
 export const VmViewSchema = z.object({
   id: z.string(),
   name: z.string(),
@@ -46,6 +70,16 @@ export const VmViewSchema = z.object({
   bootMs: z.number().nullable(),
   /** How the running VMM is confined, read from /proc (null when not running). */
   confinement: z.string().nullable(),
+  autoStop: VmAutoStopSchema.optional(),
+  /** Set while the VM stays stopped after an idle auto-stop. */
+  idleStop: VmIdleStopSchema.nullable().optional(),
+  /** The sampler's last view of a running VM (null when none yet). */
+  activity: VmActivitySchema.nullable().optional(),
+  /** The last stats sample of a running VM (null when none yet). */
+  sample: z
+    .lazy(() => VmStatsSchema)
+    .nullable()
+    .optional(),
 });
 export type VmView = z.infer<typeof VmViewSchema>;
 
@@ -108,6 +142,14 @@ export const VmSetRequestSchema = z
     memoryMib: MemoryMib.optional(),
     diskSize: DiskSize.optional(),
     nat: z.boolean().optional(),
+    /** Idle auto-stop for these VMs: ms (0 = never), or null to follow auto_stop_stale_after. */
+    autoStopMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(366 * 86_400_000)
+      .nullable()
+      .optional(),
   })
   .strict();
 
@@ -136,13 +178,27 @@ export const VmStatsSchema = z.object({
       memAvailableBytes: z.number(),
       load1: z.number(),
       uptimeMs: z.number(),
+      /** Guest CPU since the previous reading, percent of one CPU; null on the first. */
+      cpuPercent: z.number().nullable().optional(),
+      /** Established connections to the guest's port 22; null from older agents. */
+      sshSessions: z.number().nullable().optional(),
       disks: z.array(
         z.object({ mount: z.string(), totalBytes: z.number(), freeBytes: z.number() }),
       ),
     })
     .nullable(),
   /** Host blocks allocated by the VM's disks (sparse files). */
-  disk: z.object({ overlayBytes: z.number(), workBytes: z.number(), workSizeBytes: z.number() }),
+  disk: z.object({
+    overlayBytes: z.number(),
+    workBytes: z.number(),
+    workSizeBytes: z.number(),
+    /** Apparent size of the overlay disk (overlayBytes is what it really takes). */
+    overlaySizeBytes: z.number().optional(),
+  }),
+  /** When these figures were read (the sampler's last sample, or now). */
+  sampledAt: z.string().optional(),
+  /** The sampler's view: agent silence, last activity (running VMs). */
+  activity: VmActivitySchema.nullable().optional(),
 });
 export type VmStats = z.infer<typeof VmStatsSchema>;
 

@@ -93,13 +93,73 @@ export function formatVm(v: VmView): string {
     ['ssh', `banger vm ssh ${v.name}`],
     ['created', `${v.createdAt} (${ago(v.createdAt)})`],
     ['started', v.startedAt],
-    ['stopped', v.stoppedAt],
+    [
+      'stopped',
+      v.idleStop
+        ? `idle for ${formatDuration(v.idleStop.idleMs)} (auto-stop, ${v.stoppedAt})`
+        : v.stoppedAt,
+    ],
     ['boot', v.bootMs === null ? null : formatDuration(v.bootMs)],
     ['dir', v.dir],
+    ...activityRows(v),
   ];
   return rows
     .map(([k, val]) => `${`${k}:`.padEnd(9)}${terminalSafe(String(val ?? '-'))}`)
     .join('\n');
+}
+
+/** `vm show` lines from the sampler: auto-stop, last activity, the last sample. */
+export function activityRows(v: VmView, now = Date.now()): [string, string | null][] {
+  const rows: [string, string | null][] = [];
+  if (v.autoStop) {
+    const a = v.autoStop;
+    const when = a.afterMs === 0 ? 'never' : `after ${formatDuration(a.afterMs)} idle`;
+    rows.push(['autostop', `${when} (${a.source === 'vm' ? 'vm set --auto-stop' : 'config'})`]);
+  }
+  const act = v.activity;
+  if (act) {
+    const since = (iso: string): string => formatDuration(Math.max(0, now - Date.parse(iso)));
+    rows.push([
+      'active',
+      act.activeReason ? `now (${act.activeReason})` : `idle for ${since(act.lastActiveAt)}`,
+    ]);
+    if (act.agentSilentSince)
+      rows.push([
+        'agent',
+        `not answering since ${act.agentSilentSince} (${since(act.agentSilentSince)})`,
+      ]);
+  }
+  const st = v.sample;
+  if (st) {
+    const age = st.sampledAt
+      ? ` (sampled ${formatDuration(Math.max(0, now - Date.parse(st.sampledAt)))} ago)`
+      : '';
+    rows.push([
+      'cpu',
+      `${st.cpuPercent === null ? '-' : `${st.cpuPercent}%`} host${
+        typeof st.guest?.cpuPercent === 'number' ? `, ${st.guest.cpuPercent}% guest` : ''
+      }${age}`,
+    ]);
+    if (st.rssBytes !== null) rows.push(['rss', formatSize(st.rssBytes)]);
+    const d = st.disk;
+    rows.push([
+      'disks',
+      `${formatSize(d.overlayBytes + d.workBytes)} on the host of ${formatSize(
+        (d.overlaySizeBytes ?? 0) + d.workSizeBytes,
+      )} (overlay ${formatSize(d.overlayBytes)}, work ${formatSize(d.workBytes)})`,
+    ]);
+    if (st.guest) {
+      const g = st.guest;
+      rows.push([
+        'mem',
+        `${formatSize(g.memTotalBytes - g.memAvailableBytes)} / ${formatSize(g.memTotalBytes)} used`,
+      ]);
+      rows.push(['load', String(g.load1)]);
+      rows.push(['uptime', formatDuration(g.uptimeMs)]);
+      rows.push(['sessions', typeof g.sshSessions !== 'number' ? null : String(g.sshSessions)]);
+    }
+  }
+  return rows;
 }
 
 // ------------------------------------------------------------------ create / run
@@ -342,9 +402,20 @@ export async function vmLogs(ctx: CliContext, ref: string, follow: boolean): Pro
   );
 }
 
-export function formatStats(stats: VmStats[]): string {
-  return table(
-    ['NAME', 'STATE', 'CPU', 'VMM RSS', 'GUEST MEM USED', 'ROOT DISK USED', 'HOST DISK'],
+export function formatStats(stats: VmStats[], now = Date.now()): string {
+  const body = table(
+    [
+      'NAME',
+      'STATE',
+      'CPU',
+      'VMM RSS',
+      'GUEST MEM USED',
+      'ROOT DISK USED',
+      'HOST DISK',
+      'SSH',
+      'IDLE',
+      'AGE',
+    ],
     stats.map((s) => {
       const g = s.guest;
       const mem = g
@@ -354,6 +425,12 @@ export function formatStats(stats: VmStats[]): string {
       const rootUse = root
         ? `${formatSize(root.totalBytes - root.freeBytes)} / ${formatSize(root.totalBytes)}`
         : '-';
+      const act = s.activity;
+      const idle = !act
+        ? '-'
+        : act.activeReason
+          ? 'no'
+          : formatDuration(Math.max(0, now - Date.parse(act.lastActiveAt)));
       return [
         s.name,
         s.state,
@@ -362,9 +439,17 @@ export function formatStats(stats: VmStats[]): string {
         mem,
         rootUse,
         formatSize(s.disk.overlayBytes + s.disk.workBytes),
+        typeof g?.sshSessions !== 'number' ? '-' : g.sshSessions,
+        idle,
+        s.sampledAt ? formatDuration(Math.max(0, now - Date.parse(s.sampledAt))) : '-',
       ];
     }),
   );
+  // A VM whose agent stopped answering: its guest figures are missing, say why.
+  const silent = stats
+    .filter((s) => s.activity?.agentSilentSince)
+    .map((s) => `${s.name}: agent: not answering since ${s.activity!.agentSilentSince}`);
+  return [body, ...silent].join('\n');
 }
 
 export async function vmStats(ctx: CliContext, refs: string[]): Promise<void> {
@@ -441,14 +526,35 @@ function parseTimeout(s: string): number {
   }
 }
 
+/** `--auto-stop 30m|never|default` → ms (0 = never) or null (follow auto_stop_stale_after). */
+export function parseAutoStop(v: string): number | null {
+  const s = v.trim().toLowerCase();
+  if (s === 'never' || s === 'off') return 0;
+  if (s === 'default' || s === 'config') return null;
+  let ms: number;
+  try {
+    ms = parseDuration(s);
+  } catch {
+    throw new BangerError('usage', `invalid --auto-stop '${v}'`, {
+      hint: 'use a duration (e.g. 30m, 2h), never, or default',
+    });
+  }
+  if (ms > 0 && ms < 1000)
+    throw new BangerError('usage', `invalid --auto-stop '${v}': under 1s`, {
+      hint: 'use a duration of at least 1s (e.g. 30m), never, or default',
+    });
+  return ms;
+}
+
 export async function vmSet(
   ctx: CliContext,
   refs: string[],
-  f: SizingFlags & { nat?: boolean },
+  f: SizingFlags & { nat?: boolean; autoStop?: string },
 ): Promise<void> {
+  const autoStopMs = f.autoStop === undefined ? undefined : parseAutoStop(f.autoStop);
   const { results } = await ctx.stream(
     'vmSet',
-    { body: { refs, ...parseSizing(f), nat: f.nat } },
+    { body: { refs, ...parseSizing(f), nat: f.nat, autoStopMs } },
     {
       onItem: (data) => {
         const r = data as VmResult;

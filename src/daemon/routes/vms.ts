@@ -33,7 +33,7 @@ export function registerVmRoutes(server: ApiServer, vms: VmService): void {
     const { refs, ...patch } = body;
     if (Object.values(patch).every((v) => v === undefined)) {
       throw new BangerError('usage', 'nothing to change', {
-        hint: 'pass --vcpu, --memory, --disk-size, --nat or --no-nat',
+        hint: 'pass --vcpu, --memory, --disk-size, --nat, --no-nat or --auto-stop',
       });
     }
     return vms.many(refs, emit, (ref) => vms.set(ref, patch));

@@ -544,6 +544,8 @@ static void op_stats(struct conn *c, uint64_t id) {
     jb_end_obj(&j);
   }
   jb_end_arr(&j);
+  jb_key(&j, "sshSessions");
+  jb_u64(&j, st.ssh_sessions);
   jb_end_obj(&j);
   finish_ok(c, &j, id);
 }

@@ -319,6 +319,29 @@ static void fill_disk(struct disk_usage *d, const char *mount) {
   d->ok = true;
 }
 
+/* Established (0x01) TCP connections whose local port is 22, from /proc/net/tcp and tcp6. */
+static unsigned count_ssh_sessions(void) {
+  static const char *const files[2] = {"/proc/net/tcp", "/proc/net/tcp6"};
+  unsigned n = 0;
+  for (int k = 0; k < 2; k++) {
+    FILE *f = open_rooted(files[k]);
+    if (!f) continue;
+    char line[512];
+    bool header = true;
+    while (read_line(f, line, sizeof line)) {
+      if (header) {
+        header = false;
+        continue;
+      }
+      unsigned lport, st;
+      if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", &lport, &st) != 2) continue;
+      if (lport == 22 && st == 0x01) n++;
+    }
+    fclose(f);
+  }
+  return n;
+}
+
 void read_stats(struct sys_stats *st) {
   memset(st, 0, sizeof *st);
   st->uptime_ms = boottime_ms();
@@ -360,4 +383,5 @@ void read_stats(struct sys_stats *st) {
 
   fill_disk(&st->disks[0], "/");
   fill_disk(&st->disks[1], "/root");
+  st->ssh_sessions = count_ssh_sessions();
 }

@@ -68,6 +68,8 @@ struct sys_stats {
   struct cpu_ticks cpu;
   unsigned cpus;
   struct disk_usage disks[2];
+  /* Established TCP connections to local port 22 (v4 and v6): open ssh sessions. */
+  unsigned ssh_sessions;
 };
 void read_stats(struct sys_stats *st);
 
