@@ -262,6 +262,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
   set('defaultDns', top.default_dns);
   set('dnsListen', top.dns_listen);
   set('dnsRouting', top.dns_routing);
+  set('guestToGuest', top.guest_to_guest);
   set('tapPoolSize', top.tap_pool_size);
   set('autoStopStaleAfterMs', top.auto_stop_stale_after);
   set('statsPollIntervalMs', top.stats_poll_interval);

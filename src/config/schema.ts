@@ -26,6 +26,12 @@ const ipv4 = z
   .string()
   .refine((s) => net.isIPv4(s), { message: 'must be an IPv4 address like 172.16.0.1' });
 
+/** true/false, also as the strings env vars carry. */
+const bool = z.union([
+  z.boolean(),
+  z.enum(['true', 'false'], { message: 'must be true or false' }).transform((v) => v === 'true'),
+]);
+
 /** Accept what users write: numbers, strings, and strings that came from env vars. */
 const fromEnvNumber = z.union([z.number(), z.string().regex(/^\d+$/).transform(Number)]);
 
@@ -139,6 +145,11 @@ export const TOP_FIELDS: FieldSpec[] = [
     help: 'route .vm names to the daemon through systemd-resolved (auto | off)',
   },
   {
+    key: 'guest_to_guest',
+    schema: bool,
+    help: 'let VMs on the bridge reach each other (default false)',
+  },
+  {
     key: 'tap_pool_size',
     schema: fromEnvNumber.pipe(z.number().int().min(0).max(64)),
     help: 'warm taps kept ready',
@@ -211,6 +222,7 @@ export interface Config {
   defaultDns: string[];
   dnsListen: { host: string; port: number };
   dnsRouting: DnsRoutingChoice;
+  guestToGuest: boolean;
   tapPoolSize: number;
   autoStopStaleAfterMs: number;
   statsPollIntervalMs: number;
@@ -231,6 +243,7 @@ export const DEFAULT_CONFIG: Config = {
   defaultDns: [],
   dnsListen: { host: '127.0.0.1', port: 42069 },
   dnsRouting: 'auto',
+  guestToGuest: false,
   tapPoolSize: 0,
   autoStopStaleAfterMs: 0,
   statsPollIntervalMs: 5000,

@@ -10,7 +10,7 @@ import {
   type FirewallName,
   type FirewallStatus,
 } from './firewall/backends.js';
-import type { FirewallVm } from './firewall/rules.js';
+import type { FirewallSpec, FirewallVm } from './firewall/rules.js';
 import { checkBridgeAddress, type Subnet } from './ipam.js';
 import { macForBridge } from './names.js';
 import { absent, IP, parseJson, type IpLinkJson } from './iproute.js';
@@ -42,6 +42,8 @@ export interface HostNetworkOptions {
   firewall?: FirewallChoice;
   /** Finds firewall tools for 'auto'; default searches PATH. */
   which?: (cmd: string) => string | undefined;
+  /** Let guests reach each other on the bridge (config `guest_to_guest`). Default off. */
+  guestToGuest?: boolean;
 }
 
 const SYSCTL = 'sysctl';
@@ -57,6 +59,9 @@ export class HostNetwork {
   private readonly bridgeLock = new Mutex();
   private readonly firewallLock = new Mutex();
   private fw: { firewall: Firewall | undefined; reason: string } | undefined;
+  private readonly guestToGuest: boolean;
+  /** banger turned ip_forward on (it was 0); read back from the rules after a restart. */
+  private ipForwardWasOff: boolean | undefined;
 
   private readonly taps: Taps;
   private readonly neighbours: Neighbours;
@@ -75,6 +80,7 @@ export class HostNetwork {
     this.run = opts.run ?? defaultRunner;
     this.firewallChoice = opts.firewall ?? 'auto';
     this.which = opts.which ?? ((c) => whichOnPath(c));
+    this.guestToGuest = Boolean(opts.guestToGuest);
     this.taps = new Taps(this.run, this.bridge);
     this.neighbours = new Neighbours(this.run, this.bridge);
   }
@@ -282,10 +288,14 @@ export class HostNetwork {
 
   /**
    * Makes banger's firewall rules equal the given set. Pass every running VM
-   * on the bridge with its NAT flag: NAT VMs get masquerade + forward accept,
-   * the others get no outbound forwarding. An empty set removes everything
-   * (chains, jumps, table). Turns net.ipv4.ip_forward on when a VM has NAT
-   * (per network namespace; never turned off, other software may need it).
+   * on the bridge with its NAT flag, tap and MAC: every VM is isolated (no
+   * host access, no spoofing, no guest↔guest unless `guestToGuest`), NAT VMs
+   * get masquerade + forward accept. An empty set removes everything
+   * (chains, jumps, tables).
+   *
+   * net.ipv4.ip_forward (per network namespace) is turned on while a NAT VM
+   * runs; when banger was the one to turn it on, that is recorded in the
+   * rules and it is put back to 0 when the last NAT VM goes.
    */
   applyNat(vms: FirewallVm[]): Promise<NatResult> {
     return this.firewallLock.lock(() => this.applyNatLocked(vms));
@@ -301,23 +311,40 @@ export class HostNetwork {
       ipForward: 'untouched',
     };
     if (!firewall) {
-      if (natVms.length > 0) throw noFirewallError(reason, natVms[0]!.id);
+      if (vms.length > 0) throw noFirewallError(reason, (natVms[0] ?? vms[0])!.id);
       return result;
     }
-    if (vms.length === 0) {
-      await firewall.teardown();
+    const wasOff = (this.ipForwardWasOff ??= (await firewall.status()).ipForwardWasOff);
+    if (natVms.length === 0) {
+      // Forwarding off before the rules lose the record of it.
+      if (wasOff) result.ipForward = await this.restoreIpForward();
+      if (vms.length === 0) await firewall.teardown();
+      else await firewall.apply(this.spec(vms, false));
       return result;
     }
-    // Rules first, so forwarding is never on without banger's DROP in place.
-    await firewall.apply({ bridge: this.bridge, vms });
-    if (natVms.length > 0) result.ipForward = await this.enableIpForward();
+    // Read every time: someone may have turned it off meanwhile.
+    const on = await this.ipForward();
+    const record = wasOff || !on;
+    // Rules first (with the record), so forwarding is never on without banger's drops.
+    await firewall.apply(this.spec(vms, record));
+    this.ipForwardWasOff = record;
+    result.ipForward = on ? 'already' : await this.enableIpForward();
     return result;
   }
 
-  /** Removes all of banger's firewall state (both backends' when present). */
+  private spec(vms: FirewallVm[], ipForwardWasOff: boolean): FirewallSpec {
+    return { bridge: this.bridge, vms, guestToGuest: this.guestToGuest, ipForwardWasOff };
+  }
+
+  /** Removes all of banger's firewall state, putting ip_forward back when banger turned it on. */
   teardownNat(): Promise<void> {
     return this.firewallLock.lock(async () => {
-      await this.firewall().firewall?.teardown();
+      const { firewall } = this.firewall();
+      if (!firewall) return;
+      if ((this.ipForwardWasOff ??= (await firewall.status()).ipForwardWasOff)) {
+        await this.restoreIpForward();
+      }
+      await firewall.teardown();
     });
   }
 
@@ -331,11 +358,18 @@ export class HostNetwork {
   }
 
   private async enableIpForward(): Promise<NatResult['ipForward']> {
-    if (await this.ipForward()) return 'already';
     await mustRun(this.run, `enabling ${IP_FORWARD}`, SYSCTL, ['-q', '-w', `${IP_FORWARD}=1`], {
       hint: `run bangerd as root, or enable it yourself: sudo sysctl -w ${IP_FORWARD}=1`,
     });
     return 'enabled';
+  }
+
+  private async restoreIpForward(): Promise<NatResult['ipForward']> {
+    await mustRun(this.run, `restoring ${IP_FORWARD}=0`, SYSCTL, ['-q', '-w', `${IP_FORWARD}=0`], {
+      hint: `run bangerd as root, or turn it off yourself: sudo sysctl -w ${IP_FORWARD}=0`,
+    });
+    this.ipForwardWasOff = false;
+    return 'restored';
   }
 
   // ── neighbours (neighbours.ts) ──────────────────────────────────────────

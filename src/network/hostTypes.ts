@@ -23,13 +23,12 @@ export interface NatResult {
   backend: FirewallName | undefined;
   natVms: number;
   vms: number;
-  /** 'enabled' when this call turned net.ipv4.ip_forward on. */
-  ipForward: 'enabled' | 'already' | 'untouched';
+  /**
+   * 'enabled': this call turned net.ipv4.ip_forward on; 'restored': it put it
+   * back to 0 (banger had turned it on, and no NAT VM is left).
+   */
+  ipForward: 'enabled' | 'already' | 'untouched' | 'restored';
 }
 
-export interface RunningVmNet extends FirewallVm {
-  /** The VM's tap, when it has one. */
-  tap?: string;
-  /** The guest MAC (for neighbour seeding). */
-  mac?: string;
-}
+/** A running VM's network facts; `tap` and `mac` also pin its anti-spoofing rules. */
+export type RunningVmNet = FirewallVm;

@@ -14,7 +14,7 @@ export interface ReconcilableHost {
     known: Iterable<string>,
     opts: { taps?: TapInfo[] },
   ): Promise<{ deleted: string[]; inUse: string[] }>;
-  applyNat(vms: { id: string; ip: string; nat: boolean }[]): Promise<NatResult>;
+  applyNat(vms: RunningVmNet[]): Promise<NatResult>;
   /** After a firewall backend switch: the other backend's rules removed; which one, if any. */
   removeOtherBackend(): Promise<FirewallName | undefined>;
   permanentNeighbours(): Promise<{ ip: string; mac: string }[]>;
@@ -77,7 +77,7 @@ export async function reconcileHost(
   }
   const { deleted, inUse } = await host.cleanupOrphans([...known, ...adoptedTaps], { taps });
 
-  const nat = await host.applyNat(vms.map((v) => ({ id: v.id, ip: v.ip, nat: v.nat })));
+  const nat = await host.applyNat(vms);
   const otherBackendRemoved = await host.removeOtherBackend();
 
   const cleared: string[] = [];

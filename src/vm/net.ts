@@ -41,9 +41,12 @@ export class VmNetwork implements VmNetworking {
 
   private current(): { host: HostNetwork; pool: TapPool } {
     const c = this.config();
-    const key = `${c.bridgeName}|${c.bridgeIp}|${c.cidr}|${c.tapPoolSize}`;
+    const key = `${c.bridgeName}|${c.bridgeIp}|${c.cidr}|${c.tapPoolSize}|${c.guestToGuest}`;
     if (!this.host || !this.pool || key !== this.key) {
-      this.host = HostNetwork.fromConfig(c, this.runner ? { run: this.runner } : {});
+      this.host = HostNetwork.fromConfig(c, {
+        guestToGuest: c.guestToGuest,
+        ...(this.runner ? { run: this.runner } : {}),
+      });
       this.pool = new TapPool(this.host, c.tapPoolSize, {
         onError: (e) => this.logger.warn({ err: e }, 'tap pool refill failed'),
       });

@@ -312,6 +312,7 @@ describe('network e2e: NAT rules (iptables)', () => {
     const s = await setup(t, { firewall: 'iptables' });
     if (!s) return;
     const rootBefore = rootIpForward();
+    await s.ns.must('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
     // Someone else's rules must survive everything banger does.
     await s.ns.must('iptables', [
       '-t',
@@ -345,10 +346,10 @@ describe('network e2e: NAT rules (iptables)', () => {
     assert.doesNotMatch(save1, /banger vm vmc/);
     assert.equal(count(save1, /^-A POSTROUTING .*-j BANGER-POSTROUTING$/), 1);
     assert.equal(count(save1, /^-A FORWARD .*-j BANGER-FORWARD$/), 1);
-    // The jump is first, ahead of other rules (and of a DROP policy).
+    // The jump is appended after the administrator's rules (still ahead of a DROP policy).
     assert.match(
       save1,
-      /:FORWARD DROP[^]*\n-A FORWARD -m comment --comment banger -j BANGER-FORWARD\n-A FORWARD -i other0/,
+      /:FORWARD DROP[^]*\n-A FORWARD -i other0 -j ACCEPT\n-A FORWARD -m comment --comment banger -j BANGER-FORWARD\n/,
     );
     assert.equal((await s.ns.must('sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim(), '1');
     assert.equal(rootIpForward(), rootBefore, 'root namespace ip_forward untouched');
@@ -377,6 +378,13 @@ describe('network e2e: NAT rules (iptables)', () => {
     assert.match(save3, /-A POSTROUTING -s 192\.0\.2\.0\/24 -j MASQUERADE/);
     assert.match(save3, /-A FORWARD -i other0 -j ACCEPT/);
     assert.equal((await s.net.firewallStatus())?.installed, false);
+    assert.doesNotMatch((await s.ns.must('ip6tables-save', [])).stdout, /BANGER|banger/);
+    assert.doesNotMatch((await s.ns.must('ebtables-save', [])).stdout, /BANGER|banger/);
+    assert.equal(
+      (await s.ns.must('sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim(),
+      '0',
+      'ip_forward put back',
+    );
   });
 
   test('teardown removes jumps (also foreign-spelled ones) and chains; idempotent', async (t) => {
@@ -412,7 +420,7 @@ describe('network e2e: NAT rules (iptables)', () => {
     const save = await iptablesSave(s.ns);
     assert.equal(count(save, /^-A FORWARD .*-j BANGER-FORWARD$/), 1);
     assert.doesNotMatch(save, /banger vm vmb/);
-    assert.equal(count(save, /banger vm vma/), 2);
+    assert.equal(count(save, /banger vm vma/), 3, 'masquerade, mangle return, filter accept');
   });
 });
 
@@ -435,6 +443,7 @@ describe('network e2e: NAT rules (nft)', () => {
     assert.deepEqual((await s.net.firewallStatus())?.natVmIds, ['vmb']);
     await s.net.applyNat([]);
     assert.equal((await s.ns.exec('nft', ['list', 'table', 'inet', 'banger'])).code, 1);
+    assert.equal((await s.ns.exec('nft', ['list', 'table', 'bridge', 'banger'])).code, 1);
     await s.net.teardownNat();
   });
 
@@ -472,78 +481,145 @@ describe('network e2e: privileges', () => {
     assert.match(e1.hint!, /cap_net_admin/);
     await s.net.ensureBridge(); // privileged
     await rejectsWith(weak.createTap('bgrweak'), /^creating tap bgrweak failed/, 'permission');
-    await rejectsWith(
-      weak.applyNat(vms3),
-      /^installing banger's iptables chains \(BANGER-POSTROUTING, BANGER-FORWARD\) failed/,
-      'permission',
-    );
+    await rejectsWith(weak.applyNat(vms3), /^reading iptables table nat failed/, 'permission');
   });
 });
 
-describe('network e2e: forwarding through the bridge', () => {
-  /**
-   * Topology, all namespaces: h (host: bridge banger0 + uplink), g1/g2
-   * (guests on veths attached to the bridge), inet ("internet" on the
-   * uplink, no route back to the guests). h has FORWARD policy DROP, like a
-   * host running Docker.
-   */
-  test('NAT guest reaches the internet masqueraded; non-NAT guest does not; guests see each other', async (t) => {
-    const s = await setup(t, { firewall: 'iptables' });
-    if (!s) return;
-    const { lab, ns: h, net } = s;
-    const g1 = await lab.add('g1');
-    const g2 = await lab.add('g2');
-    const inet = await lab.add('inet');
-    await net.ensureBridge();
-    for (const [g, ip, port] of [
-      [g1, '172.16.0.2', 'bgvg1'],
-      [g2, '172.16.0.3', 'bgvg2'],
-    ] as const) {
-      await vethPair(h, port, g, 'eth0');
-      await h.must('ip', ['link', 'set', 'dev', port, 'master', 'banger0']);
-      await g.must('ip', ['addr', 'add', `${ip}/24`, 'dev', 'eth0']);
-      await g.must('ip', ['route', 'add', 'default', 'via', '172.16.0.1']);
+/**
+ * What a namespace's firewall and forwarding look like, for before/after
+ * comparisons. The iptables tools' views (iptables-nft leaves empty built-in
+ * base chains in nft once a table was used; those are not rules); the whole
+ * nft ruleset for the nft backend.
+ */
+async function firewallSnapshot(ns: Netns, backend: 'iptables' | 'nft'): Promise<string> {
+  const parts = [
+    `ip_forward=${(await ns.must('sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim()}`,
+  ];
+  for (const tool of ['iptables', 'ip6tables']) {
+    for (const table of ['filter', 'nat', 'mangle']) {
+      parts.push((await ns.must(tool, ['-w', '-t', table, '-S'])).stdout);
     }
-    await vethPair(h, 'uplink', inet, 'eth0');
-    await h.must('ip', ['addr', 'add', '198.51.100.1/24', 'dev', 'uplink']);
-    await inet.must('ip', ['addr', 'add', '198.51.100.2/24', 'dev', 'eth0']);
-    await h.must('iptables', ['-P', 'FORWARD', 'DROP']);
-    const brNf = await h.exec('sysctl', ['-qw', 'net.bridge.bridge-nf-call-iptables=1']);
-    const brNetfilter = brNf.code === 0;
-    await whoamiServer(lab, inet, 7000);
-    await whoamiServer(lab, g2, 7001);
-    await whoamiServer(lab, h, 7002);
+  }
+  for (const table of ['filter', 'nat']) {
+    parts.push((await ns.must('ebtables', ['-t', table, '-L'])).stdout);
+  }
+  if (backend === 'nft') parts.push((await ns.must('nft', ['list', 'ruleset'])).stdout);
+  return parts.join('\n');
+}
 
-    // Before banger's rules: guests reach the host, nothing is forwarded.
-    assert.equal(await tcpAsk(g1, '172.16.0.1', 7002), '172.16.0.2');
-    assert.equal(await tcpAsk(g1, '198.51.100.2', 7000), undefined);
-    if (brNetfilter) {
-      assert.equal(await tcpAsk(g1, '172.16.0.3', 7001), undefined, 'br_netfilter + DROP policy');
-    }
+for (const backend of ['iptables', 'nft'] as const) {
+  describe(`network e2e: isolation through the bridge (${backend})`, () => {
+    /**
+     * Topology, all namespaces: h (host: bridge banger0 + uplink), g1/g2/g3
+     * (guests on veths attached to the bridge as bgr* ports, like taps), inet
+     * ("internet" on the uplink, also holding the metadata address
+     * 169.254.169.254, no route back to the guests). With iptables, h has
+     * FORWARD policy DROP like a host running Docker, and br_netfilter on.
+     */
+    test('host closed (v4, v6 link-local), NAT only for NAT VMs, no metadata, no spoofing, guest↔guest by key, forwarding put back', async (t) => {
+      if (backend === 'nft' && !which('nft')) return t.skip('nft not installed');
+      const s = await setup(t, { firewall: backend });
+      if (!s) return;
+      const { lab, ns: h, net } = s;
+      const g1 = await lab.add('g1');
+      const g2 = await lab.add('g2');
+      const g3 = await lab.add('g3');
+      const inet = await lab.add('inet');
+      // No DAD wait on the new interfaces (link-local usable at once).
+      for (const ns of [h, g1, g2, g3]) {
+        await ns.must('sysctl', ['-qw', 'net.ipv6.conf.default.accept_dad=0']);
+      }
+      await h.must('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+      if (backend === 'iptables') await h.must('iptables', ['-P', 'FORWARD', 'DROP']);
+      const brNf =
+        (await h.exec('sysctl', ['-qw', 'net.bridge.bridge-nf-call-iptables=1'])).code === 0;
+      const before = await firewallSnapshot(h, backend);
 
-    await net.applyNat([
-      { id: 'g1', ip: '172.16.0.2', nat: true },
-      { id: 'g2', ip: '172.16.0.3', nat: false },
-    ]);
-    assert.equal(await tcpAsk(g1, '198.51.100.2', 7000), '198.51.100.1', 'masqueraded');
-    assert.equal(await tcpAsk(g2, '198.51.100.2', 7000), undefined, 'no NAT, no way out');
-    assert.equal(await tcpAsk(g1, '172.16.0.3', 7001), '172.16.0.2', 'guest to guest');
-    assert.equal(
-      await tcpAsk(g2, '172.16.0.1', 7002),
-      '172.16.0.3',
-      'non-NAT guest reaches the host',
-    );
+      await net.ensureBridge();
+      const guests = [
+        { ns: g1, id: 'g1', ip: '172.16.0.2', tap: 'bgrg1', nat: true },
+        { ns: g2, id: 'g2', ip: '172.16.0.3', tap: 'bgrg2', nat: false },
+        { ns: g3, id: 'g3', ip: '172.16.0.4', tap: 'bgrg3', nat: false },
+      ];
+      for (const g of guests) {
+        await vethPair(h, g.tap, g.ns, 'eth0');
+        await g.ns.must('ip', ['link', 'set', 'dev', 'eth0', 'address', macForVm(g.id)]);
+        await h.must('ip', ['link', 'set', 'dev', g.tap, 'master', 'banger0']);
+        await g.ns.must('ip', ['addr', 'add', `${g.ip}/24`, 'dev', 'eth0']);
+        await g.ns.must('ip', ['route', 'add', 'default', 'via', '172.16.0.1']);
+      }
+      const vms = guests.map((g) => ({
+        id: g.id,
+        ip: g.ip,
+        nat: g.nat,
+        tap: g.tap,
+        mac: macForVm(g.id),
+      }));
+      await vethPair(h, 'uplink', inet, 'eth0');
+      await h.must('ip', ['addr', 'add', '198.51.100.1/24', 'dev', 'uplink']);
+      await h.must('ip', ['route', 'add', '169.254.169.254/32', 'via', '198.51.100.2']);
+      await inet.must('ip', ['addr', 'add', '198.51.100.2/24', 'dev', 'eth0']);
+      await inet.must('ip', ['addr', 'add', '169.254.169.254/32', 'dev', 'eth0']);
+      await whoamiServer(lab, inet, 7000);
+      await whoamiServer(lab, g2, 7001);
+      await whoamiServer(lab, g1, 7003);
+      await whoamiServer(lab, h, 7002); // listens on :: (IPv4 and IPv6)
+      const brV6 = (
+        JSON.parse((await h.must('ip', ['-j', '-6', 'addr', 'show', 'dev', 'banger0'])).stdout) as {
+          addr_info: { local: string; scope: string }[];
+        }[]
+      )[0]!.addr_info.find((a) => a.scope === 'link')!.local;
+      const hostV6 = `${brV6}%eth0`;
 
-    // NAT switched off at runtime (vm set --no-nat).
-    await net.applyNat([
-      { id: 'g1', ip: '172.16.0.2', nat: false },
-      { id: 'g2', ip: '172.16.0.3', nat: false },
-    ]);
-    assert.equal(await tcpAsk(g1, '198.51.100.2', 7000), undefined);
-    assert.equal(await tcpAsk(g1, '172.16.0.3', 7001), '172.16.0.2');
-    t.diagnostic(`br_netfilter path exercised: ${brNetfilter}`);
+      // Without banger's rules the listener on the host side is reachable (v4 and v6).
+      assert.equal(await tcpAsk(g2, '172.16.0.1', 7002), '172.16.0.3');
+      assert.match((await tcpAsk(g2, hostV6, 7002)) ?? '', /^fe80:/);
+
+      const r = await net.applyNat(vms);
+      assert.equal(r.ipForward, 'enabled');
+      assert.equal((await h.must('sysctl', ['-n', 'net.ipv4.ip_forward'])).stdout.trim(), '1');
+
+      assert.equal(await tcpAsk(g1, '198.51.100.2', 7000), '198.51.100.1', 'NAT VM masqueraded');
+      assert.equal(await tcpAsk(g2, '198.51.100.2', 7000), undefined, 'no NAT, no way out');
+      assert.equal(await tcpAsk(g1, '169.254.169.254', 7000), undefined, 'no metadata address');
+      assert.equal(await tcpAsk(g2, '172.16.0.1', 7002), undefined, 'host closed (IPv4)');
+      assert.equal(
+        await tcpAsk(g1, '198.51.100.1', 7002),
+        undefined,
+        "host's other address closed",
+      );
+      assert.equal(await tcpAsk(g2, hostV6, 7002), undefined, 'host closed (IPv6 link-local)');
+      assert.equal(await tcpAsk(h, '172.16.0.3', 7001), '172.16.0.1', 'host reaches a guest');
+      assert.equal(await tcpAsk(g1, '172.16.0.3', 7001), undefined, 'guest↔guest off by default');
+
+      // g3 (no NAT) takes g1's address, then also its MAC: nothing gets through.
+      await g3.must('ip', ['addr', 'flush', 'dev', 'eth0']);
+      await g3.must('ip', ['addr', 'add', '172.16.0.2/24', 'dev', 'eth0']);
+      await g3.must('ip', ['route', 'add', 'default', 'via', '172.16.0.1']);
+      assert.equal(await tcpAsk(g3, '198.51.100.2', 7000), undefined, 'spoofed IP');
+      await g3.must('ip', ['link', 'set', 'dev', 'eth0', 'address', macForVm('g1')]);
+      assert.equal(await tcpAsk(g3, '198.51.100.2', 7000), undefined, 'spoofed IP and MAC');
+      // The spoofed frames did not teach the bridge g1's MAC on g3's port.
+      assert.equal(await tcpAsk(h, '172.16.0.2', 7003), '172.16.0.1', 'g1 still reached');
+      assert.equal(await tcpAsk(g1, '198.51.100.2', 7000), '198.51.100.1', 'g1 unaffected');
+
+      // guest_to_guest = true
+      const open = HostNetwork.fromConfig(CONFIG, {
+        run: h.runner,
+        firewall: backend,
+        guestToGuest: true,
+      });
+      await open.applyNat(vms);
+      assert.equal(await tcpAsk(g1, '172.16.0.3', 7001), '172.16.0.2', 'guest↔guest with the key');
+      assert.equal(await tcpAsk(g2, '172.16.0.1', 7002), undefined, 'host still closed');
+
+      // Last VM gone: forwarding and every chain as before.
+      assert.equal((await open.applyNat([])).ipForward, 'restored');
+      assert.equal(await firewallSnapshot(h, backend), before);
+      t.diagnostic(`br_netfilter path exercised: ${brNf}`);
+    });
   });
-});
+}
 
 describe('network e2e: reconcile', () => {
   test('reattaches known taps, deletes orphans, reports missing ones, re-seeds neighbours', async (t) => {

@@ -84,6 +84,18 @@ mode = "0644"
     );
   });
 
+  test('guest_to_guest: off by default, a boolean in the file or env', () => {
+    assert.equal(load('').config.guestToGuest, false);
+    assert.equal(load('guest_to_guest = true').config.guestToGuest, true);
+    assert.equal(
+      load('guest_to_guest = true', { BANGER_GUEST_TO_GUEST: 'false' }).config.guestToGuest,
+      false,
+    );
+    assert.equal(load('', { BANGER_GUEST_TO_GUEST: 'true' }).config.guestToGuest, true);
+    const e = errorOf(() => load('guest_to_guest = "yes"'));
+    assert.match(e.message, /:1: bad value for 'guest_to_guest'/);
+  });
+
   test('env overrides win over the file and are reported', () => {
     const r = load('vmm = "qemu"\n', {
       BANGER_VMM: 'firecracker',

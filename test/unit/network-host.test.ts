@@ -30,7 +30,8 @@ const has =
   (...cmds: string[]) =>
   (c: string) =>
     cmds.includes(c) ? `/usr/sbin/${c}` : undefined;
-const ALL_TOOLS = has('iptables', 'iptables-restore', 'iptables-save', 'nft', 'sysctl', 'ip');
+const XT = ['iptables', 'ip6tables', 'ebtables'].flatMap((t) => [t, `${t}-restore`, `${t}-save`]);
+const ALL_TOOLS = has(...XT, 'nft', 'sysctl', 'ip');
 const cfg = { bridgeName: 'banger0', bridgeIp: '172.16.0.1', cidr: '172.16.0.0/24' };
 
 const bridgeJson = (addrs: string[], flags = ['UP'], kind = 'bridge') =>
@@ -151,70 +152,102 @@ describe('network: HostNetwork decisions', () => {
     );
   });
 
-  test('NAT without any firewall tool: clear error for NAT VMs, no-op otherwise', async () => {
+  test('no firewall tool: starting any VM is an error (no isolation), an empty set a no-op', async () => {
     const f = fakeRunner({});
-    const net = HostNetwork.fromConfig(cfg, { run: f.run, which: has('ip', 'sysctl') });
-    const e = await net.applyNat([{ id: 'v1', ip: '172.16.0.2', nat: true }]).then(
-      () => undefined,
-      (x: unknown) => x,
-    );
-    assert.ok(e instanceof BangerError);
-    assert.equal(e.code, 'tool_missing');
-    assert.match(
-      e.message,
-      /NAT for VM v1 needs a firewall tool: auto: neither iptables nor nft found/,
-    );
-    assert.deepEqual(await net.applyNat([{ id: 'v1', ip: '172.16.0.2', nat: false }]), {
+    const net = HostNetwork.fromConfig(cfg, { run: f.run, which: has('ip', 'sysctl', 'iptables') });
+    for (const nat of [true, false]) {
+      const e = await net.applyNat([{ id: 'v1', ip: '172.16.0.2', nat }]).then(
+        () => undefined,
+        (x: unknown) => x,
+      );
+      assert.ok(e instanceof BangerError);
+      assert.equal(e.code, 'tool_missing');
+      assert.match(
+        e.message,
+        /^isolating VM v1 needs a firewall tool: auto: nft not found, and the iptables backend lacks iptables-restore, /,
+      );
+    }
+    assert.deepEqual(await net.applyNat([]), {
       backend: undefined,
       natVms: 0,
-      vms: 1,
+      vms: 0,
       ipForward: 'untouched',
     });
     assert.equal(f.calls.length, 0);
   });
 
-  test('iptables apply: restore input, jumps checked with -C and inserted only when missing', async () => {
+  test('iptables apply: three restores, jumps appended only when missing', async () => {
     let present = false;
+    const jumps: Record<string, string> = {
+      'iptables-save -t nat': '-A POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING\n',
+      'iptables-save -t mangle':
+        '-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD -m comment --comment banger -j BANGER-GUARD\n',
+      'iptables-save -t filter': '-A FORWARD -m comment --comment banger -j BANGER-FORWARD\n',
+      'ip6tables-save -t mangle':
+        '-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD -m comment --comment banger -j BANGER-GUARD\n',
+      'ebtables-save -t nat': '-A PREROUTING -j BANGER-GUESTS\n',
+      'ebtables-save -t filter': '-A FORWARD -j BANGER-G2G\n',
+    };
     const f = fakeRunner({
-      'iptables -w -t nat -C': () => ({ code: present ? 0 : 1 }),
-      'iptables -w -t filter -C': () => ({ code: present ? 0 : 1 }),
+      ...Object.fromEntries(
+        Object.entries(jumps).map(([k, v]) => [k, () => ({ stdout: present ? v : '' })]),
+      ),
       'sysctl -n': () => ({ stdout: '1\n' }),
     });
     const net = HostNetwork.fromConfig(cfg, { run: f.run, which: ALL_TOOLS, firewall: 'auto' });
-    const vms = [{ id: 'v1', ip: '172.16.0.2', nat: true }];
+    const vms = [{ id: 'v1', ip: '172.16.0.2', nat: true, tap: 'bgrv1', mac: '02:00:00:00:00:01' }];
     assert.equal((await net.applyNat(vms)).ipForward, 'already');
+    const saves = Object.keys(jumps);
     assert.deepEqual(f.lines(), [
-      'iptables-restore -w --noflush',
-      'iptables -w -t nat -C POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING',
-      'iptables -w -t nat -I POSTROUTING 1 -m comment --comment banger -j BANGER-POSTROUTING',
-      'iptables -w -t filter -C FORWARD -m comment --comment banger -j BANGER-FORWARD',
-      'iptables -w -t filter -I FORWARD 1 -m comment --comment banger -j BANGER-FORWARD',
+      ...saves, // the ip_forward record, read once
       'sysctl -n net.ipv4.ip_forward',
+      'iptables-restore -w --noflush',
+      'ip6tables-restore -w --noflush',
+      'ebtables-restore --noflush',
+      'iptables-save -t nat',
+      'iptables -w -t nat -A POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING',
+      'iptables-save -t mangle',
+      'iptables -w -t mangle -A INPUT -m comment --comment banger -j BANGER-INPUT',
+      'iptables -w -t mangle -A FORWARD -m comment --comment banger -j BANGER-GUARD',
+      'iptables-save -t filter',
+      'iptables -w -t filter -A FORWARD -m comment --comment banger -j BANGER-FORWARD',
+      'ip6tables-save -t mangle',
+      'ip6tables -w -t mangle -A INPUT -m comment --comment banger -j BANGER-INPUT',
+      'ip6tables -w -t mangle -A FORWARD -m comment --comment banger -j BANGER-GUARD',
+      'ebtables-save -t nat',
+      'ebtables -t nat -A PREROUTING -j BANGER-GUESTS',
+      'ebtables-save -t filter',
+      'ebtables -t filter -A FORWARD -j BANGER-G2G',
     ]);
-    assert.match(f.calls[0]!.input!, /^\*nat\n:BANGER-POSTROUTING - \[0:0\]\n/);
+    assert.match(f.calls[saves.length + 1]!.input!, /^\*nat\n:BANGER-POSTROUTING - \[0:0\]\n/);
+    assert.match(f.calls[saves.length + 2]!.input!, /^\*mangle\n/);
+    assert.match(f.calls[saves.length + 3]!.input!, /-i bgrv1 -j DROP\n/);
     present = true;
     f.calls.length = 0;
     await net.applyNat(vms);
-    assert.equal(f.lines().filter((l) => l.includes(' -I ')).length, 0, 'no duplicate jumps');
+    assert.equal(f.lines().filter((l) => l.includes(' -A ')).length, 0, 'no duplicate jumps');
   });
 
-  test('an unexpected -C failure is an error, not a blind insert', async () => {
+  test('an unreadable table is an error, not a blind append', async () => {
     const f = fakeRunner({
-      'iptables -w -t nat -C': () => ({
-        code: 2,
-        stderr: "iptables: Couldn't load target `BANGER-POSTROUTING'",
-      }),
+      'iptables-save -t mangle': () => ({ code: 4, stderr: 'iptables-save: Permission denied' }),
     });
     const net = HostNetwork.fromConfig(cfg, { run: f.run, which: ALL_TOOLS });
     await assert.rejects(
       net.applyNat([{ id: 'v1', ip: '172.16.0.2', nat: true }]),
-      /checking the jump POSTROUTING -> BANGER-POSTROUTING failed/,
+      /reading iptables table mangle failed/,
     );
-    assert.ok(!f.lines().some((l) => l.includes(' -I ')));
+    assert.ok(!f.lines().some((l) => l.includes(' -A ')));
   });
 
-  test('ip_forward is enabled only when a VM has NAT', async () => {
-    const f = fakeRunner({ 'sysctl -n': () => ({ stdout: '0\n' }) });
+  test('ip_forward: on only while a NAT VM runs, put back to 0 when banger turned it on', async () => {
+    let recorded = false;
+    const f = fakeRunner({
+      'sysctl -n': () => ({ stdout: '0\n' }),
+      'nft list table inet banger': () => ({
+        stdout: recorded ? 'table inet banger {\n\tchain ip_forward_was_0 {\n\t}\n}\n' : '',
+      }),
+    });
     const net = HostNetwork.fromConfig(cfg, { run: f.run, which: ALL_TOOLS, firewall: 'nft' });
     assert.equal(
       (await net.applyNat([{ id: 'a', ip: '172.16.0.2', nat: false }])).ipForward,
@@ -226,7 +259,41 @@ describe('network: HostNetwork decisions', () => {
       'enabled',
     );
     assert.ok(f.lines().includes('sysctl -q -w net.ipv4.ip_forward=1'));
-    assert.equal(f.calls.filter((c) => c.line === 'nft -f -').length, 2);
+    const applies = f.calls.filter((c) => c.line === 'nft -f -');
+    assert.equal(applies.length, 2);
+    assert.match(applies[1]!.input!, /chain ip_forward_was_0 \{/, 'recorded in the rules');
+    assert.equal(
+      (await net.applyNat([{ id: 'a', ip: '172.16.0.2', nat: false }])).ipForward,
+      'restored',
+    );
+    assert.ok(f.lines().includes('sysctl -q -w net.ipv4.ip_forward=0'));
+
+    // A daemon restart reads the record back from the rules.
+    recorded = true;
+    f.calls.length = 0;
+    const restarted = HostNetwork.fromConfig(cfg, {
+      run: f.run,
+      which: ALL_TOOLS,
+      firewall: 'nft',
+    });
+    assert.equal((await restarted.applyNat([])).ipForward, 'restored');
+    assert.deepEqual(f.lines(), [
+      'nft list table inet banger',
+      'nft list table bridge banger',
+      'sysctl -q -w net.ipv4.ip_forward=0',
+      'nft -f -',
+    ]);
+    // Forwarding that was already on is never turned off.
+    recorded = false;
+    f.calls.length = 0;
+    const on = fakeRunner({ 'sysctl -n': () => ({ stdout: '1\n' }) });
+    const other = HostNetwork.fromConfig(cfg, { run: on.run, which: ALL_TOOLS, firewall: 'nft' });
+    assert.equal(
+      (await other.applyNat([{ id: 'a', ip: '172.16.0.2', nat: true }])).ipForward,
+      'already',
+    );
+    assert.equal((await other.applyNat([])).ipForward, 'untouched');
+    assert.ok(!on.lines().some((l) => l.startsWith('sysctl -q -w')));
   });
 
   test('concurrent applies are serialised; the last call wins', async () => {

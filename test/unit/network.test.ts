@@ -3,6 +3,8 @@ import { describe, test } from 'node:test';
 import { BangerError } from '../../src/errors.js';
 import {
   bangerRulesFromSave,
+  ebtablesRestoreInput,
+  ip6tablesRestoreInput,
   jumpDeletions,
   natVmIdsFromRules,
   normalizeSpec,
@@ -269,13 +271,26 @@ describe('network: firewall rule text', () => {
   const spec = {
     bridge: 'banger0',
     vms: [
-      { id: 'vmb', ip: '172.16.0.10', nat: true },
-      { id: 'vma', ip: '172.16.0.3', nat: true },
+      { id: 'vmb', ip: '172.16.0.10', nat: true, tap: 'bgrb', mac: '02:00:00:00:00:0B' },
+      { id: 'vma', ip: '172.16.0.3', nat: true, tap: 'bgra', mac: '02:00:00:00:00:0a' },
       { id: 'vmc', ip: '172.16.0.4', nat: false },
     ],
   };
+  const MANGLE_V4 = [
+    '*mangle',
+    ':BANGER-INPUT - [0:0]',
+    ':BANGER-GUARD - [0:0]',
+    '-A BANGER-INPUT -i banger0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "banger: replies to the host" -j RETURN',
+    '-A BANGER-INPUT -i banger0 -m comment --comment "banger: guests do not reach the host" -j DROP',
+    '-A BANGER-GUARD -d 169.254.0.0/16 -i banger0 -m comment --comment "banger: no link-local or metadata" -j DROP',
+    '-A BANGER-GUARD -i banger0 -o banger0 -m comment --comment "banger: no guest to guest" -j DROP',
+    '-A BANGER-GUARD -s 172.16.0.3/32 -i banger0 ! -o banger0 -m comment --comment "banger vm vma" -j RETURN',
+    '-A BANGER-GUARD -s 172.16.0.10/32 -i banger0 ! -o banger0 -m comment --comment "banger vm vmb" -j RETURN',
+    '-A BANGER-GUARD -i banger0 ! -o banger0 -m comment --comment "banger: no outbound forwarding without nat" -j DROP',
+    'COMMIT',
+  ];
 
-  test('iptables-restore input rebuilds banger chains only', () => {
+  test('iptables-restore input: NAT, drops in mangle, accepts in filter, banger chains only', () => {
     assert.equal(
       iptablesRestoreInput(spec),
       [
@@ -284,49 +299,154 @@ describe('network: firewall rule text', () => {
         '-A BANGER-POSTROUTING -s 172.16.0.3/32 ! -o banger0 -m comment --comment "banger vm vma" -j MASQUERADE',
         '-A BANGER-POSTROUTING -s 172.16.0.10/32 ! -o banger0 -m comment --comment "banger vm vmb" -j MASQUERADE',
         'COMMIT',
+        ...MANGLE_V4,
         '*filter',
         ':BANGER-FORWARD - [0:0]',
-        '-A BANGER-FORWARD -i banger0 -o banger0 -m comment --comment "banger: guest to guest on the bridge" -j ACCEPT',
         '-A BANGER-FORWARD -o banger0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "banger: replies to guests" -j ACCEPT',
         '-A BANGER-FORWARD -s 172.16.0.3/32 -i banger0 ! -o banger0 -m comment --comment "banger vm vma" -j ACCEPT',
         '-A BANGER-FORWARD -s 172.16.0.10/32 -i banger0 ! -o banger0 -m comment --comment "banger vm vmb" -j ACCEPT',
-        '-A BANGER-FORWARD -i banger0 ! -o banger0 -m comment --comment "banger: no outbound forwarding without nat" -j DROP',
         'COMMIT',
         '',
       ].join('\n'),
     );
     // Never touches built-in chains or flushes tables.
-    assert.doesNotMatch(iptablesRestoreInput(spec), /^(:POSTROUTING|:FORWARD|-A FORWARD|-F|-X)/m);
+    assert.doesNotMatch(
+      iptablesRestoreInput(spec),
+      /^(:POSTROUTING|:FORWARD|:INPUT|-A FORWARD|-A INPUT|-F|-X)/m,
+    );
+  });
+
+  test('guest_to_guest and the ip_forward record change exactly their rules', () => {
+    const text = iptablesRestoreInput({ ...spec, guestToGuest: true, ipForwardWasOff: true });
+    assert.doesNotMatch(text, /no guest to guest/);
+    assert.match(
+      text,
+      /\n:BANGER-FORWARD - \[0:0\]\n-A BANGER-FORWARD -i banger0 -o banger0 -m comment --comment "banger: guest to guest on the bridge" -j ACCEPT\n/,
+    );
+    assert.match(
+      text,
+      /\n-A BANGER-FORWARD -m comment --comment "banger: ip_forward was 0" -j RETURN\nCOMMIT\n$/,
+    );
+    assert.doesNotMatch(ebtablesRestoreInput({ ...spec, guestToGuest: true }), /-o bgr\+/);
+    const nft = nftRuleset({ ...spec, guestToGuest: true, ipForwardWasOff: true });
+    assert.match(nft, /iifname "banger0" oifname "banger0" accept comment/);
+    assert.doesNotMatch(nft, /oifname "bgr\*"/);
+    assert.match(nft, /\n {2}chain ip_forward_was_0 \{\n {2}\}\n\}\n/);
+  });
+
+  test('ip6tables-restore input: the host closed, nothing forwarded', () => {
+    assert.equal(
+      ip6tablesRestoreInput(spec),
+      [
+        '*mangle',
+        ':BANGER-INPUT - [0:0]',
+        ':BANGER-GUARD - [0:0]',
+        '-A BANGER-INPUT -i banger0 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "banger: replies to the host" -j RETURN',
+        '-A BANGER-INPUT -i banger0 -m comment --comment "banger: guests do not reach the host" -j DROP',
+        '-A BANGER-GUARD -i banger0 -o banger0 -m comment --comment "banger: no guest to guest" -j DROP',
+        '-A BANGER-GUARD -i banger0 ! -o banger0 -m comment --comment "banger: no IPv6 forwarding for guests" -j DROP',
+        'COMMIT',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  test('ebtables-restore input: each tap sends only from its MAC and address', () => {
+    assert.equal(
+      ebtablesRestoreInput(spec),
+      [
+        '*nat',
+        ':BANGER-GUESTS RETURN',
+        '-A BANGER-GUESTS -s ! 02:00:00:00:00:0a -i bgra -j DROP',
+        '-A BANGER-GUESTS -p IPv4 -i bgra --ip-src 172.16.0.3 -j RETURN',
+        '-A BANGER-GUESTS -p ARP -i bgra --arp-ip-src 172.16.0.3 --arp-mac-src 02:00:00:00:00:0a -j RETURN',
+        '-A BANGER-GUESTS -p IPv6 -i bgra --ip6-src fe80::/10 -j RETURN',
+        '-A BANGER-GUESTS -i bgra -j DROP',
+        '-A BANGER-GUESTS -s ! 02:00:00:00:00:0b -i bgrb -j DROP',
+        '-A BANGER-GUESTS -p IPv4 -i bgrb --ip-src 172.16.0.10 -j RETURN',
+        '-A BANGER-GUESTS -p ARP -i bgrb --arp-ip-src 172.16.0.10 --arp-mac-src 02:00:00:00:00:0b -j RETURN',
+        '-A BANGER-GUESTS -p IPv6 -i bgrb --ip6-src fe80::/10 -j RETURN',
+        '-A BANGER-GUESTS -i bgrb -j DROP',
+        '-A BANGER-GUESTS -i bgr+ -j DROP',
+        'COMMIT',
+        '*filter',
+        ':BANGER-G2G RETURN',
+        '-A BANGER-G2G -i bgr+ -o bgr+ -j DROP',
+        'COMMIT',
+        '',
+      ].join('\n'),
+    );
   });
 
   test('output is independent of input order', () => {
     const reversed = { ...spec, vms: [...spec.vms].reverse() };
     assert.equal(iptablesRestoreInput(reversed), iptablesRestoreInput(spec));
+    assert.equal(ebtablesRestoreInput(reversed), ebtablesRestoreInput(spec));
     assert.equal(nftRuleset(reversed), nftRuleset(spec));
   });
 
-  test('VMs without NAT get no per-VM rules, only the shared DROP', () => {
+  test('VMs without NAT get no per-VM NAT rules, only the shared DROP', () => {
     const text = iptablesRestoreInput({
       bridge: 'banger0',
       vms: [{ id: 'v', ip: '172.16.0.2', nat: false }],
     });
     assert.doesNotMatch(text, /172\.16\.0\.2/);
-    assert.match(text, /-j DROP/);
+    assert.match(text, /no outbound forwarding without nat" -j DROP/);
   });
 
-  test('nft ruleset replaces table inet banger atomically', () => {
-    const text = nftRuleset(spec);
-    assert.ok(
-      text.startsWith('table inet banger\ndelete table inet banger\ntable inet banger {\n'),
+  test('nft ruleset replaces table inet banger and table bridge banger atomically', () => {
+    assert.equal(
+      nftRuleset(spec),
+      [
+        'table inet banger',
+        'delete table inet banger',
+        'table bridge banger',
+        'delete table bridge banger',
+        'table inet banger {',
+        '  chain postrouting {',
+        '    type nat hook postrouting priority srcnat; policy accept;',
+        '    ip saddr 172.16.0.3 oifname != "banger0" masquerade comment "banger vm vma"',
+        '    ip saddr 172.16.0.10 oifname != "banger0" masquerade comment "banger vm vmb"',
+        '  }',
+        '  chain input {',
+        '    type filter hook input priority filter; policy accept;',
+        '    iifname "banger0" ct state established,related accept comment "banger: replies to the host"',
+        '    iifname "banger0" drop comment "banger: guests do not reach the host"',
+        '  }',
+        '  chain forward {',
+        '    type filter hook forward priority filter; policy accept;',
+        '    iifname "banger0" ip daddr 169.254.0.0/16 drop comment "banger: no link-local or metadata"',
+        '    iifname "banger0" oifname "banger0" drop comment "banger: no guest to guest"',
+        '    oifname "banger0" ct state established,related accept comment "banger: replies to guests"',
+        '    iifname "banger0" oifname != "banger0" ip saddr 172.16.0.3 accept comment "banger vm vma"',
+        '    iifname "banger0" oifname != "banger0" ip saddr 172.16.0.10 accept comment "banger vm vmb"',
+        '    iifname "banger0" oifname != "banger0" drop comment "banger: no outbound forwarding without nat"',
+        '  }',
+        '}',
+        'table bridge banger {',
+        '  chain prerouting {',
+        '    type filter hook prerouting priority filter; policy accept;',
+        '    iifname "bgra" ether saddr != 02:00:00:00:00:0a drop comment "banger vm vma"',
+        '    iifname "bgra" ip saddr 172.16.0.3 accept',
+        '    iifname "bgra" arp saddr ip 172.16.0.3 arp saddr ether 02:00:00:00:00:0a accept',
+        '    iifname "bgra" ip6 saddr fe80::/10 accept',
+        '    iifname "bgra" drop',
+        '    iifname "bgrb" ether saddr != 02:00:00:00:00:0b drop comment "banger vm vmb"',
+        '    iifname "bgrb" ip saddr 172.16.0.10 accept',
+        '    iifname "bgrb" arp saddr ip 172.16.0.10 arp saddr ether 02:00:00:00:00:0b accept',
+        '    iifname "bgrb" ip6 saddr fe80::/10 accept',
+        '    iifname "bgrb" drop',
+        '    iifname "bgr*" drop comment "banger: taps of no VM"',
+        '  }',
+        '  chain forward {',
+        '    type filter hook forward priority filter; policy accept;',
+        '    iifname "bgr*" oifname "bgr*" drop comment "banger: no guest to guest"',
+        '  }',
+        '}',
+        '',
+      ].join('\n'),
     );
-    assert.match(
-      text,
-      /ip saddr 172\.16\.0\.3 oifname != "banger0" masquerade comment "banger vm vma"/,
-    );
-    assert.match(text, /iifname "banger0" oifname != "banger0" ip saddr 172\.16\.0\.10 accept/);
-    assert.match(text, /iifname "banger0" oifname "banger0" accept/);
-    assert.doesNotMatch(text, /saddr 172\.16\.0\.4 /);
-    assert.deepEqual(natVmIdsFromRules(text), ['vma', 'vmb']);
+    assert.deepEqual(natVmIdsFromRules(nftRuleset(spec)), ['vma', 'vmb']);
   });
 
   test('bad input cannot inject rule text', () => {
@@ -343,6 +463,36 @@ describe('network: firewall rule text', () => {
       /no valid IPv4/,
     );
     throwsBanger(() => nftRuleset({ bridge: 'br"0', vms: [] }), /bridge_name/);
+    throwsBanger(
+      () =>
+        ebtablesRestoreInput({
+          bridge: 'banger0',
+          vms: [
+            { id: 'x', ip: '172.16.0.2', nat: false, tap: 'eth0 -j ACCEPT', mac: macForVm('x') },
+          ],
+        }),
+      /not a banger tap/,
+    );
+    throwsBanger(
+      () =>
+        nftRuleset({
+          bridge: 'banger0',
+          vms: [{ id: 'x', ip: '172.16.0.2', nat: false, tap: 'bgrx', mac: '02:00" accept' }],
+        }),
+      /no valid MAC/,
+    );
+    throwsBanger(
+      () =>
+        normalizeSpec({
+          bridge: 'banger0',
+          vms: [
+            { id: 'a', ip: '172.16.0.2', nat: false, tap: 'bgrx' },
+            { id: 'b', ip: '172.16.0.3', nat: false, tap: 'bgrx' },
+          ],
+        }),
+      /VMs a and b both have tap bgrx/,
+      'conflict',
+    );
     throwsBanger(
       () =>
         normalizeSpec({
@@ -391,20 +541,26 @@ describe('network: firewall rule text', () => {
     ]);
   });
 
-  test('firewall = auto prefers iptables, then nft', () => {
+  test('firewall = auto prefers iptables (with ip6tables and ebtables), then nft', () => {
     const has =
       (...cmds: string[]) =>
       (c: string) =>
         cmds.includes(c) ? `/usr/sbin/${c}` : undefined;
-    assert.equal(
-      resolveFirewall('auto', has('iptables', 'iptables-restore', 'nft')).backend,
-      'iptables',
-    );
+    const xt = ['iptables', 'ip6tables', 'ebtables'].flatMap((t) => [
+      t,
+      `${t}-restore`,
+      `${t}-save`,
+    ]);
+    assert.equal(resolveFirewall('auto', has(...xt, 'nft')).backend, 'iptables');
     assert.equal(resolveFirewall('auto', has('nft')).backend, 'nft');
-    assert.equal(resolveFirewall('auto', has('iptables')).backend, undefined);
-    assert.equal(resolveFirewall('nft', has('iptables', 'iptables-restore', 'nft')).backend, 'nft');
-    const none = resolveFirewall('iptables', has('nft'));
+    const noEb = xt.filter((c) => !c.startsWith('ebtables'));
+    assert.equal(resolveFirewall('auto', has(...noEb, 'nft')).backend, 'nft');
+    const none = resolveFirewall('auto', has(...noEb));
     assert.equal(none.backend, undefined);
-    assert.match(none.reason, /iptables-restore not found/);
+    assert.match(none.reason, /lacks ebtables, ebtables-restore, ebtables-save/);
+    assert.equal(resolveFirewall('nft', has(...xt, 'nft')).backend, 'nft');
+    const explicit = resolveFirewall('iptables', has('nft', 'iptables'));
+    assert.equal(explicit.backend, undefined);
+    assert.match(explicit.reason, /iptables-restore, iptables-save, ip6tables, .* not found/);
   });
 });
