@@ -124,8 +124,8 @@ export function networkChecks(
       run: async ({ config }) => {
         const r = resolveFirewall(choice, probe.which);
         if (!r.backend)
-          return warn(
-            `${r.reason}: VMs cannot use --nat`,
+          return fail(
+            `${r.reason}: VMs cannot start (their isolation and NAT are firewall rules)`,
             'sudo apt-get install iptables (or nftables)',
           );
         try {
@@ -147,17 +147,17 @@ export function networkChecks(
     {
       id: 'net:br-netfilter',
       title: 'bridged traffic and netfilter',
-      run: () => {
+      run: ({ config }) => {
         const v = probe.readFile('/proc/sys/net/bridge/bridge-nf-call-iptables')?.trim();
         if (v === undefined || v === '0')
-          return pass('bridged guest-to-guest traffic bypasses the firewall');
+          return pass('bridged traffic is filtered at the bridge only (isolation, anti-spoofing)');
         const backend = resolveFirewall(choice, probe.which).backend;
-        if (backend === 'nft')
+        if (backend === 'nft' && config.guestToGuest)
           return warn(
-            "br_netfilter sends guest-to-guest traffic through FORWARD; a DROP policy in another table (e.g. Docker) cannot be overridden from banger's nft table",
+            "br_netfilter sends guest-to-guest traffic through FORWARD; with guest_to_guest = true a DROP policy in another table (e.g. Docker) cannot be overridden from banger's nft table",
             'use firewall = "iptables", or sudo sysctl -w net.bridge.bridge-nf-call-iptables=0 if nothing needs it',
           );
-        return pass("br_netfilter is on; banger's FORWARD rules accept guest-to-guest traffic");
+        return pass('br_netfilter is on; bridged traffic also passes the FORWARD rules');
       },
     },
   ];
