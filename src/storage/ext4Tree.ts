@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { BangerError } from '../errors.js';
+import { spawnFailure } from '../util/exec.js';
 import { debugfs, dq, parseLsListings, scriptable, TYPE_BITS } from './debugfs.js';
 
 /**
@@ -156,13 +157,7 @@ export async function writeTreeExt4(
     });
     child.on('error', (e: NodeJS.ErrnoException) =>
       reject(
-        e.code === 'ENOENT'
-          ? new BangerError('tool_missing', 'debugfs not found (needed to write the workspace)', {
-              hint: 'install e2fsprogs',
-            })
-          : e.name === 'AbortError'
-            ? new BangerError('cancelled', 'copying the workspace was cancelled')
-            : e,
+        spawnFailure(e, { cmd: 'debugfs', what: 'copying the workspace', install: 'e2fsprogs' }),
       ),
     );
     child.on('close', (code) => {

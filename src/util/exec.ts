@@ -56,19 +56,7 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     child.stderr!.on('data', collect(err, 'stderr'));
     child.on('error', (e: NodeJS.ErrnoException) => {
       if (timer) clearTimeout(timer);
-      if (e.code === 'ENOENT') {
-        reject(
-          new BangerError(
-            'tool_missing',
-            `${cmd} not found${opts.what ? ` (needed for ${opts.what})` : ''}`,
-            {
-              hint: `install it (see \`banger doctor\`)`,
-            },
-          ),
-        );
-      } else if (e.name === 'AbortError') {
-        reject(new BangerError('cancelled', `${opts.what ?? cmd} was cancelled`));
-      } else reject(e);
+      reject(spawnFailure(e, { cmd, what: opts.what }));
     });
     child.on('close', (code, signal) => {
       if (timer) clearTimeout(timer);
@@ -98,6 +86,26 @@ export function run(cmd: string, args: string[], opts: RunOptions = {}): Promise
     });
     if (opts.input !== undefined) child.stdin!.end(opts.input);
   });
+}
+
+/**
+ * A child process that could not run, as the one-line error users see: the
+ * tool is missing (with the package to install), or the run was cancelled.
+ * Other errors pass through.
+ */
+export function spawnFailure(
+  e: NodeJS.ErrnoException,
+  o: { cmd: string; what?: string; install?: string },
+): Error {
+  if (e.code === 'ENOENT')
+    return new BangerError(
+      'tool_missing',
+      `${o.cmd} not found${o.what ? ` (needed for ${o.what})` : ''}`,
+      { hint: o.install ? `install ${o.install}` : 'install it (see `banger doctor`)' },
+    );
+  if (e.name === 'AbortError')
+    return new BangerError('cancelled', `${o.what ?? o.cmd} was cancelled`);
+  return e;
 }
 
 export const lastLine = (s: string): string =>

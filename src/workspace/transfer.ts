@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import tarStream from 'tar-stream';
 import { BangerError } from '../errors.js';
+import { spawnFailure } from '../util/exec.js';
 import { hostAlias, sshArgs } from '../guest/ssh.js';
 import { tarHeader, type WorkspaceEntry } from './plan.js';
 
@@ -48,13 +49,11 @@ export function guestRun(
     child.stderr.on('data', (c: Buffer) => err.length < 1000 && err.push(c));
     child.on('error', (e: NodeJS.ErrnoException) =>
       reject(
-        e.code === 'ENOENT'
-          ? new BangerError('tool_missing', 'ssh not found (needed to copy into the VM)', {
-              hint: 'install openssh-client',
-            })
-          : e.name === 'AbortError'
-            ? new BangerError('cancelled', `copying into vm '${t.name}' was cancelled`)
-            : e,
+        spawnFailure(e, {
+          cmd: 'ssh',
+          what: `copying into vm '${t.name}'`,
+          install: 'openssh-client',
+        }),
       ),
     );
     child.on('close', (code) =>

@@ -222,12 +222,7 @@ export async function vmRun(ctx: CliContext, f: RunFlags, command: string[]): Pr
   try {
     vm = (await createVm(ctx, f, true)).vm;
   } catch (e) {
-    const err = toBangerError(e);
-    // --rm: clean up unless the first readiness wait timed out (keep it for `vm logs`).
-    if (f.rm && !err.details?.bootTimeout) await removeQuietly(ctx, f.name);
-    else if (f.rm && f.name)
-      ctx.note(`kept vm '${f.name}' for inspection: banger vm logs ${f.name}`);
-    throw err;
+    throw await failedRun(ctx, f, e);
   }
   const code = await sshInto(ctx, vm, command);
   if (f.rm) {
@@ -236,6 +231,21 @@ export async function vmRun(ctx: CliContext, f: RunFlags, command: string[]): Pr
     await remindIfRunning(ctx, vm.name);
   }
   if (code !== 0) throw new ExitWith(code);
+}
+
+/**
+ * A `vm run` whose VM could not be made ready: with --rm it is removed, unless
+ * its first readiness wait timed out (then it is kept for `vm logs`).
+ */
+export async function failedRun(
+  ctx: CliContext,
+  f: { rm?: boolean; name?: string },
+  e: unknown,
+): Promise<BangerError> {
+  const err = toBangerError(e);
+  if (f.rm && !err.details?.bootTimeout) await removeQuietly(ctx, f.name);
+  else if (f.rm && f.name) ctx.note(`kept vm '${f.name}' for inspection: banger vm logs ${f.name}`);
+  return err;
 }
 
 export async function removeQuietly(ctx: CliContext, name: string | undefined): Promise<void> {

@@ -1,13 +1,14 @@
 import path from 'node:path';
 import type { WorkspaceResult, WorkspaceRunResult } from '../../api/schemas/workspace.js';
 import { WORKSPACE_MODES, type WorkspaceModeName } from '../../api/workspaceModes.js';
-import { BangerError, toBangerError } from '../../errors.js';
+import { BangerError } from '../../errors.js';
 import { formatSize } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { ExitWith } from '../exit.js';
 import {
   createRequest,
   remindIfRunning,
+  failedRun,
   removeQuietly,
   specPrinter,
   sshInto,
@@ -67,12 +68,7 @@ export async function vmRunWorkspace(
       { onItem: specPrinter(ctx) },
     );
   } catch (e) {
-    const err = toBangerError(e);
-    // --rm: clean up unless the first readiness wait timed out (keep it for `vm logs`).
-    if (f.rm && !err.details?.bootTimeout) await removeQuietly(ctx, f.name);
-    else if (f.rm && f.name)
-      ctx.note(`kept vm '${f.name}' for inspection: banger vm logs ${f.name}`);
-    throw err;
+    throw await failedRun(ctx, f, e);
   }
   if (r.workspace.toolingLog)
     ctx.note(`tooling: mise install runs in the background, log in ${r.workspace.toolingLog}`);
