@@ -4,6 +4,7 @@ import { ApiClient } from '../api/client.js';
 import type { Paths } from '../config/paths.js';
 import { BangerError, type ErrorShape } from '../errors.js';
 import { checkRuntimeDir } from '../util/privateDir.js';
+import { isProcessAlive } from '../util/proc.js';
 import { sleep } from '../util/sleep.js';
 import { socketAnswers } from '../util/socket.js';
 import { IDENTITY, PACKAGE_ROOT } from '../version.js';
@@ -56,7 +57,7 @@ function claimStart(paths: Paths): { release(): void } | { holder: number } {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const holder = Number.parseInt(readOr(file, ''), 10);
-    if (holder > 0 && holder !== process.pid && pidAlive(holder)) return { holder };
+    if (holder > 0 && holder !== process.pid && isProcessAlive(holder)) return { holder };
     fs.rmSync(file, { force: true }); // its holder died mid-start
   }
   return { release: () => undefined };
@@ -67,15 +68,6 @@ function readOr(file: string, fallback: string): string {
     return fs.readFileSync(file, 'utf8');
   } catch {
     return fallback;
-  }
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -95,7 +87,7 @@ export async function startDaemon(paths: Paths): Promise<void> {
     const deadline = Date.now() + START_TIMEOUT_MS;
     while (Date.now() < deadline) {
       if (await socketAnswers(paths.socket)) return;
-      if (!pidAlive(claim.holder)) return startDaemon(paths); // it gave up: our turn
+      if (!isProcessAlive(claim.holder)) return startDaemon(paths); // it gave up: our turn
       await sleep(50);
     }
     throw notStarted(paths);

@@ -5,6 +5,7 @@ import type { Config } from '../config/schema.js';
 import { CAP_HINT } from '../network/runner.js';
 import { CAP_NET_ADMIN, hasCapability } from '../util/proc.js';
 import { formatSize } from '../util/units.js';
+import { runtimeDirProblem } from '../util/privateDir.js';
 import { lookupUser } from '../util/users.js';
 import { kvmDevicePath } from '../vmm/accel.js';
 import { createVmmDriver } from '../vmm/registry.js';
@@ -247,19 +248,9 @@ export const CHECKS: CheckDef[] = [
     run: ({ probe, runtimeDir }) => {
       const st = probe.stat(runtimeDir);
       if (!st) return warn(`${runtimeDir} does not exist yet`, 'it is created when bangerd starts');
-      if ((st.mode & 0o170000) === 0o120000)
-        return fail(`${runtimeDir} is a symbolic link`, `remove it or set BANGER_RUNTIME_DIR`);
-      if (st.uid !== probe.uid)
-        return fail(
-          `${runtimeDir} is owned by uid ${st.uid}, not ${probe.uid}`,
-          `remove it or set BANGER_RUNTIME_DIR`,
-        );
-      if ((st.mode & 0o077) !== 0)
-        return fail(
-          `${runtimeDir} has mode ${(st.mode & 0o777).toString(8)}`,
-          `chmod 700 ${runtimeDir}`,
-        );
-      return pass(`${runtimeDir} (0700)`);
+      // The same verdict the CLI and bangerd act on (src/util/privateDir.ts).
+      const bad = runtimeDirProblem(runtimeDir, st, probe.uid);
+      return bad ? fail(bad.what, bad.hint) : pass(`${runtimeDir} (0700)`);
     },
   },
   {

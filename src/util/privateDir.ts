@@ -14,25 +14,38 @@ const uid = (): number => process.getuid?.() ?? 0;
 const refuse = (what: string, hint: string): BangerError =>
   new BangerError('permission', what, { hint });
 
-/** Why dir cannot be trusted, or undefined when it is a 0700-ish directory of ours. */
-function problem(dir: string, st: fs.Stats): BangerError | undefined {
-  const me = uid();
+/**
+ * Why a runtime dir with this lstat mode and owner cannot be trusted (pure;
+ * doctor shows the same verdict): a symlink, not a directory, another
+ * user's, or open to other users. Undefined for a private directory of ours.
+ */
+export function runtimeDirProblem(
+  dir: string,
+  st: { mode: number; uid: number },
+  me: number,
+): { what: string; hint: string } | undefined {
   const elsewhere = `remove it if you did not create it, or set BANGER_RUNTIME_DIR to a directory of your own`;
-  if (st.isSymbolicLink())
-    return refuse(`refusing runtime dir ${dir}: it is a symbolic link`, elsewhere);
-  if (!st.isDirectory())
-    return refuse(`refusing runtime dir ${dir}: it is not a directory`, elsewhere);
+  const type = st.mode & 0o170000;
+  if (type === 0o120000)
+    return { what: `refusing runtime dir ${dir}: it is a symbolic link`, hint: elsewhere };
+  if (type !== 0o040000)
+    return { what: `refusing runtime dir ${dir}: it is not a directory`, hint: elsewhere };
   if (st.uid !== me)
-    return refuse(
-      `refusing runtime dir ${dir}: it belongs to uid ${st.uid}, not to you (uid ${me})`,
-      elsewhere,
-    );
-  if ((st.mode & 0o022) !== 0)
-    return refuse(
-      `refusing runtime dir ${dir}: mode ${(st.mode & 0o777).toString(8)} lets other users write to it`,
-      `chmod 700 ${dir}`,
-    );
+    return {
+      what: `refusing runtime dir ${dir}: it belongs to uid ${st.uid}, not to you (uid ${me})`,
+      hint: elsewhere,
+    };
+  if ((st.mode & 0o077) !== 0)
+    return {
+      what: `refusing runtime dir ${dir}: mode ${(st.mode & 0o777).toString(8)} lets other users ${st.mode & 0o022 ? 'write to' : 'into'} it`,
+      hint: `chmod 700 ${dir}`,
+    };
   return undefined;
+}
+
+function problem(dir: string, st: fs.Stats): BangerError | undefined {
+  const p = runtimeDirProblem(dir, st, uid());
+  return p && refuse(p.what, p.hint);
 }
 
 /** Create dir (0700) if missing, then insist it is ours and private. */

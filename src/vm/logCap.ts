@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { fileSize } from '../util/tail.js';
 import type { VmLayout } from './layout.js';
 
 /**
@@ -11,13 +12,7 @@ import type { VmLayout } from './layout.js';
  * file open and cannot be asked to reopen it.
  */
 export function capLog(file: string, maxBytes: number): boolean {
-  let size: number;
-  try {
-    size = fs.statSync(file).size;
-  } catch {
-    return false;
-  }
-  if (size <= maxBytes) return false;
+  if (fileSize(file) <= maxBytes) return false; // 0 when missing
   fs.copyFileSync(file, `${file}.1`);
   fs.truncateSync(file, 0);
   return true;

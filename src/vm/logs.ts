@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import { INIT_ERROR_MARKER } from '../guest/bootContract.js';
 import { fileSize, readFrom, tailBytes } from '../util/tail.js';
+import { terminalSafe } from '../util/terminal.js';
 import type { VmLayout } from './layout.js';
 
 /**
@@ -25,13 +26,11 @@ export const consoleSize = (l: Pick<VmLayout, 'consoleLog'>): number => fileSize
 /** The end of the VMM's log, for exit diagnosis. */
 export const vmmLogTail = (l: Pick<VmLayout, 'vmmLog'>): string => tailBytes(l.vmmLog);
 
-const ANSI_RE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*[A-Za-z]`, 'g');
-
 /** ` (last console line: …)` for error messages, or ` (no console output)`. */
 export function lastConsoleLine(l: Pick<VmLayout, 'consoleLog'>, from: number): string {
   const lines = consoleSince(l, from)
     .split('\n')
-    .map((s) => s.replace(ANSI_RE, '').trim())
+    .map((s) => terminalSafe(s).trim())
     .filter(Boolean);
   const last = lines[lines.length - 1];
   return last ? ` (last console line: ${last.slice(0, 160)})` : ' (no console output)';

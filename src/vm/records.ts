@@ -153,11 +153,24 @@ export const netOf = (v: VmRecord): RunningVmNet => ({
   mac: v.mac ?? undefined,
 });
 
+/** uid → name of the VMM users seen: views are built on every change event, /etc/passwd need not be. */
+const vmmUserNames = new Map<number, string>();
+
+function userName(uid: number): string {
+  let name = vmmUserNames.get(uid);
+  if (name === undefined) {
+    name = userByUid(uid)?.name;
+    if (name === undefined) return '?';
+    vmmUserNames.set(uid, name);
+  }
+  return name;
+}
+
 /** `uid 998 (banger-vmm), seccomp filter, no_new_privs` for vm show. */
 function describeConfinement(pid: number): string | null {
   const c = processConfinement(pid);
   if (!c) return null;
-  const who = c.uid === 0 ? 'root' : `uid ${c.uid} (${userByUid(c.uid)?.name ?? '?'})`;
+  const who = c.uid === 0 ? 'root' : `uid ${c.uid} (${userName(c.uid)})`;
   const seccomp = ['no seccomp', 'seccomp strict', 'seccomp filter'][c.seccomp] ?? 'seccomp ?';
   return [who, seccomp, c.noNewPrivs ? 'no_new_privs' : 'may gain privileges'].join(', ');
 }
