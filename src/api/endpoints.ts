@@ -65,6 +65,13 @@ export const endpoints = {
   /** Every VM, then each change, as NDJSON (a path no VM name can shadow). */
   vmEvents: { method: 'GET', path: '/v1/events/vms', kind: 'watch' },
 
+  vmSnapshot: { method: 'POST', path: '/v1/vms/:ref/snapshot', kind: 'stream' },
+  vmFork: { method: 'POST', path: '/v1/vms/:ref/fork', kind: 'stream' },
+  snapshotList: { method: 'GET', path: '/v1/snapshots' },
+  snapshotShow: { method: 'GET', path: '/v1/snapshots/:ref' },
+  snapshotDelete: { method: 'DELETE', path: '/v1/snapshots/:ref' },
+  snapshotRestore: { method: 'POST', path: '/v1/snapshots/:ref/restore', kind: 'stream' },
+
   workspaceRun: { method: 'POST', path: '/v1/workspaces/run', kind: 'stream' },
   workspacePrepare: { method: 'POST', path: '/v1/vms/:ref/workspace', kind: 'stream' },
 } as const satisfies Record<string, Endpoint>;

@@ -38,6 +38,14 @@ import {
   WorkspaceRunResultSchema,
 } from './schemas/workspace.js';
 import { VmPortsResultSchema } from './schemas/ports.js';
+import {
+  SnapshotViewSchema,
+  VmForkRequestSchema,
+  VmForkResultSchema,
+  VmRestoreRequestSchema,
+  VmRestoreResultSchema,
+  VmSnapshotRequestSchema,
+} from './schemas/snapshots.js';
 
 export { API_VERSION, MAX_BODY_BYTES, VERSION_HEADER } from './endpoints.js';
 
@@ -138,6 +146,36 @@ export const routes = {
   vmSsh: route('vmSsh', {
     params: z.object({ ref: z.string() }),
     query: z.object({ port: qInt.optional() }).strict(),
+  }),
+  // ---- snapshots ------------------------------------------------------------
+  /** `vm snapshot`: pause, save memory + device state and the disks, resume. */
+  vmSnapshot: route('vmSnapshot', {
+    params: z.object({ ref: z.string() }),
+    body: VmSnapshotRequestSchema,
+    response: SnapshotViewSchema,
+  }),
+  /** `vm fork`: a temporary snapshot, COUNT new VMs restored from it; the parent keeps running. */
+  vmFork: route('vmFork', {
+    params: z.object({ ref: z.string() }),
+    body: VmForkRequestSchema,
+    response: VmForkResultSchema,
+  }),
+  snapshotList: route('snapshotList', {
+    response: z.object({ snapshots: z.array(SnapshotViewSchema) }),
+  }),
+  snapshotShow: route('snapshotShow', {
+    params: z.object({ ref: z.string() }),
+    response: SnapshotViewSchema,
+  }),
+  snapshotDelete: route('snapshotDelete', {
+    params: z.object({ ref: z.string() }),
+    response: DeletedSchema,
+  }),
+  /** `vm restore`: a new VM from a snapshot. */
+  snapshotRestore: route('snapshotRestore', {
+    params: z.object({ ref: z.string() }),
+    body: VmRestoreRequestSchema,
+    response: VmRestoreResultSchema,
   }),
   // ---- workspaces -----------------------------------------------------------
   /** `vm run PATH`: create a VM with PATH copied onto its work disk before it boots. */

@@ -22,6 +22,8 @@ export interface Paths {
   socket: string;
   lock: string;
   vmsDir: string;
+  /** VM snapshots (`vm snapshot`, `vm fork`): one directory per snapshot. */
+  snapshotsDir: string;
   imagesDir: string;
   kernelsDir: string;
   imageBuildDir: string;
@@ -76,6 +78,7 @@ export function resolvePaths({ env, uid, home }: PathInputs): Paths {
     socket: path.join(runtimeDir, 'bangerd.sock'),
     lock: path.join(runtimeDir, 'bangerd.lock'),
     vmsDir: path.join(stateDir, 'vms'),
+    snapshotsDir: path.join(stateDir, 'snapshots'),
     imagesDir: path.join(stateDir, 'images'),
     kernelsDir: path.join(stateDir, 'kernels'),
     imageBuildDir: path.join(stateDir, 'image-build'),

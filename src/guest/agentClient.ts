@@ -19,6 +19,7 @@ import {
   type PowerResult,
   type ReadyEvent,
   type ReadyResult,
+  type SetIdentityResult,
   type StatsResult,
 } from './agentProtocol.js';
 import { agentError, DeadlineError, isRetryableDialError, raceDeadline } from './agentErrors.js';
@@ -181,6 +182,14 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   reboot(opts?: CallOptions): Promise<PowerResult> {
     return this.request('reboot', {}, opts);
+  }
+
+  /** A restored VM's new identity; resolves with its new host keys once sshd uses them. */
+  setIdentity(
+    args: AgentArgs['set-identity'],
+    opts?: CallOptions,
+  ): Promise<SetIdentityResult> {
+    return this.request('set-identity', args, opts);
   }
 
   request<O extends AgentOp>(

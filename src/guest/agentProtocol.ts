@@ -29,6 +29,7 @@ export const AGENT_OPS = [
   'sync',
   'poweroff',
   'reboot',
+  'set-identity',
 ] as const;
 export const AgentOpSchema = z.enum(AGENT_OPS);
 export type AgentOp = z.infer<typeof AgentOpSchema>;
@@ -52,6 +53,28 @@ export const WaitReadyArgsSchema = z.object({
   timeoutMs: z.number().int().nonnegative().optional(),
 });
 
+/**
+ * A restored VM's new identity (docs/guest-agent.md, "Identity after a
+ * restore"): the agent sets the clock, adds the entropy and reseeds the
+ * kernel CRNG, writes /etc/machine-id, the hostname, /etc/hostname and
+ * /etc/hosts, gives the interface its MAC, address and default route, makes
+ * new SSH host keys and has sshd load them.
+ */
+export const SetIdentityArgsSchema = z.object({
+  hostname: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
+  /** 32 lowercase hex characters. */
+  machineId: z.string().regex(/^[0-9a-f]{32}$/),
+  iface: z.string().regex(/^[a-z0-9]{1,15}$/),
+  mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/),
+  ip: z.ipv4(),
+  prefix: z.number().int().min(1).max(32),
+  gateway: z.ipv4(),
+  /** 64 bytes from the host's CSPRNG, hex. */
+  entropy: z.string().regex(/^[0-9a-f]{128}$/),
+  /** The host's wall clock, ms since the epoch. */
+  timeMs: z.number().positive(),
+});
+
 export const AgentRequestSchema = z.discriminatedUnion('op', [
   z.object({ id: requestId, op: z.literal('hello') }),
   z.object({ id: requestId, op: z.literal('wait-ready') }).extend(WaitReadyArgsSchema.shape),
@@ -60,6 +83,7 @@ export const AgentRequestSchema = z.discriminatedUnion('op', [
   z.object({ id: requestId, op: z.literal('sync') }),
   z.object({ id: requestId, op: z.literal('poweroff') }),
   z.object({ id: requestId, op: z.literal('reboot') }),
+  z.object({ id: requestId, op: z.literal('set-identity') }).extend(SetIdentityArgsSchema.shape),
 ]);
 export type AgentRequest = z.infer<typeof AgentRequestSchema>;
 
@@ -72,6 +96,7 @@ export interface AgentArgs {
   sync: Record<string, never>;
   poweroff: Record<string, never>;
   reboot: Record<string, never>;
+  'set-identity': z.infer<typeof SetIdentityArgsSchema>;
 }
 
 // ---------- results ----------
@@ -170,6 +195,15 @@ export const PowerResultSchema = z.object({
 });
 export type PowerResult = z.infer<typeof PowerResultSchema>;
 
+export const SetIdentityResultSchema = z.object({
+  /** The new host keys (lines of /etc/ssh/ssh_host_*_key.pub), sorted by file name. */
+  hostKeys: z.array(z.string()),
+  hostname: z.string(),
+  /** The agent runs on a test transport: files were written, the kernel was left alone. */
+  dryRun: z.boolean(),
+});
+export type SetIdentityResult = z.infer<typeof SetIdentityResultSchema>;
+
 export const EmptyResultSchema = z.object({});
 
 export const AgentResultSchemas = {
@@ -180,6 +214,7 @@ export const AgentResultSchemas = {
   sync: EmptyResultSchema,
   poweroff: PowerResultSchema,
   reboot: PowerResultSchema,
+  'set-identity': SetIdentityResultSchema,
 } as const satisfies Record<AgentOp, z.ZodType>;
 
 export type AgentResult<O extends AgentOp> = z.infer<(typeof AgentResultSchemas)[O]>;

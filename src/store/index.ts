@@ -2,6 +2,7 @@ import { openDb, type Db } from './db.js';
 import { EventStore } from './events.js';
 import { ImageStore } from './images.js';
 import { KernelStore } from './kernels.js';
+import { SnapshotStore } from './snapshots.js';
 import { VmStore } from './vms.js';
 
 /** All tables of the state database, one store object per table. */
@@ -10,6 +11,7 @@ export interface Store {
   vms: VmStore;
   images: ImageStore;
   kernels: KernelStore;
+  snapshots: SnapshotStore;
   events: EventStore;
   close(): void;
 }
@@ -21,6 +23,7 @@ export function openStore(file: string): Store {
     vms: new VmStore(db),
     images: new ImageStore(db),
     kernels: new KernelStore(db),
+    snapshots: new SnapshotStore(db),
     events: new EventStore(db),
     close: () => db.close(),
   };

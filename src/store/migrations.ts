@@ -76,4 +76,29 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX events_subject ON events(subject_type, subject_id, id);
     `,
   },
+  {
+    version: 2,
+    name: 'snapshots',
+    sql: `
+      CREATE TABLE snapshots (
+        id             TEXT PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        kind           TEXT NOT NULL,
+        source_vm_id   TEXT,
+        source_vm_name TEXT NOT NULL,
+        image_id       TEXT NOT NULL REFERENCES images(id) ON DELETE RESTRICT,
+        kernel_name    TEXT REFERENCES kernels(name) ON DELETE RESTRICT,
+        vmm            TEXT NOT NULL,
+        accel          TEXT NOT NULL,
+        vcpu           INTEGER NOT NULL,
+        memory_mib     INTEGER NOT NULL,
+        disk_size      INTEGER NOT NULL,
+        nat            INTEGER NOT NULL DEFAULT 0,
+        dir            TEXT NOT NULL,
+        size_bytes     INTEGER NOT NULL DEFAULT 0,
+        meta           TEXT NOT NULL DEFAULT '{}',
+        created_at     TEXT NOT NULL
+      );
+    `,
+  },
 ];

@@ -491,7 +491,7 @@ describe('guest agent binary', () => {
         ok: false,
         code: 'unknown_op',
         error:
-          'unknown op "frobnicate" (known: hello, wait-ready, ports, stats, sync, poweroff, reboot)',
+          'unknown op "frobnicate" (known: hello, wait-ready, ports, stats, sync, poweroff, reboot, set-identity)',
       });
       c.send('this is not json\n');
       const bad = await c.next();
@@ -554,6 +554,68 @@ describe('guest agent binary', () => {
         agent.log().includes('reboot requested by the host (dry run'),
       );
       assert.equal(agent.proc.exitCode, null, 'still running');
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
+  test('set-identity: machine-id, hostname, hosts and a new host key; a dry run of the kernel parts on Unix sockets', async (t) => {
+    if (!agentBuilt(t) || !agentBin) return;
+    const fx = makeFixture('identity');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p);
+    const ident = (hostname: string, machineId: string) => ({
+      hostname,
+      machineId,
+      iface: 'eth0',
+      mac: '52:54:00:12:34:56',
+      ip: '172.30.0.7',
+      prefix: 24,
+      gateway: '172.30.0.1',
+      entropy: 'ab'.repeat(64),
+      timeMs: 1_760_000_000_000,
+    });
+    const keyFile = path.join(fx.root, 'etc/ssh/ssh_host_ed25519_key');
+    try {
+      const r1 = await client.setIdentity(ident('fork-1', '0123456789abcdef0123456789abcdef'));
+      assert.equal(r1.dryRun, true);
+      assert.equal(r1.hostname, 'fork-1');
+      assert.equal(
+        fs.readFileSync(path.join(fx.root, 'etc/machine-id'), 'utf8'),
+        '0123456789abcdef0123456789abcdef\n',
+      );
+      assert.equal(fs.readFileSync(path.join(fx.root, 'etc/hostname'), 'utf8'), 'fork-1\n');
+      assert.equal(
+        fs.readFileSync(path.join(fx.root, 'etc/hosts'), 'utf8'),
+        '127.0.0.1\tlocalhost\n127.0.1.1\tfork-1\n::1\tlocalhost ip6-localhost ip6-loopback\n',
+      );
+      const ed1 = r1.hostKeys.find((k) => k.startsWith('ssh-ed25519 '));
+      assert.ok(ed1, `an ed25519 key in ${JSON.stringify(r1.hostKeys)}`);
+      assert.notEqual(ed1, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEd25519FixtureKey root@fixture');
+      // the answered key is the public half of the private key now on disk
+      const derived = spawnSync('ssh-keygen', ['-y', '-f', keyFile], { encoding: 'utf8' });
+      assert.equal(derived.status, 0, derived.stderr);
+      assert.equal(derived.stdout.trim().split(' ').slice(0, 2).join(' '), ed1.split(' ').slice(0, 2).join(' '));
+      assert.equal(fs.existsSync(`${keyFile}.new`), false);
+
+      const r2 = await client.setIdentity(ident('fork-2', 'fedcba9876543210fedcba9876543210'));
+      const ed2 = r2.hostKeys.find((k) => k.startsWith('ssh-ed25519 '));
+      assert.ok(ed2);
+      assert.notEqual(ed2, ed1, 'each identity gets its own key');
+      assert.equal(fs.readFileSync(path.join(fx.root, 'etc/hostname'), 'utf8'), 'fork-2\n');
+
+      const raw = await rawConn(p);
+      raw.send(`${JSON.stringify({ id: 9, op: 'set-identity', ...ident('fork-3', 'f'.repeat(32)), mac: 'zz' })}\n`);
+      assert.deepEqual(await raw.next(), {
+        id: 9,
+        ok: false,
+        error: 'invalid "mac"',
+        code: 'bad_request',
+      });
+      raw.close();
+      assert.equal(fs.readFileSync(path.join(fx.root, 'etc/hostname'), 'utf8'), 'fork-2\n');
     } finally {
       client.close();
       await agent.stop();

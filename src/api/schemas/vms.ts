@@ -66,6 +66,8 @@ export const VmViewSchema = z.object({
   /** Host name for ssh (`<name>.vm`). */
   sshHost: z.string(),
   dir: z.string(),
+  /** Restored from a snapshot or forked: from what (null for a booted VM). */
+  origin: z.string().nullable().optional(),
   /** Time from VMM start to guest readiness on the last boot. */
   bootMs: z.number().nullable(),
   /** How the running VMM is confined, read from /proc (null when not running). */
@@ -94,6 +96,8 @@ export const VmSpecSchema = z.object({
   vmm: Sourced(z.string()),
   accel: Sourced(z.string()),
   nat: z.boolean(),
+  /** Set when the VM was restored from a snapshot or forked, e.g. `fork of dev` or `snapshot s1 of dev`. */
+  origin: z.string().optional(),
 });
 export type VmSpec = z.infer<typeof VmSpecSchema>;
 

@@ -7,6 +7,7 @@
  * when sshd starts listening (read from /proc/net/tcp*, never by connecting).
  * See docs/guest-agent.md for the protocol.
  */
+#include "identity.h"
 #include "json.h"
 #include "sysinfo.h"
 
@@ -59,7 +60,7 @@ struct sockaddr_vm_ {
 #define POWER_FLUSH_MS 1000
 #define READY_FAST_WINDOW_MS (120 * 1000)
 
-static const char *const k_ops[] = {"hello", "wait-ready", "ports", "stats", "sync", "poweroff", "reboot"};
+static const char *const k_ops[] = {"hello", "wait-ready", "ports", "stats", "sync", "poweroff", "reboot", "set-identity"};
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 
 /* ---------- options ---------- */
@@ -550,6 +551,79 @@ static void op_stats(struct conn *c, uint64_t id) {
   finish_ok(c, &j, id);
 }
 
+/* A string field of req, or NULL (bad_request sent) when missing, not a string or cut. */
+static const char *str_field(struct conn *c, uint64_t id, const struct jreq *req, const char *key) {
+  const struct jfield *f = jreq_get(req, key);
+  if (!f || f->type != JT_STR || f->truncated) {
+    send_error(c, true, id, "bad_request", "missing or invalid \"%s\": expected a string", key);
+    return NULL;
+  }
+  return f->str;
+}
+
+/* A restored VM's new identity (identity.h); answers with the new host keys. */
+static void op_set_identity(struct conn *c, uint64_t id, const struct jreq *req) {
+  static struct identity ident;
+  memset(&ident, 0, sizeof ident);
+  const char *host = str_field(c, id, req, "hostname");
+  const char *mid = host ? str_field(c, id, req, "machineId") : NULL;
+  const char *iface = mid ? str_field(c, id, req, "iface") : NULL;
+  const char *mac = iface ? str_field(c, id, req, "mac") : NULL;
+  const char *ip = mac ? str_field(c, id, req, "ip") : NULL;
+  const char *gw = ip ? str_field(c, id, req, "gateway") : NULL;
+  const char *ent = gw ? str_field(c, id, req, "entropy") : NULL;
+  if (!ent) return;
+  const struct jfield *prefix = jreq_get(req, "prefix"), *tms = jreq_get(req, "timeMs");
+  unsigned char mbytes[16];
+  const char *bad = NULL;
+  if (!valid_hostname(host)) bad = "hostname";
+  else if (!parse_hex(mid, mbytes, 16)) bad = "machineId";
+  else if (strlen(iface) == 0 || strlen(iface) >= sizeof ident.iface || strchr(iface, '/')) bad = "iface";
+  else if (!parse_mac(mac, ident.mac)) bad = "mac";
+  else if (!parse_ipv4(ip, &ident.ip)) bad = "ip";
+  else if (!parse_ipv4(gw, &ident.gateway)) bad = "gateway";
+  else if (!parse_hex(ent, ident.entropy, IDENTITY_ENTROPY_BYTES)) bad = "entropy";
+  else if (!prefix || prefix->type != JT_NUM || !(prefix->num >= 1 && prefix->num <= 32) ||
+           prefix->num != (double)(unsigned)prefix->num)
+    bad = "prefix";
+  else if (!tms || tms->type != JT_NUM || !(tms->num > 0)) bad = "timeMs";
+  if (bad) {
+    send_error(c, true, id, "bad_request", "invalid \"%s\"", bad);
+    return;
+  }
+  snprintf(ident.hostname, sizeof ident.hostname, "%s", host);
+  for (int i = 0; i < 32; i++) ident.machine_id[i] = (char)(mid[i] >= 'A' && mid[i] <= 'F' ? mid[i] + 32 : mid[i]);
+  snprintf(ident.iface, sizeof ident.iface, "%s", iface);
+  ident.prefix = (unsigned)prefix->num;
+  ident.time_ms = tms->num;
+  char err[300];
+  /* Unix-socket transports are tests on a host: never change its clock, network or sshd. */
+  bool dry = opt.mode == M_UNIX;
+  if (identity_apply(&ident, dry, opt.ssh_port, err, sizeof err) < 0) {
+    memset(&ident, 0, sizeof ident);
+    logmsg("set-identity failed: %s", err);
+    send_error(c, true, id, "failed", "%s", err);
+    return;
+  }
+  memset(ident.entropy, 0, sizeof ident.entropy);
+  logmsg("new identity applied: %s", ident.hostname);
+  static struct hostkeys hk;
+  read_host_keys(&hk);
+  struct jb j;
+  begin_ok(&j, id);
+  jb_begin_obj(&j);
+  jb_key(&j, "hostKeys");
+  jb_begin_arr(&j);
+  for (int i = 0; i < hk.n; i++) jb_str(&j, hk.key[i]);
+  jb_end_arr(&j);
+  jb_key(&j, "hostname");
+  jb_str(&j, ident.hostname);
+  jb_key(&j, "dryRun");
+  jb_bool(&j, dry);
+  jb_end_obj(&j);
+  finish_ok(c, &j, id);
+}
+
 static void op_power(struct conn *c, uint64_t id, enum power action) {
   const char *name = action == PW_POWEROFF ? "poweroff" : "reboot";
   if (g_power.action != PW_NONE) {
@@ -648,6 +722,7 @@ static void handle_line(struct conn *c, char *line, size_t len) {
   else if (strcmp(op, "stats") == 0) op_stats(c, id);
   else if (strcmp(op, "poweroff") == 0) op_power(c, id, PW_POWEROFF);
   else if (strcmp(op, "reboot") == 0) op_power(c, id, PW_REBOOT);
+  else if (strcmp(op, "set-identity") == 0) op_set_identity(c, id, &req);
   else if (strcmp(op, "sync") == 0) {
     sync();
     struct jb j;

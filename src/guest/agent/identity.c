@@ -1,0 +1,327 @@
+/* The "set-identity" op: see identity.h. */
+#include "identity.h"
+#include "sysinfo.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* <linux/random.h> is not part of musl: the two ioctls of random(4). */
+#define RNDADDENTROPY_ _IOW('R', 0x03, int[2])
+#define RNDRESEEDCRNG_ _IO('R', 0x07)
+#ifndef ARPHRD_ETHER
+#define ARPHRD_ETHER 1
+#endif
+
+/* How long sshd may take to listen again after SIGHUP (it re-executes itself). */
+#define SSHD_RELOAD_MS 20000
+
+static int fail(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, cap, fmt, ap);
+  va_end(ap);
+  return -1;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool parse_hex(const char *s, unsigned char *out, size_t n) {
+  if (strlen(s) != 2 * n) return false;
+  for (size_t i = 0; i < n; i++) {
+    int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = (unsigned char)(hi << 4 | lo);
+  }
+  return true;
+}
+
+bool parse_mac(const char *s, unsigned char out[6]) {
+  if (strlen(s) != 17) return false;
+  for (int i = 0; i < 6; i++) {
+    if (i < 5 && s[3 * i + 2] != ':') return false;
+    int hi = hexval(s[3 * i]), lo = hexval(s[3 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = (unsigned char)(hi << 4 | lo);
+  }
+  return true;
+}
+
+bool parse_ipv4(const char *s, uint32_t *out) {
+  struct in_addr a;
+  if (inet_pton(AF_INET, s, &a) != 1) return false;
+  *out = a.s_addr;
+  return true;
+}
+
+bool valid_hostname(const char *s) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 63 || s[0] == '-') return false;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+  }
+  return true;
+}
+
+/* Replace a file's content (in place: /etc/machine-id may be a bind mount). */
+static int write_rooted(const char *path, const char *text, mode_t mode, char *err, size_t cap) {
+  char p[1024];
+  if (rpath(p, sizeof p, path) < 0) return fail(err, cap, "%s: path too long", path);
+  chmod(p, 0644); /* a read-only machine-id is still replaced (root could anyway) */
+  int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return fail(err, cap, "write %s: %s", path, strerror(errno));
+  size_t len = strlen(text), off = 0;
+  while (off < len) {
+    ssize_t w = write(fd, text + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      int e = errno;
+      close(fd);
+      return fail(err, cap, "write %s: %s", path, strerror(e));
+    }
+    off += (size_t)w;
+  }
+  fchmod(fd, mode);
+  close(fd);
+  return 0;
+}
+
+static int set_clock(double time_ms, char *err, size_t cap) {
+  struct timespec ts;
+  ts.tv_sec = (time_t)(time_ms / 1000);
+  ts.tv_nsec = (long)((time_ms - (double)ts.tv_sec * 1000) * 1e6);
+  if (ts.tv_nsec < 0) ts.tv_nsec = 0;
+  if (ts.tv_nsec > 999999999) ts.tv_nsec = 999999999;
+  if (clock_settime(CLOCK_REALTIME, &ts) != 0) return fail(err, cap, "set the clock: %s", strerror(errno));
+  return 0;
+}
+
+static int add_entropy(const unsigned char *bytes, char *err, size_t cap) {
+  struct {
+    int entropy_count;
+    int buf_size;
+    unsigned char buf[IDENTITY_ENTROPY_BYTES];
+  } info;
+  info.entropy_count = IDENTITY_ENTROPY_BYTES * 8;
+  info.buf_size = IDENTITY_ENTROPY_BYTES;
+  memcpy(info.buf, bytes, IDENTITY_ENTROPY_BYTES);
+  int fd = open("/dev/random", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return fail(err, cap, "open /dev/random: %s", strerror(errno));
+  int rc = ioctl(fd, RNDADDENTROPY_, &info);
+  int e = errno;
+  if (rc == 0) {
+    rc = ioctl(fd, RNDRESEEDCRNG_);
+    e = errno;
+    if (rc != 0) {
+      close(fd);
+      return fail(err, cap, "reseed the kernel CRNG (RNDRESEEDCRNG): %s", strerror(e));
+    }
+  }
+  close(fd);
+  memset(&info, 0, sizeof info);
+  if (rc != 0) return fail(err, cap, "add entropy (RNDADDENTROPY): %s", strerror(e));
+  return 0;
+}
+
+static int set_network(const struct identity *id, char *err, size_t cap) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return fail(err, cap, "socket: %s", strerror(errno));
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", id->iface);
+  int rc = -1;
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+    fail(err, cap, "%s: read flags: %s", id->iface, strerror(errno));
+    goto out;
+  }
+  short flags = ifr.ifr_flags;
+  /* The MAC changes while the link is down (virtio-net takes it either way). */
+  ifr.ifr_flags = (short)(flags & ~IFF_UP);
+  if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) {
+    fail(err, cap, "%s: link down: %s", id->iface, strerror(errno));
+    goto out;
+  }
+  struct ifreq hw;
+  memset(&hw, 0, sizeof hw);
+  snprintf(hw.ifr_name, sizeof hw.ifr_name, "%s", id->iface);
+  hw.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+  memcpy(hw.ifr_hwaddr.sa_data, id->mac, 6);
+  if (ioctl(s, SIOCSIFHWADDR, &hw) != 0) {
+    fail(err, cap, "%s: set MAC: %s", id->iface, strerror(errno));
+    goto out;
+  }
+  struct ifreq a;
+  memset(&a, 0, sizeof a);
+  snprintf(a.ifr_name, sizeof a.ifr_name, "%s", id->iface);
+  struct sockaddr_in *sin = (struct sockaddr_in *)&a.ifr_addr;
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = id->ip;
+  if (ioctl(s, SIOCSIFADDR, &a) != 0) {
+    fail(err, cap, "%s: set address: %s", id->iface, strerror(errno));
+    goto out;
+  }
+  sin = (struct sockaddr_in *)&a.ifr_netmask;
+  sin->sin_family = AF_INET;
+  sin->sin_addr.s_addr = id->prefix == 0 ? 0 : htonl(0xFFFFFFFFu << (32 - id->prefix));
+  if (ioctl(s, SIOCSIFNETMASK, &a) != 0) {
+    fail(err, cap, "%s: set netmask: %s", id->iface, strerror(errno));
+    goto out;
+  }
+  ifr.ifr_flags = (short)(flags | IFF_UP);
+  if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) {
+    fail(err, cap, "%s: link up: %s", id->iface, strerror(errno));
+    goto out;
+  }
+  struct rtentry rt;
+  memset(&rt, 0, sizeof rt);
+  ((struct sockaddr_in *)&rt.rt_dst)->sin_family = AF_INET;
+  ((struct sockaddr_in *)&rt.rt_genmask)->sin_family = AF_INET;
+  struct sockaddr_in *gw = (struct sockaddr_in *)&rt.rt_gateway;
+  gw->sin_family = AF_INET;
+  gw->sin_addr.s_addr = id->gateway;
+  rt.rt_flags = RTF_UP | RTF_GATEWAY;
+  char dev[IFNAMSIZ];
+  snprintf(dev, sizeof dev, "%s", id->iface);
+  rt.rt_dev = dev;
+  if (ioctl(s, SIOCADDRT, &rt) != 0 && errno != EEXIST) {
+    fail(err, cap, "%s: add the default route: %s", id->iface, strerror(errno));
+    goto out;
+  }
+  rc = 0;
+out:
+  close(s);
+  return rc;
+}
+
+/* Run argv (absolute path first, then PATH) and wait; 0 when it exited 0. */
+static int run_wait(const char *const *argv) {
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    int devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+      dup2(devnull, STDIN_FILENO);
+      dup2(devnull, STDOUT_FILENO);
+    }
+    execv(argv[0], (char *const *)argv);
+    const char *base = strrchr(argv[0], '/');
+    execvp(base ? base + 1 : argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  int status = 0;
+  pid_t r;
+  do r = waitpid(pid, &status, 0);
+  while (r < 0 && errno == EINTR);
+  return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+/*
+ * New host keys, as the guest contract makes them at first boot (ssh-keygen,
+ * no passphrase, empty comment): ed25519 always, and any other type the image
+ * already has. Each is made under a temporary name and renamed into place.
+ */
+static int regenerate_host_keys(char *err, size_t cap) {
+  static const char *const types[] = {"ed25519", "ecdsa", "rsa"};
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+    char key[1024], tmp[1100], pub[1100], tmppub[1200];
+    char rel[64];
+    snprintf(rel, sizeof rel, "/etc/ssh/ssh_host_%s_key", types[i]);
+    if (rpath(key, sizeof key, rel) < 0) return fail(err, cap, "%s: path too long", rel);
+    if (i > 0 && access(key, F_OK) != 0) continue;
+    snprintf(tmp, sizeof tmp, "%s.new", key);
+    snprintf(pub, sizeof pub, "%s.pub", key);
+    snprintf(tmppub, sizeof tmppub, "%s.pub", tmp);
+    unlink(tmp);
+    unlink(tmppub);
+    const char *argv[] = {"/usr/bin/ssh-keygen", "-q", "-t", types[i], "-N", "", "-C", "", "-f", tmp, NULL};
+    if (run_wait(argv) != 0) {
+      unlink(tmp);
+      unlink(tmppub);
+      return fail(err, cap, "ssh-keygen -t %s failed", types[i]);
+    }
+    if (rename(tmp, key) != 0 || rename(tmppub, pub) != 0)
+      return fail(err, cap, "install the new %s host key: %s", types[i], strerror(errno));
+  }
+  return 0;
+}
+
+/* Inodes of the sockets listening on port; their owner (first) in *pid. */
+static int listening_inodes(unsigned port, unsigned long *inodes, int max, int *pid) {
+  static struct sock_entry socks[SOCK_MAX];
+  bool truncated;
+  int n = list_listening(socks, SOCK_MAX, &truncated), k = 0;
+  *pid = 0;
+  for (int i = 0; i < n && k < max; i++) {
+    if ((socks[i].proto != SP_TCP && socks[i].proto != SP_TCP6) || socks[i].port != port) continue;
+    inodes[k++] = socks[i].inode;
+    if (*pid == 0 && socks[i].pid > 0) *pid = socks[i].pid;
+  }
+  return k;
+}
+
+/* SIGHUP to the sshd listening on port (it re-executes and loads the new keys); wait until it listens again. */
+static int reload_sshd(unsigned port, char *err, size_t cap) {
+  unsigned long before[8], now[8];
+  int pid, after_pid;
+  int n = listening_inodes(port, before, 8, &pid);
+  if (n == 0 || pid <= 0) return 0; /* sshd not started yet: it will read the new keys itself */
+  if (kill(pid, SIGHUP) != 0) return fail(err, cap, "SIGHUP to sshd (pid %d): %s", pid, strerror(errno));
+  int64_t deadline = mono_ms() + SSHD_RELOAD_MS;
+  while (mono_ms() < deadline) {
+    usleep(20 * 1000);
+    int m = listening_inodes(port, now, 8, &after_pid);
+    bool fresh = m > 0;
+    for (int i = 0; i < m && fresh; i++)
+      for (int j = 0; j < n; j++)
+        if (now[i] == before[j]) fresh = false;
+    if (fresh) return 0;
+  }
+  return fail(err, cap, "sshd did not listen on port %u again within %d s of SIGHUP", port, SSHD_RELOAD_MS / 1000);
+}
+
+int identity_apply(const struct identity *id, bool dry, unsigned ssh_port, char *err, size_t errcap) {
+  /* the clock and the random state first: the new keys must come from the reseeded CRNG */
+  if (!dry) {
+    if (set_clock(id->time_ms, err, errcap) < 0) return -1;
+    if (add_entropy(id->entropy, err, errcap) < 0) return -1;
+  }
+  char text[512];
+  snprintf(text, sizeof text, "%s\n", id->machine_id);
+  if (write_rooted("/etc/machine-id", text, 0444, err, errcap) < 0) return -1;
+  if (!dry && sethostname(id->hostname, strlen(id->hostname)) != 0)
+    return fail(err, errcap, "sethostname: %s", strerror(errno));
+  snprintf(text, sizeof text, "%s\n", id->hostname);
+  if (write_rooted("/etc/hostname", text, 0644, err, errcap) < 0) return -1;
+  /* the same /etc/hosts banger's initramfs writes */
+  snprintf(text, sizeof text, "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+           id->hostname);
+  if (write_rooted("/etc/hosts", text, 0644, err, errcap) < 0) return -1;
+  if (!dry && set_network(id, err, errcap) < 0) return -1;
+  if (regenerate_host_keys(err, errcap) < 0) return -1;
+  if (!dry && reload_sshd(ssh_port, err, errcap) < 0) return -1;
+  return 0;
+}

@@ -1,0 +1,45 @@
+/*
+ * A restored VM's new identity (op "set-identity"): the host sends it before
+ * the VM is reported ready, so two VMs restored from one snapshot never share
+ * an address, a host key, a machine-id or a random stream. See
+ * docs/guest-agent.md, "Identity after a restore".
+ */
+#ifndef BANGER_AGENT_IDENTITY_H
+#define BANGER_AGENT_IDENTITY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IDENTITY_ENTROPY_BYTES 64
+
+struct identity {
+  char hostname[64];
+  char machine_id[33];
+  char iface[16];
+  unsigned char mac[6];
+  uint32_t ip; /* network byte order */
+  unsigned prefix;
+  uint32_t gateway; /* network byte order */
+  unsigned char entropy[IDENTITY_ENTROPY_BYTES];
+  double time_ms; /* host wall clock, ms since the epoch */
+};
+
+/*
+ * Apply it: the clock (clock_settime), the entropy (RNDADDENTROPY, then
+ * RNDRESEEDCRNG), /etc/machine-id, the hostname (sethostname, /etc/hostname,
+ * /etc/hosts), the interface's MAC, address and default route, new SSH host
+ * keys (then SIGHUP to the listening sshd, waiting until it listens again).
+ * With dry set (Unix-socket test transports) only the files under g_root are
+ * written and the keys regenerated; the kernel is left alone.
+ * Returns 0, or -1 with a one-line reason in err.
+ */
+int identity_apply(const struct identity *id, bool dry, unsigned ssh_port, char *err, size_t errcap);
+
+/* Parsers for the request's fields; each returns false when the text is not valid. */
+bool parse_mac(const char *s, unsigned char out[6]);
+bool parse_ipv4(const char *s, uint32_t *out);
+bool parse_hex(const char *s, unsigned char *out, size_t n);
+bool valid_hostname(const char *s);
+
+#endif
