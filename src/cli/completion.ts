@@ -31,6 +31,7 @@ export interface Names {
   vms: string[];
   images: string[];
   kernels: string[];
+  snapshots?: string[];
   catalogKernels?: string[];
   catalogImages?: string[];
 }
@@ -46,6 +47,8 @@ export function kindOf(name: string): NameKind | undefined {
       return 'images';
     case 'kernel':
       return 'kernels';
+    case 'snapshot':
+      return 'snapshots';
     case 'catalog-kernel':
       return 'catalogKernels';
     case 'ref':

@@ -21,6 +21,7 @@ const daemonCommands = () => import('./commands/daemon.js');
 const completionCommands = () => import('./commands/completion.js');
 const tuiCommand = () => import('./commands/tui.js');
 const workspaceCommands = () => import('./commands/workspace.js');
+const snapshotCommands = () => import('./commands/snapshot.js');
 
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command()
@@ -151,6 +152,22 @@ export function buildProgram(ctx: CliContext): Command {
     .description('listening ports in VMs, with http://<name>.vm:<port>/ for HTTP ones')
     .argument('[vm...]', 'VMs (default: all running)')
     .action(async (refs) => (await import('./commands/ports.js')).vmPorts(ctx, refs));
+  vm.command('snapshot')
+    .description('save a running VM (memory, devices, disks) as a snapshot; it keeps running')
+    .argument('<vm>', 'VM name or id prefix')
+    .option('--name <snapshot>', 'snapshot name (default: <vm>-snap<N>)')
+    .action(async (ref, opts) => (await snapshotCommands()).vmSnapshot(ctx, ref, opts.name));
+  vm.command('restore')
+    .description('start a new VM from a snapshot (its own name, address, host keys)')
+    .argument('<snapshot>', 'snapshot name or id prefix')
+    .option('--name <name>', 'VM name (default: generated)')
+    .action(async (ref, opts) => (await snapshotCommands()).vmRestore(ctx, ref, opts.name));
+  vm.command('fork')
+    .description('start copies of a running VM as it is now; the VM keeps running')
+    .argument('<vm>', 'VM name or id prefix')
+    .option('--name <name>', 'child name (with -n: NAME-1..NAME-N; default: <vm>-<N>)')
+    .option('-n, --count <n>', 'how many children (1-16)', '1')
+    .action(async (ref, opts) => (await snapshotCommands()).vmFork(ctx, ref, opts));
   vm.command('workspace')
     .description('workspace operations')
     .command('prepare')
@@ -163,6 +180,25 @@ export function buildProgram(ctx: CliContext): Command {
     .action(async (ref, path, opts) =>
       (await workspaceCommands()).workspacePrepare(ctx, ref, path, opts as PrepareFlags),
     );
+
+  // ---- snapshot -------------------------------------------------------------
+  const snapshot = program.command('snapshot').description('manage VM snapshots');
+  snapshot
+    .command('list')
+    .alias('ls')
+    .description('list snapshots')
+    .action(async () => (await snapshotCommands()).snapshotList(ctx));
+  snapshot
+    .command('show')
+    .description('show one snapshot')
+    .argument('<snapshot>', 'snapshot name or id prefix')
+    .action(async (ref) => (await snapshotCommands()).snapshotShow(ctx, ref));
+  snapshot
+    .command('delete')
+    .alias('rm')
+    .description('delete snapshots and their files')
+    .argument('<snapshot...>', 'snapshot names or id prefixes')
+    .action(async (refs) => (await snapshotCommands()).snapshotDelete(ctx, refs));
 
   // ---- image ----------------------------------------------------------------
   const image = program.command('image').description('manage images');

@@ -17,6 +17,7 @@ import { ApiServer } from './http.js';
 import type { Operations } from './ops.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import { registerImageRoutes } from './routes/images.js';
+import { registerSnapshotRoutes } from './routes/snapshots.js';
 import { registerVmRoutes } from './routes/vms.js';
 import { registerWorkspaceRoutes } from './routes/workspace.js';
 import { VmService } from '../vm/service.js';
@@ -80,6 +81,7 @@ export function createApp(ctx: DaemonContext): App {
   );
   const vms = new VmService({ ...deps, kernels, images, host: ctx.host, network });
   registerVmRoutes(server, vms);
+  registerSnapshotRoutes(server, vms);
   registerWorkspaceRoutes(server, new WorkspaceService({ ...deps, vms }));
   const ports = new PortsService({
     vms: ctx.store.vms,
@@ -148,6 +150,7 @@ export function createApp(ctx: DaemonContext): App {
     vms: ctx.store.vms.list().map((v) => v.name),
     images: ctx.store.images.list().map((i) => i.name),
     kernels: ctx.store.kernels.list().map((k) => k.name),
+    snapshots: ctx.store.snapshots.list().map((s) => s.name),
   }));
 
   return { server, vms, dns };

@@ -185,10 +185,7 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
   }
 
   /** A restored VM's new identity; resolves with its new host keys once sshd uses them. */
-  setIdentity(
-    args: AgentArgs['set-identity'],
-    opts?: CallOptions,
-  ): Promise<SetIdentityResult> {
+  setIdentity(args: AgentArgs['set-identity'], opts?: CallOptions): Promise<SetIdentityResult> {
     return this.request('set-identity', args, opts);
   }
 

@@ -61,7 +61,7 @@ export const WaitReadyArgsSchema = z.object({
  * new SSH host keys and has sshd load them.
  */
 export const SetIdentityArgsSchema = z.object({
-  hostname: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/),
+  hostname: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/),
   /** 32 lowercase hex characters. */
   machineId: z.string().regex(/^[0-9a-f]{32}$/),
   iface: z.string().regex(/^[a-z0-9]{1,15}$/),

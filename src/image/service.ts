@@ -642,6 +642,16 @@ export class ImageService {
           },
         );
       }
+      const snaps = this.deps.store.snapshots.usingImage(cur.id).map((x) => x.name);
+      if (snaps.length) {
+        throw new BangerError(
+          'conflict',
+          `image ${cur.name} is used by snapshot${snaps.length > 1 ? 's' : ''} ${snaps.join(', ')}`,
+          {
+            hint: `delete ${snaps.length > 1 ? 'them' : 'it'} first: banger snapshot delete ${snaps.join(' ')}`,
+          },
+        );
+      }
       const dir = path.join(this.deps.paths.imagesDir, cur.id);
       let trash: string | undefined;
       if (cur.managed && fs.existsSync(dir)) {

@@ -37,7 +37,9 @@ export class SnapshotStore {
 
   list(kind?: SnapshotKind): SnapshotRecord[] {
     const rows = kind
-      ? this.db.prepare('SELECT * FROM snapshots WHERE kind = ? ORDER BY created_at, name').all(kind)
+      ? this.db
+          .prepare('SELECT * FROM snapshots WHERE kind = ? ORDER BY created_at, name')
+          .all(kind)
       : this.db.prepare('SELECT * FROM snapshots ORDER BY created_at, name').all();
     return rows.map((r) => this.map(r));
   }

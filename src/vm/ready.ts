@@ -61,6 +61,13 @@ export interface BringUp {
   emit: ProgressSink;
   signal?: AbortSignal;
   /**
+   * Where the guest's ready facts come from; default waiting for the booting
+   * guest (watchBoot). A restored VM's come from its new identity (restore.ts).
+   */
+  facts?: () => Promise<ReadyFacts>;
+  /** The label of the progress step (default `Booting (<vmm>, <accel>)`). */
+  label?: string;
+  /**
    * On an abort, leave the VM as it is (still `starting`, VMM running) instead
    * of abandoning the boot: a daemon shutting down hands it to the next one.
    */
@@ -77,19 +84,21 @@ export class VmReadiness {
    * The caller holds the VM's lock.
    */
   async bringUp(vm: VmRecord, b: BringUp): Promise<VmRecord> {
-    const label = `Booting (${b.driver.name}, ${vm.accel})`;
+    const label = b.label ?? `Booting (${b.driver.name}, ${vm.accel})`;
     try {
-      const facts = await watchBoot({
-        vm,
-        layout: this.n.table.layout(vm),
-        handle: b.handle,
-        consoleStart: b.consoleStart,
-        agent: this.n.agents.get(vm),
-        diagnoseExit: (name, tail) => b.driver.diagnoseExit(name, tail),
-        timeoutMs: b.timeoutMs ?? bootTimeoutMs(vm.accel),
-        emit: b.emit,
-        signal: b.signal,
-      });
+      const facts = b.facts
+        ? await b.facts()
+        : await watchBoot({
+            vm,
+            layout: this.n.table.layout(vm),
+            handle: b.handle,
+            consoleStart: b.consoleStart,
+            agent: this.n.agents.get(vm),
+            diagnoseExit: (name, tail) => b.driver.diagnoseExit(name, tail),
+            timeoutMs: b.timeoutMs ?? bootTimeoutMs(vm.accel),
+            emit: b.emit,
+            signal: b.signal,
+          });
       const cur = this.n.table.current(vm);
       for (const step of this.n.steps) await step.apply(cur, facts);
       const bootMs = Date.now() - b.bootStart;

@@ -2,6 +2,7 @@ import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { ProgressSink } from '../api/events.js';
 import type { VmEvent, VmResult, VmSpec, VmStats, VmView } from '../api/schemas/vms.js';
+import type { SnapshotView } from '../api/schemas/snapshots.js';
 import type { HostFacts } from '../config/vmDefaults.js';
 import { BangerError, toBangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
@@ -12,6 +13,7 @@ import type { Logger } from '../util/log.js';
 import type { KeyedMutex } from '../util/mutex.js';
 import type { VmRecord } from '../store/vms.js';
 import { which } from '../util/exec.js';
+import { cloneSparse } from '../storage/ext4.js';
 import { PACKAGE_ROOT } from '../version.js';
 import { hostTscKhz, readKvmFacts } from '../vmm/accel.js';
 import type { VmmName } from '../vmm/driver.js';
@@ -27,6 +29,9 @@ import { VmNetwork } from './net.js';
 import { readySteps, VmReadiness, type ReadyStep } from './ready.js';
 import { isActive, metaOf, vmLockKey, VmTable } from './records.js';
 import { VmSettings, type VmPatch } from './settings.js';
+import { describeOrigin, VmRestore, type VmOrigin } from './restore.js';
+import { VmSnapshots } from './snapshots.js';
+import { forkNames } from './fork.js';
 import { effectiveAutoStop } from './idle.js';
 import { VmSampler } from './sampler.js';
 import { VmSshConfig } from './sshConfig.js';
@@ -78,6 +83,8 @@ export interface VmServiceDeps {
   drivers?: VmmDrivers;
   probe?: HostProbe;
   disks?: VmDisks;
+  /** Sparse disk copies for snapshots and restores (default cp --sparse=always --reflink=auto). */
+  copyDisk?: (src: string, dst: string, signal?: AbortSignal) => Promise<void>;
   /** What every ready VM has (default readySteps(paths)). */
   readySteps?: ReadyStep[];
   /**
@@ -98,6 +105,8 @@ export class VmService {
   private readonly statsReader: VmStatsReader;
   private readonly adoption: VmAdoption;
   private readonly sampler: VmSampler;
+  private readonly snapshots: VmSnapshots;
+  private readonly restorer: VmRestore;
   /** Open tunnels (ssh) per VM id: activity for the idle auto-stop. */
   private readonly tunnels = new Map<string, number>();
   private readonly sshConfig: VmSshConfig;
@@ -179,6 +188,31 @@ export class VmService {
       locked: (id, fn) => this.locked(id, fn),
       logger: deps.logger,
     });
+    const copyDisk = deps.copyDisk ?? cloneSparse;
+    this.snapshots = new VmSnapshots({
+      table,
+      store: deps.store,
+      snapshotsDir: deps.paths.snapshotsDir,
+      drivers,
+      alive,
+      copyDisk,
+      logger: deps.logger,
+    });
+    this.restorer = new VmRestore({
+      table,
+      store: deps.store,
+      config: deps.config,
+      network,
+      host: probe,
+      readiness,
+      agents,
+      snapshots: this.snapshots,
+      copyDisk,
+      locked: (id, fn) => this.locked(id, fn),
+      discard: async (vm) => {
+        await this.teardown.deleteLocked(this.table.get(vm.id) ?? vm, true, () => undefined);
+      },
+    });
     this.sampler = new VmSampler({
       list: () => table.list(),
       config: () => deps.config(),
@@ -233,7 +267,7 @@ export class VmService {
   private fullView(vm: VmRecord): VmView {
     const running = vm.state === 'running';
     return {
-      ...this.table.view(vm),
+      ...this.view(vm),
       autoStop: effectiveAutoStop(
         this.deps.config().autoStopStaleAfterMs,
         metaOf(vm).autoStopAfterMs,
@@ -241,6 +275,12 @@ export class VmService {
       activity: running ? this.sampler.activity(vm.id) : null,
       sample: running ? this.sampler.lastSample(vm.id) : null,
     };
+  }
+
+  /** A row's view, with where a restored VM came from. */
+  private view(vm: VmRecord): VmView {
+    const origin = (vm.meta as { origin?: VmOrigin }).origin;
+    return { ...this.table.view(vm), origin: origin ? describeOrigin(origin) : null };
   }
 
   /** Every VM, then each change of the table, until the returned function is called (watch.ts). */
@@ -314,17 +354,15 @@ export class VmService {
         this.boot.startLocked(this.table.current(vm), emit, signal),
       );
     }
-    return { vm: this.table.view(this.table.get(vm.id) ?? out), spec };
+    return { vm: this.view(this.table.get(vm.id) ?? out), spec };
   }
 
   async start(ref: string, emit: ProgressSink, signal?: AbortSignal): Promise<VmView> {
-    return this.table.view(await this.withVm(ref, (vm) => this.boot.startLocked(vm, emit, signal)));
+    return this.view(await this.withVm(ref, (vm) => this.boot.startLocked(vm, emit, signal)));
   }
 
   async stop(ref: string, timeoutMs: number, emit: ProgressSink): Promise<VmView> {
-    return this.table.view(
-      await this.withVm(ref, (vm) => this.teardown.stopLocked(vm, timeoutMs, emit)),
-    );
+    return this.view(await this.withVm(ref, (vm) => this.teardown.stopLocked(vm, timeoutMs, emit)));
   }
 
   async restart(
@@ -333,7 +371,7 @@ export class VmService {
     emit: ProgressSink,
     signal?: AbortSignal,
   ): Promise<VmView> {
-    return this.table.view(
+    return this.view(
       await this.withVm(ref, async (vm) => {
         const stopped = await this.teardown.stopLocked(vm, timeoutMs, emit);
         return this.boot.startLocked(stopped, emit, signal);
@@ -342,18 +380,125 @@ export class VmService {
   }
 
   async kill(ref: string, signalName: string): Promise<VmView> {
-    return this.table.view(
-      await this.withVm(ref, (vm) => this.teardown.killLocked(vm, signalName)),
-    );
+    return this.view(await this.withVm(ref, (vm) => this.teardown.killLocked(vm, signalName)));
   }
 
   async delete(ref: string, force: boolean, emit: ProgressSink): Promise<VmView> {
     const gone = await this.withVm(ref, (vm) => this.teardown.deleteLocked(vm, force, emit));
-    return { ...this.table.view(gone), state: 'stopped' };
+    return { ...this.view(gone), state: 'stopped' };
   }
 
   async set(ref: string, patch: VmPatch): Promise<VmView> {
-    return this.table.view(await this.withVm(ref, (vm) => this.settings.setLocked(vm, patch)));
+    return this.view(await this.withVm(ref, (vm) => this.settings.setLocked(vm, patch)));
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  /** `vm snapshot`: pause, save, copy the disks, resume (snapshots.ts). */
+  async snapshot(
+    ref: string,
+    name: string | undefined,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<SnapshotView> {
+    const s = await this.withVm(ref, (vm) =>
+      this.snapshots.takeLocked(vm, { name, kind: 'user' }, emit, signal),
+    );
+    return this.snapshots.view(s);
+  }
+
+  snapshotList(): SnapshotView[] {
+    return this.snapshots.list().map((s) => this.snapshots.view(s));
+  }
+
+  snapshotShow(ref: string): SnapshotView {
+    return this.snapshots.view(this.snapshots.resolve(ref));
+  }
+
+  /** Remove snapshots and their files; refused while one is being restored from. */
+  snapshotDelete(ref: string): { deleted: string[] } {
+    return { deleted: [this.snapshots.delete(ref).name] };
+  }
+
+  /** `vm restore`: a new VM from a snapshot (restore.ts). */
+  async restore(
+    ref: string,
+    name: string | undefined,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<{ vm: VmView; spec: VmSpec }> {
+    const snap = this.snapshots.resolve(ref);
+    const { vm, spec } = await this.restorer.restore(
+      snap,
+      { name, origin: { kind: 'restore' } },
+      emit,
+      signal,
+    );
+    return { vm: this.view(this.table.get(vm.id) ?? vm), spec };
+  }
+
+  /**
+   * `vm fork`: a temporary snapshot of the running VM (under its lock), COUNT
+   * new VMs restored from it (in parallel), the snapshot removed. The parent
+   * keeps running. If any child fails, the others are removed too.
+   */
+  async fork(
+    ref: string,
+    o: { name?: string; count: number },
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<{ parent: string; children: { vm: VmView; spec: VmSpec }[] }> {
+    const parent = this.table.resolve(ref);
+    const taken = new Set(this.table.list().map((v) => v.name));
+    const names = forkNames(parent.name, o.name, o.count, taken);
+    const snap = await this.withVm(parent.id, (vm) =>
+      this.snapshots.takeLocked(
+        vm,
+        { name: this.snapshots.tempName(vm.name), kind: 'user', meta: { temporary: true } },
+        emit,
+        signal,
+      ),
+    );
+    try {
+      const settled = await Promise.allSettled(
+        names.map((name) =>
+          this.restorer.restore(
+            snap,
+            {
+              name,
+              nameSource: o.name ? 'flag' : `fork of ${parent.name}`,
+              origin: { kind: 'fork' },
+            },
+            emit,
+            signal,
+          ),
+        ),
+      );
+      const failed = settled.find((r) => r.status === 'rejected');
+      if (failed) {
+        for (const r of settled) {
+          if (r.status !== 'fulfilled') continue;
+          await this.withVm(r.value.vm.id, (vm) =>
+            this.teardown.deleteLocked(vm, true, () => undefined),
+          ).catch(() => undefined);
+        }
+        throw failed.reason;
+      }
+      const children = settled.map((r) => {
+        const { vm, spec } = (r as PromiseFulfilledResult<{ vm: VmRecord; spec: VmSpec }>).value;
+        return { vm: this.view(this.table.get(vm.id) ?? vm), spec };
+      });
+      return { parent: parent.name, children };
+    } finally {
+      try {
+        this.snapshots.delete(snap.id);
+      } catch (e) {
+        this.deps.logger.warn(
+          { snapshot: snap.name, err: String(e) },
+          'fork: temporary snapshot kept',
+        );
+      }
+    }
   }
 
   /**
@@ -399,7 +544,7 @@ export class VmService {
           hint: `start it first: banger vm start ${vm.name}`,
         });
       }
-      return fn(this.table.view(vm));
+      return fn(this.view(vm));
     });
   }
 
@@ -428,6 +573,7 @@ export class VmService {
 
   /** Daemon start: adopt VMMs that still run (see adopt.ts). */
   adopt(): Promise<void> {
+    this.snapshots.removeOrphans();
     return this.adoption.adopt();
   }
 

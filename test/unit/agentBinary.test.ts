@@ -597,7 +597,10 @@ describe('guest agent binary', () => {
       // the answered key is the public half of the private key now on disk
       const derived = spawnSync('ssh-keygen', ['-y', '-f', keyFile], { encoding: 'utf8' });
       assert.equal(derived.status, 0, derived.stderr);
-      assert.equal(derived.stdout.trim().split(' ').slice(0, 2).join(' '), ed1.split(' ').slice(0, 2).join(' '));
+      assert.equal(
+        derived.stdout.trim().split(' ').slice(0, 2).join(' '),
+        ed1.split(' ').slice(0, 2).join(' '),
+      );
       assert.equal(fs.existsSync(`${keyFile}.new`), false);
 
       const r2 = await client.setIdentity(ident('fork-2', 'fedcba9876543210fedcba9876543210'));
@@ -607,7 +610,9 @@ describe('guest agent binary', () => {
       assert.equal(fs.readFileSync(path.join(fx.root, 'etc/hostname'), 'utf8'), 'fork-2\n');
 
       const raw = await rawConn(p);
-      raw.send(`${JSON.stringify({ id: 9, op: 'set-identity', ...ident('fork-3', 'f'.repeat(32)), mac: 'zz' })}\n`);
+      raw.send(
+        `${JSON.stringify({ id: 9, op: 'set-identity', ...ident('fork-3', 'f'.repeat(32)), mac: 'zz' })}\n`,
+      );
       assert.deepEqual(await raw.next(), {
         id: 9,
         ok: false,

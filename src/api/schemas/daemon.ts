@@ -2,7 +2,7 @@ import { z } from 'zod';
 
 export const SourcedNumber = z.object({
   value: z.number(),
-  source: z.enum(['flag', 'config', 'host', 'builtin']),
+  source: z.enum(['flag', 'config', 'host', 'builtin', 'snapshot']),
 });
 
 export const VmSizingSchema = z.object({
@@ -99,4 +99,5 @@ export const CompletionNamesSchema = z.object({
   vms: z.array(z.string()),
   images: z.array(z.string()),
   kernels: z.array(z.string()),
+  snapshots: z.array(z.string()).default([]),
 });

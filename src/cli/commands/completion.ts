@@ -70,7 +70,12 @@ const strings = (x: unknown): string[] =>
 async function liveNames(ctx: CliContext): Promise<Names | undefined> {
   try {
     const r = (await newClient(ctx.paths, 1500).call('completionNames')) as Record<string, unknown>;
-    return { vms: strings(r?.vms), images: strings(r?.images), kernels: strings(r?.kernels) };
+    return {
+      vms: strings(r?.vms),
+      images: strings(r?.images),
+      kernels: strings(r?.kernels),
+      snapshots: strings(r?.snapshots),
+    };
   } catch {
     return undefined;
   }

@@ -50,6 +50,7 @@ export function formatSpec(s: VmSpec): string {
     `vmm=${s.vmm.value} (${s.vmm.source})`,
     `accel=${s.accel.value} (${s.accel.source})`,
     `nat=${s.nat ? 'on' : 'off'}`,
+    ...(s.origin ? [`from=${s.origin.replace(/ /g, '_')}`] : []),
   ].join(' ');
 }
 
@@ -99,6 +100,7 @@ export function formatVm(v: VmView): string {
         ? `idle for ${formatDuration(v.idleStop.idleMs)} (auto-stop, ${v.stoppedAt})`
         : v.stoppedAt,
     ],
+    ['from', v.origin ?? null],
     ['boot', v.bootMs === null ? null : formatDuration(v.bootMs)],
     ['dir', v.dir],
     ...activityRows(v),

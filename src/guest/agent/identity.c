@@ -75,7 +75,7 @@ bool parse_ipv4(const char *s, uint32_t *out) {
 
 bool valid_hostname(const char *s) {
   size_t n = strlen(s);
-  if (n == 0 || n > 63 || s[0] == '-') return false;
+  if (n == 0 || n > 64 || s[0] == '-') return false;
   for (size_t i = 0; i < n; i++) {
     char c = s[i];
     if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;

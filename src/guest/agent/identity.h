@@ -14,7 +14,7 @@
 #define IDENTITY_ENTROPY_BYTES 64
 
 struct identity {
-  char hostname[64];
+  char hostname[65];
   char machine_id[33];
   char iface[16];
   unsigned char mac[6];

@@ -347,6 +347,19 @@ export class KernelService {
           details: used,
         });
       }
+      const snaps = this.deps.store.snapshots
+        .list()
+        .filter((x) => x.kernelName === name)
+        .map((x) => x.name);
+      if (snaps.length) {
+        throw new BangerError(
+          'conflict',
+          `kernel '${name}' is used by snapshots ${snaps.join(', ')}`,
+          {
+            hint: `delete them first: banger snapshot delete ${snaps.join(' ')}`,
+          },
+        );
+      }
       this.deps.store.kernels.delete(name);
       if (k.managed) {
         const layout = kernelLayout(this.deps.paths.kernelsDir, name);

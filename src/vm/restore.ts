@@ -1,0 +1,331 @@
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import type { ProgressSink } from '../api/events.js';
+import type { VmSpec } from '../api/schemas/vms.js';
+import type { Config } from '../config/schema.js';
+import { BangerError } from '../errors.js';
+import type { AgentClient } from '../guest/agentClient.js';
+import { kernelFeatures, modulesDiskPath } from '../image/kernel/service.js';
+import { guestMachineId } from '../image/kernel/initScript.js';
+import { allocateIp, GUEST_IFACE, macForVm } from '../network/index.js';
+import type { Store } from '../store/index.js';
+import { nowIso } from '../store/rows.js';
+import type { SnapshotRecord } from '../store/snapshots.js';
+import type { VmRecord } from '../store/vms.js';
+import { parseCidr } from '../util/ipv4.js';
+import type { Accel, VmHandle } from '../vmm/driver.js';
+import { buildLaunchSpec, kernelPathOf } from './launch.js';
+import { consoleMark } from './logs.js';
+import { generateVmName, newVmId, validateVmName } from './names.js';
+import type { HostProbe, VmNetworking } from './needs.js';
+import type { ReadyFacts, VmReadiness } from './ready.js';
+import type { VmTable } from './records.js';
+import type { VmSnapshots } from './snapshots.js';
+
+/** Where a restored VM came from (vms.meta.origin). */
+export interface VmOrigin {
+  kind: 'restore' | 'fork';
+  snapshot: string;
+  snapshotId: string;
+  /** The VM the snapshot was taken of. */
+  sourceVm: string;
+}
+
+/** `snapshot s1 of dev` / `fork of dev`, for `vm show` and the spec line. */
+export function describeOrigin(o: VmOrigin): string {
+  return o.kind === 'fork' ? `fork of ${o.sourceVm}` : `snapshot ${o.snapshot} of ${o.sourceVm}`;
+}
+
+/** How long a restored guest gets to take its new identity (new host keys, sshd reloaded). */
+const IDENTITY_TIMEOUT_MS = 60_000;
+
+/** What restoring a snapshot as a new VM needs from the rest of the lifecycle. */
+export interface RestoreNeeds {
+  table: VmTable;
+  store: Pick<Store, 'db' | 'vms' | 'images' | 'kernels'>;
+  config(): Config;
+  network: Pick<VmNetworking, 'prepare' | 'started' | 'released'>;
+  host: Pick<HostProbe, 'tscKhz'>;
+  readiness: Pick<VmReadiness, 'bringUp'>;
+  agents: { get(vm: VmRecord): Pick<AgentClient, 'hello' | 'setIdentity'> };
+  snapshots: Pick<VmSnapshots, 'snapshotDriver' | 'layout' | 'beginRestore'>;
+  copyDisk(src: string, dst: string, signal?: AbortSignal): Promise<void>;
+  /** Run fn under the VM's lock. */
+  locked<T>(vmId: string, fn: () => Promise<T>): Promise<T>;
+  /** Remove a VM that never became ready: VMM, tap, directory, row (teardown). */
+  discard(vm: VmRecord): Promise<void>;
+}
+
+export interface RestoreRequest {
+  /** The new VM's name; default generated like `vm create`'s. */
+  name?: string;
+  /** What the spec line says about the name when it is given (`flag`, `fork`). */
+  nameSource?: string;
+  origin: Omit<VmOrigin, 'snapshot' | 'snapshotId' | 'sourceVm'>;
+}
+
+/**
+ * `vm restore` (and each child of `vm fork`): a new VM — its own id, name,
+ * address, MAC and tap — with copies of the snapshot's disks, started by the
+ * driver from the snapshot's memory and device state. Before it is reported
+ * ready the guest agent gets the VM's new identity (`set-identity`: clock,
+ * entropy, machine-id, hostname, MAC, address, new SSH host keys) and the
+ * host keys it answers go to the managed known_hosts like a booted VM's. A
+ * restore that fails leaves no VM behind.
+ */
+export class VmRestore {
+  constructor(private readonly n: RestoreNeeds) {}
+
+  async restore(
+    snap: SnapshotRecord,
+    req: RestoreRequest,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<{ vm: VmRecord; spec: VmSpec }> {
+    const { table, store } = this.n;
+    const driver = this.n.snapshots.snapshotDriver({ name: snap.name, vmm: snap.vmm });
+    const taken = new Set(table.list().map((v) => v.name));
+    const name = req.name ? validateVmName(req.name) : generateVmName(taken);
+    if (taken.has(name)) {
+      throw new BangerError('conflict', `a VM named '${name}' already exists`, {
+        hint: 'choose another --name, or delete the old VM',
+      });
+    }
+    const image = store.images.get(snap.imageId);
+    if (!image) {
+      throw new BangerError('precondition', `snapshot '${snap.name}': its image is gone`, {
+        hint: `delete the snapshot: banger snapshot delete ${snap.name}`,
+      });
+    }
+    const kernel = snap.kernelName ? store.kernels.get(snap.kernelName) : undefined;
+    if (snap.kernelName && !kernel) {
+      throw new BangerError(
+        'precondition',
+        `snapshot '${snap.name}': kernel '${snap.kernelName}' is gone`,
+        { hint: `pull it again: banger kernel pull ${snap.kernelName}` },
+      );
+    }
+    const accel = snap.accel as Accel;
+    await driver.preflight({
+      vmName: name,
+      accel,
+      accelReason: `snapshot '${snap.name}' was taken with accel = "${accel}"`,
+      kernel: kernel
+        ? {
+            name: kernel.name,
+            path: kernelPathOf({ name }, image, kernel),
+            features: kernelFeatures(kernel),
+          }
+        : undefined,
+    });
+    const origin: VmOrigin = {
+      ...req.origin,
+      snapshot: snap.name,
+      snapshotId: snap.id,
+      sourceVm: snap.sourceVmName,
+    };
+    const from = `snapshot ${snap.name}`;
+    const spec: VmSpec = {
+      name: { value: name, source: req.name ? (req.nameSource ?? 'flag') : 'generated' },
+      sizing: {
+        vcpu: { value: snap.vcpu, source: 'snapshot' },
+        memoryMib: { value: snap.memoryMib, source: 'snapshot' },
+        diskSize: { value: snap.diskSize, source: 'snapshot' },
+      },
+      image: { value: image.name, source: from },
+      kernel: { value: kernel?.name ?? image.kernelPath ?? '?', source: from },
+      vmm: { value: snap.vmm, source: from },
+      accel: { value: snap.accel, source: from },
+      nat: snap.nat,
+      origin: describeOrigin(origin),
+    };
+    emit({ type: 'item', data: { kind: 'spec', spec } });
+
+    const done = this.n.snapshots.beginRestore(snap, name);
+    try {
+      const vm = this.insert(name, snap, origin);
+      const l = table.layout(vm);
+      const files = this.n.snapshots.layout(snap);
+      const t0 = Date.now();
+      emit({ type: 'step', id: 'disks', label: 'Copying disks', state: 'start' });
+      try {
+        fs.mkdirSync(l.dir, { recursive: true, mode: 0o700 });
+        await this.n.copyDisk(files.overlay, l.overlayDisk, signal);
+        await this.n.copyDisk(files.work, l.workDisk, signal);
+      } catch (e) {
+        fs.rmSync(l.dir, { recursive: true, force: true });
+        table.delete(vm.id);
+        emit({ type: 'step', id: 'disks', label: 'Copying disks', state: 'fail' });
+        throw e;
+      }
+      emit({
+        type: 'step',
+        id: 'disks',
+        label: 'Copying disks',
+        state: 'done',
+        ms: Date.now() - t0,
+      });
+      table.event('vm.created', vm, { snapshot: snap.name, origin: origin.kind });
+      const ready = await this.n.locked(vm.id, async () => {
+        try {
+          return await this.start(table.current(vm), snap, driver, emit, signal);
+        } catch (e) {
+          await this.n.discard(table.get(vm.id) ?? vm).catch(() => undefined);
+          throw e;
+        }
+      });
+      return { vm: ready, spec };
+    } finally {
+      done();
+    }
+  }
+
+  /** The row, with an address allocated in the same transaction. */
+  private insert(name: string, snap: SnapshotRecord, origin: VmOrigin): VmRecord {
+    const { store } = this.n;
+    const config = this.n.config();
+    const id = newVmId();
+    try {
+      return store.db.transaction(() =>
+        store.vms.insert({
+          id,
+          name,
+          imageId: snap.imageId,
+          kernelName: snap.kernelName,
+          state: 'created',
+          vmm: snap.vmm,
+          accel: snap.accel,
+          vcpu: snap.vcpu,
+          memoryMib: snap.memoryMib,
+          diskSize: snap.diskSize,
+          nat: snap.nat,
+          ip: allocateIp({
+            cidr: config.cidr,
+            bridgeIp: config.bridgeIp,
+            used: store.vms.usedIps(),
+          }),
+          mac: macForVm(id),
+          tap: null,
+          pid: null,
+          pidStartTime: null,
+          lastError: null,
+          meta: { origin },
+          startedAt: null,
+          stoppedAt: null,
+        }),
+      )();
+    } catch (e) {
+      if (/UNIQUE constraint failed: vms.name/.test((e as Error).message)) {
+        throw new BangerError('conflict', `a VM named '${name}' already exists`, {
+          hint: 'choose another --name',
+        });
+      }
+      throw e;
+    }
+  }
+
+  /** Tap, the VMM from the snapshot, the new identity, ready. The caller holds the VM's lock. */
+  private async start(
+    vm: VmRecord,
+    snap: SnapshotRecord,
+    driver: ReturnType<VmSnapshots['snapshotDriver']>,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<VmRecord> {
+    const { table, store } = this.n;
+    const t0 = Date.now();
+    emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
+    const net = await this.n.network.prepare(vm);
+    vm = table.update(vm.id, { tap: net.tap });
+    emit({
+      type: 'step',
+      id: 'net',
+      label: 'Preparing network',
+      state: 'done',
+      detail: `${vm.ip} on ${net.tap}`,
+      ms: Date.now() - t0,
+    });
+    const image = store.images.get(vm.imageId)!;
+    const kernel = vm.kernelName ? store.kernels.get(vm.kernelName) : undefined;
+    const layout = table.layout(vm);
+    const consoleStart = consoleMark(layout);
+    const label = `Restoring (${driver.name}, ${vm.accel})`;
+    const bootStart = Date.now();
+    emit({ type: 'step', id: 'boot', label, state: 'start' });
+    let handle: VmHandle;
+    const launch = buildLaunchSpec({
+      vm,
+      image,
+      kernel,
+      modulesDisk: kernel ? modulesDiskPath(kernel) : undefined,
+      layout,
+      net,
+      tscKhz: this.n.host.tscKhz(),
+    });
+    const files = this.n.snapshots.layout(snap);
+    try {
+      handle = await driver.restore(
+        launch,
+        { statePath: files.state, memPath: files.mem },
+        { signal },
+      );
+    } catch (e) {
+      await this.n.network.released(vm, table.runningNets(vm.id)).catch(() => undefined);
+      table.update(vm.id, { tap: null });
+      emit({ type: 'step', id: 'boot', label, state: 'fail' });
+      throw e;
+    }
+    vm = table.update(vm.id, {
+      state: 'starting',
+      pid: handle.pid,
+      pidStartTime: handle.pidStartTime,
+      startedAt: nowIso(),
+      stoppedAt: null,
+      lastError: null,
+      meta: {
+        ...vm.meta,
+        controlSocket: handle.controlSocket,
+        stopRequested: false,
+        kernelPath: launch.kernel.path,
+        consoleStart,
+      },
+    });
+    table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, restored: snap.name });
+    await this.n.network.started(vm, table.runningNets());
+    const restored = vm;
+    return this.n.readiness.bringUp(vm, {
+      driver,
+      handle,
+      consoleStart,
+      bootStart,
+      emit,
+      signal,
+      label,
+      timeoutMs: IDENTITY_TIMEOUT_MS,
+      facts: () => this.identity(restored, signal),
+    });
+  }
+
+  /** Send the guest its new identity; its answer holds the new host keys. */
+  private async identity(vm: VmRecord, signal?: AbortSignal): Promise<ReadyFacts> {
+    const agent = this.n.agents.get(vm);
+    const config = this.n.config();
+    // Connect first, so that the clock sent is the clock when the guest gets it.
+    await agent.hello({ timeoutMs: IDENTITY_TIMEOUT_MS, signal });
+    const r = await agent.setIdentity(
+      {
+        hostname: vm.name,
+        machineId: guestMachineId(vm.id),
+        iface: GUEST_IFACE,
+        mac: vm.mac!,
+        ip: vm.ip!,
+        prefix: parseCidr(config.cidr).prefix,
+        gateway: config.bridgeIp,
+        entropy: randomBytes(64).toString('hex'),
+        timeMs: Date.now(),
+      },
+      { timeoutMs: IDENTITY_TIMEOUT_MS, signal },
+    );
+    return { hostKeys: r.hostKeys };
+  }
+}
