@@ -19,6 +19,7 @@ import type {
   VmmCapabilities,
   VmmDriver,
   VmmStatus,
+  SnapshotFiles,
 } from '../../src/vmm/driver.js';
 
 /**
@@ -75,6 +76,23 @@ export class FakeDriver implements VmmDriver {
   /** How long start() takes (widens race windows in tests). */
   startDelayMs = 20;
   poweroffs = 0;
+  /** save() fails with this (snapshots). */
+  failSave?: BangerError;
+  /** restore() of VMs with these names fails. */
+  readonly failRestore = new Set<string>();
+  /** restore() waits for this before it returns (a restore in progress). */
+  restoreGate?: Promise<void>;
+  /** The set-identity requests each VM's agent got, by VM id. */
+  readonly identities = new Map<string, Record<string, unknown>[]>();
+  /** VM ids whose VMM is paused. */
+  readonly paused = new Set<string>();
+
+  /** Turn on pause/resume and save/restore (capabilities.pauseResume, .snapshot). */
+  enableSnapshots(): this {
+    this.capabilities.pauseResume = true;
+    this.capabilities.snapshot = true;
+    return this;
+  }
 
   binary(): string {
     return '/usr/bin/fake-vmm';
@@ -114,23 +132,61 @@ export class FakeDriver implements VmmDriver {
     return this.op(spec.vmId, async () => {
       await sleep(this.startDelayMs);
       if (this.failStart) throw this.failStart;
-      const guest = this.guests.get(spec.name) ?? this.guests.get('*') ?? {};
-      const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
-      child.unref();
-      const pid = child.pid!;
-      const pidStartTime = processStartTime(pid)!;
-      fs.rmSync(spec.agentSocket, { force: true });
-      const startedAt = Date.now();
-      const server = net.createServer((sock) => this.agent(sock, spec.vmId, guest, startedAt));
-      await new Promise<void>((r) => server.listen(spec.agentSocket, r));
-      const running: Running = { pid, pidStartTime, server, startedAt };
-      this.running.set(spec.vmId, running);
-      child.once('exit', () => this.gone(spec.vmId, running));
-      if (guest.dieAfterMs !== undefined) {
-        setTimeout(() => process.kill(pid, 'SIGKILL'), guest.dieAfterMs).unref();
-      }
-      return { pid, pidStartTime, controlSocket: path.join(spec.dir, 'fake.sock') };
+      return this.launch(spec);
     });
+  }
+
+  async pause(h: VmHandle): Promise<void> {
+    this.calls.push(`pause ${this.names.get(vmOf(h))}`);
+    this.paused.add(vmOf(h));
+  }
+
+  async resume(h: VmHandle): Promise<void> {
+    this.calls.push(`resume ${this.names.get(vmOf(h))}`);
+    this.paused.delete(vmOf(h));
+  }
+
+  /** The "device state" names the VM it came from; the "memory" is a fixed text. */
+  save(h: VmHandle, files: SnapshotFiles): Promise<void> {
+    const vm = vmOf(h);
+    this.calls.push(`save ${this.names.get(vm)}`);
+    return this.op(vm, async () => {
+      if (!this.paused.has(vm)) throw new Error('save of a VM that is not paused');
+      fs.writeFileSync(files.statePath, JSON.stringify({ from: vm }));
+      if (this.failSave) throw this.failSave;
+      fs.writeFileSync(files.memPath, 'guest memory');
+    });
+  }
+
+  restore(spec: LaunchSpec, files: SnapshotFiles): Promise<VmHandle> {
+    this.calls.push(`restore ${spec.name}`);
+    this.names.set(spec.vmId, spec.name);
+    return this.op(spec.vmId, async () => {
+      JSON.parse(fs.readFileSync(files.statePath, 'utf8'));
+      fs.readFileSync(files.memPath);
+      await this.restoreGate;
+      if (this.failRestore.has(spec.name)) throw new Error(`fake restore of ${spec.name} failed`);
+      return this.launch(spec);
+    });
+  }
+
+  private async launch(spec: LaunchSpec): Promise<VmHandle> {
+    const guest = this.guests.get(spec.name) ?? this.guests.get('*') ?? {};
+    const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
+    child.unref();
+    const pid = child.pid!;
+    const pidStartTime = processStartTime(pid)!;
+    fs.rmSync(spec.agentSocket, { force: true });
+    const startedAt = Date.now();
+    const server = net.createServer((sock) => this.agent(sock, spec.vmId, guest, startedAt));
+    await new Promise<void>((r) => server.listen(spec.agentSocket, r));
+    const running: Running = { pid, pidStartTime, server, startedAt };
+    this.running.set(spec.vmId, running);
+    child.once('exit', () => this.gone(spec.vmId, running));
+    if (guest.dieAfterMs !== undefined) {
+      setTimeout(() => process.kill(pid, 'SIGKILL'), guest.dieAfterMs).unref();
+    }
+    return { pid, pidStartTime, controlSocket: path.join(spec.dir, 'fake.sock') };
   }
 
   private gone(vmId: string, r: Running): void {
@@ -171,6 +227,38 @@ export class FakeDriver implements VmmDriver {
                 result: { hostKeys: [HOST_KEY], readyAtMs: 1, sshPort: 22 },
               });
             void (guest.gate ?? Promise.resolve()).then(() => setTimeout(ready, wait).unref());
+            break;
+          }
+          case 'hello':
+            reply({
+              id: req.id,
+              ok: true,
+              result: {
+                protocol: 1,
+                agentVersion: 'fake',
+                hostname: this.names.get(vmId) ?? '',
+                bootId: null,
+                uptimeMs: 1,
+                ready: true,
+                transport: 'unix',
+                ops: [],
+              },
+            });
+            break;
+          case 'set-identity': {
+            const args = req as unknown as Record<string, unknown>;
+            const list = this.identities.get(vmId) ?? [];
+            list.push(args);
+            this.identities.set(vmId, list);
+            reply({
+              id: req.id,
+              ok: true,
+              result: {
+                hostKeys: [identityHostKey(String(args.hostname))],
+                hostname: args.hostname,
+                dryRun: true,
+              },
+            });
             break;
           }
           case 'poweroff': {
@@ -253,6 +341,11 @@ export class FakeDriver implements VmmDriver {
       this.gone(id, r);
     }
   }
+}
+
+/** The host key a fake guest answers after set-identity: one per hostname. */
+export function identityHostKey(hostname: string): string {
+  return `ssh-ed25519 ${Buffer.from(`identity-${hostname}`).toString('base64').replace(/=+$/, '')}`;
 }
 
 /** The VM id of a handle: its control socket lives in vms/<id>/. */

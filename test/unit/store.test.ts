@@ -10,6 +10,7 @@ import { MIGRATIONS } from '../../src/store/migrations.js';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-store-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+const LATEST = Math.max(...MIGRATIONS.map((m) => m.version));
 describe('state database', () => {
   test('is created with WAL, foreign keys and all migrations', () => {
     const file = path.join(dir, 'a.db');
@@ -21,7 +22,7 @@ describe('state database', () => {
       .prepare("SELECT name FROM sqlite_master WHERE type='table'")
       .all()
       .map((r) => (r as { name: string }).name);
-    for (const t of ['vms', 'images', 'kernels', 'events', 'schema_migrations'])
+    for (const t of ['vms', 'images', 'kernels', 'events', 'snapshots', 'schema_migrations'])
       assert.ok(tables.includes(t), t);
     db.close();
     // reopening applies nothing twice
@@ -48,11 +49,15 @@ describe('state database', () => {
       () =>
         migrate(db, [
           ...MIGRATIONS,
-          { version: 2, name: 'bad', sql: 'CREATE TABLE ok (x); SELECT nope FROM nowhere;' },
+          {
+            version: LATEST + 1,
+            name: 'bad',
+            sql: 'CREATE TABLE ok (x); SELECT nope FROM nowhere;',
+          },
         ]),
       /no such table: nowhere/,
     );
-    assert.equal(schemaVersion(db), 1);
+    assert.equal(schemaVersion(db), LATEST);
     assert.equal(
       (
         db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'ok'").get() as {

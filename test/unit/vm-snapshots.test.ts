@@ -1,0 +1,330 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import type { StreamEvent } from '../../src/api/events.js';
+import { resolvePaths, type Paths } from '../../src/config/paths.js';
+import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
+import { BangerError } from '../../src/errors.js';
+import { openStore, type Store } from '../../src/store/index.js';
+import { silentLogger } from '../../src/util/log.js';
+import { KeyedMutex } from '../../src/util/mutex.js';
+import { isProcessAlive } from '../../src/util/proc.js';
+import { sleep } from '../../src/util/sleep.js';
+import { forkNames } from '../../src/vm/fork.js';
+import { vmLayout } from '../../src/vm/layout.js';
+import { VmService } from '../../src/vm/service.js';
+import {
+  FakeDisks,
+  FakeDriver,
+  FakeNetwork,
+  fakeImage,
+  HOST_KEY,
+  identityHostKey,
+} from '../helpers/fake-vmm.js';
+
+/**
+ * Snapshots, restore and fork in the VM service (src/vm/snapshots.ts,
+ * restore.ts, fork.ts) against the fake driver with save/restore, a fake
+ * network and plain-file disks, real SQLite and real processes standing in
+ * for VMMs with real agent sockets. The real QEMU path runs in
+ * test/e2e/vm-snapshot.test.ts.
+ */
+
+interface Rig {
+  root: string;
+  paths: Paths;
+  store: Store;
+  driver: FakeDriver;
+  network: FakeNetwork;
+  svc: VmService;
+  events: StreamEvent[];
+  emit: (e: StreamEvent) => void;
+}
+
+let rig: Rig;
+
+beforeEach(() => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-snap-'));
+  const paths = resolvePaths({
+    env: {
+      BANGER_STATE_DIR: path.join(root, 's'),
+      BANGER_CACHE_DIR: path.join(root, 'c'),
+      BANGER_CONFIG_DIR: path.join(root, 'cfg'),
+      BANGER_RUNTIME_DIR: path.join(root, 'r'),
+    },
+    uid: 1000,
+    home: root,
+  });
+  fs.mkdirSync(paths.stateDir, { recursive: true });
+  const store = openStore(paths.db);
+  const image = store.images.insert(fakeImage(path.join(root, 'image')));
+  const driver = new FakeDriver().enableSnapshots();
+  const network = new FakeNetwork();
+  const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg' };
+  const events: StreamEvent[] = [];
+  const svc = new VmService({
+    paths,
+    config: () => config,
+    logger: silentLogger(),
+    store,
+    locks: new KeyedMutex(),
+    host: { cpus: 4, memoryBytes: 8 * 1024 ** 3 },
+    images: { ensure: async () => image },
+    kernels: {
+      ensure: async (name) => {
+        throw new BangerError('not_found', `kernel '${name}' not found`);
+      },
+    },
+    network,
+    drivers: { driverFor: () => driver },
+    probe: {
+      which: (c) => `/usr/bin/${c}`,
+      kvmFacts: () => ({ devKvmRw: false, cpuFlags: [], kvmModules: [] }),
+      tscKhz: () => undefined,
+    },
+    disks: new FakeDisks(),
+  });
+  rig = { root, paths, store, driver, network, svc, events, emit: (e) => events.push(e) };
+});
+
+afterEach(async () => {
+  rig.svc.shutdown();
+  await rig.driver.cleanup();
+  rig.store.close();
+  fs.rmSync(rig.root, { recursive: true, force: true });
+});
+
+const create = (name: string) =>
+  rig.svc.create({ name, nat: false, start: true, vcpu: 2, memoryMib: 512 }, rig.emit);
+const knownHosts = (): string =>
+  fs.existsSync(rig.paths.knownHosts) ? fs.readFileSync(rig.paths.knownHosts, 'utf8') : '';
+const snapshotDirs = (): string[] =>
+  fs.existsSync(rig.paths.snapshotsDir) ? fs.readdirSync(rig.paths.snapshotsDir) : [];
+const rejectsWith = (p: Promise<unknown>, code: string, msg: RegExp) =>
+  assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof BangerError, String(e));
+    assert.equal(e.code, code);
+    assert.match(e.message, msg);
+    return true;
+  });
+const alive = (name: string): boolean => {
+  const vm = rig.store.vms.byName(name)!;
+  return isProcessAlive(vm.pid!, vm.pidStartTime!);
+};
+
+describe('vm snapshot', () => {
+  test('pauses, saves, copies both disks while paused, resumes; the row records the VM it came from', async () => {
+    await create('dev');
+    rig.driver.calls.length = 0;
+    const s = await rig.svc.snapshot('dev', undefined, rig.emit);
+    assert.deepEqual(rig.driver.calls, ['pause dev', 'save dev', 'resume dev']);
+    assert.equal(s.name, 'dev-snap1');
+    assert.equal(s.kind, 'user');
+    assert.equal(s.sourceVm, 'dev');
+    assert.equal(s.image, 'test-image');
+    assert.equal(s.vmm, 'qemu');
+    assert.equal(s.accel, 'tcg');
+    assert.equal(s.vcpu, 2);
+    assert.equal(s.memoryMib, 512);
+    assert.equal(fs.readFileSync(s.files.overlay, 'utf8'), 'overlay');
+    assert.equal(fs.readFileSync(s.files.work, 'utf8'), 'work');
+    assert.equal(fs.readFileSync(s.files.mem, 'utf8'), 'guest memory');
+    assert.ok(s.sizeBytes > 0);
+    assert.equal(path.dirname(s.dir), rig.paths.snapshotsDir);
+    assert.equal(rig.svc.show('dev').state, 'running');
+    assert.ok(alive('dev'));
+    assert.equal(rig.driver.paused.size, 0);
+
+    assert.deepEqual(
+      rig.svc.snapshotList().map((x) => x.name),
+      ['dev-snap1'],
+    );
+    assert.equal(rig.svc.snapshotShow('dev-snap1').id, s.id);
+    assert.equal(rig.svc.snapshotShow(s.id.slice(0, 6)).name, 'dev-snap1');
+    assert.equal((await rig.svc.snapshot('dev', 'second', rig.emit)).name, 'second');
+    await rejectsWith(
+      rig.svc.snapshot('dev', 'second', rig.emit),
+      'conflict',
+      /a snapshot named 'second' already exists/,
+    );
+  });
+
+  test('a failed save resumes the VM and leaves no snapshot, row or files', async () => {
+    await create('dev');
+    rig.driver.failSave = new BangerError('vmm_failed', 'disk full while saving');
+    await rejectsWith(rig.svc.snapshot('dev', 's1', rig.emit), 'vmm_failed', /disk full/);
+    assert.ok(rig.driver.calls.includes('resume dev'));
+    assert.equal(rig.driver.paused.size, 0);
+    assert.equal(rig.svc.show('dev').state, 'running');
+    assert.deepEqual(rig.svc.snapshotList(), []);
+    assert.deepEqual(snapshotDirs(), []);
+  });
+
+  test('a stopped VM, or a VMM without save/restore, is refused with the reason', async () => {
+    await rig.svc.create({ name: 'off', nat: false, start: false }, rig.emit);
+    await rejectsWith(rig.svc.snapshot('off', undefined, rig.emit), 'precondition', /not running/);
+    await create('dev');
+    rig.driver.capabilities.snapshot = false;
+    await rejectsWith(
+      rig.svc.snapshot('dev', undefined, rig.emit),
+      'not_implemented',
+      /vm 'dev': its VMM \(qemu\) cannot save and restore snapshots/,
+    );
+    assert.deepEqual(snapshotDirs(), []);
+  });
+});
+
+describe('vm restore', () => {
+  test('a new VM with its own id, address, MAC and tap, its own identity and host key, from copies of the disks', async () => {
+    const parent = (await create('dev')).vm;
+    await rig.svc.snapshot('dev', 's1', rig.emit);
+    const before = Date.now();
+    const { vm, spec } = await rig.svc.restore('s1', 'copy', rig.emit);
+    assert.equal(vm.name, 'copy');
+    assert.equal(vm.state, 'running');
+    assert.notEqual(vm.id, parent.id);
+    assert.notEqual(vm.ip, parent.ip);
+    assert.notEqual(vm.mac, parent.mac);
+    assert.notEqual(vm.tap, parent.tap);
+    assert.equal(vm.vcpu, 2);
+    assert.equal(vm.memoryMib, 512);
+    assert.equal(vm.origin, 'snapshot s1 of dev');
+    assert.equal(spec.origin, 'snapshot s1 of dev');
+    assert.equal(spec.sizing.memoryMib.source, 'snapshot');
+    assert.ok(rig.driver.calls.includes('restore copy'));
+    assert.ok(!rig.driver.calls.includes('start copy'), 'restored, not booted');
+
+    const sent = rig.driver.identities.get(vm.id);
+    assert.equal(sent?.length, 1);
+    const id = sent![0]!;
+    assert.equal(id.hostname, 'copy');
+    assert.equal(id.machineId, createHash('md5').update(vm.id).digest('hex'));
+    assert.equal(id.ip, vm.ip);
+    assert.equal(id.mac, vm.mac);
+    assert.equal(id.iface, 'eth0');
+    assert.equal(id.prefix, 24);
+    assert.equal(id.gateway, '172.16.0.1');
+    assert.match(String(id.entropy), /^[0-9a-f]{128}$/);
+    assert.ok(Number(id.timeMs) >= before && Number(id.timeMs) <= Date.now());
+
+    // known_hosts: the child's new key, never the parent's for the child's alias
+    const kh = knownHosts();
+    assert.ok(kh.includes(`copy.vm ${identityHostKey('copy')}`), kh);
+    assert.ok(kh.includes(`dev.vm ${HOST_KEY.split(' ').slice(0, 2).join(' ')}`), kh);
+    assert.ok(!kh.includes(`copy.vm ${HOST_KEY.split(' ').slice(0, 2).join(' ')}`), kh);
+
+    const l = vmLayout(rig.paths.vmsDir, vm.id);
+    assert.equal(fs.readFileSync(l.overlayDisk, 'utf8'), 'overlay');
+    assert.equal(fs.readFileSync(l.workDisk, 'utf8'), 'work');
+    assert.ok(alive('dev') && alive('copy'));
+  });
+
+  test('without --name the VM gets a generated name; a taken name is refused before anything is made', async () => {
+    await create('dev');
+    await rig.svc.snapshot('dev', 's1', rig.emit);
+    await rejectsWith(rig.svc.restore('s1', 'dev', rig.emit), 'conflict', /'dev' already exists/);
+    assert.equal(rig.store.vms.list().length, 1);
+    const { vm } = await rig.svc.restore('s1', undefined, rig.emit);
+    assert.match(vm.name, /^[a-z]+-[a-z]+(-\d+)?$/);
+  });
+
+  test('a failed restore leaves no VM, directory or tap; the snapshot stays', async () => {
+    await create('dev');
+    await rig.svc.snapshot('dev', 's1', rig.emit);
+    rig.driver.failRestore.add('bad');
+    await assert.rejects(rig.svc.restore('s1', 'bad', rig.emit), /fake restore of bad failed/);
+    assert.equal(rig.store.vms.byName('bad'), undefined);
+    assert.deepEqual(fs.readdirSync(rig.paths.vmsDir).length, 1);
+    assert.equal(rig.network.taps.size, 1);
+    assert.deepEqual(
+      rig.svc.snapshotList().map((s) => s.name),
+      ['s1'],
+    );
+  });
+});
+
+describe('snapshot delete', () => {
+  test('refused while a VM is being restored from it; afterwards it removes the row and the files', async () => {
+    await create('dev');
+    const s = await rig.svc.snapshot('dev', 's1', rig.emit);
+    let open!: () => void;
+    rig.driver.restoreGate = new Promise((r) => (open = r));
+    const restoring = rig.svc.restore('s1', 'copy', rig.emit);
+    for (let i = 0; i < 500 && rig.svc.snapshotShow('s1').restoring.length === 0; i++)
+      await sleep(5);
+    assert.deepEqual(rig.svc.snapshotShow('s1').restoring, ['copy']);
+    assert.throws(() => rig.svc.snapshotDelete('s1'), /snapshot 's1' is being restored as copy/);
+    open();
+    await restoring;
+    assert.deepEqual(rig.svc.snapshotDelete('s1'), { deleted: ['s1'] });
+    assert.equal(fs.existsSync(s.dir), false);
+    assert.deepEqual(snapshotDirs(), []);
+    assert.deepEqual(rig.svc.snapshotList(), []);
+    assert.equal(rig.svc.show('copy').state, 'running', 'a restored VM does not need its snapshot');
+  });
+});
+
+describe('vm fork', () => {
+  test('-n 2: two running children with their own identities; the parent keeps running; the temporary snapshot is gone', async () => {
+    const parent = (await create('dev')).vm;
+    const r = await rig.svc.fork('dev', { count: 2 }, rig.emit);
+    assert.equal(r.parent, 'dev');
+    assert.deepEqual(
+      r.children.map((c) => c.vm.name),
+      ['dev-1', 'dev-2'],
+    );
+    const [a, b] = r.children.map((c) => c.vm);
+    for (const c of [a!, b!]) {
+      assert.equal(c.state, 'running');
+      assert.equal(c.origin, 'fork of dev');
+      assert.notEqual(c.ip, parent.ip);
+    }
+    assert.notEqual(a!.ip, b!.ip);
+    assert.notEqual(a!.mac, b!.mac);
+    const ia = rig.driver.identities.get(a!.id)![0]!;
+    const ib = rig.driver.identities.get(b!.id)![0]!;
+    assert.notEqual(ia.machineId, ib.machineId);
+    assert.notEqual(ia.entropy, ib.entropy);
+    assert.equal(rig.svc.show('dev').state, 'running');
+    assert.ok(alive('dev'));
+    assert.deepEqual(rig.svc.snapshotList(), []);
+    assert.deepEqual(snapshotDirs(), []);
+
+    const named = await rig.svc.fork('dev', { name: 'exp', count: 1 }, rig.emit);
+    assert.deepEqual(
+      named.children.map((c) => c.vm.name),
+      ['exp'],
+    );
+  });
+
+  test('one child failing removes the others and the temporary snapshot; the parent runs on', async () => {
+    await create('dev');
+    rig.driver.failRestore.add('t-2');
+    await assert.rejects(
+      rig.svc.fork('dev', { name: 't', count: 2 }, rig.emit),
+      /fake restore of t-2 failed/,
+    );
+    assert.deepEqual(
+      rig.store.vms.list().map((v) => v.name),
+      ['dev'],
+    );
+    assert.deepEqual(rig.svc.snapshotList(), []);
+    assert.deepEqual(snapshotDirs(), []);
+    assert.equal(rig.network.taps.size, 1);
+    assert.ok(alive('dev'));
+  });
+});
+
+describe('forkNames', () => {
+  test('NAME for one, NAME-1..N for several, <parent>-N skipping taken names; taken or invalid names refused', () => {
+    assert.deepEqual(forkNames('dev', 'x', 1, new Set()), ['x']);
+    assert.deepEqual(forkNames('dev', 'x', 3, new Set()), ['x-1', 'x-2', 'x-3']);
+    assert.deepEqual(forkNames('dev', undefined, 2, new Set(['dev-1'])), ['dev-2', 'dev-3']);
+    assert.throws(() => forkNames('dev', 'dev', 1, new Set(['dev'])), /'dev' already exists/);
+    assert.throws(() => forkNames('dev', 'Bad_Name', 1, new Set()), /invalid VM name 'Bad_Name'/);
+    assert.equal(forkNames('a'.repeat(64), undefined, 1, new Set())[0], `${'a'.repeat(62)}-1`);
+  });
+});
