@@ -18,6 +18,14 @@ export interface QemuArgvOptions {
    */
   sandbox?: boolean;
   runAs?: string;
+  /**
+   * Guest RAM as a shared mapping of this file (on tmpfs): the memory stays
+   * outside the migration stream (x-ignore-shared) and the daemon can copy it
+   * through /proc/<pid>/fd while the VMM runs. Absent: anonymous RAM.
+   */
+  ramFile?: string;
+  /** Start paused, waiting for `migrate-incoming` (a restore). */
+  incoming?: boolean;
 }
 
 /**
@@ -41,7 +49,7 @@ export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[]
   if (spec.memoryMib < 128)
     throw new BangerError('usage', `vm '${spec.name}': memory must be at least 128 MiB`);
   // Without the PIT and PIC a TCG guest can hang calibrating its TSC; with KVM they cost nothing.
-  const machine = 'microvm,pit=on,pic=on,rtc=on';
+  const machine = `microvm,pit=on,pic=on,rtc=on${opts.ramFile ? ',memory-backend=mem' : ''}`;
   const args = [
     '-name',
     `banger-${spec.name},process=banger-${spec.name}`,
@@ -55,6 +63,12 @@ export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[]
     `${spec.memoryMib}M`,
     '-smp',
     String(spec.vcpu),
+    ...(opts.ramFile
+      ? [
+          '-object',
+          `memory-backend-file,id=mem,size=${spec.memoryMib}M,mem-path=${qemuEscape(opts.ramFile)},share=on`,
+        ]
+      : []),
     '-nodefaults',
     '-no-user-config',
     '-display',
@@ -77,7 +91,7 @@ export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[]
       `file=${qemuEscape(d.path)}`,
       'format=raw',
       'if=none',
-      d.readOnly ? 'readonly=on' : 'discard=unmap',
+      d.readOnly ? 'readonly=on' : 'discard=unmap,auto-read-only=off',
     ];
     args.push('-drive', drive.join(','));
     const serial = opts.diskSerials?.[d.id];
@@ -100,6 +114,8 @@ export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[]
     '-qmp',
     `unix:${qemuEscape(opts.qmpSocket)},server=on,wait=off`,
   );
+  // -S as well: the restored VM stays paused whatever runstate the stream carries.
+  if (opts.incoming) args.push('-S', '-incoming', 'defer');
   if (opts.sandbox) args.push('-sandbox', qemuSandbox(Boolean(opts.runAs)));
   if (opts.runAs) {
     if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(opts.runAs))

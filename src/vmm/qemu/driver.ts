@@ -9,6 +9,7 @@ import type {
   AgentChannel,
   LaunchSpec,
   PreflightInput,
+  SnapshotFiles,
   StopOptions,
   VmHandle,
   VmmCapabilities,
@@ -24,10 +25,24 @@ import {
   spawnVmm,
   vmmAlive,
   waitGone,
+  type VmmProcess,
 } from '../process.js';
 import { buildQemuArgv } from './argv.js';
 import { lookupUser } from '../../util/users.js';
-import { qmpOnce } from './qmp.js';
+import { processConfinement } from '../../util/proc.js';
+import { QmpClient, qmpOnce } from './qmp.js';
+import { awaitMigration, restoreCommands, runCommands, saveCommands } from './migrate.js';
+import {
+  checkShmRoom,
+  DEFAULT_SHM_DIR,
+  migrationDir,
+  ramFdPath,
+  ramFilePath,
+  receiveToFile,
+  sendFile,
+  sparseCopy,
+  unlinkRamFile,
+} from './ramFile.js';
 
 /**
  * QEMU microvm driver. Each VM is one qemu-system-x86_64 process started in
@@ -39,6 +54,10 @@ export interface QemuDriverOptions {
   startTimeoutMs?: number;
   /** config `vmm_user`: who a root daemon's QEMU runs as ('root' = stay root). */
   vmmUser?: string;
+  /** The tmpfs guest RAM files live on (default /dev/shm). */
+  shmDir?: string;
+  /** How long a save or restore migration may take (default 120 s). */
+  migrateTimeoutMs?: number;
 }
 
 /** File names inside a VM's directory that belong to this driver. */
@@ -52,7 +71,7 @@ export const QEMU_CAPABILITIES: VmmCapabilities = {
   agentTransport: 'virtio-serial',
   gracefulStop: 'acpi-powerdown',
   pauseResume: true,
-  snapshot: false,
+  snapshot: true,
 };
 
 const DEFAULT_BIN = 'qemu-system-x86_64';
@@ -116,13 +135,20 @@ export class QemuDriver implements VmmDriver {
     return [this.qmpSocket(vm), vm.agentSocket];
   }
 
-  argv(spec: LaunchSpec): string[] {
+  argv(spec: LaunchSpec, o: { incoming?: boolean } = {}): string[] {
     return buildQemuArgv(spec, {
       qmpSocket: this.qmpSocket(spec),
       diskSerials: SERIALS,
       sandbox: true,
       runAs: this.runAs(),
+      ramFile: this.ramFile(spec.vmId),
+      incoming: o.incoming,
     });
+  }
+
+  /** Where a VM's guest RAM is mapped from (removed once QEMU runs). */
+  ramFile(vmId: string): string {
+    return ramFilePath(this.opts.shmDir ?? DEFAULT_SHM_DIR, vmId);
   }
 
   /**
@@ -142,9 +168,30 @@ export class QemuDriver implements VmmDriver {
 
   async start(spec: LaunchSpec, signal?: AbortSignal): Promise<VmHandle> {
     const bin = requireBinary(this.opts.bin ?? DEFAULT_BIN, INSTALL_HINT);
+    checkShmRoom(spec.name, this.opts.shmDir ?? DEFAULT_SHM_DIR, spec.memoryMib);
+    const ramFile = this.ramFile(spec.vmId);
+    unlinkRamFile(ramFile); // a stale file of a VMM that died before unlinking it
+    try {
+      const { handle } = await this.launch(bin, spec, this.argv(spec), signal);
+      return handle;
+    } finally {
+      // QEMU has it mapped (or failed): its memory now lives exactly as long as the process.
+      unlinkRamFile(ramFile);
+    }
+  }
+
+  /**
+   * Spawn QEMU with args and wait until QMP answers; a QEMU that exits, a
+   * cancel or a timeout is one error (and no process left).
+   */
+  private async launch(
+    bin: string,
+    spec: LaunchSpec,
+    args: string[],
+    signal?: AbortSignal,
+  ): Promise<{ handle: VmHandle; proc: VmmProcess }> {
     const qmp = this.qmpSocket(spec);
     for (const s of [qmp, spec.agentSocket]) fs.rmSync(s, { force: true });
-    const args = this.argv(spec);
     const proc = await spawnVmm({
       bin,
       args,
@@ -179,7 +226,7 @@ export class QemuDriver implements VmmDriver {
       if (fs.existsSync(qmp)) {
         try {
           await qmpOnce(qmp, 'query-status', undefined, 2000);
-          return handle;
+          return { handle, proc };
         } catch {
           // not ready yet
         }
@@ -249,5 +296,122 @@ export class QemuDriver implements VmmDriver {
   /** QMP `cont`. */
   async resume(handle: VmHandle): Promise<void> {
     await qmpOnce(handle.controlSocket, 'cont', undefined, 5000);
+  }
+
+  /**
+   * Save a paused VM: its device state through a migration to a socket the
+   * daemon listens on (RAM left out: x-ignore-shared), then a sparse copy of
+   * its RAM file. The VM stays paused (runstate postmigrate; `cont` resumes
+   * it and re-activates its disks).
+   */
+  async save(handle: VmHandle, files: SnapshotFiles, signal?: AbortSignal): Promise<void> {
+    const vmId = vmRef(handle);
+    const label = `saving vm '${vmId}'`;
+    const ramFd = ramFdPath(handle.pid, this.opts.shmDir ?? DEFAULT_SHM_DIR, vmId);
+    const uid = processConfinement(handle.pid)?.uid;
+    // QEMU runs as another user after -runas: it must be able to connect.
+    const mig = migrationDir(
+      uid !== undefined && uid !== process.getuid?.() ? { uid, gid: -1 } : undefined,
+    );
+    let qmp: QmpClient | undefined;
+    try {
+      const recv = await receiveToFile(
+        mig.socket,
+        files.statePath,
+        uid !== undefined ? { uid, gid: -1 } : undefined,
+      );
+      try {
+        qmp = await QmpClient.connect(handle.controlSocket, 5000);
+        await runCommands(qmp, saveCommands(mig.socket));
+        await awaitMigration(qmp, {
+          what: label,
+          timeoutMs: this.opts.migrateTimeoutMs ?? 120_000,
+          signal,
+          failure: recv.error,
+        });
+        await recv.done;
+      } finally {
+        recv.close();
+      }
+      await sparseCopy(ramFd, files.memPath, `${label}: copying its memory`);
+    } catch (e) {
+      for (const f of [files.statePath, files.memPath]) fs.rmSync(f, { force: true });
+      throw e;
+    } finally {
+      qmp?.close();
+      mig.remove();
+    }
+  }
+
+  /**
+   * A new QEMU for spec from saved files: the RAM copied sparsely onto tmpfs
+   * and mapped like a boot's, the same command line plus `-incoming defer`,
+   * the device state streamed in over a socket QEMU listens on. Resolves once
+   * the state is loaded and the RAM file unlinked; running unless `paused`.
+   */
+  async restore(
+    spec: LaunchSpec,
+    files: SnapshotFiles,
+    opts: { paused?: boolean; signal?: AbortSignal } = {},
+  ): Promise<VmHandle> {
+    const bin = requireBinary(this.opts.bin ?? DEFAULT_BIN, INSTALL_HINT);
+    const label = `restoring vm '${spec.name}'`;
+    for (const f of [files.statePath, files.memPath])
+      if (!fs.existsSync(f))
+        throw new BangerError('not_found', `${label}: ${f} is missing`, {
+          hint: 'the saved state is gone; stop the VM to discard it',
+        });
+    checkShmRoom(spec.name, this.opts.shmDir ?? DEFAULT_SHM_DIR, spec.memoryMib);
+    const ramFile = this.ramFile(spec.vmId);
+    const args = this.argv(spec, { incoming: true });
+    const runAs = this.runAs();
+    const owner = runAs ? lookupUser(runAs) : undefined;
+    const mig = migrationDir(owner ? { uid: owner.uid, gid: owner.gid } : undefined);
+    let handle: VmHandle | undefined;
+    let qmp: QmpClient | undefined;
+    try {
+      await sparseCopy(files.memPath, ramFile, `${label}: copying its memory`);
+      handle = (await this.launch(bin, spec, args, opts.signal)).handle;
+      qmp = await QmpClient.connect(handle.controlSocket, 5000);
+      await runCommands(qmp, restoreCommands(mig.socket));
+      await sendFile(mig.socket, files.statePath, { timeoutMs: 10_000, what: label });
+      await awaitMigration(qmp, {
+        what: label,
+        timeoutMs: this.opts.migrateTimeoutMs ?? 120_000,
+        signal: opts.signal,
+      });
+      await waitRunState(qmp, (st) => st !== 'inmigrate', label);
+      unlinkRamFile(ramFile);
+      if (!opts.paused) await qmp.execute('cont', undefined, 5000);
+      return handle;
+    } catch (e) {
+      if (handle) await killVmm(handle, what(handle)).catch(() => undefined);
+      throw e;
+    } finally {
+      qmp?.close();
+      unlinkRamFile(ramFile);
+      mig.remove();
+    }
+  }
+}
+
+/** The VM id of a handle: its control socket lives in vms/<id>/. */
+const vmRef = (h: VmHandle): string => path.basename(path.dirname(h.controlSocket));
+
+/** Poll query-status until ok(status) (the incoming migration's bottom half sets it). */
+async function waitRunState(
+  qmp: QmpClient,
+  ok: (status: string) => boolean,
+  label: string,
+  timeoutMs = 10_000,
+): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = (await qmp.execute('query-status', undefined, 5000)) as { status?: string };
+    const st = r.status ?? 'unknown';
+    if (ok(st)) return st;
+    if (Date.now() > deadline)
+      throw new BangerError('timeout', `${label}: QEMU stayed '${st}' for ${timeoutMs / 1000}s`);
+    await sleep(10);
   }
 }
