@@ -34,6 +34,8 @@ export interface VmEnv {
   sh(cmd: string[]): Promise<RunResult>;
   /** A VM name unique to this env; remembered for cleanup. */
   name(prefix: string): string;
+  /** Remember a VM name banger made (e.g. `vm fork`'s children) for cleanup. */
+  adopt(name: string): void;
   cleanup(): Promise<void>;
 }
 
@@ -116,6 +118,9 @@ export async function vmEnv(
       const n = `${prefix}-${randomBytes(2).toString('hex')}`;
       names.push(n);
       return n;
+    },
+    adopt(name) {
+      names.push(name);
     },
     /**
      * Deletes this env's VMs, stops its daemon, removes its files and its
