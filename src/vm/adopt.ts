@@ -4,7 +4,7 @@ import type { Logger } from '../util/log.js';
 import { bootTimeoutMs } from './bootWatch.js';
 import { consoleSize } from './logs.js';
 import type { VmmDrivers, VmNetworking } from './needs.js';
-import type { VmReadiness } from './ready.js';
+import type { ReadyFacts, VmReadiness } from './ready.js';
 import { isActive, metaOf, type VmTable } from './records.js';
 
 /** What adoption needs from the rest of the lifecycle. */
@@ -18,6 +18,11 @@ export interface AdoptionNeeds {
     ensureMonitor(): void;
   };
   readiness: Pick<VmReadiness, 'bringUp' | 'refresh'>;
+  /**
+   * A VM restored from a snapshot that was adopted before it was ready gets
+   * its new identity (restore.ts) instead of a boot wait; undefined for others.
+   */
+  restoredFacts?(vm: VmRecord): (() => Promise<ReadyFacts>) | undefined;
   /** Run fn holding the VM's lock. */
   locked<T>(vmId: string, fn: () => Promise<T>): Promise<T>;
   logger: Logger;
@@ -97,6 +102,7 @@ export class VmAdoption {
           emit: this.logSink(cur),
           signal: this.stopping.signal,
           leaveOnAbort: true,
+          facts: this.n.restoredFacts?.(cur),
         });
       })
       .catch((e) => this.n.logger.warn({ err: e, vm: vm.name }, 'adopted VM did not become ready'));

@@ -275,11 +275,12 @@ export class VmRestore {
       emit({ type: 'step', id: 'boot', label, state: 'fail' });
       throw e;
     }
+    const startedAt = nowIso();
     vm = table.update(vm.id, {
       state: 'starting',
       pid: handle.pid,
       pidStartTime: handle.pidStartTime,
-      startedAt: nowIso(),
+      startedAt,
       stoppedAt: null,
       lastError: null,
       meta: {
@@ -288,6 +289,8 @@ export class VmRestore {
         stopRequested: false,
         kernelPath: launch.kernel.path,
         consoleStart,
+        // this start is a restore: an adopting daemon sends the identity, not a boot wait
+        restoredAt: startedAt,
       },
     });
     table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, restored: snap.name });
@@ -304,6 +307,12 @@ export class VmRestore {
       timeoutMs: IDENTITY_TIMEOUT_MS,
       facts: () => this.identity(restored, signal),
     });
+  }
+
+  /** For a VM adopted while it was being restored: its identity step, if it is a restored VM. */
+  factsFor(vm: VmRecord): (() => Promise<ReadyFacts>) | undefined {
+    if ((vm.meta as { restoredAt?: string }).restoredAt !== vm.startedAt) return undefined;
+    return () => this.identity(vm);
   }
 
   /** Send the guest its new identity; its answer holds the new host keys. */
