@@ -63,6 +63,8 @@ describe('bad flags are refused with one line, before anything is created', () =
       ['vm', 'create', '--disk-size', 'huge'],
       "error: invalid --disk-size 'huge': use at least 1G, e.g. 8G",
     ],
+    [['vm', 'fork', 'x', '-n', '0'], "error: invalid -n '0': use a whole number from 1 to 16"],
+    [['vm', 'fork', 'x', '-n', 'two'], "error: invalid -n 'two': use a whole number from 1 to 16"],
   ];
   for (const [args, expected] of cases) {
     test(`banger ${args.join(' ')}`, async () => {
