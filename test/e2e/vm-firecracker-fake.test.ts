@@ -143,6 +143,78 @@ describe(
       assert.deepEqual(refused(requests()), [], 'no request of the whole lifecycle was refused');
     });
 
+    test('vm snapshot and vm fork -n 2: pause, snapshot/create, resume; each child a fresh firecracker loading the snapshot with its own tap and vsock socket', async (t) => {
+      if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
+      const e = env!;
+      const name = e.name('fcsnap');
+      const create = await e.run(['vm', 'create', '--name', name]);
+      assert.equal(create.code, 0, create.stderr);
+
+      const before = requests().length;
+      const snap = await e.run(['vm', 'snapshot', name, '--name', `${name}-s`]);
+      assert.equal(snap.code, 0, snap.stderr);
+      assert.deepEqual(requests().slice(before).map(callOf), [
+        'PATCH /vm',
+        'PUT /snapshot/create',
+        'PATCH /vm',
+      ]);
+      const view = await e.json<{ files: { state: string; mem: string } }>([
+        'snapshot',
+        'show',
+        `${name}-s`,
+      ]);
+      assert.equal(fs.readFileSync(view.files.state, 'utf8'), 'fake snapshot state\n');
+      assert.equal((await e.run(['snapshot', 'delete', `${name}-s`])).code, 0);
+
+      const kids = [`${name}-1`, `${name}-2`];
+      for (const k of kids) e.adopt(k);
+      const atFork = requests().length;
+      const fork = await e.run(['vm', 'fork', name, '-n', '2']);
+      assert.equal(fork.code, 0, fork.stderr);
+      assert.deepEqual(fork.stdout.trim().split('\n'), kids);
+      interface Load {
+        method: string;
+        path: string;
+        status: number;
+        body?: {
+          network_overrides?: { host_dev_name: string }[];
+          vsock_override?: { uds_path: string };
+        };
+      }
+      const loads = (requests().slice(atFork) as Load[]).filter(
+        (r) => `${r.method} ${r.path}` === 'PUT /snapshot/load',
+      );
+      assert.equal(loads.length, 2, 'one snapshot load per child');
+      const parent = await e.json<{ state: string; tap: string }>(['vm', 'show', name]);
+      assert.equal(parent.state, 'running');
+      const seen = new Set<string>();
+      for (const k of kids) {
+        const v = await e.json<{ state: string; tap: string; dir: string; origin: string }>([
+          'vm',
+          'show',
+          k,
+        ]);
+        assert.equal(v.state, 'running');
+        assert.equal(v.origin, `fork of ${name}`);
+        const load = loads.find((l) => l.body?.network_overrides?.[0]?.host_dev_name === v.tap);
+        assert.ok(load, `${k}: a snapshot load with its tap ${v.tap}`);
+        assert.equal(load.status, 204);
+        assert.equal(path.dirname(load.body!.vsock_override!.uds_path), v.dir);
+        assert.notEqual(v.tap, parent.tap);
+        seen.add(v.tap);
+      }
+      assert.equal(seen.size, 2, 'two taps');
+      const known = fs.readFileSync(e.sb.paths.knownHosts, 'utf8');
+      for (const k of kids) {
+        const key = Buffer.from(`fake-identity-${k}`).toString('base64').replace(/=+$/, '');
+        assert.ok(known.includes(`${k}.vm ssh-ed25519 ${key}`), known);
+      }
+      assert.deepEqual(await e.json<unknown[]>(['snapshot', 'list']), []);
+      assert.deepEqual(refused(requests()), [], 'no request was refused');
+      const del = await e.run(['vm', 'delete', '--force', name, ...kids]);
+      assert.equal(del.code, 0, del.stderr);
+    });
+
     test('without a KVM device, vm start fails with the one-line KVM error and starts nothing', async (t) => {
       if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
       const e = env!;
