@@ -19,6 +19,7 @@ import {
   type PowerResult,
   type ReadyEvent,
   type ReadyResult,
+  type SetTimeResult,
   type StatsResult,
 } from './agentProtocol.js';
 import { agentError, DeadlineError, isRetryableDialError, raceDeadline } from './agentErrors.js';
@@ -181,6 +182,19 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
 
   reboot(opts?: CallOptions): Promise<PowerResult> {
     return this.request('reboot', {}, opts);
+  }
+
+  /**
+   * Step the guest clock to the host's time (after a restore it is behind);
+   * the time is taken as the request leaves, after any dialing.
+   */
+  setTime(opts: CallOptions = {}): Promise<SetTimeResult> {
+    return this.call(
+      'set-time',
+      () => ({ unixMs: Date.now() }),
+      opts.timeoutMs ?? this.requestTimeoutMs,
+      opts.signal,
+    );
   }
 
   request<O extends AgentOp>(

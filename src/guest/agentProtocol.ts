@@ -29,6 +29,7 @@ export const AGENT_OPS = [
   'sync',
   'poweroff',
   'reboot',
+  'set-time',
 ] as const;
 export const AgentOpSchema = z.enum(AGENT_OPS);
 export type AgentOp = z.infer<typeof AgentOpSchema>;
@@ -52,6 +53,11 @@ export const WaitReadyArgsSchema = z.object({
   timeoutMs: z.number().int().nonnegative().optional(),
 });
 
+export const SetTimeArgsSchema = z.object({
+  /** The host's time, ms since the Unix epoch, taken as the request leaves. */
+  unixMs: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+});
+
 export const AgentRequestSchema = z.discriminatedUnion('op', [
   z.object({ id: requestId, op: z.literal('hello') }),
   z.object({ id: requestId, op: z.literal('wait-ready') }).extend(WaitReadyArgsSchema.shape),
@@ -60,6 +66,7 @@ export const AgentRequestSchema = z.discriminatedUnion('op', [
   z.object({ id: requestId, op: z.literal('sync') }),
   z.object({ id: requestId, op: z.literal('poweroff') }),
   z.object({ id: requestId, op: z.literal('reboot') }),
+  z.object({ id: requestId, op: z.literal('set-time') }).extend(SetTimeArgsSchema.shape),
 ]);
 export type AgentRequest = z.infer<typeof AgentRequestSchema>;
 
@@ -72,6 +79,7 @@ export interface AgentArgs {
   sync: Record<string, never>;
   poweroff: Record<string, never>;
   reboot: Record<string, never>;
+  'set-time': z.infer<typeof SetTimeArgsSchema>;
 }
 
 // ---------- results ----------
@@ -170,6 +178,14 @@ export const PowerResultSchema = z.object({
 });
 export type PowerResult = z.infer<typeof PowerResultSchema>;
 
+export const SetTimeResultSchema = z.object({
+  /** How far the guest clock was stepped (host time minus guest time when the request arrived). */
+  stepMs: z.number().int(),
+  /** True when the agent was started with power actions disabled (tests): nothing was changed. */
+  dryRun: z.boolean(),
+});
+export type SetTimeResult = z.infer<typeof SetTimeResultSchema>;
+
 export const EmptyResultSchema = z.object({});
 
 export const AgentResultSchemas = {
@@ -180,6 +196,7 @@ export const AgentResultSchemas = {
   sync: EmptyResultSchema,
   poweroff: PowerResultSchema,
   reboot: PowerResultSchema,
+  'set-time': SetTimeResultSchema,
 } as const satisfies Record<AgentOp, z.ZodType>;
 
 export type AgentResult<O extends AgentOp> = z.infer<(typeof AgentResultSchemas)[O]>;
