@@ -65,6 +65,15 @@ export interface BringUp {
    * of abandoning the boot: a daemon shutting down hands it to the next one.
    */
   leaveOnAbort?: boolean;
+  /** The progress step's label (default `Booting (<vmm>, <accel>)`). */
+  label?: string;
+  /** Run once the agent answered, before the ready steps (a resume steps the guest clock here). */
+  afterAgent?: (vm: VmRecord) => Promise<void>;
+  /**
+   * On a failure, leave the VMM as it is and only throw: the caller settles
+   * the VM (a resume saves it again rather than lose the guest).
+   */
+  keepOnFailure?: boolean;
 }
 
 export class VmReadiness {
@@ -77,7 +86,7 @@ export class VmReadiness {
    * The caller holds the VM's lock.
    */
   async bringUp(vm: VmRecord, b: BringUp): Promise<VmRecord> {
-    const label = `Booting (${b.driver.name}, ${vm.accel})`;
+    const label = b.label ?? `Booting (${b.driver.name}, ${vm.accel})`;
     try {
       const facts = await watchBoot({
         vm,
@@ -90,6 +99,7 @@ export class VmReadiness {
         emit: b.emit,
         signal: b.signal,
       });
+      if (b.afterAgent) await b.afterAgent(this.n.table.current(vm));
       const cur = this.n.table.current(vm);
       for (const step of this.n.steps) await step.apply(cur, facts);
       const bootMs = Date.now() - b.bootStart;
@@ -103,6 +113,7 @@ export class VmReadiness {
       return ready;
     } catch (e) {
       if (b.leaveOnAbort && b.signal?.aborted) throw e;
+      if (b.keepOnFailure) throw e;
       throw await this.abandon(vm, b, e);
     }
   }
@@ -129,7 +140,13 @@ export class VmReadiness {
     e: unknown,
   ): Promise<BangerError> {
     const err = toBangerError(e);
-    b.emit({ type: 'step', id: 'boot', label: 'Booting', state: 'fail', detail: err.message });
+    b.emit({
+      type: 'step',
+      id: 'boot',
+      label: b.label ?? 'Booting',
+      state: 'fail',
+      detail: err.message,
+    });
     await b.driver.kill(b.handle, 'SIGKILL').catch(() => undefined);
     this.n.agents.drop(vm.id);
     const cur = this.n.table.get(vm.id) ?? vm;
