@@ -280,9 +280,10 @@ export class QemuDriver implements VmmDriver {
     if (!vmmAlive(handle)) return 'stopped';
     try {
       const r = (await qmpOnce(handle.controlSocket, 'query-status', undefined, 2000)) as {
-        status?: string;
+        running?: boolean;
       };
-      return r.status === 'paused' ? 'paused' : 'running';
+      // Not running: paused, or stopped after a save (postmigrate) or before a restore (inmigrate).
+      return r.running === false ? 'paused' : 'running';
     } catch {
       return 'running';
     }
