@@ -9,6 +9,8 @@ export const VM_STATES = [
   'running',
   'stopping',
   'stopped',
+  /** `vm suspend`: memory and device state saved in the VM's directory, no VMM, address kept. */
+  'suspended',
   'crashed',
   'error',
 ] as const;

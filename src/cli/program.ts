@@ -116,6 +116,14 @@ export function buildProgram(ctx: CliContext): Command {
     .argument('<vm...>', 'VM names or id prefixes')
     .option('--timeout <duration>', 'how long to wait for the guest to stop', '30s')
     .action(async (refs, opts) => (await vmCommands()).vmRestart(ctx, refs, opts.timeout));
+  vm.command('suspend')
+    .description('save VMs to disk and free their memory (address kept; resume continues them)')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .action(async (refs) => (await vmCommands()).vmSuspend(ctx, refs));
+  vm.command('resume')
+    .description('continue suspended VMs where they were')
+    .argument('<vm...>', 'VM names or id prefixes')
+    .action(async (refs) => (await vmCommands()).vmResume(ctx, refs));
   vm.command('kill')
     .description('send a signal to the VMM of VMs')
     .argument('<vm...>', 'VM names or id prefixes')

@@ -20,6 +20,7 @@ import {
   type ReadyEvent,
   type ReadyResult,
   type SetIdentityResult,
+  type SetTimeResult,
   type StatsResult,
 } from './agentProtocol.js';
 import { agentError, DeadlineError, isRetryableDialError, raceDeadline } from './agentErrors.js';
@@ -184,9 +185,33 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
     return this.request('reboot', {}, opts);
   }
 
-  /** A restored VM's new identity; resolves with its new host keys once sshd uses them. */
-  setIdentity(args: AgentArgs['set-identity'], opts?: CallOptions): Promise<SetIdentityResult> {
-    return this.request('set-identity', args, opts);
+  /**
+   * Step the guest clock to the host's time (after a restore it is behind);
+   * the time is taken as the request leaves, after any dialing.
+   */
+  setTime(opts: CallOptions = {}): Promise<SetTimeResult> {
+    return this.call(
+      'set-time',
+      () => ({ unixMs: Date.now() }),
+      opts.timeoutMs ?? this.requestTimeoutMs,
+      opts.signal,
+    );
+  }
+
+  /**
+   * A restored VM's new identity; resolves with its new host keys once sshd
+   * uses them. `timeMs` is the host's clock as the request leaves, after any dialing.
+   */
+  setIdentity(
+    args: Omit<AgentArgs['set-identity'], 'timeMs'>,
+    opts: CallOptions = {},
+  ): Promise<SetIdentityResult> {
+    return this.call(
+      'set-identity',
+      () => ({ ...args, timeMs: Date.now() }),
+      opts.timeoutMs ?? this.requestTimeoutMs,
+      opts.signal,
+    );
   }
 
   request<O extends AgentOp>(

@@ -29,6 +29,7 @@ export const AGENT_OPS = [
   'sync',
   'poweroff',
   'reboot',
+  'set-time',
   'set-identity',
 ] as const;
 export const AgentOpSchema = z.enum(AGENT_OPS);
@@ -51,6 +52,11 @@ const requestId = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 export const WaitReadyArgsSchema = z.object({
   /** Agent-side limit; the agent answers `timeout` after it. Absent = until the connection ends. */
   timeoutMs: z.number().int().nonnegative().optional(),
+});
+
+export const SetTimeArgsSchema = z.object({
+  /** The host's time, ms since the Unix epoch, taken as the request leaves. */
+  unixMs: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
 });
 
 /**
@@ -83,6 +89,7 @@ export const AgentRequestSchema = z.discriminatedUnion('op', [
   z.object({ id: requestId, op: z.literal('sync') }),
   z.object({ id: requestId, op: z.literal('poweroff') }),
   z.object({ id: requestId, op: z.literal('reboot') }),
+  z.object({ id: requestId, op: z.literal('set-time') }).extend(SetTimeArgsSchema.shape),
   z.object({ id: requestId, op: z.literal('set-identity') }).extend(SetIdentityArgsSchema.shape),
 ]);
 export type AgentRequest = z.infer<typeof AgentRequestSchema>;
@@ -96,6 +103,8 @@ export interface AgentArgs {
   sync: Record<string, never>;
   poweroff: Record<string, never>;
   reboot: Record<string, never>;
+  'set-time': z.infer<typeof SetTimeArgsSchema>;
+
   'set-identity': z.infer<typeof SetIdentityArgsSchema>;
 }
 
@@ -195,6 +204,14 @@ export const PowerResultSchema = z.object({
 });
 export type PowerResult = z.infer<typeof PowerResultSchema>;
 
+export const SetTimeResultSchema = z.object({
+  /** How far the guest clock was stepped (host time minus guest time when the request arrived). */
+  stepMs: z.number().int(),
+  /** True when the agent was started with power actions disabled (tests): nothing was changed. */
+  dryRun: z.boolean(),
+});
+export type SetTimeResult = z.infer<typeof SetTimeResultSchema>;
+
 export const SetIdentityResultSchema = z.object({
   /** The new host keys (lines of /etc/ssh/ssh_host_*_key.pub), sorted by file name. */
   hostKeys: z.array(z.string()),
@@ -214,6 +231,7 @@ export const AgentResultSchemas = {
   sync: EmptyResultSchema,
   poweroff: PowerResultSchema,
   reboot: PowerResultSchema,
+  'set-time': SetTimeResultSchema,
   'set-identity': SetIdentityResultSchema,
 } as const satisfies Record<AgentOp, z.ZodType>;
 

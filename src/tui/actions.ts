@@ -65,6 +65,8 @@ const PAST: Record<VmAction, string> = {
   restart: 'restarted',
   kill: 'killed',
   delete: 'deleted',
+  suspend: 'suspended',
+  resume: 'resumed',
 };
 
 /** A path typed in the form as the daemon needs it: absolute (~ is the home directory). */

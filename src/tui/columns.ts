@@ -68,6 +68,7 @@ export const STATE_COLORS: Record<VmState, string> = {
   running: 'green',
   stopping: 'yellow',
   stopped: 'gray',
+  suspended: 'blue',
   crashed: 'red',
   error: 'red',
 };

@@ -27,6 +27,14 @@ export interface BootNeeds {
   readiness: Pick<VmReadiness, 'bringUp' | 'abandon'>;
 }
 
+interface Launched {
+  /** The row with its tap. */
+  vm: VmRecord;
+  launch: LaunchSpec;
+  consoleStart: number;
+  t0: number;
+}
+
 /**
  * Starting a VM: the driver's preflight, the bridge and a tap, the launch
  * spec, the VMM started detached, then readiness (ready.ts). A failure at
@@ -37,13 +45,88 @@ export class VmBoot {
 
   /** The caller holds the VM's lock. */
   async startLocked(vm: VmRecord, emit: ProgressSink, signal?: AbortSignal): Promise<VmRecord> {
-    const { table } = this.n;
     if (vm.state === 'running' || vm.state === 'starting') {
       if (this.n.liveness.alive(vm)) return vm;
       vm = await this.n.liveness.markGone(vm, 'stopped');
     }
     const { image, kernel, driver } = await this.preflight(vm);
+    let handle: VmHandle;
+    let launched: Launched;
+    try {
+      launched = await this.launch(vm, image, kernel, emit);
+      emit({
+        type: 'step',
+        id: 'boot',
+        label: `Booting (${driver.name}, ${vm.accel})`,
+        state: 'start',
+      });
+      handle = await driver.start(launched.launch, signal);
+    } catch (e) {
+      throw await this.launchFailed(vm, 'error', e, emit);
+    }
+    const bringUp = {
+      driver,
+      handle,
+      consoleStart: launched.consoleStart,
+      bootStart: launched.t0,
+      emit,
+      signal,
+    };
+    const up = await this.started(launched.vm, driver, handle, launched);
+    if (up.netError !== undefined)
+      throw await this.n.readiness.abandon(up.vm, bringUp, up.netError);
+    return this.n.readiness.bringUp(up.vm, bringUp);
+  }
 
+  /**
+   * A suspended VM's VMM from its saved files instead of a boot (suspend.ts):
+   * the same preflight, tap and launch spec; `restore` is the driver call.
+   * A failure before the VMM runs leaves the VM suspended with the reason;
+   * once it runs, the caller brings it up with `bringUp` options of its own.
+   */
+  async restoreLocked(
+    vm: VmRecord,
+    emit: ProgressSink,
+    restore: (driver: VmmDriver, launch: LaunchSpec) => Promise<VmHandle>,
+  ): Promise<{
+    vm: VmRecord;
+    driver: VmmDriver;
+    handle: VmHandle;
+    consoleStart: number;
+    t0: number;
+  }> {
+    const { image, kernel, driver } = await this.preflight(vm);
+    let handle: VmHandle;
+    let launched: Launched;
+    try {
+      launched = await this.launch(vm, image, kernel, emit);
+      emit({
+        type: 'step',
+        id: 'boot',
+        label: `Resuming (${driver.name}, ${vm.accel})`,
+        state: 'start',
+      });
+      handle = await restore(driver, launched.launch);
+    } catch (e) {
+      throw await this.launchFailed(vm, 'suspended', e, emit);
+    }
+    const up = await this.started(launched.vm, driver, handle, launched);
+    if (up.netError !== undefined) {
+      await driver.kill(handle, 'SIGKILL').catch(() => undefined);
+      this.n.table.update(vm.id, { pid: null, pidStartTime: null });
+      throw await this.launchFailed(up.vm, 'suspended', up.netError, emit);
+    }
+    return { vm: up.vm, driver, handle, consoleStart: launched.consoleStart, t0: launched.t0 };
+  }
+
+  /** Bridge and tap, then the launch spec (pure). */
+  private async launch(
+    vm: VmRecord,
+    image: ImageRecord,
+    kernel: KernelRecord | undefined,
+    emit: ProgressSink,
+  ): Promise<Launched> {
+    const { table } = this.n;
     const t0 = Date.now();
     emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
     const net = await this.n.network.prepare(vm);
@@ -56,35 +139,51 @@ export class VmBoot {
       detail: `${vm.ip} on ${net.tap}`,
       ms: Date.now() - t0,
     });
-
     const layout = table.layout(vm);
     const consoleStart = consoleMark(layout);
-    let launch: LaunchSpec;
-    let handle: VmHandle;
-    const bootStart = Date.now();
-    try {
-      launch = buildLaunchSpec({
-        vm,
-        image,
-        kernel,
-        modulesDisk: kernel ? modulesDiskPath(kernel) : undefined,
-        layout,
-        net,
-        tscKhz: this.n.host.tscKhz(),
-      });
-      emit({
-        type: 'step',
-        id: 'boot',
-        label: `Booting (${driver.name}, ${vm.accel})`,
-        state: 'start',
-      });
-      handle = await driver.start(launch, signal);
-    } catch (e) {
-      await this.n.network.released(vm, table.runningNets(vm.id)).catch(() => undefined);
-      table.update(vm.id, { state: 'error', tap: null, lastError: toBangerError(e).message });
-      emit({ type: 'step', id: 'boot', label: 'Booting', state: 'fail' });
-      throw e;
-    }
+    const launch = buildLaunchSpec({
+      vm,
+      image,
+      kernel,
+      modulesDisk: kernel ? modulesDiskPath(kernel) : undefined,
+      layout,
+      net,
+      tscKhz: this.n.host.tscKhz(),
+    });
+    return { vm, launch, consoleStart, t0: Date.now() };
+  }
+
+  /** No VMM came up: the tap back, the VM left in `state` with the reason. */
+  private async launchFailed(
+    vm: VmRecord,
+    state: 'error' | 'suspended',
+    e: unknown,
+    emit: ProgressSink,
+  ): Promise<unknown> {
+    const { table } = this.n;
+    const cur = table.get(vm.id) ?? vm;
+    await this.n.network.released(cur, table.runningNets(vm.id)).catch(() => undefined);
+    table.update(vm.id, { state, tap: null, lastError: toBangerError(e).message });
+    emit({
+      type: 'step',
+      id: 'boot',
+      label: state === 'error' ? 'Booting' : 'Resuming',
+      state: 'fail',
+    });
+    return e;
+  }
+
+  /**
+   * The VMM runs: the row says so, then the network rules for it (a failure
+   * of those is thrown with the row already `starting`; the caller cleans up).
+   */
+  private async started(
+    vm: VmRecord,
+    driver: VmmDriver,
+    handle: VmHandle,
+    l: Launched,
+  ): Promise<{ vm: VmRecord; netError?: unknown }> {
+    const { table } = this.n;
     vm = table.update(vm.id, {
       state: 'starting',
       pid: handle.pid,
@@ -96,18 +195,17 @@ export class VmBoot {
         ...vm.meta,
         controlSocket: handle.controlSocket,
         stopRequested: false,
-        kernelPath: launch.kernel.path,
-        consoleStart,
+        kernelPath: l.launch.kernel.path,
+        consoleStart: l.consoleStart,
       },
     });
     table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, accel: vm.accel });
-    const bringUp = { driver, handle, consoleStart, bootStart, emit, signal };
     try {
       await this.n.network.started(vm, table.runningNets());
+      return { vm };
     } catch (e) {
-      throw await this.n.readiness.abandon(vm, bringUp, e);
+      return { vm, netError: e };
     }
-    return this.n.readiness.bringUp(vm, bringUp);
   }
 
   /** The VM's image, kernel and driver, and the driver's checks of them; nothing changes yet. */

@@ -12,6 +12,9 @@ export const VM_FILES = {
   vmmLog: 'vmm.log',
   /** Host end of the guest agent channel (virtio-serial socket, or Firecracker's vsock socket). */
   agentSocket: 'agent.sock',
+  /** `vm suspend`: the VMM's device state and the guest memory (docs/snapshots.md). */
+  suspendState: 'suspend.state',
+  suspendMem: 'suspend.mem',
 } as const;
 
 export type VmLayout = { dir: string } & { [K in keyof typeof VM_FILES]: string };

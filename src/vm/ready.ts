@@ -65,13 +65,20 @@ export interface BringUp {
    * guest (watchBoot). A restored VM's come from its new identity (restore.ts).
    */
   facts?: () => Promise<ReadyFacts>;
-  /** The label of the progress step (default `Booting (<vmm>, <accel>)`). */
-  label?: string;
   /**
    * On an abort, leave the VM as it is (still `starting`, VMM running) instead
    * of abandoning the boot: a daemon shutting down hands it to the next one.
    */
   leaveOnAbort?: boolean;
+  /** The progress step's label (default `Booting (<vmm>, <accel>)`). */
+  label?: string;
+  /** Run once the agent answered, before the ready steps (a resume steps the guest clock here). */
+  afterAgent?: (vm: VmRecord) => Promise<void>;
+  /**
+   * On a failure, leave the VMM as it is and only throw: the caller settles
+   * the VM (a resume saves it again rather than lose the guest).
+   */
+  keepOnFailure?: boolean;
 }
 
 export class VmReadiness {
@@ -99,6 +106,7 @@ export class VmReadiness {
             emit: b.emit,
             signal: b.signal,
           });
+      if (b.afterAgent) await b.afterAgent(this.n.table.current(vm));
       const cur = this.n.table.current(vm);
       for (const step of this.n.steps) await step.apply(cur, facts);
       const bootMs = Date.now() - b.bootStart;
@@ -112,6 +120,7 @@ export class VmReadiness {
       return ready;
     } catch (e) {
       if (b.leaveOnAbort && b.signal?.aborted) throw e;
+      if (b.keepOnFailure) throw e;
       throw await this.abandon(vm, b, e);
     }
   }
@@ -138,7 +147,13 @@ export class VmReadiness {
     e: unknown,
   ): Promise<BangerError> {
     const err = toBangerError(e);
-    b.emit({ type: 'step', id: 'boot', label: 'Booting', state: 'fail', detail: err.message });
+    b.emit({
+      type: 'step',
+      id: 'boot',
+      label: b.label ?? 'Booting',
+      state: 'fail',
+      detail: err.message,
+    });
     await b.driver.kill(b.handle, 'SIGKILL').catch(() => undefined);
     this.n.agents.drop(vm.id);
     const cur = this.n.table.get(vm.id) ?? vm;

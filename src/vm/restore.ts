@@ -47,7 +47,7 @@ export interface RestoreNeeds {
   network: Pick<VmNetworking, 'prepare' | 'started' | 'released'>;
   host: Pick<HostProbe, 'tscKhz'>;
   readiness: Pick<VmReadiness, 'bringUp'>;
-  agents: { get(vm: VmRecord): Pick<AgentClient, 'hello' | 'setIdentity'> };
+  agents: { get(vm: VmRecord): Pick<AgentClient, 'setIdentity'> };
   snapshots: Pick<VmSnapshots, 'snapshotDriver' | 'layout' | 'beginRestore'>;
   copyDisk(src: string, dst: string, signal?: AbortSignal): Promise<void>;
   /** Run fn under the VM's lock. */
@@ -319,8 +319,7 @@ export class VmRestore {
   private async identity(vm: VmRecord, signal?: AbortSignal): Promise<ReadyFacts> {
     const agent = this.n.agents.get(vm);
     const config = this.n.config();
-    // Connect first, so that the clock sent is the clock when the guest gets it.
-    await agent.hello({ timeoutMs: IDENTITY_TIMEOUT_MS, signal });
+    // The client takes timeMs as the request leaves, after it has dialled.
     const r = await agent.setIdentity(
       {
         hostname: vm.name,
@@ -331,7 +330,6 @@ export class VmRestore {
         prefix: parseCidr(config.cidr).prefix,
         gateway: config.bridgeIp,
         entropy: randomBytes(64).toString('hex'),
-        timeMs: Date.now(),
       },
       { timeoutMs: IDENTITY_TIMEOUT_MS, signal },
     );

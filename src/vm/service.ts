@@ -36,6 +36,7 @@ import { effectiveAutoStop } from './idle.js';
 import { VmSampler } from './sampler.js';
 import { VmSshConfig } from './sshConfig.js';
 import { VmStatsReader } from './stats.js';
+import { VmSuspension } from './suspend.js';
 import { VmTeardown } from './teardown.js';
 import { openTunnel } from './tunnel.js';
 import { watchVms } from './watch.js';
@@ -101,6 +102,7 @@ export class VmService {
   private readonly boot: VmBoot;
   private readonly creation: VmCreation;
   private readonly teardown: VmTeardown;
+  private readonly suspension: VmSuspension;
   private readonly settings: VmSettings;
   private readonly statsReader: VmStatsReader;
   private readonly adoption: VmAdoption;
@@ -172,6 +174,15 @@ export class VmService {
       knownHosts: deps.paths.knownHosts,
       liveness,
       agents,
+    });
+    this.suspension = new VmSuspension({
+      table,
+      drivers,
+      network,
+      liveness,
+      agents,
+      boot: this.boot,
+      readiness,
     });
     this.settings = new VmSettings({ table, disks, network, alive });
     this.statsReader = new VmStatsReader({
@@ -357,12 +368,37 @@ export class VmService {
     return { vm: this.view(this.table.get(vm.id) ?? out), spec };
   }
 
+  /** Boot a VM; a suspended one is resumed instead. */
   async start(ref: string, emit: ProgressSink, signal?: AbortSignal): Promise<VmView> {
-    return this.view(await this.withVm(ref, (vm) => this.boot.startLocked(vm, emit, signal)));
+    return this.view(
+      await this.withVm(ref, (vm) =>
+        vm.state === 'suspended'
+          ? this.suspension.resumeLocked(vm, emit, signal)
+          : this.boot.startLocked(vm, emit, signal),
+      ),
+    );
   }
 
+  /** Stop a VM; a suspended one has its saved state discarded. */
   async stop(ref: string, timeoutMs: number, emit: ProgressSink): Promise<VmView> {
-    return this.view(await this.withVm(ref, (vm) => this.teardown.stopLocked(vm, timeoutMs, emit)));
+    return this.view(await this.withVm(ref, (vm) => this.stopLocked(vm, timeoutMs, emit)));
+  }
+
+  private stopLocked(vm: VmRecord, timeoutMs: number, emit: ProgressSink): Promise<VmRecord> {
+    if (vm.state === 'suspended') return Promise.resolve(this.suspension.discardLocked(vm));
+    return this.teardown.stopLocked(vm, timeoutMs, emit);
+  }
+
+  /** Save a running VM's memory and state to its directory and end its VMM (suspend.ts). */
+  async suspend(ref: string, emit: ProgressSink): Promise<VmView> {
+    return this.view(await this.withVm(ref, (vm) => this.suspension.suspendLocked(vm, emit)));
+  }
+
+  /** A suspended VM running again where it was (suspend.ts). */
+  async resume(ref: string, emit: ProgressSink, signal?: AbortSignal): Promise<VmView> {
+    return this.view(
+      await this.withVm(ref, (vm) => this.suspension.resumeLocked(vm, emit, signal)),
+    );
   }
 
   async restart(
@@ -373,7 +409,7 @@ export class VmService {
   ): Promise<VmView> {
     return this.view(
       await this.withVm(ref, async (vm) => {
-        const stopped = await this.teardown.stopLocked(vm, timeoutMs, emit);
+        const stopped = await this.stopLocked(vm, timeoutMs, emit);
         return this.boot.startLocked(stopped, emit, signal);
       }),
     );

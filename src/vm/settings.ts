@@ -42,6 +42,15 @@ export class VmSettings {
         { hint: `stop it first: banger vm stop ${cur.name}` },
       );
     }
+    if (sizing && cur.state === 'suspended') {
+      throw new BangerError(
+        'precondition',
+        `vm '${cur.name}' is suspended: vcpu, memory and disk size change only while it is stopped`,
+        {
+          hint: `resume it (banger vm resume ${cur.name}), or discard its saved state: banger vm stop ${cur.name}`,
+        },
+      );
+    }
     if (patch.diskSize !== undefined && patch.diskSize < cur.diskSize) {
       throw new BangerError(
         'usage',

@@ -491,7 +491,7 @@ describe('guest agent binary', () => {
         ok: false,
         code: 'unknown_op',
         error:
-          'unknown op "frobnicate" (known: hello, wait-ready, ports, stats, sync, poweroff, reboot, set-identity)',
+          'unknown op "frobnicate" (known: hello, wait-ready, ports, stats, sync, poweroff, reboot, set-time, set-identity)',
       });
       c.send('this is not json\n');
       const bad = await c.next();
@@ -554,6 +554,36 @@ describe('guest agent binary', () => {
         agent.log().includes('reboot requested by the host (dry run'),
       );
       assert.equal(agent.proc.exitCode, null, 'still running');
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
+  test('set-time reports the step to the host clock; on a Unix socket it is a dry run', async (t) => {
+    if (!agentBuilt(t) || !agentBin) return;
+    const fx = makeFixture('settime');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p);
+    try {
+      const ahead = await client.request('set-time', { unixMs: Date.now() + 60_000 });
+      assert.equal(ahead.dryRun, true);
+      assert.ok(
+        ahead.stepMs > 59_000 && ahead.stepMs <= 60_000,
+        `a clock 60 s behind steps ~60000 ms (got ${ahead.stepMs})`,
+      );
+      const now = await client.setTime();
+      assert.ok(Math.abs(now.stepMs) < 1000, `the host's own time steps ~0 ms (got ${now.stepMs})`);
+      const raw = await rawConn(p);
+      raw.send('{"id":9,"op":"set-time","unixMs":1.5}\n');
+      assert.deepEqual(await raw.next(), {
+        id: 9,
+        ok: false,
+        code: 'bad_request',
+        error: 'missing or invalid "unixMs": expected a positive integer',
+      });
+      raw.close();
     } finally {
       client.close();
       await agent.stop();

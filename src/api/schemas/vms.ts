@@ -121,7 +121,15 @@ export const VmCreateRequestSchema = z
 
 export const VmCreateResultSchema = z.object({ vm: VmViewSchema, spec: VmSpecSchema });
 
-export const VM_ACTIONS = ['start', 'stop', 'restart', 'kill', 'delete'] as const;
+export const VM_ACTIONS = [
+  'start',
+  'stop',
+  'restart',
+  'kill',
+  'delete',
+  'suspend',
+  'resume',
+] as const;
 export type VmAction = (typeof VM_ACTIONS)[number];
 
 export const VmActionRequestSchema = z

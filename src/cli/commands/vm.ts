@@ -1,5 +1,5 @@
 import os from 'node:os';
-import type { VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js';
+import type { VmAction, VmResult, VmSpec, VmStats, VmView } from '../../api/schemas/vms.js';
 import { BangerError, toBangerError, type ErrorShape } from '../../errors.js';
 import { sleep } from '../../util/sleep.js';
 import { parseDiskSize, parseMemoryMib, parseVcpu, type Parsed } from '../../util/sizing.js';
@@ -490,7 +490,7 @@ function reportResults(ctx: CliContext, verb: string, results: VmResult[]): void
 
 async function action(
   ctx: CliContext,
-  verb: 'start' | 'stop' | 'restart' | 'kill' | 'delete',
+  verb: VmAction,
   refs: string[],
   body: { timeoutMs?: number; signal?: string; force?: boolean } = {},
 ): Promise<void> {
@@ -500,6 +500,8 @@ async function action(
     restart: 'restarted',
     kill: 'killed',
     delete: 'deleted',
+    suspend: 'suspended',
+    resume: 'resumed',
   };
   const { results } = await ctx.stream(
     'vmAction',
@@ -529,6 +531,10 @@ export const vmKill = (ctx: CliContext, refs: string[], signal?: string): Promis
   action(ctx, 'kill', refs, { signal: signal?.toUpperCase() });
 export const vmDelete = (ctx: CliContext, refs: string[], force?: boolean): Promise<void> =>
   action(ctx, 'delete', refs, { force: Boolean(force) });
+export const vmSuspend = (ctx: CliContext, refs: string[]): Promise<void> =>
+  action(ctx, 'suspend', refs);
+export const vmResume = (ctx: CliContext, refs: string[]): Promise<void> =>
+  action(ctx, 'resume', refs);
 
 function parseTimeout(s: string): number {
   try {

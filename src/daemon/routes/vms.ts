@@ -26,6 +26,10 @@ export function registerVmRoutes(server: ApiServer, vms: VmService): void {
         return vms.many(body.refs, emit, (ref) => vms.kill(ref, body.signal ?? 'SIGKILL'));
       case 'delete':
         return vms.many(body.refs, emit, (ref) => vms.delete(ref, body.force ?? false, emit));
+      case 'suspend':
+        return vms.many(body.refs, emit, (ref) => vms.suspend(ref, emit));
+      case 'resume':
+        return vms.many(body.refs, emit, (ref) => vms.resume(ref, emit, signal));
     }
   });
 

@@ -26,6 +26,7 @@
 #include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef BANGER_AGENT_VERSION
@@ -60,7 +61,8 @@ struct sockaddr_vm_ {
 #define POWER_FLUSH_MS 1000
 #define READY_FAST_WINDOW_MS (120 * 1000)
 
-static const char *const k_ops[] = {"hello", "wait-ready", "ports", "stats", "sync", "poweroff", "reboot", "set-identity"};
+static const char *const k_ops[] = {"hello",    "wait-ready", "ports",    "stats",       "sync",
+                                    "poweroff", "reboot",     "set-time", "set-identity"};
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 
 /* ---------- options ---------- */
@@ -648,6 +650,41 @@ static void op_power(struct conn *c, uint64_t id, enum power action) {
   g_power.deadline = mono_ms() + POWER_FLUSH_MS;
 }
 
+/* set-time {unixMs}: step CLOCK_REALTIME to the host's time. After a restore
+ * from a snapshot the guest clock is behind by however long the VM was saved;
+ * the host sends its own time and the step applies at once. With
+ * --dry-run-power (or on a Unix-socket transport without --allow-power:
+ * tests on the host) it only reports the step it would make. */
+static void op_set_time(struct conn *c, uint64_t id, const struct jreq *req) {
+  const struct jfield *f = jreq_get(req, "unixMs");
+  if (!f || f->type != JT_NUM || !(f->num > 0) || f->num > 9007199254740991.0 ||
+      (double)(uint64_t)f->num != f->num) {
+    send_error(c, true, id, "bad_request", "missing or invalid \"unixMs\": expected a positive integer");
+    return;
+  }
+  uint64_t ms = (uint64_t)f->num;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  int64_t step = (int64_t)ms - ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+  if (!opt.dry_power) {
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L};
+    if (clock_settime(CLOCK_REALTIME, &ts) != 0) {
+      send_error(c, true, id, "failed", "clock_settime: %s", strerror(errno));
+      return;
+    }
+    if (step > 1000 || step < -1000) logmsg("clock stepped by %lld ms (set-time)", (long long)step);
+  }
+  struct jb j;
+  begin_ok(&j, id);
+  jb_begin_obj(&j);
+  jb_key(&j, "stepMs");
+  jb_i64(&j, step);
+  jb_key(&j, "dryRun");
+  jb_bool(&j, opt.dry_power);
+  jb_end_obj(&j);
+  finish_ok(c, &j, id);
+}
+
 static void run_power(enum power action) {
   const char *name = action == PW_POWEROFF ? "poweroff" : "reboot";
   if (opt.dry_power) {
@@ -722,6 +759,7 @@ static void handle_line(struct conn *c, char *line, size_t len) {
   else if (strcmp(op, "stats") == 0) op_stats(c, id);
   else if (strcmp(op, "poweroff") == 0) op_power(c, id, PW_POWEROFF);
   else if (strcmp(op, "reboot") == 0) op_power(c, id, PW_REBOOT);
+  else if (strcmp(op, "set-time") == 0) op_set_time(c, id, &req);
   else if (strcmp(op, "set-identity") == 0) op_set_identity(c, id, &req);
   else if (strcmp(op, "sync") == 0) {
     sync();
@@ -1060,8 +1098,8 @@ static void usage(FILE *f) {
           "  --root DIR             read /proc, /sys, /etc, /dev, /run below DIR (tests)\n"
           "  --ssh-port N           port whose LISTEN state means ready (default 22)\n"
           "  --ready-poll-ms N      readiness poll interval (default 100)\n"
-          "  --dry-run-power        answer poweroff/reboot but do nothing\n"
-          "  --allow-power          act on poweroff/reboot even on Unix-socket transports\n"
+          "  --dry-run-power        answer poweroff/reboot/set-time but do nothing\n"
+          "  --allow-power          act on poweroff/reboot/set-time even on Unix-socket transports\n"
           "  --version\n");
 }
 

@@ -280,9 +280,10 @@ export class QemuDriver implements VmmDriver {
     if (!vmmAlive(handle)) return 'stopped';
     try {
       const r = (await qmpOnce(handle.controlSocket, 'query-status', undefined, 2000)) as {
-        status?: string;
+        running?: boolean;
       };
-      return r.status === 'paused' ? 'paused' : 'running';
+      // Not running: paused, or stopped after a save (postmigrate) or before a restore (inmigrate).
+      return r.running === false ? 'paused' : 'running';
     } catch {
       return 'running';
     }
@@ -311,6 +312,7 @@ export class QemuDriver implements VmmDriver {
     const uid = processConfinement(handle.pid)?.uid;
     // QEMU runs as another user after -runas: it must be able to connect.
     const mig = migrationDir(
+      this.opts.shmDir ?? DEFAULT_SHM_DIR,
       uid !== undefined && uid !== process.getuid?.() ? { uid, gid: -1 } : undefined,
     );
     let qmp: QmpClient | undefined;
@@ -366,7 +368,10 @@ export class QemuDriver implements VmmDriver {
     const args = this.argv(spec, { incoming: true });
     const runAs = this.runAs();
     const owner = runAs ? lookupUser(runAs) : undefined;
-    const mig = migrationDir(owner ? { uid: owner.uid, gid: owner.gid } : undefined);
+    const mig = migrationDir(
+      this.opts.shmDir ?? DEFAULT_SHM_DIR,
+      owner ? { uid: owner.uid, gid: owner.gid } : undefined,
+    );
     let handle: VmHandle | undefined;
     let qmp: QmpClient | undefined;
     try {

@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BangerError, isErrno } from '../../errors.js';
@@ -123,15 +122,19 @@ export async function sparseCopy(from: string, to: string, what: string): Promis
 
 /**
  * A private directory for one migration socket that QEMU, running as `owner`
- * after -runas, can reach and create files in: under the system temp dir (the
- * VM directory's parents may be closed to that user), mode 0700, owned by it.
+ * after -runas, can reach and create files in: on the RAM tmpfs (world-
+ * traversable, unlike the VM directory's parents or a private TMPDIR), mode
+ * 0700, owned by that user.
  */
-export function migrationDir(owner?: { uid: number; gid: number }): {
+export function migrationDir(
+  shmDir: string,
+  owner?: { uid: number; gid: number },
+): {
   dir: string;
   socket: string;
   remove(): void;
 } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-mig-'));
+  const dir = fs.mkdtempSync(path.join(shmDir, 'banger-mig-'));
   if (owner) fs.chownSync(dir, owner.uid, owner.gid);
   return {
     dir,
