@@ -196,6 +196,7 @@ export class VmService {
       network,
       liveness,
       readiness,
+      restoredFacts: (vm) => this.restorer.factsFor(vm),
       locked: (id, fn) => this.locked(id, fn),
       logger: deps.logger,
     });

@@ -120,6 +120,7 @@ describe('snapshots, restore and fork (qemu, real VMs)', { timeout: 30 * 60_000 
     assert.equal(f.code, 0, f.stderr);
     await ssh(kids[0]!, 'true');
     console.log(`# vm fork -n 2 to the first child's vm ssh -- true: ${Date.now() - t0} ms`);
+    for (const l of f.stderr.split('\n').filter((x) => /^done: /.test(x))) console.log(`#   ${l}`);
     assert.deepEqual(f.stdout.trim().split('\n'), kids);
 
     const p = await show(parent);

@@ -40,6 +40,8 @@ interface Rig {
   driver: FakeDriver;
   network: FakeNetwork;
   svc: VmService;
+  /** Another service over the same state (a new daemon). */
+  make(): VmService;
   events: StreamEvent[];
   emit: (e: StreamEvent) => void;
 }
@@ -65,32 +67,37 @@ beforeEach(() => {
   const network = new FakeNetwork();
   const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg' };
   const events: StreamEvent[] = [];
-  const svc = new VmService({
-    paths,
-    config: () => config,
-    logger: silentLogger(),
-    store,
-    locks: new KeyedMutex(),
-    host: { cpus: 4, memoryBytes: 8 * 1024 ** 3 },
-    images: { ensure: async () => image },
-    kernels: {
-      ensure: async (name) => {
-        throw new BangerError('not_found', `kernel '${name}' not found`);
+  const make = (): VmService =>
+    new VmService({
+      paths,
+      config: () => config,
+      logger: silentLogger(),
+      store,
+      locks: new KeyedMutex(),
+      host: { cpus: 4, memoryBytes: 8 * 1024 ** 3 },
+      images: { ensure: async () => image },
+      kernels: {
+        ensure: async (name) => {
+          throw new BangerError('not_found', `kernel '${name}' not found`);
+        },
       },
-    },
-    network,
-    drivers: { driverFor: () => driver },
-    probe: {
-      which: (c) => `/usr/bin/${c}`,
-      kvmFacts: () => ({ devKvmRw: false, cpuFlags: [], kvmModules: [] }),
-      tscKhz: () => undefined,
-    },
-    disks: new FakeDisks(),
-  });
-  rig = { root, paths, store, driver, network, svc, events, emit: (e) => events.push(e) };
+      network,
+      drivers: { driverFor: () => driver },
+      probe: {
+        which: (c) => `/usr/bin/${c}`,
+        kvmFacts: () => ({ devKvmRw: false, cpuFlags: [], kvmModules: [] }),
+        tscKhz: () => undefined,
+      },
+      disks: new FakeDisks(),
+    });
+  const svc = make();
+  rig = { root, paths, store, driver, network, svc, make, events, emit: (e) => events.push(e) };
 });
 
+const extra: VmService[] = [];
+
 afterEach(async () => {
+  for (const s of extra.splice(0)) s.shutdown();
   rig.svc.shutdown();
   await rig.driver.cleanup();
   rig.store.close();
@@ -243,6 +250,21 @@ describe('vm restore', () => {
       rig.svc.snapshotList().map((s) => s.name),
       ['s1'],
     );
+  });
+  test('a daemon adopting a VM mid-restore sends its identity again before it is running', async () => {
+    await create('dev');
+    await rig.svc.snapshot('dev', 's1', rig.emit);
+    const { vm } = await rig.svc.restore('s1', 'copy', rig.emit);
+    // as if the daemon had died after the VMM was restored, before the identity was applied
+    rig.store.vms.update(vm.id, { state: 'starting' });
+    rig.svc.shutdown();
+    const next = rig.make();
+    extra.push(next);
+    await next.adopt();
+    await next.adopted();
+    assert.equal(next.show('copy').state, 'running');
+    assert.equal(rig.driver.identities.get(vm.id)?.length, 2, 'the identity was sent again');
+    assert.equal(rig.driver.identities.get(rig.store.vms.byName('dev')!.id), undefined);
   });
 });
 
