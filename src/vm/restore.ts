@@ -83,7 +83,10 @@ export class VmRestore {
     signal?: AbortSignal,
   ): Promise<{ vm: VmRecord; spec: VmSpec }> {
     const { table, store } = this.n;
-    const driver = this.n.snapshots.snapshotDriver({ name: snap.name, vmm: snap.vmm });
+    const driver = this.n.snapshots.snapshotDriver(
+      { name: snap.name, vmm: snap.vmm },
+      `snapshot '${snap.name}'`,
+    );
     const taken = new Set(table.list().map((v) => v.name));
     const name = req.name ? validateVmName(req.name) : generateVmName(taken);
     if (taken.has(name)) {

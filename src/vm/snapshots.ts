@@ -104,12 +104,13 @@ export class VmSnapshots {
   /** The driver of a VM, if it can snapshot; else the one error saying why not. */
   snapshotDriver(
     vm: Pick<VmRecord, 'name' | 'vmm'>,
+    what = `vm '${vm.name}'`,
   ): VmmDriver & Required<Pick<VmmDriver, 'pause' | 'resume' | 'save' | 'restore'>> {
     const driver = this.n.drivers.driverFor(vm.vmm);
     if (!canSnapshot(driver)) {
       throw new BangerError(
         'not_implemented',
-        `vm '${vm.name}': its VMM (${vm.vmm}) cannot save and restore snapshots`,
+        `${what}: its VMM (${vm.vmm}) cannot save and restore snapshots`,
         { hint: 'snapshots need a VMM driver with save/restore (see docs/snapshots.md)' },
       );
     }
