@@ -13,6 +13,12 @@ import { silentLogger } from '../../src/util/log.js';
 import { KeyedMutex } from '../../src/util/mutex.js';
 import { isProcessAlive } from '../../src/util/proc.js';
 import { sleep } from '../../src/util/sleep.js';
+import {
+  formatSnapshot,
+  formatSnapshotTable,
+  parseForkCount,
+} from '../../src/cli/commands/snapshot.js';
+import { formatSpec } from '../../src/cli/commands/vm.js';
 import { forkNames } from '../../src/vm/fork.js';
 import { vmLayout } from '../../src/vm/layout.js';
 import { VmService } from '../../src/vm/service.js';
@@ -348,5 +354,62 @@ describe('forkNames', () => {
     assert.throws(() => forkNames('dev', 'dev', 1, new Set(['dev'])), /'dev' already exists/);
     assert.throws(() => forkNames('dev', 'Bad_Name', 1, new Set()), /invalid VM name 'Bad_Name'/);
     assert.equal(forkNames('a'.repeat(64), undefined, 1, new Set())[0], `${'a'.repeat(62)}-1`);
+  });
+});
+
+describe('CLI output', () => {
+  const snap = {
+    id: '0123456789abcdef',
+    name: 'dev-snap1',
+    kind: 'user' as const,
+    sourceVm: 'dev',
+    sourceVmId: 'aaaabbbbccccdddd',
+    image: 'debian-bookworm',
+    imageId: 'img',
+    kernel: 'debian-cloud-6.1',
+    vmm: 'qemu',
+    accel: 'tcg',
+    vcpu: 2,
+    memoryMib: 1024,
+    diskSize: 8 * 1024 ** 3,
+    nat: false,
+    dir: '/s/snapshots/0123456789abcdef',
+    files: {
+      state: '/s/snapshots/0123456789abcdef/vmstate',
+      mem: '/s/snapshots/0123456789abcdef/memory',
+      overlay: '/s/snapshots/0123456789abcdef/overlay.ext4',
+      work: '/s/snapshots/0123456789abcdef/work.ext4',
+    },
+    sizeBytes: 150 * 1024 ** 2,
+    createdAt: '2026-12-04T10:00:00Z',
+    restoring: [],
+  };
+
+  test('snapshot list is a table; -n is checked without the daemon; the spec line says where a VM came from', () => {
+    const lines = formatSnapshotTable([snap], Date.parse('2026-12-04T10:05:00Z')).split('\n');
+    assert.match(lines[0]!, /^NAME\s+VM\s+IMAGE\s+VMM\s+VCPU\s+MEMORY\s+SIZE\s+CREATED$/);
+    assert.match(
+      lines[1]!,
+      /^dev-snap1\s+dev\s+debian-bookworm\s+qemu\/tcg\s+2\s+1G\s+150(\.0)? MiB\s+5 minutes ago$/,
+    );
+    assert.match(formatSnapshot(snap), /^restore:\s+banger vm restore dev-snap1$/m);
+    assert.equal(parseForkCount(undefined), 1);
+    assert.equal(parseForkCount('16'), 16);
+    assert.throws(() => parseForkCount('17'), /invalid -n '17'/);
+    const spec = {
+      name: { value: 'dev-1', source: 'fork of dev' },
+      sizing: {
+        vcpu: { value: 2, source: 'snapshot' as const },
+        memoryMib: { value: 1024, source: 'snapshot' as const },
+        diskSize: { value: 8 * 1024 ** 3, source: 'snapshot' as const },
+      },
+      image: { value: 'debian-bookworm', source: 'snapshot s' },
+      kernel: { value: 'debian-cloud-6.1', source: 'snapshot s' },
+      vmm: { value: 'qemu', source: 'snapshot s' },
+      accel: { value: 'tcg', source: 'snapshot s' },
+      nat: false,
+      origin: 'fork of dev',
+    };
+    assert.match(formatSpec(spec), / nat=off from=fork_of_dev$/);
   });
 });
