@@ -14,6 +14,7 @@ import type {
   AgentChannel,
   LaunchSpec,
   PreflightInput,
+  SnapshotFiles,
   StopOptions,
   VmHandle,
   VmmCapabilities,
@@ -56,8 +57,8 @@ export class FakeDriver implements VmmDriver {
     kernelFormats: ['bzImage', 'elf'],
     agentTransport: 'virtio-serial',
     gracefulStop: 'acpi-powerdown',
-    pauseResume: false,
-    snapshot: false,
+    pauseResume: true,
+    snapshot: true,
   };
   /** Every call, in order: `start <vm>`, `stop <vm>`, `kill <vm> SIG`, `preflight <vm>`. */
   readonly calls: string[] = [];
@@ -75,6 +76,10 @@ export class FakeDriver implements VmmDriver {
   /** How long start() takes (widens race windows in tests). */
   startDelayMs = 20;
   poweroffs = 0;
+  /** `set-time` requests the fake guests answered. */
+  setTimes = 0;
+  failSave?: BangerError;
+  failRestore?: BangerError;
 
   binary(): string {
     return '/usr/bin/fake-vmm';
@@ -114,29 +119,64 @@ export class FakeDriver implements VmmDriver {
     return this.op(spec.vmId, async () => {
       await sleep(this.startDelayMs);
       if (this.failStart) throw this.failStart;
-      const guest = this.guests.get(spec.name) ?? this.guests.get('*') ?? {};
-      const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
-      child.unref();
-      const pid = child.pid!;
-      const pidStartTime = processStartTime(pid)!;
-      fs.rmSync(spec.agentSocket, { force: true });
-      const startedAt = Date.now();
-      const server = net.createServer((sock) => this.agent(sock, spec.vmId, guest, startedAt));
-      await new Promise<void>((r) => server.listen(spec.agentSocket, r));
-      const running: Running = { pid, pidStartTime, server, startedAt };
-      this.running.set(spec.vmId, running);
-      child.once('exit', () => this.gone(spec.vmId, running));
-      if (guest.dieAfterMs !== undefined) {
-        setTimeout(() => process.kill(pid, 'SIGKILL'), guest.dieAfterMs).unref();
-      }
-      return { pid, pidStartTime, controlSocket: path.join(spec.dir, 'fake.sock') };
+      return this.launch(spec);
     });
+  }
+
+  async pause(h: VmHandle): Promise<void> {
+    this.calls.push(`pause ${this.names.get(vmOf(h))}`);
+  }
+  async resume(h: VmHandle): Promise<void> {
+    this.calls.push(`resume ${this.names.get(vmOf(h))}`);
+  }
+  /** Writes both files (the state names the VM it was saved from). */
+  async save(h: VmHandle, files: SnapshotFiles): Promise<void> {
+    const vm = vmOf(h);
+    this.calls.push(`save ${this.names.get(vm)}`);
+    if (this.failSave) throw this.failSave;
+    fs.writeFileSync(files.statePath, `state of ${vm}\n`);
+    fs.writeFileSync(files.memPath, 'memory\n');
+  }
+  restore(
+    spec: LaunchSpec,
+    files: SnapshotFiles,
+    opts: { paused?: boolean } = {},
+  ): Promise<VmHandle> {
+    this.calls.push(`restore ${spec.name}${opts.paused ? ' paused' : ''}`);
+    this.names.set(spec.vmId, spec.name);
+    return this.op(spec.vmId, async () => {
+      if (this.failRestore) throw this.failRestore;
+      for (const f of [files.statePath, files.memPath])
+        if (!fs.existsSync(f)) throw new Error(`fake restore: ${f} is missing`);
+      return this.launch(spec);
+    });
+  }
+
+  private async launch(spec: LaunchSpec): Promise<VmHandle> {
+    const guest = this.guests.get(spec.name) ?? this.guests.get('*') ?? {};
+    const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
+    child.unref();
+    const pid = child.pid!;
+    const pidStartTime = processStartTime(pid)!;
+    fs.rmSync(spec.agentSocket, { force: true });
+    const startedAt = Date.now();
+    const server = net.createServer((sock) => this.agent(sock, spec.vmId, guest, startedAt));
+    await new Promise<void>((r) => server.listen(spec.agentSocket, r));
+    const running: Running = { pid, pidStartTime, server, startedAt };
+    this.running.set(spec.vmId, running);
+    child.once('exit', () => this.gone(spec.vmId, running));
+    if (guest.dieAfterMs !== undefined) {
+      setTimeout(() => process.kill(pid, 'SIGKILL'), guest.dieAfterMs).unref();
+    }
+    return { pid, pidStartTime, controlSocket: path.join(spec.dir, 'fake.sock') };
   }
 
   private gone(vmId: string, r: Running): void {
     r.server.close();
+    // A VMM restored for the same VM may already serve new connections: leave those be.
+    if (this.running.get(vmId) !== r) return;
     for (const s of this.sockets.get(vmId) ?? []) s.destroy();
-    if (this.running.get(vmId) === r) this.running.delete(vmId);
+    this.running.delete(vmId);
   }
 
   private readonly sockets = new Map<string, Set<net.Socket>>();
@@ -184,6 +224,10 @@ export class FakeDriver implements VmmDriver {
             if (r) setTimeout(() => killQuietly(r.pid, 'SIGTERM'), 10).unref();
             break;
           }
+          case 'set-time':
+            this.setTimes++;
+            reply({ id: req.id, ok: true, result: { stepMs: 8000, dryRun: false } });
+            break;
           case 'stats':
             reply({
               id: req.id,
