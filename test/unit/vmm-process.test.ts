@@ -103,7 +103,7 @@ describe('driver interface: what the lifecycle asks', () => {
 
   test('capability gates match the methods', () => {
     assert.equal(canPauseResume(qemu), true);
-    assert.equal(canSnapshot(qemu), false, 'QEMU has no save/restore yet');
+    assert.equal(canSnapshot(qemu), true, 'QEMU saves and restores (migration + RAM file)');
     assert.equal(canPauseResume(fc), true);
     assert.equal(canSnapshot(fc), true);
   });
