@@ -243,6 +243,22 @@ export const CHECKS: CheckDef[] = [
     },
   },
   {
+    id: 'vm-memory',
+    title: 'guest memory tmpfs',
+    run: ({ probe }) => {
+      // QEMU maps each VM's RAM from a file there (docs/snapshots.md).
+      const free = probe.freeBytes('/dev/shm');
+      const fix =
+        'mount a tmpfs on /dev/shm large enough for your VMs (mount -o remount,size=… /dev/shm)';
+      if (free === undefined) return fail('cannot use /dev/shm: QEMU VMs cannot start', fix);
+      const detail = `${formatSize(free)} free at /dev/shm (QEMU guest memory)`;
+      if (free < 512 * 1024 ** 2) return fail(detail, fix);
+      if (free < 2 * 1024 ** 3)
+        return warn(detail, `${fix}; each running VM needs its --memory there`);
+      return pass(detail);
+    },
+  },
+  {
     id: 'runtime-dir',
     title: 'runtime directory',
     run: ({ probe, runtimeDir }) => {

@@ -216,6 +216,7 @@ export class Actions {
       case 'start':
       case 'stop':
       case 'restart':
+      case 'suspend':
         void this.vmAction(id, targetVms(this.s));
         return;
       case 'kill': {

@@ -55,6 +55,7 @@ export type ActionId =
   | 'start'
   | 'stop'
   | 'restart'
+  | 'suspend'
   | 'kill'
   | 'delete'
   | 'ssh'
@@ -200,6 +201,13 @@ export const KEYMAP: readonly Binding[] = [
     when: hasVm,
   },
   { scope: 'vms', keys: ['r'], action: 'restart', help: 'restart', when: hasVm },
+  {
+    scope: 'vms',
+    keys: ['z'],
+    action: 'suspend',
+    help: 'suspend to disk (s resumes)',
+    when: hasVm,
+  },
   { scope: 'vms', keys: ['K'], action: 'kill', help: 'kill: choose a signal', when: hasVm },
   {
     scope: 'vms',

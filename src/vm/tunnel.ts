@@ -14,7 +14,10 @@ export function openTunnel(vm: VmRecord, port: number): Promise<Duplex> {
   if (vm.state !== 'running' || !vm.ip) {
     return Promise.reject(
       new BangerError('precondition', `vm '${vm.name}' is ${vm.state}, not running`, {
-        hint: `start it with \`banger vm start ${vm.name}\``,
+        hint:
+          vm.state === 'suspended'
+            ? `resume it with \`banger vm resume ${vm.name}\``
+            : `start it with \`banger vm start ${vm.name}\``,
       }),
     );
   }

@@ -215,6 +215,54 @@ describe(
       assert.equal(del.code, 0, del.stderr);
     });
 
+    test('suspend → resume through snapshot/create and snapshot/load, every request valid per the contract', async (t) => {
+      if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
+      const e = env!;
+      const name = e.name('fcsus');
+      const create = await e.run(['vm', 'create', '--name', name]);
+      assert.equal(create.code, 0, create.stderr);
+      const show = () =>
+        e.json<{ state: string; pid: number | null; ip: string; dir: string }>([
+          'vm',
+          'show',
+          name,
+        ]);
+      const vm = await show();
+      const before = requests().length;
+      const sus = await e.run(['vm', 'suspend', name]);
+      assert.equal(sus.code, 0, sus.stderr);
+      assert.equal(sus.stdout.trim(), `${name}: suspended`);
+      const s = await show();
+      assert.equal(s.state, 'suspended');
+      assert.equal(s.ip, vm.ip);
+      assert.equal(isAlive(vm.pid!), false, 'firecracker process gone');
+      assert.ok(fs.existsSync(path.join(vm.dir, 'suspend.state')));
+      assert.ok(fs.existsSync(path.join(vm.dir, 'suspend.mem')));
+      const saved = requests().slice(before).map(callOf);
+      assert.deepEqual(
+        saved.filter((c) => c === 'PATCH /vm' || c === 'PUT /snapshot/create'),
+        ['PATCH /vm', 'PUT /snapshot/create'],
+        `paused, then saved (sent: ${saved.join(', ')})`,
+      );
+
+      const mid = requests().length;
+      const res = await e.run(['vm', 'resume', name]);
+      assert.equal(res.code, 0, res.stderr);
+      const r = await show();
+      assert.equal(r.state, 'running');
+      assert.equal(r.ip, vm.ip);
+      assert.notEqual(r.pid, vm.pid, 'a new firecracker process');
+      const loaded = requests().slice(mid).map(callOf);
+      assert.deepEqual(
+        loaded.filter((c) => c === 'PUT /snapshot/load' || c === 'PATCH /vm'),
+        ['PUT /snapshot/load', 'PATCH /vm'],
+        `loaded paused, then resumed (sent: ${loaded.join(', ')})`,
+      );
+      assert.equal(fs.existsSync(path.join(vm.dir, 'suspend.state')), false);
+      assert.deepEqual(refused(requests().slice(before)), [], 'every request accepted');
+      assert.equal((await e.run(['vm', 'delete', '--force', name])).code, 0);
+    });
+
     test('without a KVM device, vm start fails with the one-line KVM error and starts nothing', async (t) => {
       if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
       const e = env!;

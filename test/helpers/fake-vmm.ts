@@ -14,12 +14,12 @@ import type {
   AgentChannel,
   LaunchSpec,
   PreflightInput,
+  SnapshotFiles,
   StopOptions,
   VmHandle,
   VmmCapabilities,
   VmmDriver,
   VmmStatus,
-  SnapshotFiles,
 } from '../../src/vmm/driver.js';
 
 /**
@@ -57,8 +57,8 @@ export class FakeDriver implements VmmDriver {
     kernelFormats: ['bzImage', 'elf'],
     agentTransport: 'virtio-serial',
     gracefulStop: 'acpi-powerdown',
-    pauseResume: false,
-    snapshot: false,
+    pauseResume: true,
+    snapshot: true,
   };
   /** Every call, in order: `start <vm>`, `stop <vm>`, `kill <vm> SIG`, `preflight <vm>`. */
   readonly calls: string[] = [];
@@ -76,14 +76,18 @@ export class FakeDriver implements VmmDriver {
   /** How long start() takes (widens race windows in tests). */
   startDelayMs = 20;
   poweroffs = 0;
-  /** save() fails with this (snapshots). */
+  /** save() fails with this (snapshots, suspend). */
   failSave?: BangerError;
+  /** restore() fails with this for every VM. */
+  failRestore?: BangerError;
   /** restore() of VMs with these names fails. */
-  readonly failRestore = new Set<string>();
+  readonly failRestoreOf = new Set<string>();
   /** restore() waits for this before it returns (a restore in progress). */
   restoreGate?: Promise<void>;
   /** The set-identity requests each VM's agent got, by VM id. */
   readonly identities = new Map<string, Record<string, unknown>[]>();
+  /** `set-time` requests the fake guests answered. */
+  setTimes = 0;
   /** VM ids whose VMM is paused. */
   readonly paused = new Set<string>();
 
@@ -158,14 +162,20 @@ export class FakeDriver implements VmmDriver {
     });
   }
 
-  restore(spec: LaunchSpec, files: SnapshotFiles): Promise<VmHandle> {
-    this.calls.push(`restore ${spec.name}`);
+  restore(
+    spec: LaunchSpec,
+    files: SnapshotFiles,
+    opts: { paused?: boolean } = {},
+  ): Promise<VmHandle> {
+    this.calls.push(`restore ${spec.name}${opts.paused ? ' paused' : ''}`);
     this.names.set(spec.vmId, spec.name);
     return this.op(spec.vmId, async () => {
+      for (const f of [files.statePath, files.memPath])
+        if (!fs.existsSync(f)) throw new Error(`fake restore: ${f} is missing`);
       JSON.parse(fs.readFileSync(files.statePath, 'utf8'));
-      fs.readFileSync(files.memPath);
       await this.restoreGate;
-      if (this.failRestore.has(spec.name)) throw new Error(`fake restore of ${spec.name} failed`);
+      if (this.failRestore) throw this.failRestore;
+      if (this.failRestoreOf.has(spec.name)) throw new Error(`fake restore of ${spec.name} failed`);
       return this.launch(spec);
     });
   }
@@ -191,8 +201,10 @@ export class FakeDriver implements VmmDriver {
 
   private gone(vmId: string, r: Running): void {
     r.server.close();
+    // A VMM restored for the same VM may already serve new connections: leave those be.
+    if (this.running.get(vmId) !== r) return;
     for (const s of this.sockets.get(vmId) ?? []) s.destroy();
-    if (this.running.get(vmId) === r) this.running.delete(vmId);
+    this.running.delete(vmId);
   }
 
   private readonly sockets = new Map<string, Set<net.Socket>>();
@@ -272,6 +284,10 @@ export class FakeDriver implements VmmDriver {
             if (r) setTimeout(() => killQuietly(r.pid, 'SIGTERM'), 10).unref();
             break;
           }
+          case 'set-time':
+            this.setTimes++;
+            reply({ id: req.id, ok: true, result: { stepMs: 8000, dryRun: false } });
+            break;
           case 'stats':
             reply({
               id: req.id,

@@ -73,6 +73,16 @@ describe('doctor checks', () => {
     assert.match(by.kvm!.hint!, /usermod -aG kvm/);
     assert.match(by['tool:mkfs.ext4']!.hint!, /apt-get install e2fsprogs/);
   });
+  test('guest memory tmpfs: /dev/shm missing or tiny fails, small warns', async () => {
+    const at = (free: number | undefined) =>
+      runDoctor(goodProbe({ freeBytes: (d) => (d === '/dev/shm' ? free : 100 * 1024 ** 3) }));
+    assert.equal((await at(undefined)).by['vm-memory']!.status, 'fail');
+    assert.equal((await at(256 * 1024 ** 2)).by['vm-memory']!.status, 'fail');
+    assert.equal((await at(1024 ** 3)).by['vm-memory']!.status, 'warn');
+    const ok = (await at(12 * 1024 ** 3)).by['vm-memory']!;
+    assert.equal(ok.status, 'pass');
+    assert.equal(ok.detail, '12 GiB free at /dev/shm (QEMU guest memory)');
+  });
   test('kvm missing is a warning unless accel = kvm', async () => {
     const probe = goodProbe({ access: (f) => f !== '/dev/kvm', exists: () => false });
     assert.equal((await runDoctor(probe)).by.kvm!.status, 'warn');

@@ -437,3 +437,117 @@ describe('adoption by a new daemon', () => {
     assert.equal(rig.svc.show('i1').state, 'running');
   });
 });
+
+describe('vm suspend / resume (fake driver with save and restore)', () => {
+  const files = (dir: string) => [path.join(dir, 'suspend.state'), path.join(dir, 'suspend.mem')];
+
+  test('suspend: saved, VMM gone, tap released, address kept; resume: restored paused, network, then run, clock stepped', async () => {
+    const { vm } = await create('s1');
+    rig.driver.calls.length = 0;
+    const sus = await rig.svc.suspend('s1', rig.emit);
+    assert.equal(sus.state, 'suspended');
+    assert.equal(sus.pid, null);
+    assert.equal(sus.tap, null);
+    assert.equal(sus.ip, vm.ip, 'the address is kept');
+    assert.equal(isProcessAlive(vm.pid!), false, 'the VMM is gone');
+    assert.deepEqual([...rig.network.taps], [], 'its tap released');
+    for (const f of files(vm.dir)) assert.ok(fs.existsSync(f), `${f} saved`);
+    assert.deepEqual(rig.driver.calls, ['pause s1', 'save s1', 'kill s1 SIGKILL']);
+    assert.equal(rig.svc.show('s1').state, 'suspended', 'liveness leaves it suspended');
+
+    rig.driver.calls.length = 0;
+    const res = await rig.svc.resume('s1', rig.emit);
+    assert.equal(res.state, 'running');
+    assert.equal(res.ip, vm.ip);
+    assert.equal(res.mac, vm.mac);
+    assert.ok(res.pid && res.pid !== vm.pid && isProcessAlive(res.pid), 'a new VMM runs');
+    assert.equal(res.tap, 'bgrtest1', 'a new tap');
+    assert.deepEqual(rig.driver.calls, ['preflight s1', 'restore s1 paused', 'resume s1']);
+    assert.ok(
+      rig.network.calls.indexOf('started') < rig.network.calls.length,
+      'network rules applied',
+    );
+    assert.equal(rig.driver.setTimes, 1, 'the guest clock was stepped once');
+    for (const f of files(vm.dir)) assert.equal(fs.existsSync(f), false, `${f} removed`);
+    assert.equal(knownHosts(), `s1.vm ${HOST_KEY}\n`);
+    const kinds = rig.store.events.list().map((e) => e.kind);
+    assert.ok(kinds.includes('vm.suspended') && kinds.includes('vm.resumed'));
+  });
+
+  test('a save that fails leaves the VM running, no files, one line', async () => {
+    const { vm } = await create('s2');
+    rig.driver.failSave = new BangerError('vmm_failed', "QEMU's migration failed: disk full");
+    await rejectsWith(
+      rig.svc.suspend('s2', rig.emit),
+      'vmm_failed',
+      /^suspending vm 's2' failed: QEMU's migration failed: disk full$/,
+    );
+    const v = rig.svc.show('s2');
+    assert.equal(v.state, 'running');
+    assert.equal(v.pid, vm.pid);
+    assert.ok(isProcessAlive(vm.pid!));
+    assert.ok(rig.driver.calls.includes('resume s2'), 'the paused VM was let run again');
+    for (const f of files(vm.dir)) assert.equal(fs.existsSync(f), false);
+  });
+
+  test('a restore that fails leaves it suspended with the reason, its files kept; a second try works', async () => {
+    const { vm } = await create('s3');
+    await rig.svc.suspend('s3', rig.emit);
+    rig.driver.failRestore = new BangerError('vmm_failed', 'QEMU exited while starting');
+    await rejectsWith(rig.svc.resume('s3', rig.emit), 'vmm_failed', /QEMU exited while starting/);
+    const v = rig.svc.show('s3');
+    assert.equal(v.state, 'suspended');
+    assert.equal(v.lastError, 'QEMU exited while starting');
+    assert.equal(v.tap, null);
+    assert.deepEqual([...rig.network.taps], []);
+    for (const f of files(vm.dir)) assert.ok(fs.existsSync(f));
+    rig.driver.failRestore = undefined;
+    assert.equal((await rig.svc.resume('s3', rig.emit)).state, 'running');
+  });
+
+  test('a resumed guest that dies before it is ready: error, its stale saved state discarded', async () => {
+    const { vm } = await create('s4');
+    await rig.svc.suspend('s4', rig.emit);
+    rig.driver.guests.set('s4', { readyAfterMs: 'never', dieAfterMs: 100 });
+    // The agent channel or the process watch notices first: either way one line.
+    await assert.rejects(rig.svc.resume('s4', rig.emit), {
+      message: /^resuming vm 's4' failed: .*; its saved state was discarded \(the VMM is gone\)$/,
+    });
+    const v = rig.svc.show('s4');
+    assert.equal(v.state, 'error');
+    assert.equal(v.tap, null);
+    for (const f of files(vm.dir)) assert.equal(fs.existsSync(f), false);
+  });
+
+  test('vm start resumes, vm stop discards, sizing is refused, a daemon restart keeps it suspended', async () => {
+    const { vm } = await create('s5');
+    await rig.svc.suspend('s5', rig.emit);
+    await rejectsWith(rig.svc.set('s5', { memoryMib: 2048 }), 'precondition', /is suspended/);
+    await rejectsWith(rig.svc.suspend('s6-missing', rig.emit), 'not_found', /s6-missing/);
+
+    const second = rig.restart();
+    await second.adopt();
+    assert.equal(second.show('s5').state, 'suspended');
+
+    rig.driver.calls.length = 0;
+    const started = await rig.svc.start('s5', rig.emit);
+    assert.equal(started.state, 'running');
+    assert.ok(rig.driver.calls.includes('restore s5 paused'), 'vm start restored it');
+    assert.ok(!rig.driver.calls.includes('start s5'), 'and did not boot it');
+
+    await rig.svc.suspend('s5', rig.emit);
+    const stopped = await rig.svc.stop('s5', 5000, rig.emit);
+    assert.equal(stopped.state, 'stopped');
+    for (const f of files(vm.dir)) assert.equal(fs.existsSync(f), false);
+    await rejectsWith(
+      rig.svc.resume('s5', rig.emit),
+      'precondition',
+      /is not suspended \(stopped\)/,
+    );
+    await rejectsWith(
+      rig.svc.suspend('s5', rig.emit),
+      'precondition',
+      /is not running \(stopped\)/,
+    );
+  });
+});

@@ -247,7 +247,7 @@ describe('vm restore', () => {
   test('a failed restore leaves no VM, directory or tap; the snapshot stays', async () => {
     await create('dev');
     await rig.svc.snapshot('dev', 's1', rig.emit);
-    rig.driver.failRestore.add('bad');
+    rig.driver.failRestoreOf.add('bad');
     await assert.rejects(rig.svc.restore('s1', 'bad', rig.emit), /fake restore of bad failed/);
     assert.equal(rig.store.vms.byName('bad'), undefined);
     assert.deepEqual(fs.readdirSync(rig.paths.vmsDir).length, 1);
@@ -330,7 +330,7 @@ describe('vm fork', () => {
 
   test('one child failing removes the others and the temporary snapshot; the parent runs on', async () => {
     await create('dev');
-    rig.driver.failRestore.add('t-2');
+    rig.driver.failRestoreOf.add('t-2');
     await assert.rejects(
       rig.svc.fork('dev', { name: 't', count: 2 }, rig.emit),
       /fake restore of t-2 failed/,

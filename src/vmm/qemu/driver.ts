@@ -306,9 +306,9 @@ export class QemuDriver implements VmmDriver {
    * it and re-activates its disks).
    */
   async save(handle: VmHandle, files: SnapshotFiles, signal?: AbortSignal): Promise<void> {
-    const vmId = vmRef(handle);
-    const label = `saving vm '${vmId}'`;
-    const ramFd = ramFdPath(handle.pid, this.opts.shmDir ?? DEFAULT_SHM_DIR, vmId);
+    // The caller names the VM in its own error; this names the process.
+    const label = `saving the state of QEMU (pid ${handle.pid})`;
+    const ramFd = ramFdPath(handle.pid, this.opts.shmDir ?? DEFAULT_SHM_DIR);
     const uid = processConfinement(handle.pid)?.uid;
     // QEMU runs as another user after -runas: it must be able to connect.
     const mig = migrationDir(
@@ -335,7 +335,7 @@ export class QemuDriver implements VmmDriver {
       } finally {
         recv.close();
       }
-      await sparseCopy(ramFd, files.memPath, `${label}: copying its memory`);
+      await sparseCopy(ramFd, files.memPath, 'copying the guest memory');
     } catch (e) {
       for (const f of [files.statePath, files.memPath]) fs.rmSync(f, { force: true });
       throw e;
@@ -399,9 +399,6 @@ export class QemuDriver implements VmmDriver {
     }
   }
 }
-
-/** The VM id of a handle: its control socket lives in vms/<id>/. */
-const vmRef = (h: VmHandle): string => path.basename(path.dirname(h.controlSocket));
 
 /** Poll query-status until ok(status) (the incoming migration's bottom half sets it). */
 async function waitRunState(

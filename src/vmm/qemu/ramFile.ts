@@ -76,7 +76,7 @@ export function ramFdIn(links: [fd: string, target: string][], shmDir: string): 
 }
 
 /** `/proc/<pid>/fd/<n>` of the VMM's RAM file; an error when the VMM has none. */
-export function ramFdPath(pid: number, shmDir: string, vmName: string): string {
+export function ramFdPath(pid: number, shmDir: string): string {
   const dir = `/proc/${pid}/fd`;
   const links: [string, string][] = [];
   try {
@@ -90,19 +90,15 @@ export function ramFdPath(pid: number, shmDir: string, vmName: string): string {
   } catch (e) {
     throw new BangerError(
       'vmm_failed',
-      `cannot read the open files of vm '${vmName}''s QEMU (pid ${pid}): ${(e as Error).message}`,
+      `cannot read the open files of QEMU (pid ${pid}): ${(e as Error).message}`,
       { cause: e },
     );
   }
   const fd = ramFdIn(links, shmDir);
   if (!fd)
-    throw new BangerError(
-      'vmm_failed',
-      `vm '${vmName}''s QEMU (pid ${pid}) has no memory file in ${shmDir} open`,
-      {
-        hint: 'it was started by an older banger without file-backed memory: stop and start it once',
-      },
-    );
+    throw new BangerError('vmm_failed', `QEMU (pid ${pid}) has no memory file in ${shmDir} open`, {
+      hint: 'it was started by an older banger without file-backed memory: stop and start it once',
+    });
   return path.join(dir, fd);
 }
 
