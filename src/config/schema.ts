@@ -188,7 +188,8 @@ export const FILE_SYNC_FIELDS: FieldSpec[] = [
     key: 'mode',
     schema: z
       .union([z.string().regex(/^0?[0-7]{3,4}$/, "must be octal like '0600'"), z.number().int()])
-      .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8))),
+      .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)))
+      .pipe(z.number().min(0).max(0o7777, 'must be a file mode from 0 to 0o7777')),
     help: 'file mode (default 0600)',
   },
 ];
