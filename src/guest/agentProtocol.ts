@@ -29,6 +29,7 @@ export const AGENT_OPS = [
   'sync',
   'poweroff',
   'reboot',
+  'grow-fs',
 ] as const;
 export const AgentOpSchema = z.enum(AGENT_OPS);
 export type AgentOp = z.infer<typeof AgentOpSchema>;
@@ -60,6 +61,7 @@ export const AgentRequestSchema = z.discriminatedUnion('op', [
   z.object({ id: requestId, op: z.literal('sync') }),
   z.object({ id: requestId, op: z.literal('poweroff') }),
   z.object({ id: requestId, op: z.literal('reboot') }),
+  z.object({ id: requestId, op: z.literal('grow-fs') }),
 ]);
 export type AgentRequest = z.infer<typeof AgentRequestSchema>;
 
@@ -72,6 +74,7 @@ export interface AgentArgs {
   sync: Record<string, never>;
   poweroff: Record<string, never>;
   reboot: Record<string, never>;
+  'grow-fs': Record<string, never>;
 }
 
 // ---------- results ----------
@@ -170,6 +173,26 @@ export const PowerResultSchema = z.object({
 });
 export type PowerResult = z.infer<typeof PowerResultSchema>;
 
+/** One of banger's disk filesystems in the guest (`/root`, the overlay disk's mount). */
+export const GrownFsSchema = z.object({
+  mount: z.string(),
+  /** An ext4 filesystem is mounted there. */
+  mounted: z.boolean(),
+  beforeBytes: z.number().nonnegative(),
+  afterBytes: z.number().nonnegative(),
+  /** Size of the block device under it as the guest sees it (0 = unknown). */
+  deviceBytes: z.number().nonnegative(),
+  error: z.string().nullable(),
+});
+export type GrownFs = z.infer<typeof GrownFsSchema>;
+
+export const GrowFsResultSchema = z.object({
+  filesystems: z.array(GrownFsSchema),
+  /** Measured only (an agent on a Unix-socket transport, in tests). */
+  dryRun: z.boolean(),
+});
+export type GrowFsResult = z.infer<typeof GrowFsResultSchema>;
+
 export const EmptyResultSchema = z.object({});
 
 export const AgentResultSchemas = {
@@ -180,6 +203,7 @@ export const AgentResultSchemas = {
   sync: EmptyResultSchema,
   poweroff: PowerResultSchema,
   reboot: PowerResultSchema,
+  'grow-fs': GrowFsResultSchema,
 } as const satisfies Record<AgentOp, z.ZodType>;
 
 export type AgentResult<O extends AgentOp> = z.infer<(typeof AgentResultSchemas)[O]>;

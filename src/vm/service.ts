@@ -20,6 +20,7 @@ import { VmAdoption } from './adopt.js';
 import { AgentPool } from './agents.js';
 import { VmBoot } from './boot.js';
 import { VmCreation, type CreateHooks, type CreateRequest } from './create.js';
+import { growDisksOnline } from './diskGrowth.js';
 import { ext4Disks, type VmDisks } from './disks.js';
 import { VmLiveness } from './liveness.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers, VmNetworking } from './needs.js';
@@ -164,7 +165,24 @@ export class VmService {
       liveness,
       agents,
     });
-    this.settings = new VmSettings({ table, disks, network, alive });
+    this.settings = new VmSettings({
+      table,
+      disks,
+      network,
+      alive,
+      growOnline: async (vm, sizeBytes) => {
+        const handle = table.handleOf(vm);
+        if (!handle) throw new BangerError('internal', `vm '${vm.name}' runs without a VMM handle`);
+        await growDisksOnline({
+          vmName: vm.name,
+          layout: table.layout(vm),
+          handle,
+          driver: drivers.driverFor(vm.vmm),
+          growFs: () => agents.get(vm).request('grow-fs', {}, { timeoutMs: 30_000 }),
+          sizeBytes,
+        });
+      },
+    });
     this.statsReader = new VmStatsReader({
       table,
       alive,

@@ -7,6 +7,7 @@ import { dialUnix } from '../../util/socket.js';
 import { sleep } from '../../util/sleep.js';
 import type {
   AgentChannel,
+  DiskSpec,
   LaunchSpec,
   PreflightInput,
   StopOptions,
@@ -25,7 +26,7 @@ import {
   vmmAlive,
   waitGone,
 } from '../process.js';
-import { buildQemuArgv } from './argv.js';
+import { blockResizeArgs, buildQemuArgv } from './argv.js';
 import { lookupUser } from '../../util/users.js';
 import { qmpOnce } from './qmp.js';
 
@@ -244,6 +245,23 @@ export class QemuDriver implements VmmDriver {
   /** QMP `stop`: the vCPUs halt, the process stays. */
   async pause(handle: VmHandle): Promise<void> {
     await qmpOnce(handle.controlSocket, 'stop', undefined, 5000);
+  }
+
+  /**
+   * The disk file grew on the host: QMP `block_resize` of the drive (the same
+   * size, so QEMU only re-reads it) tells the guest's virtio-blk the new size.
+   */
+  async resizeDisk(
+    handle: VmHandle,
+    disk: Pick<DiskSpec, 'id' | 'path'>,
+    sizeBytes: number,
+  ): Promise<void> {
+    await qmpOnce(
+      handle.controlSocket,
+      'block_resize',
+      blockResizeArgs(disk.id, sizeBytes),
+      10_000,
+    );
   }
 
   /** QMP `cont`. */
