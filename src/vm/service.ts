@@ -115,8 +115,9 @@ export class VmService {
       tscKhz: hostTscKhz,
     };
     const disks = deps.disks ?? ext4Disks;
-    const agents = new AgentPool((vm) =>
-      drivers.driverFor(vm.vmm).agentChannel({ name: vm.name, ...table.layout(vm) }),
+    const agents = new AgentPool(
+      (vm) => drivers.driverFor(vm.vmm).agentChannel({ name: vm.name, ...table.layout(vm) }),
+      (vm, why) => deps.logger.warn({ vm: vm.name }, `guest agent channel dropped: ${why}`),
     );
     const liveness = new VmLiveness({
       table,
