@@ -77,6 +77,11 @@ const listenAddr = z.string().transform((v, ctx) => {
     ctx.addIssue({ code: 'custom', message: `'${v}' must be IPv4:port like 127.0.0.1:42069` });
     return z.NEVER;
   }
+  // The DNS listener answers the host only (issue 16): never a bridge or LAN address.
+  if (!m[1]!.startsWith('127.')) {
+    ctx.addIssue({ code: 'custom', message: `'${v}' must be a loopback address (127.0.0.0/8)` });
+    return z.NEVER;
+  }
   return { host: m[1]!, port: Number(m[2]) };
 });
 
