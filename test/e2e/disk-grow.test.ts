@@ -90,20 +90,30 @@ describe('disk growth in the guest, and a flooding agent channel', { timeout: 20
     // The host is attached to the channel (stats ask the agent).
     assert.equal((await e.run(['vm', 'stats', name])).code, 0);
     const rssBefore = rss();
-    // As root in the guest: take the agent's port and write one 10 MiB line (no newline until the end).
-    const flood = await e.run(
-      [
-        'vm',
-        'ssh',
-        name,
-        '--',
-        'systemctl stop banger-agent && ' +
-          '(head -c 10485760 /dev/zero | tr "\\0" a; echo) > /dev/virtio-ports/banger.agent; echo wrote',
-      ],
-      { timeoutMs: 5 * 60_000 },
-    );
+    // As root in the guest: take the agent's port and write one 10 MiB line, in
+    // the background (the writer blocks once the host has dropped the channel).
+    const flood = await e.run([
+      'vm',
+      'ssh',
+      name,
+      '--',
+      'systemctl stop banger-agent && ' +
+        'setsid sh -c \'(head -c 10485760 /dev/zero | tr "\\0" a; echo) > /dev/virtio-ports/banger.agent\' ' +
+        '</dev/null >/dev/null 2>&1 & echo started',
+    ]);
     assert.equal(flood.code, 0, flood.stderr);
-    assert.match(flood.stdout, /wrote/);
+    assert.match(flood.stdout, /started/);
+    // the host reads the first 64 KiB and drops the channel
+    const deadline = Date.now() + 60_000;
+    let logs = '';
+    while (Date.now() < deadline) {
+      logs = (await e.run(['daemon', 'logs'])).stdout;
+      if (/guest agent channel dropped: a line from the agent exceeded 65536 bytes/.test(logs))
+        break;
+      await e.run(['vm', 'stats', name]); // keeps the host attached
+      await sleep(1000);
+    }
+    assert.match(logs, /guest agent channel dropped: a line from the agent exceeded 65536 bytes/);
     let peak = rss();
     for (let i = 0; i < 10; i++) {
       const list = await e.run(['vm', 'list'], { timeoutMs: 30_000 });
@@ -117,14 +127,15 @@ describe('disk growth in the guest, and a flooding agent channel', { timeout: 20
       peak - rssBefore < 48 * 1024 ** 2,
       `daemon RSS grew by ${peak - rssBefore} bytes (from ${rssBefore})`,
     );
-    const logs = await e.run(['daemon', 'logs']);
-    assert.match(
-      logs.stdout,
-      /exceeded 65536 bytes/,
-      'the daemon dropped the channel for the long line',
-    );
-    // The agent comes back and the channel works again.
-    assert.equal((await e.run(['vm', 'ssh', name, '--', 'systemctl start banger-agent'])).code, 0);
+    // The writer goes, the agent comes back, and the channel works again.
+    const back = await e.run([
+      'vm',
+      'ssh',
+      name,
+      '--',
+      'pkill -f "head -c 10485760"; pkill -x tr; systemctl start banger-agent',
+    ]);
+    assert.equal(back.code, 0, back.stderr);
     const stats = await e.run(['vm', 'stats', name, '--json']);
     assert.equal(stats.code, 0, stats.stderr);
   });
