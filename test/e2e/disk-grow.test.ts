@@ -97,7 +97,7 @@ describe('disk growth in the guest, and a flooding agent channel', { timeout: 20
       'ssh',
       name,
       '--',
-      'systemctl stop banger-agent && ' +
+      'systemctl stop banger-agent; ' +
         'setsid sh -c \'(head -c 10485760 /dev/zero | tr "\\0" a; echo) > /dev/virtio-ports/banger.agent\' ' +
         '</dev/null >/dev/null 2>&1 & echo started',
     ]);
@@ -133,7 +133,7 @@ describe('disk growth in the guest, and a flooding agent channel', { timeout: 20
       'ssh',
       name,
       '--',
-      'pkill -f "head -c 10485760"; pkill -x tr; systemctl start banger-agent',
+      'pkill -x head; pkill -x tr; systemctl start banger-agent',
     ]);
     assert.equal(back.code, 0, back.stderr);
     const stats = await e.run(['vm', 'stats', name, '--json']);
