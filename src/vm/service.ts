@@ -158,6 +158,7 @@ export class VmService {
       images: deps.images,
       kernels: deps.kernels,
       disks,
+      locked: (id, fn) => this.locked(id, fn),
     });
     this.teardown = new VmTeardown({
       table,

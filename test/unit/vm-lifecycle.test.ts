@@ -212,6 +212,26 @@ describe('VM lifecycle services (fake driver, network and disks)', () => {
     await rejectsWith(rig.svc.set('a4', { diskSize: 1024 ** 3 }), 'usage', /disks only grow/);
   });
 
+  test('a delete racing a create waits for its disks instead of pulling them away', async () => {
+    rig.disks.makeDelayMs = 300;
+    try {
+      const creating = create('race1', false);
+      await until(() => rig.svc.list().some((v) => v.name === 'race1'), 'the row to appear');
+      const deleting = rig.svc.delete('race1', true, rig.emit);
+      const made = await creating;
+      assert.equal(made.vm.name, 'race1', 'the create finished with its disks');
+      await deleting;
+      assert.equal(
+        rig.svc.list().some((v) => v.name === 'race1'),
+        false,
+        'then deleted',
+      );
+      assert.equal(fs.existsSync(made.vm.dir), false);
+    } finally {
+      rig.disks.makeDelayMs = 0;
+    }
+  });
+
   test('stats: VMM process and guest figures', async () => {
     await create('a5');
     const [s] = await rig.svc.stats(['a5']);
