@@ -146,20 +146,22 @@ describe('50 concurrent lifecycle operations on 10 VMs', { timeout: 25 * 60_000 
     const results = await Promise.allSettled(ops.map(([, f]) => f()));
     const seconds = (Date.now() - started) / 1000;
     const unexpected: string[] = [];
-    let refused = 0;
+    const refused: string[] = [];
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') return;
       const err = r.reason as unknown;
       const ok =
         err instanceof BangerError &&
         EXPECTED.some((x) => x.code === err.code && x.message.test(err.message));
-      if (ok) refused++;
+      if (ok) refused.push(`${ops[i]![0]}: ${err.message}`);
       else
         unexpected.push(
           `${ops[i]![0]}: ${String((err as Error)?.message ?? err)} (${(err as BangerError).code})`,
         );
     });
-    t.diagnostic(`50 operations in ${seconds.toFixed(1)} s, ${refused} refused as conflicts`);
+    t.diagnostic(
+      `50 operations in ${seconds.toFixed(1)} s, ${refused.length} refused: ${refused.join(' | ')}`,
+    );
     assert.deepEqual(unexpected, [], 'only expected per-VM conflicts');
 
     // ---- the store afterwards ----
