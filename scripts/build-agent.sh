@@ -37,7 +37,7 @@ if [ "${AGENT_WERROR:-0}" = 1 ]; then flags+=(-Werror); fi
 mkdir -p "$out"
 tmp="$out/.banger-agent.tmp.$$"
 trap 'rm -f "$tmp"' EXIT
-"$cc" "${flags[@]}" -o "$tmp" "$src/agent.c" "$src/json.c" "$src/sysinfo.c" "$src/identity.c"
+"$cc" "${flags[@]}" -o "$tmp" "$src/agent.c" "$src/json.c" "$src/sysinfo.c" "$src/identity.c" "$src/growfs.c"
 chmod 0755 "$tmp"
 mv -f "$tmp" "$out/banger-agent"
 trap - EXIT

@@ -136,11 +136,13 @@ export function buildProgram(ctx: CliContext): Command {
     .option('-f, --force', 'stop running VMs first')
     .action(async (refs, opts) => (await vmCommands()).vmDelete(ctx, refs, opts.force));
   vm.command('set')
-    .description('change VM settings (sizes only while stopped; disks only grow)')
+    .description(
+      'change VM settings (vcpu/memory only while stopped; disks only grow, also while running)',
+    )
     .argument('<vm...>', 'VM names or id prefixes')
     .option('--vcpu <n>', 'number of vCPUs')
     .option('--memory <size>', 'memory, e.g. 2G or 2048M')
-    .option('--disk-size <size>', 'work disk size, e.g. 8G (disks only grow)')
+    .option('--disk-size <size>', 'disk size, e.g. 8G (only grows; a running VM grows online)')
     .option('--nat', 'enable NAT')
     .option('--no-nat', 'disable NAT')
     .option('--auto-stop <duration>', 'stop when idle this long: e.g. 30m, never, default (config)')

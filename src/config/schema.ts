@@ -77,6 +77,11 @@ const listenAddr = z.string().transform((v, ctx) => {
     ctx.addIssue({ code: 'custom', message: `'${v}' must be IPv4:port like 127.0.0.1:42069` });
     return z.NEVER;
   }
+  // The DNS listener answers the host only (issue 16): never a bridge or LAN address.
+  if (!m[1]!.startsWith('127.')) {
+    ctx.addIssue({ code: 'custom', message: `'${v}' must be a loopback address (127.0.0.0/8)` });
+    return z.NEVER;
+  }
   return { host: m[1]!, port: Number(m[2]) };
 });
 
@@ -188,7 +193,8 @@ export const FILE_SYNC_FIELDS: FieldSpec[] = [
     key: 'mode',
     schema: z
       .union([z.string().regex(/^0?[0-7]{3,4}$/, "must be octal like '0600'"), z.number().int()])
-      .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8))),
+      .transform((v) => (typeof v === 'number' ? v : parseInt(v, 8)))
+      .pipe(z.number().min(0).max(0o7777, 'must be a file mode from 0 to 0o7777')),
     help: 'file mode (default 0600)',
   },
 ];

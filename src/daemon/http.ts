@@ -74,8 +74,21 @@ export class ApiServer {
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
       void this.onUpgrade(req, socket, head);
     });
-    this.server.on('clientError', (_err, socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    // Bytes that are not HTTP get the API's error shape too, then the connection closes.
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (!socket.writable) return;
+      const tooBig = err.code === 'HPE_HEADER_OVERFLOW';
+      const body = JSON.stringify({
+        error: new BangerError(
+          'invalid_request',
+          `malformed HTTP request (${err.code ?? err.message})`,
+          { hint: 'talk to bangerd through the banger CLI' },
+        ).toJSON(),
+      });
+      socket.end(
+        `HTTP/1.1 ${tooBig ? '431 Request Header Fields Too Large' : '400 Bad Request'}\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
     });
     // Streams and log follows may idle for a long time.
     this.server.requestTimeout = 0;
@@ -308,7 +321,9 @@ export class ApiServer {
       if (socket.writable) {
         socket.end(
           `HTTP/1.1 ${err.httpStatus} ${http.STATUS_CODES[err.httpStatus] ?? 'Error'}\r\n` +
-            `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+            `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n` +
+            // an answer to HEAD has no body (HTTP/1.1)
+            (req.method === 'HEAD' ? '' : body),
         );
       }
     }

@@ -90,6 +90,11 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
+/** Code of the error a `disconnect` carries when the host dropped the channel for what the guest sent. */
+export const GUEST_PROTOCOL_FAULT = 'guest_protocol';
+const guestFault = (why: string): Error =>
+  Object.assign(new Error(why), { code: GUEST_PROTOCOL_FAULT });
+
 export class AgentClient extends EventEmitter<AgentClientEvents> {
   readonly label: string;
   private readonly requestTimeoutMs: number;
@@ -372,10 +377,10 @@ export class AgentClient extends EventEmitter<AgentClientEvents> {
         // The first line may be the tail of an answer meant for a previous host
         // connection; after that, anything unreadable means the channel is broken.
         const problem = this.onLine(line, lineNo++ === 0);
-        if (problem) onGone(new Error(problem));
+        if (problem) onGone(guestFault(problem));
       }
       if (tooLong && !gone) {
-        onGone(new Error(`a line from the agent exceeded ${MAX_AGENT_LINE_BYTES} bytes`));
+        onGone(guestFault(`a line from the agent exceeded ${MAX_AGENT_LINE_BYTES} bytes`));
       }
     };
     const onGone = (err?: Error): void => {

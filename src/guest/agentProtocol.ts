@@ -31,6 +31,7 @@ export const AGENT_OPS = [
   'reboot',
   'set-time',
   'set-identity',
+  'grow-fs',
 ] as const;
 export const AgentOpSchema = z.enum(AGENT_OPS);
 export type AgentOp = z.infer<typeof AgentOpSchema>;
@@ -91,6 +92,7 @@ export const AgentRequestSchema = z.discriminatedUnion('op', [
   z.object({ id: requestId, op: z.literal('reboot') }),
   z.object({ id: requestId, op: z.literal('set-time') }).extend(SetTimeArgsSchema.shape),
   z.object({ id: requestId, op: z.literal('set-identity') }).extend(SetIdentityArgsSchema.shape),
+  z.object({ id: requestId, op: z.literal('grow-fs') }),
 ]);
 export type AgentRequest = z.infer<typeof AgentRequestSchema>;
 
@@ -106,6 +108,7 @@ export interface AgentArgs {
   'set-time': z.infer<typeof SetTimeArgsSchema>;
 
   'set-identity': z.infer<typeof SetIdentityArgsSchema>;
+  'grow-fs': Record<string, never>;
 }
 
 // ---------- results ----------
@@ -221,6 +224,26 @@ export const SetIdentityResultSchema = z.object({
 });
 export type SetIdentityResult = z.infer<typeof SetIdentityResultSchema>;
 
+/** One of banger's disk filesystems in the guest (`/root`, the overlay disk's mount). */
+export const GrownFsSchema = z.object({
+  mount: z.string(),
+  /** An ext4 filesystem is mounted there. */
+  mounted: z.boolean(),
+  beforeBytes: z.number().nonnegative(),
+  afterBytes: z.number().nonnegative(),
+  /** Size of the block device under it as the guest sees it (0 = unknown). */
+  deviceBytes: z.number().nonnegative(),
+  error: z.string().nullable(),
+});
+export type GrownFs = z.infer<typeof GrownFsSchema>;
+
+export const GrowFsResultSchema = z.object({
+  filesystems: z.array(GrownFsSchema),
+  /** Measured only (an agent on a Unix-socket transport, in tests). */
+  dryRun: z.boolean(),
+});
+export type GrowFsResult = z.infer<typeof GrowFsResultSchema>;
+
 export const EmptyResultSchema = z.object({});
 
 export const AgentResultSchemas = {
@@ -233,6 +256,7 @@ export const AgentResultSchemas = {
   reboot: PowerResultSchema,
   'set-time': SetTimeResultSchema,
   'set-identity': SetIdentityResultSchema,
+  'grow-fs': GrowFsResultSchema,
 } as const satisfies Record<AgentOp, z.ZodType>;
 
 export type AgentResult<O extends AgentOp> = z.infer<(typeof AgentResultSchemas)[O]>;

@@ -71,8 +71,10 @@ const DURATION_UNITS: Record<string, number> = {
 /** "30s", "5m", "1h30m", "250ms" → milliseconds. */
 export function parseDuration(input: string | number): number {
   if (typeof input === 'number') {
-    if (!Number.isFinite(input) || input < 0) throw new Error(`invalid duration ${input}`);
-    return input * 1000;
+    // a bare number is seconds; the result is whole milliseconds
+    const ms = Math.round(input * 1000);
+    if (!Number.isSafeInteger(ms) || ms < 0) throw new Error(`invalid duration ${input}`);
+    return ms;
   }
   const s = input.trim();
   if (s === '0') return 0;
@@ -87,7 +89,9 @@ export function parseDuration(input: string | number): number {
   if (pos !== s.length || s.length === 0) {
     throw new Error(`invalid duration '${input}' (use e.g. 30s, 5m, 2h)`);
   }
-  return Math.round(total);
+  const ms = Math.round(total);
+  if (!Number.isSafeInteger(ms)) throw new Error(`duration '${input}' is too long`);
+  return ms;
 }
 
 export function formatDuration(ms: number): string {

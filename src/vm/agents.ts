@@ -1,4 +1,4 @@
-import { AgentClient } from '../guest/agentClient.js';
+import { AgentClient, GUEST_PROTOCOL_FAULT } from '../guest/agentClient.js';
 import type { VmRecord } from '../store/vms.js';
 import type { AgentChannel } from '../vmm/driver.js';
 
@@ -12,7 +12,11 @@ export class AgentPool {
   private readonly clients = new Map<string, AgentClient>();
 
   /** `channel` says how to reach a VM's agent (its driver's agentChannel()). */
-  constructor(private readonly channel: (vm: VmRecord) => AgentChannel) {}
+  constructor(
+    private readonly channel: (vm: VmRecord) => AgentChannel,
+    /** Told when the host drops a channel because of what the guest sent (too long or unreadable lines). */
+    private readonly onDropped: (vm: VmRecord, why: string) => void = () => undefined,
+  ) {}
 
   /** The VM's client, created on first use. */
   get(vm: VmRecord): AgentClient {
@@ -23,7 +27,10 @@ export class AgentPool {
         label: `vm '${vm.name}'`,
         ...(ch.retryAllFailures ? { isRetryable: () => true } : {}),
       });
-      a.on('disconnect', () => undefined);
+      a.on('disconnect', (err?: Error) => {
+        if ((err as NodeJS.ErrnoException | undefined)?.code === GUEST_PROTOCOL_FAULT)
+          this.onDropped(vm, err!.message);
+      });
       this.clients.set(vm.id, a);
     }
     return a;

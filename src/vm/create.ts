@@ -51,6 +51,8 @@ export interface CreationNeeds {
   images: ImageSource;
   kernels: KernelSource;
   disks: VmDisks;
+  /** Run fn holding the VM's lock (service.ts): the row is visible before its disks exist. */
+  locked<T>(vmId: string, fn: () => Promise<T>): Promise<T>;
 }
 
 /**
@@ -94,19 +96,30 @@ export class VmCreation {
 
     const started = Date.now();
     emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
-    const vm = this.insert(id, plan, req.nat, config);
-    try {
-      await this.n.disks.make(
-        layout,
-        { image: plan.image, sizeBytes: vm.diskSize, pubKey, files: sync.files, dirs: sync.dirs },
-        signal,
-      );
-      await hooks.populateWorkDisk?.(layout.workDisk);
-    } catch (e) {
-      fs.rmSync(layout.dir, { recursive: true, force: true });
-      this.n.table.delete(vm.id);
-      throw e;
-    }
+    // The row is listed from here on: another client's stop, set or delete of
+    // this name waits for its disks (the VM's lock, taken before the row exists).
+    const vm = await this.n.locked(id, async () => {
+      const row = this.insert(id, plan, req.nat, config);
+      try {
+        await this.n.disks.make(
+          layout,
+          {
+            image: plan.image,
+            sizeBytes: row.diskSize,
+            pubKey,
+            files: sync.files,
+            dirs: sync.dirs,
+          },
+          signal,
+        );
+        await hooks.populateWorkDisk?.(layout.workDisk);
+      } catch (e) {
+        fs.rmSync(layout.dir, { recursive: true, force: true });
+        this.n.table.delete(row.id);
+        throw e;
+      }
+      return row;
+    });
     emit({
       type: 'step',
       id: 'disks',

@@ -9,6 +9,7 @@ import {
   type Ext4File,
 } from '../storage/ext4.js';
 import type { ImageRecord } from '../store/images.js';
+import { growDiskFiles } from './diskGrowth.js';
 import type { VmLayout } from './layout.js';
 
 /**
@@ -32,7 +33,10 @@ export interface VmDisks {
     },
     signal?: AbortSignal,
   ): Promise<void>;
-  /** Grow both disks to sizeBytes (the guest's filesystems grow with them at next boot). */
+  /**
+   * Grow both disk files to sizeBytes; the filesystems are the guest's to grow
+   * (its agent does at the next boot), never e2fsprogs on the host.
+   */
   grow(layout: VmLayout, sizeBytes: number): Promise<void>;
 }
 
@@ -63,8 +67,5 @@ export const ext4Disks: VmDisks = {
       signal,
     );
   },
-  async grow(l, sizeBytes) {
-    await growExt4(l.workDisk, sizeBytes);
-    await growExt4(l.overlayDisk, sizeBytes);
-  },
+  grow: growDiskFiles,
 };

@@ -22,6 +22,7 @@ import { VmAdoption } from './adopt.js';
 import { AgentPool } from './agents.js';
 import { VmBoot } from './boot.js';
 import { VmCreation, type CreateHooks, type CreateRequest } from './create.js';
+import { growDisksOnline } from './diskGrowth.js';
 import { ext4Disks, type VmDisks } from './disks.js';
 import { VmLiveness } from './liveness.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers, VmNetworking } from './needs.js';
@@ -125,8 +126,9 @@ export class VmService {
       tscKhz: hostTscKhz,
     };
     const disks = deps.disks ?? ext4Disks;
-    const agents = new AgentPool((vm) =>
-      drivers.driverFor(vm.vmm).agentChannel({ name: vm.name, ...table.layout(vm) }),
+    const agents = new AgentPool(
+      (vm) => drivers.driverFor(vm.vmm).agentChannel({ name: vm.name, ...table.layout(vm) }),
+      (vm, why) => deps.logger.warn({ vm: vm.name }, `guest agent channel dropped: ${why}`),
     );
     const liveness = new VmLiveness({
       table,
@@ -167,6 +169,7 @@ export class VmService {
       images: deps.images,
       kernels: deps.kernels,
       disks,
+      locked: (id, fn) => this.locked(id, fn),
     });
     this.teardown = new VmTeardown({
       table,
@@ -184,7 +187,24 @@ export class VmService {
       boot: this.boot,
       readiness,
     });
-    this.settings = new VmSettings({ table, disks, network, alive });
+    this.settings = new VmSettings({
+      table,
+      disks,
+      network,
+      alive,
+      growOnline: async (vm, sizeBytes) => {
+        const handle = table.handleOf(vm);
+        if (!handle) throw new BangerError('internal', `vm '${vm.name}' runs without a VMM handle`);
+        await growDisksOnline({
+          vmName: vm.name,
+          layout: table.layout(vm),
+          handle,
+          driver: drivers.driverFor(vm.vmm),
+          growFs: () => agents.get(vm).request('grow-fs', {}, { timeoutMs: 30_000 }),
+          sizeBytes,
+        });
+      },
+    });
     this.statsReader = new VmStatsReader({
       table,
       alive,

@@ -19,12 +19,16 @@ export interface SettingsNeeds {
   disks: Pick<VmDisks, 'grow'>;
   network: Pick<VmNetworking, 'applyNat'>;
   alive(vm: VmRecord): boolean;
+  /** A running VM's disks grown online (diskGrowth.ts: files, VMM, guest agent). */
+  growOnline(vm: VmRecord, sizeBytes: number): Promise<void>;
 }
 
 /**
- * `vm set`: sizing changes only while the VM is stopped (disks only grow),
- * NAT and the idle auto-stop delay at any time (a running VM's rules change
- * at once; the sampler reads the delay on its next round).
+ * `vm set`: vCPUs and memory change only while the VM is stopped; disks only
+ * grow, at any time (a running VM's filesystems grow online through its agent,
+ * a stopped VM's at its next boot); NAT and the idle auto-stop delay at any
+ * time (a running VM's rules change at once; the sampler reads the delay on
+ * its next round).
  */
 export class VmSettings {
   constructor(private readonly n: SettingsNeeds) {}
@@ -33,22 +37,29 @@ export class VmSettings {
   async setLocked(cur: VmRecord, patch: VmPatch): Promise<VmRecord> {
     const { table } = this.n;
     const running = isActive(cur) && this.n.alive(cur);
-    const sizing =
-      patch.vcpu !== undefined || patch.memoryMib !== undefined || patch.diskSize !== undefined;
+    const sizing = patch.vcpu !== undefined || patch.memoryMib !== undefined;
     if (sizing && running) {
       throw new BangerError(
         'precondition',
-        `vm '${cur.name}' is running: vcpu, memory and disk size change only while it is stopped`,
+        `vm '${cur.name}' is running: vcpu and memory change only while it is stopped`,
         { hint: `stop it first: banger vm stop ${cur.name}` },
       );
     }
-    if (sizing && cur.state === 'suspended') {
+    const growing = patch.diskSize !== undefined && patch.diskSize > cur.diskSize;
+    if ((sizing || growing) && cur.state === 'suspended') {
       throw new BangerError(
         'precondition',
         `vm '${cur.name}' is suspended: vcpu, memory and disk size change only while it is stopped`,
         {
           hint: `resume it (banger vm resume ${cur.name}), or discard its saved state: banger vm stop ${cur.name}`,
         },
+      );
+    }
+    if (growing && running && cur.state !== 'running') {
+      throw new BangerError(
+        'precondition',
+        `vm '${cur.name}' is ${cur.state}: its disks grow when it is running or stopped`,
+        { hint: 'retry in a moment' },
       );
     }
     if (patch.diskSize !== undefined && patch.diskSize < cur.diskSize) {
@@ -58,8 +69,8 @@ export class VmSettings {
         { hint: 'pass a --disk-size at least as large as the current one' },
       );
     }
-    if (patch.diskSize !== undefined && patch.diskSize > cur.diskSize)
-      await this.n.disks.grow(table.layout(cur), patch.diskSize);
+    if (growing && running) await this.n.growOnline(cur, patch.diskSize!);
+    else if (growing) await this.n.disks.grow(table.layout(cur), patch.diskSize!);
     const meta = { ...metaOf(cur) };
     if (patch.autoStopMs === null) delete meta.autoStopAfterMs;
     else if (patch.autoStopMs !== undefined) meta.autoStopAfterMs = patch.autoStopMs;

@@ -179,6 +179,16 @@ export interface VmmDriver {
 
   // ---- optional, gated by capabilities (use canPauseResume / canSnapshot) ----
 
+  /**
+   * A writable disk's file was made larger on the host while the VM runs:
+   * make the VMM and the guest's block device see `sizeBytes`.
+   */
+  resizeDisk?(
+    handle: VmHandle,
+    disk: Pick<DiskSpec, 'id' | 'path'>,
+    sizeBytes: number,
+  ): Promise<void>;
+
   /** Freeze the vCPUs; the process and its memory stay. */
   pause?(handle: VmHandle): Promise<void>;
   resume?(handle: VmHandle): Promise<void>;

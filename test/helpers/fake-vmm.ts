@@ -413,11 +413,14 @@ export class FakeNetwork implements VmNetworking {
 /** Disks as small plain files; `fail` makes the next make() fail after creating the directory. */
 export class FakeDisks implements VmDisks {
   fail?: BangerError;
+  /** How long make() takes between its two files (widens race windows in tests). */
+  makeDelayMs = 0;
   readonly grown: number[] = [];
   async make(l: { dir: string; overlayDisk: string; workDisk: string }): Promise<void> {
     fs.mkdirSync(l.dir, { recursive: true });
     fs.writeFileSync(l.overlayDisk, 'overlay');
     if (this.fail) throw this.fail;
+    if (this.makeDelayMs) await new Promise((r) => setTimeout(r, this.makeDelayMs));
     fs.writeFileSync(l.workDisk, 'work');
   }
   async grow(_l: unknown, size: number): Promise<void> {

@@ -332,6 +332,36 @@ describe('guest agent binary', () => {
     assert.equal(fs.existsSync(p), false, 'the listening socket is removed on SIGTERM');
   });
 
+  test("grow-fs: measures banger's mounts and grows nothing on a Unix-socket transport", async (t) => {
+    if (!agentBuilt(t) || !agentBin) return;
+    const fx = makeFixture('growfs');
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p, { label: 'vm test' });
+    try {
+      const r = await client.request('grow-fs', {});
+      assert.equal(r.dryRun, true);
+      assert.deepEqual(
+        r.filesystems.map((f) => [f.mount, f.mounted]),
+        [
+          ['/root', false],
+          ['/run/banger/overlay', false],
+        ],
+      );
+      // the fixture's /root is a plain directory: not a mount, said so
+      assert.match(r.filesystems[0]!.error ?? '', /^no ext4 filesystem is mounted on \/root$/);
+      assert.match(r.filesystems[1]!.error ?? '', /^cannot open \/run\/banger\/overlay: /);
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+    assert.doesNotMatch(
+      agent.log(),
+      /grew|grow-fs/,
+      'no growth at start on a Unix-socket transport',
+    );
+  });
+
   test('ports: tcp, tcp6 and udp listeners with their processes', async (t) => {
     if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('ports', { sshListening: true });
@@ -491,7 +521,7 @@ describe('guest agent binary', () => {
         ok: false,
         code: 'unknown_op',
         error:
-          'unknown op "frobnicate" (known: hello, wait-ready, ports, stats, sync, poweroff, reboot, set-time, set-identity)',
+          'unknown op "frobnicate" (known: hello, wait-ready, ports, stats, sync, poweroff, reboot, set-time, set-identity, grow-fs)',
       });
       c.send('this is not json\n');
       const bad = await c.next();

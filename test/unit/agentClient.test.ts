@@ -6,7 +6,12 @@ import path from 'node:path';
 import { PassThrough, Duplex } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { BangerError } from '../../src/errors.js';
-import { AgentClient, agentError, isRetryableDialError } from '../../src/guest/agentClient.js';
+import {
+  AgentClient,
+  agentError,
+  GUEST_PROTOCOL_FAULT,
+  isRetryableDialError,
+} from '../../src/guest/agentClient.js';
 import type { AgentEvent, ReadyEvent } from '../../src/guest/agentProtocol.js';
 
 /**
@@ -300,6 +305,7 @@ describe('AgentClient', () => {
         /^vm g: guest agent channel closed: the guest agent sent an unreadable line/,
       );
       assert.equal(gone.length, 1);
+      assert.equal((gone[0] as NodeJS.ErrnoException).code, GUEST_PROTOCOL_FAULT, 'a guest fault');
       // the next request dials a fresh connection
       assert.equal((await client.hello()).hostname, 'guest');
       assert.equal(agent.received.length, 2);
@@ -315,6 +321,8 @@ describe('AgentClient', () => {
       for (let i = 0; i < 40; i++) sock.write(piece);
     });
     const client = AgentClient.unix(agent.path, { label: 'vm big' });
+    const gone: (Error | undefined)[] = [];
+    client.on('disconnect', (e) => gone.push(e));
     try {
       await client.hello();
       const err = await rejection(client.ports());
@@ -322,6 +330,7 @@ describe('AgentClient', () => {
         err.message,
         'vm big: guest agent channel closed: a line from the agent exceeded 65536 bytes',
       );
+      assert.equal((gone[0] as NodeJS.ErrnoException).code, GUEST_PROTOCOL_FAULT, 'a guest fault');
       assert.equal((await client.hello()).hostname, 'guest', 'the client recovers');
     } finally {
       client.close();

@@ -121,6 +121,11 @@ mode = "0644"
     assert.match(e3.message, /:1: bad value for 'tap_pool_size'/);
     const e4 = errorOf(() => load('dns_listen = "localhost"'));
     assert.match(e4.message, /must be IPv4:port/);
+    // the DNS listener answers the host only
+    const e4b = errorOf(() => load('dns_listen = "0.0.0.0:5353"'));
+    assert.match(e4b.message, /'0\.0\.0\.0:5353' must be a loopback address \(127\.0\.0\.0\/8\)/);
+    const e4c = errorOf(() => load('[[file_sync]]\nhost = "~/x"\nguest = "~/x"\nmode = 4096\n'));
+    assert.match(e4c.message, /must be a file mode from 0 to 0o7777/);
     const e5 = errorOf(() => load('bridge_ip = "172.16.0.0"'));
     assert.match(e5.message, /network or broadcast address/);
     const e6 = errorOf(() => load('[[file_sync]]\nguest = "~/x"\n'));

@@ -8,6 +8,7 @@ import {
   getVersion,
   launchRequests,
   logger,
+  driveRescan,
   pauseVm,
   resumeVm,
   sendCtrlAltDel,
@@ -190,6 +191,12 @@ describe('firecracker request builders', () => {
     });
     assert.deepEqual(describeInstance(), { method: 'GET', path: '/' });
     assert.deepEqual(pauseVm(), { method: 'PATCH', path: '/vm', body: { state: 'Paused' } });
+    assert.deepEqual(driveRescan({ id: 'work', path: '/vms/x/work.ext4' }), {
+      method: 'PATCH',
+      path: '/drives/work',
+      body: { drive_id: 'work', path_on_host: '/vms/x/work.ext4' },
+    });
+    assert.throws(() => driveRescan({ id: '../x', path: '/p' }), /invalid firecracker drive id/);
     assert.deepEqual(resumeVm(), { method: 'PATCH', path: '/vm', body: { state: 'Resumed' } });
     assert.deepEqual(snapshotCreate({ snapshotPath: '/s/vm.snap', memFilePath: '/s/vm.mem' }), {
       method: 'PUT',
@@ -290,6 +297,7 @@ describe('firecracker requests against the Swagger contract', () => {
     getVersion(),
     pauseVm(),
     resumeVm(),
+    driveRescan({ id: 'work', path: '/vms/x/work.ext4' }),
     snapshotCreate({ snapshotPath: '/a', memFilePath: '/b', diff: true }),
     snapshotLoad({ snapshotPath: '/a', memFilePath: '/b' }),
     snapshotLoad({

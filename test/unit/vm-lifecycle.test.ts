@@ -192,9 +192,16 @@ describe('VM lifecycle services (fake driver, network and disks)', () => {
     await until(() => rig.network.taps.size === 0, 'the tap to be released');
   });
 
-  test('set: sizing only while stopped, disks only grow, NAT at any time', async () => {
+  test('set: vcpu/memory only while stopped, disks only grow (online while running), NAT at any time', async () => {
     await create('a4');
     await rejectsWith(rig.svc.set('a4', { vcpu: 2 }), 'precondition', /is running/);
+    // a running VM's disks grow through its VMM and agent, never the host's disk tools
+    await rejectsWith(
+      rig.svc.set('a4', { diskSize: 12 * 1024 ** 3 }),
+      'not_implemented',
+      /cannot resize a disk while the VM runs/,
+    );
+    assert.deepEqual(rig.disks.grown, [], 'no host-side growth of a running VM');
     const nat = await rig.svc.set('a4', { nat: true });
     assert.equal(nat.nat, true);
     assert.ok(rig.network.calls.includes('applyNat'));
@@ -203,6 +210,26 @@ describe('VM lifecycle services (fake driver, network and disks)', () => {
     assert.equal(big.vcpu, 3);
     assert.deepEqual(rig.disks.grown, [16 * 1024 ** 3]);
     await rejectsWith(rig.svc.set('a4', { diskSize: 1024 ** 3 }), 'usage', /disks only grow/);
+  });
+
+  test('a delete racing a create waits for its disks instead of pulling them away', async () => {
+    rig.disks.makeDelayMs = 300;
+    try {
+      const creating = create('race1', false);
+      await until(() => rig.svc.list().some((v) => v.name === 'race1'), 'the row to appear');
+      const deleting = rig.svc.delete('race1', true, rig.emit);
+      const made = await creating;
+      assert.equal(made.vm.name, 'race1', 'the create finished with its disks');
+      await deleting;
+      assert.equal(
+        rig.svc.list().some((v) => v.name === 'race1'),
+        false,
+        'then deleted',
+      );
+      assert.equal(fs.existsSync(made.vm.dir), false);
+    } finally {
+      rig.disks.makeDelayMs = 0;
+    }
   });
 
   test('stats: VMM process and guest figures', async () => {

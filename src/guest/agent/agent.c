@@ -8,6 +8,7 @@
  * See docs/guest-agent.md for the protocol.
  */
 #include "identity.h"
+#include "growfs.h"
 #include "json.h"
 #include "sysinfo.h"
 
@@ -62,7 +63,7 @@ struct sockaddr_vm_ {
 #define READY_FAST_WINDOW_MS (120 * 1000)
 
 static const char *const k_ops[] = {"hello",    "wait-ready", "ports",    "stats",       "sync",
-                                    "poweroff", "reboot",     "set-time", "set-identity"};
+                                    "poweroff", "reboot",     "set-time", "set-identity", "grow-fs"};
 #define N_OPS (sizeof k_ops / sizeof k_ops[0])
 
 /* ---------- options ---------- */
@@ -726,6 +727,52 @@ static void run_power(enum power action) {
     logmsg("reboot(2) failed: %s", strerror(errno));
 }
 
+/* grow-fs: grow banger's disk filesystems to their devices (growfs.c). Measures only on Unix-socket transports (tests on a host). */
+static void op_grow_fs(struct conn *c, uint64_t id) {
+  struct growfs_result res[GROWFS_MOUNTS];
+  bool dry = opt.mode == M_UNIX;
+  growfs_all(res, dry);
+  struct jb j;
+  begin_ok(&j, id);
+  jb_begin_obj(&j);
+  jb_key(&j, "filesystems");
+  jb_begin_arr(&j);
+  for (int i = 0; i < GROWFS_MOUNTS; i++) {
+    jb_begin_obj(&j);
+    jb_key(&j, "mount");
+    jb_str(&j, res[i].mount);
+    jb_key(&j, "mounted");
+    jb_bool(&j, res[i].mounted);
+    jb_key(&j, "beforeBytes");
+    jb_u64(&j, res[i].before);
+    jb_key(&j, "afterBytes");
+    jb_u64(&j, res[i].after);
+    jb_key(&j, "deviceBytes");
+    jb_u64(&j, res[i].device);
+    jb_key(&j, "error");
+    if (res[i].error[0]) jb_str(&j, res[i].error);
+    else jb_null(&j);
+    jb_end_obj(&j);
+  }
+  jb_end_arr(&j);
+  jb_key(&j, "dryRun");
+  jb_bool(&j, dry);
+  jb_end_obj(&j);
+  finish_ok(c, &j, id);
+}
+
+/* At start in a guest: a disk grown while the VM was stopped gets its filesystem grown now. */
+static void grow_fs_at_start(void) {
+  struct growfs_result res[GROWFS_MOUNTS];
+  growfs_all(res, false);
+  for (int i = 0; i < GROWFS_MOUNTS; i++) {
+    if (res[i].error[0] && res[i].mounted) logmsg("grow-fs: %s", res[i].error);
+    else if (res[i].after > res[i].before)
+      logmsg("grew %s from %llu to %llu bytes", res[i].mount, (unsigned long long)res[i].before,
+             (unsigned long long)res[i].after);
+  }
+}
+
 static void handle_line(struct conn *c, char *line, size_t len) {
   static struct jreq req;
   char err[200];
@@ -761,6 +808,7 @@ static void handle_line(struct conn *c, char *line, size_t len) {
   else if (strcmp(op, "reboot") == 0) op_power(c, id, PW_REBOOT);
   else if (strcmp(op, "set-time") == 0) op_set_time(c, id, &req);
   else if (strcmp(op, "set-identity") == 0) op_set_identity(c, id, &req);
+  else if (strcmp(op, "grow-fs") == 0) op_grow_fs(c, id);
   else if (strcmp(op, "sync") == 0) {
     sync();
     struct jb j;
@@ -1215,6 +1263,7 @@ int main(int argc, char **argv) {
       snprintf(desc + n, sizeof desc - (size_t)n, "%sunix connect %s", n ? ", " : "transport ", opt.connect_unix);
     }
   } else {
+    grow_fs_at_start();
     probe_transports(mono_ms());
     if (serial_open()) snprintf(desc, sizeof desc, "transport virtio-serial %s", g_serial_dev);
     else if (g_vsock_lfd >= 0) snprintf(desc, sizeof desc, "transport vsock port %u", opt.vsock_port);

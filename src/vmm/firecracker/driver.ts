@@ -2,6 +2,7 @@ import path from 'node:path';
 import { BangerError } from '../../errors.js';
 import type {
   AgentChannel,
+  DiskSpec,
   LaunchSpec,
   PreflightInput,
   SnapshotFiles,
@@ -39,6 +40,7 @@ import {
 import {
   checkSocketPath,
   launchRequests,
+  driveRescan,
   pauseVm,
   resumeVm,
   sendCtrlAltDel,
@@ -283,6 +285,11 @@ export class FirecrackerDriver implements VmmDriver {
   /** `PATCH /vm {state: Paused}` (capabilities.pauseResume). */
   async pause(h: VmHandle): Promise<void> {
     await this.api(h).call(pauseVm());
+  }
+
+  /** The disk file grew on the host: `PATCH /drives/{id}` makes Firecracker and the guest see it. */
+  async resizeDisk(h: VmHandle, disk: Pick<DiskSpec, 'id' | 'path'>): Promise<void> {
+    await this.api(h).call(driveRescan(disk));
   }
 
   /** `PATCH /vm {state: Resumed}`. */

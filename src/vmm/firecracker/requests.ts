@@ -287,6 +287,19 @@ export const sendCtrlAltDel = (): FcRequest => action('SendCtrlAltDel');
 export const describeInstance = (): FcRequest => ({ method: 'GET', path: '/' });
 export const getVersion = (): FcRequest => ({ method: 'GET', path: '/version' });
 
+/**
+ * `PATCH /drives/{id}` with the same file: Firecracker reads the file's size
+ * again and tells the guest the disk grew (vm set --disk-size while running).
+ */
+export function driveRescan(disk: Pick<DiskSpec, 'id' | 'path'>): FcRequest {
+  if (!DEVICE_ID.test(disk.id)) throw new Error(`invalid firecracker drive id '${disk.id}'`);
+  return {
+    method: 'PATCH',
+    path: `/drives/${disk.id}`,
+    body: { drive_id: disk.id, path_on_host: disk.path },
+  };
+}
+
 /** Prepared for suspend/fork (capabilities.pauseResume). */
 export const pauseVm = (): FcRequest => ({
   method: 'PATCH',

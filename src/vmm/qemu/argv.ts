@@ -43,6 +43,20 @@ export const qemuEscape = (v: string): string => v.replace(/,/g, ',,');
 
 const DISK_ID_RE = /^[a-z][a-z0-9_-]{0,30}$/;
 
+/**
+ * QMP `block_resize` arguments for a drive of buildQemuArgv (its `-drive id=`);
+ * QEMU wants a size in whole 512-byte sectors.
+ */
+export function blockResizeArgs(
+  diskId: string,
+  sizeBytes: number,
+): { device: string; size: number } {
+  if (!DISK_ID_RE.test(diskId)) throw new BangerError('internal', `invalid disk id '${diskId}'`);
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 512 !== 0)
+    throw new BangerError('internal', `disk size ${sizeBytes} is not a positive multiple of 512`);
+  return { device: diskId, size: sizeBytes };
+}
+
 export function buildQemuArgv(spec: LaunchSpec, opts: QemuArgvOptions): string[] {
   if (spec.vcpu < 1 || spec.vcpu > 255)
     throw new BangerError('usage', `vm '${spec.name}': vcpu must be 1-255 (got ${spec.vcpu})`);

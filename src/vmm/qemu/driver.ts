@@ -7,6 +7,7 @@ import { dialUnix } from '../../util/socket.js';
 import { sleep } from '../../util/sleep.js';
 import type {
   AgentChannel,
+  DiskSpec,
   LaunchSpec,
   PreflightInput,
   SnapshotFiles,
@@ -27,7 +28,7 @@ import {
   waitGone,
   type VmmProcess,
 } from '../process.js';
-import { buildQemuArgv } from './argv.js';
+import { blockResizeArgs, buildQemuArgv } from './argv.js';
 import { lookupUser } from '../../util/users.js';
 import { processConfinement } from '../../util/proc.js';
 import { QmpClient, qmpOnce } from './qmp.js';
@@ -292,6 +293,23 @@ export class QemuDriver implements VmmDriver {
   /** QMP `stop`: the vCPUs halt, the process stays. */
   async pause(handle: VmHandle): Promise<void> {
     await qmpOnce(handle.controlSocket, 'stop', undefined, 5000);
+  }
+
+  /**
+   * The disk file grew on the host: QMP `block_resize` of the drive (the same
+   * size, so QEMU only re-reads it) tells the guest's virtio-blk the new size.
+   */
+  async resizeDisk(
+    handle: VmHandle,
+    disk: Pick<DiskSpec, 'id' | 'path'>,
+    sizeBytes: number,
+  ): Promise<void> {
+    await qmpOnce(
+      handle.controlSocket,
+      'block_resize',
+      blockResizeArgs(disk.id, sizeBytes),
+      10_000,
+    );
   }
 
   /** QMP `cont`. */

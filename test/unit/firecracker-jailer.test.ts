@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { LaunchSpec } from '../../src/vmm/driver.js';
+import { jailerArgv, jailPlan, jailRoot, vmCgroups } from '../../src/vmm/firecracker/jailer.js';
+import { launchRequests } from '../../src/vmm/firecracker/requests.js';
+import { FirecrackerContract } from '../fixtures/firecracker/contract.js';
+
+const spec: LaunchSpec = {
+  vmId: 'a1b2c3d4e5f60718',
+  name: 'foo',
+  dir: '/s/vms/a1b2c3d4e5f60718',
+  vcpu: 2,
+  memoryMib: 1024,
+  accel: 'kvm',
+  kernel: {
+    path: '/s/kernels/deb/vmlinux',
+    initrd: '/s/kernels/deb/initrd.img',
+    cmdline: 'console=ttyS0',
+  },
+  disks: [
+    { id: 'base', path: '/s/images/deb/rootfs.ext4', readOnly: true },
+    { id: 'overlay', path: '/s/vms/a1b2c3d4e5f60718/overlay.ext4', readOnly: false },
+    { id: 'work', path: '/s/vms/a1b2c3d4e5f60718/work.ext4', readOnly: false },
+  ],
+  net: { tap: 'bgtap3', mac: '06:00:AC:10:00:02' },
+  agentSocket: '/s/vms/a1b2c3d4e5f60718/agent.sock',
+  consoleLog: '/s/vms/a1b2c3d4e5f60718/console.log',
+  vmmLog: '/s/vms/a1b2c3d4e5f60718/vmm.log',
+};
+const opts = {
+  jailerBin: '/usr/bin/jailer',
+  firecrackerBin: '/usr/bin/firecracker',
+  id: spec.vmId,
+  uid: 999,
+  gid: 998,
+  chrootBase: '/s/jail',
+};
+
+describe('firecracker jailer (pure parts)', () => {
+  test("argv: id, exec file, uid/gid, chroot base, cgroup v2 and limits, then firecracker's own", () => {
+    assert.deepEqual(jailerArgv({ ...opts, parentCgroup: 'banger', cgroups: vmCgroups(spec) }), [
+      '--id',
+      'a1b2c3d4e5f60718',
+      '--exec-file',
+      '/usr/bin/firecracker',
+      '--uid',
+      '999',
+      '--gid',
+      '998',
+      '--chroot-base-dir',
+      '/s/jail',
+      '--cgroup-version',
+      '2',
+      '--parent-cgroup',
+      'banger',
+      '--cgroup',
+      'memory.max=1207959552',
+      '--',
+      '--api-sock',
+      '/fc.sock',
+    ]);
+  });
+
+  test('argv refuses root, odd ids and cgroup values that would split', () => {
+    assert.throws(() => jailerArgv({ ...opts, uid: 0 }), /unprivileged uid/);
+    assert.throws(() => jailerArgv({ ...opts, gid: 0 }), /unprivileged gid/);
+    assert.throws(() => jailerArgv({ ...opts, id: '../x' }), /1-64 letters/);
+    assert.throws(
+      () => jailerArgv({ ...opts, cgroups: { 'memory.max': '1 2' } }),
+      /invalid cgroup/,
+    );
+    assert.throws(() => jailerArgv({ ...opts, chrootBase: 'jail' }), /absolute/);
+  });
+
+  test('the chroot is <base>/<exec file name>/<id>/root', () => {
+    assert.equal(jailRoot(opts), '/s/jail/firecracker/a1b2c3d4e5f60718/root');
+  });
+
+  test('plan: every file Firecracker opens is inside the jail, requests name jail paths', () => {
+    const root = jailRoot(opts);
+    const p = jailPlan(spec, root);
+    assert.deepEqual(p.files, [
+      { from: '/s/kernels/deb/vmlinux', to: `${root}/vmlinux`, writable: false },
+      { from: '/s/kernels/deb/initrd.img', to: `${root}/initrd`, writable: false },
+      { from: '/s/images/deb/rootfs.ext4', to: `${root}/base.img`, writable: false },
+      { from: spec.disks[1]!.path, to: `${root}/overlay.img`, writable: true },
+      { from: spec.disks[2]!.path, to: `${root}/work.img`, writable: true },
+      { from: spec.consoleLog, to: `${root}/console.log`, writable: true },
+      { from: spec.vmmLog, to: `${root}/vmm.log`, writable: true },
+    ]);
+    assert.equal(p.hostApiSocket, `${root}/fc.sock`);
+    assert.equal(p.hostAgentSocket, `${root}/agent.sock`);
+    const reqs = launchRequests(p.spec);
+    const paths = JSON.stringify(reqs.map((r) => r.body));
+    assert.doesNotMatch(paths, /\/s\//, 'no host path reaches Firecracker');
+    const contract = FirecrackerContract.load();
+    for (const r of reqs) {
+      const res = contract.validate(r.method, r.path, r.body);
+      assert.ok(res.ok, `${r.method} ${r.path}: ${res.ok ? '' : res.fault}`);
+    }
+  });
+});
