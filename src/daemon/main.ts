@@ -87,7 +87,7 @@ async function main(): Promise<void> {
       process.exit(code);
     };
 
-    const { server, vms, dns } = createApp({
+    const { server, vms, dns, recover } = createApp({
       paths,
       configSource,
       logger: log,
@@ -114,6 +114,11 @@ async function main(): Promise<void> {
     process.on('SIGHUP', () => log.info('SIGHUP ignored (config reloads automatically)'));
     // DNS first, so adopting running VMs can route `.vm` on their bridge; a bind failure is only reported.
     await dns.start();
+    try {
+      await recover();
+    } catch (e) {
+      log.error({ err: e }, 'recovering interrupted operations failed');
+    }
     try {
       await vms.adopt();
     } catch (e) {

@@ -1,6 +1,7 @@
 import { openDb, type Db } from './db.js';
 import { EventStore } from './events.js';
 import { ImageStore } from './images.js';
+import { Journal } from './journal.js';
 import { KernelStore } from './kernels.js';
 import { VmStore } from './vms.js';
 
@@ -11,6 +12,8 @@ export interface Store {
   images: ImageStore;
   kernels: KernelStore;
   events: EventStore;
+  /** Intents of multi-step operations (journal.ts, docs/reliability.md). */
+  journal: Journal;
   close(): void;
 }
 
@@ -22,6 +25,7 @@ export function openStore(file: string): Store {
     images: new ImageStore(db),
     kernels: new KernelStore(db),
     events: new EventStore(db),
+    journal: new Journal(db),
     close: () => db.close(),
   };
 }

@@ -76,4 +76,22 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX events_subject ON events(subject_type, subject_id, id);
     `,
   },
+  {
+    // 3, not 2: the snapshot work (branch snap-vm) claims version 2.
+    version: 3,
+    name: 'intents',
+    sql: `
+      CREATE TABLE intents (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        op             TEXT NOT NULL,
+        subject        TEXT NOT NULL,
+        step           TEXT NOT NULL,
+        data           TEXT NOT NULL DEFAULT '{}',
+        pid            INTEGER NOT NULL,
+        pid_start_time INTEGER,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL
+      );
+    `,
+  },
 ];

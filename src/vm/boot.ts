@@ -44,69 +44,82 @@ export class VmBoot {
     }
     const { image, kernel, driver } = await this.preflight(vm);
 
-    const t0 = Date.now();
-    emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
-    const net = await this.n.network.prepare(vm);
-    vm = table.update(vm.id, { tap: net.tap });
-    emit({
-      type: 'step',
-      id: 'net',
-      label: 'Preparing network',
-      state: 'done',
-      detail: `${vm.ip} on ${net.tap}`,
-      ms: Date.now() - t0,
-    });
-
-    const layout = table.layout(vm);
-    const consoleStart = consoleMark(layout);
-    let launch: LaunchSpec;
-    let handle: VmHandle;
-    const bootStart = Date.now();
-    try {
-      launch = buildLaunchSpec({
-        vm,
-        image,
-        kernel,
-        modulesDisk: kernel ? modulesDiskPath(kernel) : undefined,
-        layout,
-        net,
-        tscKhz: this.n.host.tscKhz(),
-      });
+    // Crash-consistent (recover.ts): until the row records the VMM and its network, the start
+    // is journaled; an interrupted one is rolled back (its VMM killed, its tap released).
+    const bringUp = await table.journal.run('start', vm.id, {}, async (intent) => {
+      const t0 = Date.now();
+      emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
+      const net = await this.n.network.prepare(vm);
+      vm = table.update(vm.id, { tap: net.tap });
+      intent.step('after-tap', { tap: net.tap });
       emit({
         type: 'step',
-        id: 'boot',
-        label: `Booting (${driver.name}, ${vm.accel})`,
-        state: 'start',
+        id: 'net',
+        label: 'Preparing network',
+        state: 'done',
+        detail: `${vm.ip} on ${net.tap}`,
+        ms: Date.now() - t0,
       });
-      handle = await driver.start(launch, signal);
-    } catch (e) {
-      await this.n.network.released(vm, table.runningNets(vm.id)).catch(() => undefined);
-      table.update(vm.id, { state: 'error', tap: null, lastError: toBangerError(e).message });
-      emit({ type: 'step', id: 'boot', label: 'Booting', state: 'fail' });
-      throw e;
-    }
-    vm = table.update(vm.id, {
-      state: 'starting',
-      pid: handle.pid,
-      pidStartTime: handle.pidStartTime,
-      startedAt: nowIso(),
-      stoppedAt: null,
-      lastError: null,
-      meta: {
-        ...vm.meta,
-        controlSocket: handle.controlSocket,
-        stopRequested: false,
-        kernelPath: launch.kernel.path,
-        consoleStart,
-      },
+
+      const layout = table.layout(vm);
+      const consoleStart = consoleMark(layout);
+      let launch: LaunchSpec;
+      let handle: VmHandle;
+      const bootStart = Date.now();
+      try {
+        launch = buildLaunchSpec({
+          vm,
+          image,
+          kernel,
+          modulesDisk: kernel ? modulesDiskPath(kernel) : undefined,
+          layout,
+          net,
+          tscKhz: this.n.host.tscKhz(),
+        });
+        emit({
+          type: 'step',
+          id: 'boot',
+          label: `Booting (${driver.name}, ${vm.accel})`,
+          state: 'start',
+        });
+        handle = await driver.start(launch, signal);
+        intent.step('after-spawn', {
+          pid: handle.pid,
+          pidStartTime: handle.pidStartTime,
+          controlSocket: handle.controlSocket,
+        });
+      } catch (e) {
+        await this.n.network.released(vm, table.runningNets(vm.id)).catch(() => undefined);
+        table.update(vm.id, { state: 'error', tap: null, lastError: toBangerError(e).message });
+        emit({ type: 'step', id: 'boot', label: 'Booting', state: 'fail' });
+        throw e;
+      }
+      vm = table.update(vm.id, {
+        state: 'starting',
+        pid: handle.pid,
+        pidStartTime: handle.pidStartTime,
+        startedAt: nowIso(),
+        stoppedAt: null,
+        lastError: null,
+        meta: {
+          ...vm.meta,
+          controlSocket: handle.controlSocket,
+          stopRequested: false,
+          kernelPath: launch.kernel.path,
+          consoleStart,
+        },
+      });
+      intent.step('after-row');
+      table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, accel: vm.accel });
+      const up = { driver, handle, consoleStart, bootStart, emit, signal };
+      try {
+        await this.n.network.started(vm, table.runningNets());
+      } catch (e) {
+        throw await this.n.readiness.abandon(vm, up, e);
+      }
+      intent.step('after-net');
+      return up;
     });
-    table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, accel: vm.accel });
-    const bringUp = { driver, handle, consoleStart, bootStart, emit, signal };
-    try {
-      await this.n.network.started(vm, table.runningNets());
-    } catch (e) {
-      throw await this.n.readiness.abandon(vm, bringUp, e);
-    }
     return this.n.readiness.bringUp(vm, bringUp);
   }
 

@@ -94,28 +94,36 @@ export class VmCreation {
 
     const started = Date.now();
     emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
-    const vm = this.insert(id, plan, req.nat, config);
-    try {
-      await this.n.disks.make(
-        layout,
-        { image: plan.image, sizeBytes: vm.diskSize, pubKey, files: sync.files, dirs: sync.dirs },
-        signal,
-      );
-      await hooks.populateWorkDisk?.(layout.workDisk);
-    } catch (e) {
-      fs.rmSync(layout.dir, { recursive: true, force: true });
-      this.n.table.delete(vm.id);
-      throw e;
-    }
-    emit({
-      type: 'step',
-      id: 'disks',
-      label: 'Creating disks',
-      state: 'done',
-      ms: Date.now() - started,
+    // Crash-consistent (recover.ts): an interrupted create is rolled back at the next daemon start.
+    return this.n.table.journal.run('create', id, { dir: layout.dir }, async (intent) => {
+      const vm = this.insert(id, plan, req.nat, config);
+      try {
+        intent.step('after-row', { name: vm.name, ip: vm.ip });
+        await this.n.disks.make(
+          layout,
+          { image: plan.image, sizeBytes: vm.diskSize, pubKey, files: sync.files, dirs: sync.dirs },
+          signal,
+        );
+        intent.step('after-disks');
+        if (hooks.populateWorkDisk) {
+          await hooks.populateWorkDisk(layout.workDisk);
+          intent.step('after-populate');
+        }
+      } catch (e) {
+        fs.rmSync(layout.dir, { recursive: true, force: true });
+        this.n.table.delete(vm.id);
+        throw e;
+      }
+      emit({
+        type: 'step',
+        id: 'disks',
+        label: 'Creating disks',
+        state: 'done',
+        ms: Date.now() - started,
+      });
+      this.n.table.event('vm.created', vm, { image: plan.image.name, kernel: plan.kernel?.name });
+      return { vm, spec: plan.spec };
     });
-    this.n.table.event('vm.created', vm, { image: plan.image.name, kernel: plan.kernel?.name });
-    return { vm, spec: plan.spec };
   }
 
   /** The name, VMM, accelerator (the driver's preflight), sizing, image and kernel, with where each came from. */

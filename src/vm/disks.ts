@@ -32,8 +32,15 @@ export interface VmDisks {
     },
     signal?: AbortSignal,
   ): Promise<void>;
-  /** Grow both disks to sizeBytes (the guest's filesystems grow with them at next boot). */
-  grow(layout: VmLayout, sizeBytes: number): Promise<void>;
+  /**
+   * Grow both disks to sizeBytes (the guest's filesystems grow with them at next boot);
+   * `grown` is told after each disk (the journal's step boundaries).
+   */
+  grow(
+    layout: VmLayout,
+    sizeBytes: number,
+    grown?: (disk: 'work-disk' | 'overlay-disk') => void,
+  ): Promise<void>;
 }
 
 /** The real disks: sparse ext4 files made with e2fsprogs (src/storage). */
@@ -63,8 +70,10 @@ export const ext4Disks: VmDisks = {
       signal,
     );
   },
-  async grow(l, sizeBytes) {
+  async grow(l, sizeBytes, grown) {
     await growExt4(l.workDisk, sizeBytes);
+    grown?.('work-disk');
     await growExt4(l.overlayDisk, sizeBytes);
+    grown?.('overlay-disk');
   },
 };

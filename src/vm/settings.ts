@@ -49,8 +49,22 @@ export class VmSettings {
         { hint: 'pass a --disk-size at least as large as the current one' },
       );
     }
-    if (patch.diskSize !== undefined && patch.diskSize > cur.diskSize)
-      await this.n.disks.grow(table.layout(cur), patch.diskSize);
+    if (patch.diskSize !== undefined && patch.diskSize > cur.diskSize) {
+      // Journaled (recover.ts): a growth cut short is completed at the next daemon start.
+      const sizing = { vcpu: patch.vcpu, memoryMib: patch.memoryMib, diskSize: patch.diskSize };
+      const size = patch.diskSize;
+      return table.journal.run('set', cur.id, { patch: sizing }, async (intent) => {
+        await this.n.disks.grow(table.layout(cur), size, (disk) => intent.step(`after-${disk}`));
+        const next = await this.apply(cur, patch, running);
+        intent.step('after-row');
+        return next;
+      });
+    }
+    return this.apply(cur, patch, running);
+  }
+
+  private async apply(cur: VmRecord, patch: VmPatch, running: boolean): Promise<VmRecord> {
+    const { table } = this.n;
     const meta = { ...metaOf(cur) };
     if (patch.autoStopMs === null) delete meta.autoStopAfterMs;
     else if (patch.autoStopMs !== undefined) meta.autoStopAfterMs = patch.autoStopMs;
