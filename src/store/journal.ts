@@ -121,7 +121,13 @@ export class Journal {
       )
       .run(op, subject, JSON.stringify(data), process.pid, SELF_START, now, now);
     const intent = new Intent(this, Number(r.lastInsertRowid), op, subject, data);
-    faultPoint(op, 'begin');
+    try {
+      faultPoint(op, 'begin');
+    } catch (e) {
+      // A `fail` at begin: refused before anything was made.
+      intent.done();
+      throw e;
+    }
     return intent;
   }
 

@@ -21,7 +21,7 @@ describe('state database', () => {
       .prepare("SELECT name FROM sqlite_master WHERE type='table'")
       .all()
       .map((r) => (r as { name: string }).name);
-    for (const t of ['vms', 'images', 'kernels', 'events', 'schema_migrations'])
+    for (const t of ['vms', 'images', 'kernels', 'events', 'intents', 'schema_migrations'])
       assert.ok(tables.includes(t), t);
     db.close();
     // reopening applies nothing twice
@@ -48,11 +48,11 @@ describe('state database', () => {
       () =>
         migrate(db, [
           ...MIGRATIONS,
-          { version: 2, name: 'bad', sql: 'CREATE TABLE ok (x); SELECT nope FROM nowhere;' },
+          { version: 4, name: 'bad', sql: 'CREATE TABLE ok (x); SELECT nope FROM nowhere;' },
         ]),
       /no such table: nowhere/,
     );
-    assert.equal(schemaVersion(db), 1);
+    assert.equal(schemaVersion(db), 3);
     assert.equal(
       (
         db.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE name = 'ok'").get() as {
