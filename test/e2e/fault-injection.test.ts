@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { which } from '../../src/util/exec.js';
 import { needs } from '../helpers/ci.js';
 import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
+import { makeFixtureRepo } from '../helpers/gitFixture.js';
 import { imageRow, startDaemon, violations, vmRow, type Daemon } from '../helpers/faults.js';
 import { pushImage, startRegistry, type Registry } from '../helpers/registry.js';
 import { makeSandbox, sleep, type Sandbox } from '../helpers/sandbox.js';
@@ -206,6 +207,39 @@ describe(
         });
       }
     }
+
+    test('vm run PATH (workspace copy onto the new disk): killed at create:after-populate, rolled back, retried', async (t) => {
+      if (!needs(t, ok, 'mkfs.ext4, resize2fs, debugfs or docker-registry not installed')) return;
+      const repo = path.join(sb.root, 'repo');
+      if (!fs.existsSync(repo)) makeFixtureRepo(repo, sb.env.HOME!);
+      const name = `fws-${seq++}`;
+      const run = (d: Daemon) =>
+        d.client.stream(
+          'workspaceRun',
+          {
+            body: {
+              vm: { name, image: 'tiny', diskSize: GiB, start: false, nat: false },
+              workspace: { path: repo, mode: 'shallow' },
+            },
+          },
+          noop,
+        );
+      const d1 = await startDaemon(sb, 'create:after-populate:kill');
+      await assert.rejects(run(d1));
+      assert.equal((await d1.exited).signal, 'SIGKILL', 'the daemon died at the fault point');
+      const d2 = await startDaemon(sb);
+      try {
+        assert.deepEqual(violations(sb), [], 'consistent after recovery');
+        assert.equal(vmRow(sb, name), undefined, 'the VM is fully gone');
+        await run(d2);
+        assert.ok(vmRow(sb, name), 'the retried run made it');
+        assert.deepEqual(violations(sb), []);
+        await del(d2, name);
+        assert.deepEqual(violations(sb), []);
+      } finally {
+        await d2.kill();
+      }
+    });
 
     test(`${CYCLES} randomized cycles: random operation, point and fault over one state`, async (t) => {
       if (!needs(t, ok, 'mkfs.ext4, resize2fs, debugfs or docker-registry not installed')) return;
