@@ -53,6 +53,10 @@ function expected(op: Op, point: string, action: string): 'gone' | 'there' {
   return 'gone';
 }
 
+/** The error a client gets when the daemon dies under its request. */
+const died = (e: Error & { code?: string }): boolean =>
+  e.code === 'daemon_unavailable' || e.code === 'ECONNRESET' || /socket hang up/.test(e.message);
+
 /** The results of a vm action or set: throws the first per-VM error. */
 function okAll(r: { results: { ok: boolean; error?: { message: string } }[] }): void {
   const bad = r.results.find((x) => !x.ok);
@@ -184,7 +188,7 @@ describe(
             return;
           const d1 = await startDaemon(sb, `${op}:${point}:kill`);
           const { subject, growTo } = await prepare(d1, op);
-          await assert.rejects(runOp(d1, op, subject, growTo), `${op} did not complete`);
+          await assert.rejects(runOp(d1, op, subject, growTo), died);
           assert.equal((await d1.exited).signal, 'SIGKILL', 'the daemon died at the fault point');
 
           const d2 = await startDaemon(sb);
@@ -225,7 +229,7 @@ describe(
           noop,
         );
       const d1 = await startDaemon(sb, 'create:after-populate:kill');
-      await assert.rejects(run(d1));
+      await assert.rejects(run(d1), died);
       assert.equal((await d1.exited).signal, 'SIGKILL', 'the daemon died at the fault point');
       const d2 = await startDaemon(sb);
       try {
@@ -300,6 +304,7 @@ describe(
           pending = undefined;
           await d.kill();
         } else {
+          assert.ok(died(err), `${at}: ${err.message}`);
           const ex = await d.exited;
           if (action === 'kill') assert.equal(ex.signal, 'SIGKILL', at);
           else assert.equal(ex.code, 86, at);
@@ -387,7 +392,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
     // Before the row records a VMM: rolled back — no VMM, no tap, no rule, stopped.
     for (const point of ['after-tap', 'after-spawn']) {
       const d1 = await daemon(e, `start:${point}:kill`);
-      await assert.rejects(start(d1, name));
+      await assert.rejects(start(d1, name), died);
       assert.equal((await d1.exited).signal, 'SIGKILL', `start:${point}: died there`);
       const d2 = await startDaemon(e.sb, undefined, wrap(e));
       try {
@@ -404,7 +409,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
 
     // After the row records its VMM: adopted, and the boot finishes under the next daemon.
     const d3 = await daemon(e, 'start:after-row:kill');
-    await assert.rejects(start(d3, name));
+    await assert.rejects(start(d3, name), died);
     assert.equal((await d3.exited).signal, 'SIGKILL');
     let d4 = await startDaemon(e.sb, undefined, wrap(e));
     assert.equal(await waitState(e, name, ['running', 'error'], 180_000), 'running');
@@ -414,7 +419,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
 
     // Stop killed after the guest was asked: the VM is what its VMM is; a retried stop stops it.
     const d5 = await startDaemon(e.sb, 'stop:after-request:kill', wrap(e));
-    await assert.rejects(stop(d5, name));
+    await assert.rejects(stop(d5, name), died);
     assert.equal((await d5.exited).signal, 'SIGKILL');
     d4 = await startDaemon(e.sb, undefined, wrap(e));
     assert.deepEqual(violations(e.sb), [], 'stop:after-request: consistent');
@@ -429,7 +434,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
     assert.equal(stateOf(e, name)!.state, 'running');
     await d4.kill();
     const d6 = await startDaemon(e.sb, 'stop:after-exit:kill', wrap(e));
-    await assert.rejects(stop(d6, name));
+    await assert.rejects(stop(d6, name), died);
     assert.equal((await d6.exited).signal, 'SIGKILL');
     const d7 = await startDaemon(e.sb, undefined, wrap(e));
     try {
