@@ -115,7 +115,12 @@ export class FakeDriver implements VmmDriver {
       await sleep(this.startDelayMs);
       if (this.failStart) throw this.failStart;
       const guest = this.guests.get(spec.name) ?? this.guests.get('*') ?? {};
-      const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
+      // A process that runs until killed and, like a real VMM, names its control socket.
+      const controlSocket = path.join(spec.dir, 'fake.sock');
+      const child = spawn('tail', ['-f', '/dev/null', controlSocket], {
+        detached: true,
+        stdio: 'ignore',
+      });
       child.unref();
       const pid = child.pid!;
       const pidStartTime = processStartTime(pid)!;
@@ -129,7 +134,7 @@ export class FakeDriver implements VmmDriver {
       if (guest.dieAfterMs !== undefined) {
         setTimeout(() => process.kill(pid, 'SIGKILL'), guest.dieAfterMs).unref();
       }
-      return { pid, pidStartTime, controlSocket: path.join(spec.dir, 'fake.sock') };
+      return { pid, pidStartTime, controlSocket };
     });
   }
 
