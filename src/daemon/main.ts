@@ -99,6 +99,12 @@ async function main(): Promise<void> {
       requestShutdown: () => void shutdown('api'),
     });
 
+    // Before the socket answers, so no request meets a half-made VM, image or kernel.
+    try {
+      await recover();
+    } catch (e) {
+      log.error({ err: e }, 'recovering interrupted operations failed');
+    }
     // We hold the lock, so any socket file left here belongs to a dead daemon.
     fs.rmSync(paths.socket, { force: true });
     await new Promise<void>((resolve, reject) => {
@@ -114,11 +120,6 @@ async function main(): Promise<void> {
     process.on('SIGHUP', () => log.info('SIGHUP ignored (config reloads automatically)'));
     // DNS first, so adopting running VMs can route `.vm` on their bridge; a bind failure is only reported.
     await dns.start();
-    try {
-      await recover();
-    } catch (e) {
-      log.error({ err: e }, 'recovering interrupted operations failed');
-    }
     try {
       await vms.adopt();
     } catch (e) {

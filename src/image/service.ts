@@ -83,6 +83,16 @@ export class ImageService {
     this.agentBinary = opts.agentBinary ?? defaultAgentBinary();
     this.buildRecipe = opts.buildRecipe ?? buildDebianImage;
     deps.store.journal.onRecover('image', (r) => this.recover(r));
+    deps.store.journal.onRecover('image-promote', async (r) => {
+      const { id, final } = r.data as { id: string; final: string };
+      if (!this.deps.store.images.get(id)?.managed) await rmrf(final);
+    });
+    deps.store.journal.onRecover('image-delete', async (r) => {
+      const { id, dir, trash } = r.data as { id: string; dir: string; trash: string };
+      if (this.deps.store.images.get(id) && fs.existsSync(trash) && !fs.existsSync(dir))
+        fs.renameSync(trash, dir);
+      await rmrf(trash);
+    });
   }
 
   // ------------------------------------------------------------------ reads
@@ -643,21 +653,32 @@ export class ImageService {
           });
         }
         fs.mkdirSync(this.deps.paths.imagesDir, { recursive: true, mode: 0o700 });
-        fs.renameSync(out, final);
-        let updated: ImageRecord;
-        try {
-          updated = this.deps.store.images.update(cur.id, {
-            ...patch,
-            managed: true,
-            meta: {
-              ...cur.meta,
-              promoted: { at: new Date().toISOString(), from: cur.meta.registered ?? null },
-            },
-          });
-        } catch (e) {
-          await rmrf(final);
-          throw e;
-        }
+        // Journaled (docs/reliability.md): copies moved in but the row not yet pointing at them
+        // are removed again, so a retried promote does not meet them.
+        const updated = await this.deps.store.journal.run(
+          'image-promote',
+          cur.name,
+          { id: cur.id, final },
+          async (intent) => {
+            fs.renameSync(out, final);
+            intent.step('after-rename');
+            try {
+              const u = this.deps.store.images.update(cur.id, {
+                ...patch,
+                managed: true,
+                meta: {
+                  ...cur.meta,
+                  promoted: { at: new Date().toISOString(), from: cur.meta.registered ?? null },
+                },
+              });
+              intent.step('after-row');
+              return u;
+            } catch (e) {
+              if (!this.deps.store.images.get(cur.id)?.managed) await rmrf(final);
+              throw e;
+            }
+          },
+        );
         emit({
           type: 'step',
           id: 'promote',
@@ -695,22 +716,30 @@ export class ImageService {
         );
       }
       const dir = path.join(this.deps.paths.imagesDir, cur.id);
-      let trash: string | undefined;
-      if (cur.managed && fs.existsSync(dir)) {
-        // move out of the way first, so a crash never leaves a row without files
-        trash = path.join(
-          await this.tmpRoot(),
-          `del-${process.pid}-${randomBytes(4).toString('hex')}`,
-        );
-        fs.renameSync(dir, trash);
-      }
-      try {
-        this.deps.store.images.delete(cur.id);
-      } catch (e) {
-        if (trash) fs.renameSync(trash, dir);
-        throw e;
-      }
-      if (trash) await rmrf(trash);
+      const trash = path.join(
+        await this.tmpRoot(),
+        `del-${process.pid}-${randomBytes(4).toString('hex')}`,
+      );
+      // Journaled (docs/reliability.md): cut short before the row went, the files move back.
+      await this.deps.store.journal.run(
+        'image-delete',
+        cur.name,
+        { id: cur.id, dir, trash },
+        async (intent) => {
+          const moved = cur.managed && fs.existsSync(dir);
+          // Out of the way first: the directory never sits half-removed under the image's id.
+          if (moved) fs.renameSync(dir, trash);
+          intent.step('after-move');
+          try {
+            this.deps.store.images.delete(cur.id);
+          } catch (e) {
+            if (moved) fs.renameSync(trash, dir);
+            throw e;
+          }
+          intent.step('after-row');
+          await rmrf(trash);
+        },
+      );
       return { deleted: [cur.name] };
     });
   }

@@ -58,7 +58,7 @@ export class VmRecovery {
     j.onRecover('start', (r, cause) => this.start(r, cause));
     j.onRecover('stop', (r) => this.stop(r));
     j.onRecover('delete', (r) => this.delete(r));
-    j.onRecover('set', (r) => this.set(r));
+    j.onRecover('set', (r, cause) => this.set(r, cause));
   }
 
   /** True once if a recovered start may have left a tap or rule (adoption then reconciles). */
@@ -128,12 +128,22 @@ export class VmRecovery {
     }
   }
 
-  private async set(r: IntentRecord): Promise<void> {
+  private async set(r: IntentRecord, cause: RecoveryCause): Promise<void> {
     const patch = r.data.patch as
       { vcpu?: number; memoryMib?: number; diskSize?: number } | undefined;
     const vm = this.n.table.get(r.subject);
     if (!vm || !patch?.diskSize) return;
-    await this.n.disks.grow(this.n.table.layout(vm), patch.diskSize);
+    try {
+      await this.n.disks.grow(this.n.table.layout(vm), patch.diskSize);
+    } catch (e) {
+      // A growth that failed while the daemon ran (a full disk) is not retried at every start:
+      // its error was the answer; the disks stay as large as they got (they never shrink).
+      if (cause === 'failed') {
+        this.n.logger.warn({ err: e, vm: vm.name }, 'vm set: completing the disk growth failed');
+        return;
+      }
+      throw e;
+    }
     if (vm.diskSize < patch.diskSize || r.step !== 'after-row')
       this.n.table.update(vm.id, {
         vcpu: patch.vcpu ?? vm.vcpu,

@@ -212,6 +212,55 @@ describe(
       }
     }
 
+    // image delete: rolled back (files moved back) until the row is gone; image promote: the copies
+    // moved in are removed until the row points at them.
+    const IMAGE_FILE_OPS = {
+      'image-delete': { 'after-move': 'there', 'after-row': 'gone' },
+      'image-promote': { 'after-rename': 'unmanaged', 'after-row': 'managed' },
+    } as const;
+    for (const [op, points] of Object.entries(IMAGE_FILE_OPS)) {
+      for (const [point, want] of Object.entries(points)) {
+        test(`${op}: killed at ${point}, recovered at the next start, retried`, async (t) => {
+          if (!needs(t, ok, 'mkfs.ext4, resize2fs, debugfs or docker-registry not installed'))
+            return;
+          const name = `fimg-${seq++}`;
+          const d1 = await startDaemon(sb, `${op}:${point}:kill`);
+          const files = path.join(sb.root, 'tiny');
+          if (op === 'image-delete') await pull(d1, name);
+          else
+            await d1.client.call('imageRegister', {
+              body: {
+                name,
+                rootfs: path.join(files, 'rootfs.ext4'),
+                workSeed: path.join(files, 'work-seed.ext4'),
+                kernel: path.join(files, 'vmlinux'),
+              },
+            });
+          const act = (d: Daemon) =>
+            op === 'image-delete'
+              ? dropImage(d, name)
+              : d.client.stream('imagePromote', { params: { name } }, noop);
+          await assert.rejects(act(d1), died);
+          assert.equal((await d1.exited).signal, 'SIGKILL', 'the daemon died at the fault point');
+          const d2 = await startDaemon(sb);
+          try {
+            assert.deepEqual(violations(sb), [], 'consistent after recovery');
+            const row = imageRow(sb, name);
+            if (want === 'gone') assert.equal(row, undefined, 'the image is gone');
+            else assert.ok(row, 'the image is there');
+            if (want === 'managed' || want === 'unmanaged')
+              assert.equal(row!.managed, want === 'managed', `the image is ${want}`);
+            if (want === 'there' || want === 'unmanaged') await act(d2); // the retry
+            assert.deepEqual(violations(sb), [], 'consistent after the retry');
+            if (imageRow(sb, name)) await dropImage(d2, name);
+            assert.deepEqual(violations(sb), [], 'consistent after clean-up');
+          } finally {
+            await d2.kill();
+          }
+        });
+      }
+    }
+
     test('vm run PATH (workspace copy onto the new disk): killed at create:after-populate, rolled back, retried', async (t) => {
       if (!needs(t, ok, 'mkfs.ext4, resize2fs, debugfs or docker-registry not installed')) return;
       const repo = path.join(sb.root, 'repo');
