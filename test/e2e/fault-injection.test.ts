@@ -7,7 +7,7 @@ import { which } from '../../src/util/exec.js';
 import { needs } from '../helpers/ci.js';
 import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 import { makeFixtureRepo } from '../helpers/gitFixture.js';
-import { imageRow, startDaemon, violations, vmRow, type Daemon } from '../helpers/faults.js';
+import { imageRow, settledViolations, startDaemon, vmRow, type Daemon } from '../helpers/faults.js';
 import { pushImage, startRegistry, type Registry } from '../helpers/registry.js';
 import { makeSandbox, sleep, type Sandbox } from '../helpers/sandbox.js';
 import { gzip, makeTar } from '../helpers/tarWriter.js';
@@ -193,7 +193,7 @@ describe(
 
           const d2 = await startDaemon(sb);
           try {
-            assert.deepEqual(violations(sb), [], 'consistent after recovery');
+            assert.deepEqual(await settledViolations(sb), [], 'consistent after recovery');
             assertOutcome({ op, point, action: 'kill', subject }, growTo);
             // The retry: a rolled-back create or pull is done again; a completed one is there.
             if (op === 'create') await create(d2, subject);
@@ -202,9 +202,9 @@ describe(
             if (op === 'delete') assert.equal(vmRow(sb, subject), undefined);
             else if (op === 'image') assert.ok(imageRow(sb, subject), 'the retried pull made it');
             else assert.ok(vmRow(sb, subject), 'the retried operation made it');
-            assert.deepEqual(violations(sb), [], 'consistent after the retry');
+            assert.deepEqual(await settledViolations(sb), [], 'consistent after the retry');
             await tidy(d2, op, subject);
-            assert.deepEqual(violations(sb), [], 'consistent after clean-up');
+            assert.deepEqual(await settledViolations(sb), [], 'consistent after clean-up');
           } finally {
             await d2.kill();
           }
@@ -244,16 +244,16 @@ describe(
           assert.equal((await d1.exited).signal, 'SIGKILL', 'the daemon died at the fault point');
           const d2 = await startDaemon(sb);
           try {
-            assert.deepEqual(violations(sb), [], 'consistent after recovery');
+            assert.deepEqual(await settledViolations(sb), [], 'consistent after recovery');
             const row = imageRow(sb, name);
             if (want === 'gone') assert.equal(row, undefined, 'the image is gone');
             else assert.ok(row, 'the image is there');
             if (want === 'managed' || want === 'unmanaged')
               assert.equal(row!.managed, want === 'managed', `the image is ${want}`);
             if (want === 'there' || want === 'unmanaged') await act(d2); // the retry
-            assert.deepEqual(violations(sb), [], 'consistent after the retry');
+            assert.deepEqual(await settledViolations(sb), [], 'consistent after the retry');
             if (imageRow(sb, name)) await dropImage(d2, name);
-            assert.deepEqual(violations(sb), [], 'consistent after clean-up');
+            assert.deepEqual(await settledViolations(sb), [], 'consistent after clean-up');
           } finally {
             await d2.kill();
           }
@@ -282,13 +282,13 @@ describe(
       assert.equal((await d1.exited).signal, 'SIGKILL', 'the daemon died at the fault point');
       const d2 = await startDaemon(sb);
       try {
-        assert.deepEqual(violations(sb), [], 'consistent after recovery');
+        assert.deepEqual(await settledViolations(sb), [], 'consistent after recovery');
         assert.equal(vmRow(sb, name), undefined, 'the VM is fully gone');
         await run(d2);
         assert.ok(vmRow(sb, name), 'the retried run made it');
-        assert.deepEqual(violations(sb), []);
+        assert.deepEqual(await settledViolations(sb), []);
         await del(d2, name);
-        assert.deepEqual(violations(sb), []);
+        assert.deepEqual(await settledViolations(sb), []);
       } finally {
         await d2.kill();
       }
@@ -317,7 +317,7 @@ describe(
         const at = `cycle ${i} (seed ${seed0}): ${op}:${point}:${action}`;
         // This daemon recovers what the previous cycle's crash left.
         const d = await startDaemon(sb, `${op}:${point}:${action}`);
-        assert.deepEqual(violations(sb), [], `${at}: consistent after recovery`);
+        assert.deepEqual(await settledViolations(sb), [], `${at}: consistent after recovery`);
         if (pending) assertOutcome(pending, pending.size);
         for (const n of [...vms]) if (!vmRow(sb, n)) vms.splice(vms.indexOf(n), 1);
         if ((op === 'delete' || op === 'set') && vms.length === 0) {
@@ -348,7 +348,7 @@ describe(
         if (action === 'fail') {
           // The daemon lives on: the failed operation was recovered at once.
           assert.match(err.message, new RegExp(`injected fault at ${op}:${point}`), at);
-          assert.deepEqual(violations(sb), [], `${at}: consistent after the failure`);
+          assert.deepEqual(await settledViolations(sb), [], `${at}: consistent after the failure`);
           assertOutcome(cycle, cycle.size);
           pending = undefined;
           await d.kill();
@@ -362,12 +362,12 @@ describe(
       }
       const d = await startDaemon(sb);
       try {
-        assert.deepEqual(violations(sb), [], 'consistent after the last recovery');
+        assert.deepEqual(await settledViolations(sb), [], 'consistent after the last recovery');
         if (pending) assertOutcome(pending, pending.size);
         for (const v of (await d.client.call('vmList')).vms) await del(d, v.name);
         for (const img of (await d.client.call('imageList')).images)
           if (img.name !== 'tiny') await dropImage(d, img.name);
-        assert.deepEqual(violations(sb), [], 'consistent after clean-up');
+        assert.deepEqual(await settledViolations(sb), [], 'consistent after clean-up');
       } finally {
         await d.kill();
       }
@@ -445,7 +445,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
       assert.equal((await d1.exited).signal, 'SIGKILL', `start:${point}: died there`);
       const d2 = await startDaemon(e.sb, undefined, wrap(e));
       try {
-        assert.deepEqual(violations(e.sb), [], `start:${point}: consistent`);
+        assert.deepEqual(await settledViolations(e.sb), [], `start:${point}: consistent`);
         const vm = stateOf(e, name)!;
         assert.equal(vm.state, 'stopped', `start:${point}: rolled back`);
         assert.equal(vm.pid, null);
@@ -462,7 +462,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
     assert.equal((await d3.exited).signal, 'SIGKILL');
     let d4 = await startDaemon(e.sb, undefined, wrap(e));
     assert.equal(await waitState(e, name, ['running', 'error'], 180_000), 'running');
-    assert.deepEqual(violations(e.sb), [], 'adopted boot: consistent');
+    assert.deepEqual(await settledViolations(e.sb), [], 'adopted boot: consistent');
     assert.equal((await taps(e)).length, 1, 'its tap is there');
     await d4.kill();
 
@@ -471,7 +471,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
     await assert.rejects(stop(d5, name), died);
     assert.equal((await d5.exited).signal, 'SIGKILL');
     d4 = await startDaemon(e.sb, undefined, wrap(e));
-    assert.deepEqual(violations(e.sb), [], 'stop:after-request: consistent');
+    assert.deepEqual(await settledViolations(e.sb), [], 'stop:after-request: consistent');
     assert.ok(['running', 'stopped'].includes(stateOf(e, name)!.state));
     await stop(d4, name);
     assert.equal(stateOf(e, name)!.state, 'stopped');
@@ -487,7 +487,7 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
     assert.equal((await d6.exited).signal, 'SIGKILL');
     const d7 = await startDaemon(e.sb, undefined, wrap(e));
     try {
-      assert.deepEqual(violations(e.sb), [], 'stop:after-exit: consistent');
+      assert.deepEqual(await settledViolations(e.sb), [], 'stop:after-exit: consistent');
       assert.equal(stateOf(e, name)!.state, 'stopped');
       assert.deepEqual(await taps(e), []);
       assert.deepEqual(await rulesFor(e, ip), []);

@@ -95,6 +95,19 @@ export function violations(sb: Sandbox): string[] {
   return withStore(sb, (s) => {
     const problems = checkIntegrity(s, sb.paths);
     const vms = new Map(s.vms.list().map((v) => [v.id, v]));
+    // ssh_config has an entry per VM and no other; known_hosts names no VM that is gone.
+    const names = new Set(s.vms.list().map((v) => v.name));
+    const read = (f: string): string => (fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '');
+    const hosts = [...read(sb.paths.sshConfig).matchAll(/^Host (\S+)\.vm$/gm)].map((m) => m[1]!);
+    if ([...hosts].sort().join(' ') !== [...names].sort().join(' '))
+      problems.push(
+        `ssh_config names ${hosts.join(', ') || 'no VM'}; the VMs are ${[...names].join(', ') || 'none'}`,
+      );
+    for (const line of read(sb.paths.knownHosts).split('\n')) {
+      const alias = /^(\S+)\.vm /.exec(line)?.[1];
+      if (alias && !names.has(alias))
+        problems.push(`known_hosts keeps ${alias}.vm, a VM that is gone`);
+    }
     for (const p of processesUnder(sb.paths.vmsDir)) {
       const vm = vms.get(p.vmId);
       if (!vm || !isActive(vm) || vm.pid !== p.pid)
@@ -102,6 +115,20 @@ export function violations(sb: Sandbox): string[] {
     }
     return problems;
   });
+}
+
+/**
+ * The violations once the daemon has settled: ssh_config is rewritten just
+ * after a change of the table (on the next turn of the daemon's loop), so a
+ * list that is not empty is read again for up to 5 s.
+ */
+export async function settledViolations(sb: Sandbox): Promise<string[]> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const v = violations(sb);
+    if (v.length === 0 || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** The VM named so, as the store has it (undefined: fully gone). */
