@@ -51,6 +51,12 @@ export interface App {
   vms: VmService;
   /** Started by the daemon once its socket listens; stopped on shutdown. */
   dns: DnsService;
+  /**
+   * Daemon start, before VMs are adopted: operations a previous daemon left
+   * unfinished are completed or rolled back (their intents), then images and
+   * kernels no row names are swept (docs/reliability.md).
+   */
+  recover(): Promise<void>;
 }
 
 export function createApp(ctx: DaemonContext): App {
@@ -153,5 +159,19 @@ export function createApp(ctx: DaemonContext): App {
     snapshots: ctx.store.snapshots.list().map((s) => s.name),
   }));
 
-  return { server, vms, dns };
+  const recover = async (): Promise<void> => {
+    const report = await ctx.store.journal.recover((msg, rec) =>
+      ctx.logger.warn({ intent: rec }, msg),
+    );
+    if (report.recovered.length || report.failed.length || report.skipped)
+      ctx.logger.info({ report }, 'interrupted operations recovered');
+    for (const f of report.failed)
+      ctx.logger.error({ intent: f }, 'an interrupted operation could not be recovered');
+    const images_ = images.sweep();
+    const kernels_ = await kernels.sweep();
+    if (images_.length || kernels_.length)
+      ctx.logger.info({ images: images_, kernels: kernels_ }, 'orphan files removed');
+  };
+
+  return { server, vms, dns, recover };
 }

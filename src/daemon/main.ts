@@ -87,7 +87,7 @@ async function main(): Promise<void> {
       process.exit(code);
     };
 
-    const { server, vms, dns } = createApp({
+    const { server, vms, dns, recover } = createApp({
       paths,
       configSource,
       logger: log,
@@ -99,6 +99,12 @@ async function main(): Promise<void> {
       requestShutdown: () => void shutdown('api'),
     });
 
+    // Before the socket answers, so no request meets a half-made VM, image or kernel.
+    try {
+      await recover();
+    } catch (e) {
+      log.error({ err: e }, 'recovering interrupted operations failed');
+    }
     // We hold the lock, so any socket file left here belongs to a dead daemon.
     fs.rmSync(paths.socket, { force: true });
     await new Promise<void>((resolve, reject) => {

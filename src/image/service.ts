@@ -19,6 +19,7 @@ import { Flights } from '../util/flight.js';
 import { sweepDeadScratch } from '../util/scratch.js';
 import { BangerError, isBangerError, notFound, toBangerError } from '../errors.js';
 import type { ImageRecord } from '../store/images.js';
+import type { Intent, IntentRecord } from '../store/journal.js';
 import { run } from '../util/exec.js';
 import { BuildLog, pruneBuildLogs } from './buildLog.js';
 import { CATALOG, catalogEntry } from './catalog.js';
@@ -81,6 +82,17 @@ export class ImageService {
   ) {
     this.agentBinary = opts.agentBinary ?? defaultAgentBinary();
     this.buildRecipe = opts.buildRecipe ?? buildDebianImage;
+    deps.store.journal.onRecover('image', (r) => this.recover(r));
+    deps.store.journal.onRecover('image-promote', async (r) => {
+      const { id, final } = r.data as { id: string; final: string };
+      if (!this.deps.store.images.get(id)?.managed) await rmrf(final);
+    });
+    deps.store.journal.onRecover('image-delete', async (r) => {
+      const { id, dir, trash } = r.data as { id: string; dir: string; trash: string };
+      if (this.deps.store.images.get(id) && fs.existsSync(trash) && !fs.existsSync(dir))
+        fs.renameSync(trash, dir);
+      await rmrf(trash);
+    });
   }
 
   // ------------------------------------------------------------------ reads
@@ -286,37 +298,41 @@ export class ImageService {
     const name = req.name ?? defaultOciName(req.ref);
     this.assertNameFree(name);
     const kernel = req.kernelRef ?? this.deps.config().defaultKernel;
-    return this.singleFlight(name, `oci:${req.ref}`, emit, signal, async (fanout, sig) => {
-      const kernelTask = this.kernelInBackground(kernel, fanout, sig);
-      const scratch = await this.scratchDir();
-      try {
-        const a = await pullOciImage(req.ref, {
-          name,
-          cacheDir: this.deps.paths.ociCacheDir,
-          outDir: path.join(scratch, 'out'),
-          workDir: scratch,
-          agentBinary: this.agentBinary,
-          insecure: req.insecure,
-          emit: fanout,
-          signal: sig,
-        });
-        await kernelTask.done;
-        return await this.commit(path.join(scratch, 'out'), {
-          name,
-          source: `oci:${a.reference}@${a.digest}`,
-          digest: a.digest,
-          kernelName: this.installedKernel(kernel),
-          sizeBytes: a.rootfs.sizeBytes,
-          meta: { ...a.meta, kernel, reference: a.reference },
-        });
-      } catch (e) {
-        // Nothing half-made is left behind: a kernel pull started for this image stops too.
-        await kernelTask.cancel();
-        throw e;
-      } finally {
-        await rmrf(scratch);
-      }
-    });
+    return this.singleFlight(name, `oci:${req.ref}`, emit, signal, (fanout, sig) =>
+      this.journaled(name, async (intent) => {
+        const kernelTask = this.kernelInBackground(kernel, fanout, sig);
+        const scratch = await this.scratchDir();
+        intent.note({ scratch });
+        try {
+          const a = await pullOciImage(req.ref, {
+            name,
+            cacheDir: this.deps.paths.ociCacheDir,
+            outDir: path.join(scratch, 'out'),
+            workDir: scratch,
+            agentBinary: this.agentBinary,
+            insecure: req.insecure,
+            emit: fanout,
+            signal: sig,
+          });
+          await kernelTask.done;
+          intent.step('after-build');
+          return await this.commit(intent, path.join(scratch, 'out'), {
+            name,
+            source: `oci:${a.reference}@${a.digest}`,
+            digest: a.digest,
+            kernelName: this.installedKernel(kernel),
+            sizeBytes: a.rootfs.sizeBytes,
+            meta: { ...a.meta, kernel, reference: a.reference },
+          });
+        } catch (e) {
+          // Nothing half-made is left behind: a kernel pull started for this image stops too.
+          await kernelTask.cancel();
+          throw e;
+        } finally {
+          await rmrf(scratch);
+        }
+      }),
+    );
   }
 
   /**
@@ -337,67 +353,113 @@ export class ImageService {
     pullKernel: boolean,
   ): Promise<ImageRecord> {
     const key = `${spec.source}:${imageInputsKey(spec.recipe, this.agentBinary)}`;
-    return this.singleFlight(spec.name, key, emit, signal, async (fanout, sig) => {
-      this.assertNameFree(spec.name);
-      requireAgent(this.agentBinary);
-      const kernelTask = pullKernel
-        ? this.kernelInBackground(spec.kernel, fanout, sig)
-        : { done: Promise.resolve(), cancel: () => Promise.resolve() };
-      const scratch = await this.scratchDir();
-      const log = BuildLog.open(this.deps.paths.imageBuildDir, spec.name);
-      log.line(`image ${spec.name}: ${spec.source}, recipe ${JSON.stringify(spec.recipe)}`);
-      fanout({ type: 'log', level: 'debug', message: `build log: ${log.path}` });
-      try {
-        const outDir = path.join(scratch, 'out');
-        const built = await this.buildRecipe({
-          name: spec.name,
-          recipe: spec.recipe,
-          buildDir: scratch,
-          outDir,
-          paths: this.deps.paths,
-          agentBinary: this.agentBinary,
-          log,
-          emit: fanout,
-          signal: sig,
-        });
-        await kernelTask.done;
-        const rec = await this.commit(outDir, {
-          name: spec.name,
-          source: spec.source,
-          digest: null,
-          kernelName: this.installedKernel(spec.kernel),
-          sizeBytes: built.rootfs.sizeBytes,
-          meta: {
-            ...spec.meta,
-            kernel: spec.kernel,
+    return this.singleFlight(spec.name, key, emit, signal, (fanout, sig) =>
+      this.journaled(spec.name, async (intent) => {
+        this.assertNameFree(spec.name);
+        requireAgent(this.agentBinary);
+        const kernelTask = pullKernel
+          ? this.kernelInBackground(spec.kernel, fanout, sig)
+          : { done: Promise.resolve(), cancel: () => Promise.resolve() };
+        const scratch = await this.scratchDir();
+        intent.note({ scratch });
+        const log = BuildLog.open(this.deps.paths.imageBuildDir, spec.name);
+        log.line(`image ${spec.name}: ${spec.source}, recipe ${JSON.stringify(spec.recipe)}`);
+        fanout({ type: 'log', level: 'debug', message: `build log: ${log.path}` });
+        try {
+          const outDir = path.join(scratch, 'out');
+          const built = await this.buildRecipe({
+            name: spec.name,
             recipe: spec.recipe,
-            inputsSha256: imageInputsKey(spec.recipe, this.agentBinary),
-            build: {
-              log: log.path,
-              mode: built.mode,
-              mirror: built.mirror,
-              ms: built.ms,
-              downloadedBytes: built.downloadedBytes,
-              tarBytes: built.tarBytes,
-              packageCount: built.packages.length,
-              mise: built.mise,
-              contractSha256: built.contractSha256,
-              agentSha256: sha256File(this.agentBinary),
+            buildDir: scratch,
+            outDir,
+            paths: this.deps.paths,
+            agentBinary: this.agentBinary,
+            log,
+            emit: fanout,
+            signal: sig,
+          });
+          await kernelTask.done;
+          intent.step('after-build');
+          const rec = await this.commit(intent, outDir, {
+            name: spec.name,
+            source: spec.source,
+            digest: null,
+            kernelName: this.installedKernel(spec.kernel),
+            sizeBytes: built.rootfs.sizeBytes,
+            meta: {
+              ...spec.meta,
+              kernel: spec.kernel,
+              recipe: spec.recipe,
+              inputsSha256: imageInputsKey(spec.recipe, this.agentBinary),
+              build: {
+                log: log.path,
+                mode: built.mode,
+                mirror: built.mirror,
+                ms: built.ms,
+                downloadedBytes: built.downloadedBytes,
+                tarBytes: built.tarBytes,
+                packageCount: built.packages.length,
+                mise: built.mise,
+                contractSha256: built.contractSha256,
+                agentSha256: sha256File(this.agentBinary),
+              },
             },
-          },
-        });
-        log.line(`image ${spec.name} committed as ${rec.id}`);
-        return rec;
-      } catch (e) {
-        log.line(`failed: ${toBangerError(e).line}`);
-        await kernelTask.cancel();
-        throw e;
-      } finally {
-        log.close();
-        pruneBuildLogs(this.deps.paths.imageBuildDir, spec.name);
-        await rmrf(scratch);
-      }
-    });
+          });
+          log.line(`image ${spec.name} committed as ${rec.id}`);
+          return rec;
+        } catch (e) {
+          log.line(`failed: ${toBangerError(e).line}`);
+          await kernelTask.cancel();
+          throw e;
+        } finally {
+          log.close();
+          pruneBuildLogs(this.deps.paths.imageBuildDir, spec.name);
+          await rmrf(scratch);
+        }
+      }),
+    );
+  }
+
+  /**
+   * An image creation under an intent (docs/reliability.md): its scratch
+   * directory, then its final directory and id, are recorded; one cut short
+   * is rolled back (both removed unless the row exists) by `recover`.
+   */
+  private journaled(
+    name: string,
+    fn: (intent: Intent) => Promise<ImageRecord>,
+  ): Promise<ImageRecord> {
+    return this.deps.store.journal.run('image', name, {}, fn);
+  }
+
+  /** Roll back an interrupted image creation (the journal's recoverer for `image`). */
+  private async recover(r: IntentRecord): Promise<void> {
+    const made = r.data as { scratch?: string; dir?: string; id?: string };
+    if (made.scratch) await rmrf(made.scratch);
+    if (made.dir && made.id && !this.deps.store.images.get(made.id)) await rmrf(made.dir);
+  }
+
+  /**
+   * Daemon start, after the journal's recovery: image directories no row
+   * names, and scratch directories of dead processes.
+   */
+  sweep(): string[] {
+    const removed: string[] = [];
+    const ids = new Set(this.deps.store.images.list().map((i) => i.id));
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync(this.deps.paths.imagesDir);
+    } catch {
+      // no images yet
+    }
+    for (const n of names) {
+      if (ids.has(n)) continue;
+      fs.rmSync(path.join(this.deps.paths.imagesDir, n), { recursive: true, force: true });
+      removed.push(n);
+    }
+    this.swept = true;
+    sweepDeadScratch(this.deps.paths.tmpDir, ['img', 'del']);
+    return removed;
   }
 
   /**
@@ -591,21 +653,32 @@ export class ImageService {
           });
         }
         fs.mkdirSync(this.deps.paths.imagesDir, { recursive: true, mode: 0o700 });
-        fs.renameSync(out, final);
-        let updated: ImageRecord;
-        try {
-          updated = this.deps.store.images.update(cur.id, {
-            ...patch,
-            managed: true,
-            meta: {
-              ...cur.meta,
-              promoted: { at: new Date().toISOString(), from: cur.meta.registered ?? null },
-            },
-          });
-        } catch (e) {
-          await rmrf(final);
-          throw e;
-        }
+        // Journaled (docs/reliability.md): copies moved in but the row not yet pointing at them
+        // are removed again, so a retried promote does not meet them.
+        const updated = await this.deps.store.journal.run(
+          'image-promote',
+          cur.name,
+          { id: cur.id, final },
+          async (intent) => {
+            fs.renameSync(out, final);
+            intent.step('after-rename');
+            try {
+              const u = this.deps.store.images.update(cur.id, {
+                ...patch,
+                managed: true,
+                meta: {
+                  ...cur.meta,
+                  promoted: { at: new Date().toISOString(), from: cur.meta.registered ?? null },
+                },
+              });
+              intent.step('after-row');
+              return u;
+            } catch (e) {
+              if (!this.deps.store.images.get(cur.id)?.managed) await rmrf(final);
+              throw e;
+            }
+          },
+        );
         emit({
           type: 'step',
           id: 'promote',
@@ -653,22 +726,30 @@ export class ImageService {
         );
       }
       const dir = path.join(this.deps.paths.imagesDir, cur.id);
-      let trash: string | undefined;
-      if (cur.managed && fs.existsSync(dir)) {
-        // move out of the way first, so a crash never leaves a row without files
-        trash = path.join(
-          await this.tmpRoot(),
-          `del-${process.pid}-${randomBytes(4).toString('hex')}`,
-        );
-        fs.renameSync(dir, trash);
-      }
-      try {
-        this.deps.store.images.delete(cur.id);
-      } catch (e) {
-        if (trash) fs.renameSync(trash, dir);
-        throw e;
-      }
-      if (trash) await rmrf(trash);
+      const trash = path.join(
+        await this.tmpRoot(),
+        `del-${process.pid}-${randomBytes(4).toString('hex')}`,
+      );
+      // Journaled (docs/reliability.md): cut short before the row went, the files move back.
+      await this.deps.store.journal.run(
+        'image-delete',
+        cur.name,
+        { id: cur.id, dir, trash },
+        async (intent) => {
+          const moved = cur.managed && fs.existsSync(dir);
+          // Out of the way first: the directory never sits half-removed under the image's id.
+          if (moved) fs.renameSync(dir, trash);
+          intent.step('after-move');
+          try {
+            this.deps.store.images.delete(cur.id);
+          } catch (e) {
+            if (moved) fs.renameSync(trash, dir);
+            throw e;
+          }
+          intent.step('after-row');
+          await rmrf(trash);
+        },
+      );
       return { deleted: [cur.name] };
     });
   }
@@ -696,16 +777,19 @@ export class ImageService {
 
   /** Move finished artifacts to `<state>/images/<id>/` and insert the row (or undo the move). */
   private async commit(
+    intent: Intent,
     outDir: string,
     rec: Pick<ImageRecord, 'name' | 'source' | 'digest' | 'kernelName' | 'sizeBytes' | 'meta'>,
   ): Promise<ImageRecord> {
     const id = newImageId();
     const dir = path.join(this.deps.paths.imagesDir, id);
     await fs.promises.mkdir(this.deps.paths.imagesDir, { recursive: true, mode: 0o700 });
+    intent.note({ dir, id });
     await fs.promises.rename(outDir, dir);
     try {
+      intent.step('after-rename');
       const store = this.deps.store;
-      return store.db.transaction(() => {
+      const inserted = store.db.transaction(() => {
         if (store.images.byName(rec.name)) {
           throw new BangerError('conflict', `image ${rec.name} was created meanwhile`, {
             hint: 'use another name',
@@ -723,8 +807,10 @@ export class ImageService {
           managed: true,
         });
       })();
+      intent.step('after-row');
+      return inserted;
     } catch (e) {
-      await rmrf(dir);
+      if (!this.deps.store.images.get(id)) await rmrf(dir);
       throw e;
     }
   }

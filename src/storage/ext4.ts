@@ -182,8 +182,8 @@ export async function growExt4(
       },
     );
   }
-  if (target === st.size) return;
-  await fs.promises.truncate(file, target);
+  // Same size: still resized, so a growth cut short after the truncate (a crash) completes.
+  if (target > st.size) await fs.promises.truncate(file, target);
   try {
     const r = await run('resize2fs', [file], {
       what: `growing ${file}`,

@@ -1,6 +1,7 @@
 import { openDb, type Db } from './db.js';
 import { EventStore } from './events.js';
 import { ImageStore } from './images.js';
+import { Journal } from './journal.js';
 import { KernelStore } from './kernels.js';
 import { SnapshotStore } from './snapshots.js';
 import { VmStore } from './vms.js';
@@ -13,6 +14,8 @@ export interface Store {
   kernels: KernelStore;
   snapshots: SnapshotStore;
   events: EventStore;
+  /** Intents of multi-step operations (journal.ts, docs/reliability.md). */
+  journal: Journal;
   close(): void;
 }
 
@@ -25,6 +28,7 @@ export function openStore(file: string): Store {
     kernels: new KernelStore(db),
     snapshots: new SnapshotStore(db),
     events: new EventStore(db),
+    journal: new Journal(db),
     close: () => db.close(),
   };
 }

@@ -101,4 +101,21 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'intents',
+    sql: `
+      CREATE TABLE intents (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        op             TEXT NOT NULL,
+        subject        TEXT NOT NULL,
+        step           TEXT NOT NULL,
+        data           TEXT NOT NULL DEFAULT '{}',
+        pid            INTEGER NOT NULL,
+        pid_start_time INTEGER,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL
+      );
+    `,
+  },
 ];

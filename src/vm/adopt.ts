@@ -47,9 +47,10 @@ export class VmAdoption {
 
   constructor(private readonly n: AdoptionNeeds) {}
 
-  async adopt(): Promise<void> {
+  /** `reconcile`: reconcile the host network even if no VM has a tap (a start was rolled back). */
+  async adopt(opts: { reconcile?: boolean } = {}): Promise<void> {
     const { table, liveness } = this.n;
-    let anyNet = false;
+    let anyNet = opts.reconcile ?? false;
     const adopted: VmRecord[] = [];
     for (const vm of table.list()) {
       if (vm.tap) anyNet = true;

@@ -6,6 +6,7 @@ import { nowIso } from '../store/rows.js';
 import type { VmRecord } from '../store/vms.js';
 import type { ImageRecord } from '../store/images.js';
 import type { KernelRecord } from '../store/kernels.js';
+import type { Intent } from '../store/journal.js';
 import type { Accel, LaunchSpec, VmHandle, VmmDriver } from '../vmm/driver.js';
 import { buildLaunchSpec, kernelPathOf } from './launch.js';
 import { consoleMark } from './logs.js';
@@ -50,31 +51,43 @@ export class VmBoot {
       vm = await this.n.liveness.markGone(vm, 'stopped');
     }
     const { image, kernel, driver } = await this.preflight(vm);
-    let handle: VmHandle;
-    let launched: Launched;
-    try {
-      launched = await this.launch(vm, image, kernel, emit);
-      emit({
-        type: 'step',
-        id: 'boot',
-        label: `Booting (${driver.name}, ${vm.accel})`,
-        state: 'start',
-      });
-      handle = await driver.start(launched.launch, signal);
-    } catch (e) {
-      throw await this.launchFailed(vm, 'error', e, emit);
-    }
-    const bringUp = {
-      driver,
-      handle,
-      consoleStart: launched.consoleStart,
-      bootStart: launched.t0,
-      emit,
-      signal,
-    };
-    const up = await this.started(launched.vm, driver, handle, launched);
-    if (up.netError !== undefined)
-      throw await this.n.readiness.abandon(up.vm, bringUp, up.netError);
+    // Crash-consistent (recover.ts): until the row records the VMM and its network, the start
+    // is journaled; an interrupted one is rolled back (its VMM killed, its tap released).
+    const { up, bringUp } = await this.n.table.journal.run('start', vm.id, {}, async (intent) => {
+      let handle: VmHandle;
+      let launched: Launched;
+      try {
+        launched = await this.launch(vm, image, kernel, emit, intent);
+        emit({
+          type: 'step',
+          id: 'boot',
+          label: `Booting (${driver.name}, ${vm.accel})`,
+          state: 'start',
+        });
+        handle = await driver.start(launched.launch, signal);
+        intent.step('after-spawn', {
+          pid: handle.pid,
+          pidStartTime: handle.pidStartTime,
+          controlSocket: handle.controlSocket,
+        });
+      } catch (e) {
+        throw await this.launchFailed(vm, 'error', e, emit);
+      }
+      const bringUp = {
+        driver,
+        handle,
+        consoleStart: launched.consoleStart,
+        bootStart: launched.t0,
+        emit,
+        signal,
+      };
+      const up = await this.started(launched.vm, driver, handle, launched);
+      intent.step('after-row');
+      if (up.netError !== undefined)
+        throw await this.n.readiness.abandon(up.vm, bringUp, up.netError);
+      intent.step('after-net');
+      return { up, bringUp };
+    });
     return this.n.readiness.bringUp(up.vm, bringUp);
   }
 
@@ -125,12 +138,14 @@ export class VmBoot {
     image: ImageRecord,
     kernel: KernelRecord | undefined,
     emit: ProgressSink,
+    intent?: Intent,
   ): Promise<Launched> {
     const { table } = this.n;
     const t0 = Date.now();
     emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
     const net = await this.n.network.prepare(vm);
     vm = table.update(vm.id, { tap: net.tap });
+    intent?.step('after-tap', { tap: net.tap });
     emit({
       type: 'step',
       id: 'net',

@@ -98,28 +98,36 @@ export class VmCreation {
     emit({ type: 'step', id: 'disks', label: 'Creating disks', state: 'start' });
     // The row is listed from here on: another client's stop, set or delete of
     // this name waits for its disks (the VM's lock, taken before the row exists).
-    const vm = await this.n.locked(id, async () => {
-      const row = this.insert(id, plan, req.nat, config);
-      try {
-        await this.n.disks.make(
-          layout,
-          {
-            image: plan.image,
-            sizeBytes: row.diskSize,
-            pubKey,
-            files: sync.files,
-            dirs: sync.dirs,
-          },
-          signal,
-        );
-        await hooks.populateWorkDisk?.(layout.workDisk);
-      } catch (e) {
-        fs.rmSync(layout.dir, { recursive: true, force: true });
-        this.n.table.delete(row.id);
-        throw e;
-      }
-      return row;
-    });
+    // Crash-consistent (recover.ts): an interrupted create is rolled back at the next daemon start.
+    const vm = await this.n.locked(id, () =>
+      this.n.table.journal.run('create', id, { dir: layout.dir }, async (intent) => {
+        const row = this.insert(id, plan, req.nat, config);
+        try {
+          intent.step('after-row', { name: row.name, ip: row.ip });
+          await this.n.disks.make(
+            layout,
+            {
+              image: plan.image,
+              sizeBytes: row.diskSize,
+              pubKey,
+              files: sync.files,
+              dirs: sync.dirs,
+            },
+            signal,
+          );
+          intent.step('after-disks');
+          if (hooks.populateWorkDisk) {
+            await hooks.populateWorkDisk(layout.workDisk);
+            intent.step('after-populate');
+          }
+        } catch (e) {
+          fs.rmSync(layout.dir, { recursive: true, force: true });
+          this.n.table.delete(row.id);
+          throw e;
+        }
+        return row;
+      }),
+    );
     emit({
       type: 'step',
       id: 'disks',

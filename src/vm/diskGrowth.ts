@@ -22,8 +22,15 @@ export function growableDisks(l: VmLayout): Pick<DiskSpec, 'id' | 'path'>[] {
 }
 
 /** A stopped VM: the files grow; the agent grows the filesystems when the guest boots. */
-export async function growDiskFiles(l: VmLayout, sizeBytes: number): Promise<void> {
-  for (const d of growableDisks(l)) await growDiskFile(d.path, sizeBytes);
+export async function growDiskFiles(
+  l: VmLayout,
+  sizeBytes: number,
+  grown?: (disk: 'work-disk' | 'overlay-disk') => void,
+): Promise<void> {
+  for (const d of growableDisks(l)) {
+    await growDiskFile(d.path, sizeBytes);
+    grown?.(d.id === 'work' ? 'work-disk' : 'overlay-disk');
+  }
 }
 
 /**

@@ -35,9 +35,14 @@ export interface VmDisks {
   ): Promise<void>;
   /**
    * Grow both disk files to sizeBytes; the filesystems are the guest's to grow
-   * (its agent does at the next boot), never e2fsprogs on the host.
+   * (its agent does at the next boot), never e2fsprogs on the host. `grown` is
+   * told after each disk (the journal's step boundaries).
    */
-  grow(layout: VmLayout, sizeBytes: number): Promise<void>;
+  grow(
+    layout: VmLayout,
+    sizeBytes: number,
+    grown?: (disk: 'work-disk' | 'overlay-disk') => void,
+  ): Promise<void>;
 }
 
 /** The real disks: sparse ext4 files made with e2fsprogs (src/storage). */

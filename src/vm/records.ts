@@ -2,6 +2,7 @@ import type { VmView } from '../api/schemas/vms.js';
 import { hostAlias } from '../guest/ssh.js';
 import type { RunningVmNet } from '../network/index.js';
 import type { Store } from '../store/index.js';
+import type { Journal } from '../store/journal.js';
 import type { VmRecord, VmState } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
 import { processConfinement } from '../util/proc.js';
@@ -52,6 +53,11 @@ export class VmTable {
 
   list(): VmRecord[] {
     return this.store.vms.list();
+  }
+
+  /** The intent journal: every multi-step VM operation records its steps there (recover.ts). */
+  get journal(): Journal {
+    return this.store.journal;
   }
 
   get(id: string): VmRecord | undefined {

@@ -28,6 +28,7 @@ import { VmLiveness } from './liveness.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers, VmNetworking } from './needs.js';
 import { VmNetwork } from './net.js';
 import { readySteps, VmReadiness, type ReadyStep } from './ready.js';
+import { VmRecovery } from './recover.js';
 import { isActive, metaOf, vmLockKey, VmTable } from './records.js';
 import { VmSettings, type VmPatch } from './settings.js';
 import { describeOrigin, VmRestore, type VmOrigin } from './restore.js';
@@ -113,6 +114,7 @@ export class VmService {
   /** Open tunnels (ssh) per VM id: activity for the idle auto-stop. */
   private readonly tunnels = new Map<string, number>();
   private readonly sshConfig: VmSshConfig;
+  private readonly recovery: VmRecovery;
 
   constructor(private readonly deps: VmServiceDeps) {
     const table = new VmTable(deps.store, deps.logger, deps.paths.vmsDir);
@@ -204,6 +206,15 @@ export class VmService {
           sizeBytes,
         });
       },
+    });
+    this.recovery = new VmRecovery({
+      table,
+      disks,
+      liveness,
+      knownHosts: deps.paths.knownHosts,
+      sshConfig: deps.paths.sshConfig,
+      vmsDir: deps.paths.vmsDir,
+      logger: deps.logger,
     });
     this.statsReader = new VmStatsReader({
       table,
@@ -628,10 +639,17 @@ export class VmService {
 
   // ------------------------------------------------------------------ daemon lifecycle
 
-  /** Daemon start: adopt VMMs that still run (see adopt.ts). */
+  /**
+   * Daemon start, after the journal's recovery (store.journal.recover, which
+   * runs recover.ts for VM operations): what no intent names is swept, then
+   * VMMs that still run are adopted (see adopt.ts).
+   */
   adopt(): Promise<void> {
     this.snapshots.removeOrphans();
-    return this.adoption.adopt();
+    const swept = this.recovery.sweep();
+    if (swept.dirs.length || swept.processes.length || swept.knownHosts.length)
+      this.deps.logger.info({ swept }, 'VM orphans removed');
+    return this.adoption.adopt({ reconcile: this.recovery.takeNetDirty() });
   }
 
   /** Resolves when every VM adopted at daemon start has settled (for tests and shutdown). */

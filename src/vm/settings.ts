@@ -69,8 +69,26 @@ export class VmSettings {
         { hint: 'pass a --disk-size at least as large as the current one' },
       );
     }
-    if (growing && running) await this.n.growOnline(cur, patch.diskSize!);
-    else if (growing) await this.n.disks.grow(table.layout(cur), patch.diskSize!);
+    if (growing && running) {
+      // Online: the VMM and the guest's agent grow the disks now; an error is the answer
+      // (nothing to complete later: the files grow only as the VMM is told).
+      await this.n.growOnline(cur, patch.diskSize!);
+    } else if (growing) {
+      // Journaled (recover.ts): a growth cut short is completed at the next daemon start.
+      const sizing = { vcpu: patch.vcpu, memoryMib: patch.memoryMib, diskSize: patch.diskSize };
+      const size = patch.diskSize!;
+      return table.journal.run('set', cur.id, { patch: sizing }, async (intent) => {
+        await this.n.disks.grow(table.layout(cur), size, (disk) => intent.step(`after-${disk}`));
+        const next = await this.apply(cur, patch, running);
+        intent.step('after-row');
+        return next;
+      });
+    }
+    return this.apply(cur, patch, running);
+  }
+
+  private async apply(cur: VmRecord, patch: VmPatch, running: boolean): Promise<VmRecord> {
+    const { table } = this.n;
     const meta = { ...metaOf(cur) };
     if (patch.autoStopMs === null) delete meta.autoStopAfterMs;
     else if (patch.autoStopMs !== undefined) meta.autoStopAfterMs = patch.autoStopMs;

@@ -3,7 +3,9 @@ import os from 'node:os';
 import type { ProgressSink } from '../api/events.js';
 import { BangerError } from '../errors.js';
 import { hostAlias, removeKnownHost } from '../guest/ssh.js';
+import type { Intent } from '../store/journal.js';
 import type { VmRecord } from '../store/vms.js';
+import type { VmHandle } from '../vmm/driver.js';
 import type { VmmDrivers } from './needs.js';
 import { isActive, type VmTable } from './records.js';
 
@@ -38,13 +40,29 @@ export class VmTeardown {
     if (!isActive(vm)) return vm;
     const handle = table.handleOf(vm);
     if (!handle || !liveness.alive(vm)) return liveness.markGone(vm, 'stopped');
+    // Journaled (recover.ts): a stop cut short leaves the VM as its VMM is (running, or stopped).
+    return table.journal.run('stop', vm.id, {}, (intent) =>
+      this.stopSteps(vm, handle, timeoutMs, emit, intent),
+    );
+  }
+
+  private async stopSteps(
+    vm: VmRecord,
+    handle: VmHandle,
+    timeoutMs: number,
+    emit: ProgressSink,
+    intent: Intent,
+  ): Promise<VmRecord> {
+    const { table, liveness } = this.n;
     vm = table.update(vm.id, { state: 'stopping', meta: { ...vm.meta, stopRequested: true } });
     const t0 = Date.now();
     emit({ type: 'step', id: `stop:${vm.name}`, label: `Stopping ${vm.name}`, state: 'start' });
     // Ask the guest first (works at any boot stage once the agent runs); the VMM's power button too.
     const agent = this.n.agents.peek(vm.id);
     if (agent?.connected) await agent.poweroff({ timeoutMs: 2000 }).catch(() => undefined);
+    intent.step('after-request');
     const { graceful } = await this.n.drivers.driverFor(vm.vmm).stop(handle, { timeoutMs });
+    intent.step('after-exit');
     vm = await liveness.markGone(table.current(vm), 'stopped');
     emit({
       type: 'step',
@@ -79,13 +97,20 @@ export class VmTeardown {
 
   /** Returns the view of the VM as it was, with state `stopped`. */
   async deleteLocked(vm: VmRecord, force: boolean, emit: ProgressSink): Promise<VmRecord> {
+    if (!force && isActive(vm) && this.n.liveness.alive(vm)) {
+      throw new BangerError('precondition', `vm '${vm.name}' is running`, {
+        hint: `stop it first (banger vm stop ${vm.name}) or use --force`,
+      });
+    }
+    // Journaled (recover.ts): a delete cut short is finished at the next daemon start.
+    return this.n.table.journal.run('delete', vm.id, { name: vm.name }, (intent) =>
+      this.deleteSteps(vm, emit, intent),
+    );
+  }
+
+  private async deleteSteps(vm: VmRecord, emit: ProgressSink, intent: Intent): Promise<VmRecord> {
     const { table, liveness } = this.n;
     if (isActive(vm) && liveness.alive(vm)) {
-      if (!force) {
-        throw new BangerError('precondition', `vm '${vm.name}' is running`, {
-          hint: `stop it first (banger vm stop ${vm.name}) or use --force`,
-        });
-      }
       const handle = table.handleOf(vm);
       table.setMeta(vm, { stopRequested: true });
       if (handle) await this.n.drivers.driverFor(vm.vmm).kill(handle, 'SIGKILL');
@@ -93,9 +118,12 @@ export class VmTeardown {
     } else if (isActive(vm)) {
       vm = await liveness.markGone(vm, 'stopped');
     }
+    intent.step('after-stop');
     fs.rmSync(table.layout(vm).dir, { recursive: true, force: true });
+    intent.step('after-files');
     removeKnownHost(this.n.knownHosts, hostAlias(vm.name));
     table.delete(vm.id);
+    intent.step('after-row');
     table.event('vm.deleted', vm);
     emit({ type: 'log', level: 'debug', message: `deleted ${vm.name}` });
     return vm;

@@ -8,6 +8,7 @@ import type {
 } from '../api/schemas/workspace.js';
 import type { Paths } from '../config/paths.js';
 import type { Config } from '../config/schema.js';
+import type { Journal } from '../store/journal.js';
 import { BangerError } from '../errors.js';
 import { writeFilesExt4 } from '../storage/ext4.js';
 import { writeTreeExt4 } from '../storage/ext4Tree.js';
@@ -55,6 +56,8 @@ export interface WorkspaceDeps {
   paths: Pick<Paths, 'tmpDir' | 'sshKey' | 'knownHosts'>;
   config(): Pick<Config, 'sshKeyPath'>;
   vms: WorkspaceVms;
+  /** The intent journal (docs/reliability.md); without it (unit tests) nothing is journaled. */
+  store?: { journal: Pick<Journal, 'run' | 'onRecover'> };
 }
 
 const STEP = 'workspace';
@@ -63,6 +66,11 @@ const SCAN_STEP = 'workspace:scan';
 export class WorkspaceService {
   constructor(private readonly deps: WorkspaceDeps) {
     sweepDeadScratch(deps.paths.tmpDir, [SCRATCH_PREFIX]);
+    // A prepare cut short leaves only its scratch listing on the host (swept by owner pid) and a
+    // partial copy in the guest, which the next prepare completes (it re-reads the guest's manifest).
+    deps.store?.journal.onRecover('workspace', async () =>
+      sweepDeadScratch(deps.paths.tmpDir, [SCRATCH_PREFIX]),
+    );
   }
 
   // ------------------------------------------------------------------ vm run PATH
@@ -182,11 +190,20 @@ export class WorkspaceService {
     const c = await this.collect(req.path, req.mode, emit, signal, {});
     try {
       return await this.deps.vms.whileRunning(early.id, (vm) =>
-        this.send(vm, c, guestPath, req.readonly, emit, signal),
+        this.journaled(vm.id, (step) =>
+          this.send(vm, c, guestPath, req.readonly, emit, signal, step),
+        ),
       );
     } finally {
       await c.dispose();
     }
+  }
+
+  /** Run a prepare under an intent (`step` passes the journal's step boundaries), if there is a journal. */
+  private journaled<T>(vmId: string, fn: (step: (s: string) => void) => Promise<T>): Promise<T> {
+    const journal = this.deps.store?.journal;
+    if (!journal) return fn(() => undefined);
+    return journal.run('workspace', vmId, {}, (intent) => fn((s) => intent.step(s)));
   }
 
   private async send(
@@ -195,7 +212,8 @@ export class WorkspaceService {
     guestPath: string,
     readonly: boolean,
     emit: ProgressSink,
-    signal?: AbortSignal,
+    signal: AbortSignal | undefined,
+    step: (s: string) => void,
   ): Promise<WorkspaceResult> {
     const config = this.deps.config();
     const target: GuestTarget = {
@@ -212,6 +230,7 @@ export class WorkspaceService {
       emit({ type: 'step', id: STEP, label, state: 'fail' });
       throw sshFailure(vm.name, old.stderr);
     }
+    step('after-manifest');
     const plan = planUpdate(guestPath, await c.all(), parseManifest(old.stdout, guestPath));
     const t = totals(plan.send);
     const script = receiveScript({
@@ -251,6 +270,7 @@ export class WorkspaceService {
         { hint: `see what the guest has with \`banger vm ssh ${vm.name} -- ls -la ${guestPath}\`` },
       );
     }
+    step('after-copy');
     const removed = plan.removeFiles.length;
     emit({
       type: 'step',

@@ -182,7 +182,12 @@ export class FakeDriver implements VmmDriver {
 
   private async launch(spec: LaunchSpec): Promise<VmHandle> {
     const guest = this.guests.get(spec.name) ?? this.guests.get('*') ?? {};
-    const child = spawn('sleep', ['600'], { detached: true, stdio: 'ignore' });
+    // A process that runs until killed and, like a real VMM, names its control socket.
+    const controlSocket = path.join(spec.dir, 'fake.sock');
+    const child = spawn('tail', ['-f', '/dev/null', controlSocket], {
+      detached: true,
+      stdio: 'ignore',
+    });
     child.unref();
     const pid = child.pid!;
     const pidStartTime = processStartTime(pid)!;
@@ -196,7 +201,7 @@ export class FakeDriver implements VmmDriver {
     if (guest.dieAfterMs !== undefined) {
       setTimeout(() => process.kill(pid, 'SIGKILL'), guest.dieAfterMs).unref();
     }
-    return { pid, pidStartTime, controlSocket: path.join(spec.dir, 'fake.sock') };
+    return { pid, pidStartTime, controlSocket };
   }
 
   private gone(vmId: string, r: Running): void {

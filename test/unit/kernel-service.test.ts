@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, beforeEach, describe, test } from 'node:test';
+import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import type { ProgressSink, StreamEvent } from '../../src/api/events.js';
 import { resolvePaths, type Paths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG } from '../../src/config/schema.js';
@@ -18,6 +18,7 @@ import {
 import { KERNEL_FILES } from '../../src/image/kernel/layout.js';
 import { describeUsers, KernelService } from '../../src/image/kernel/service.js';
 import { openStore, type Store } from '../../src/store/index.js';
+import { parseFaults, setFaults } from '../../src/util/fault.js';
 import { silentLogger } from '../../src/util/log.js';
 
 /**
@@ -402,5 +403,63 @@ describe('KernelService', () => {
     assert.equal(describeUsers({ images: ['x'], vms: [] }), "image 'x'");
     assert.equal(describeUsers({ images: ['x', 'y'], vms: ['v'] }), "images 'x', 'y' and VM v");
     assert.equal(describeUsers({ images: [], vms: ['a', 'b'] }), 'VMs a, b');
+  });
+});
+
+describe('KernelService: a pull cut short (docs/reliability.md)', () => {
+  let h: Harness;
+  const OLD = 'debian:linux-image-6.1.0-56-cloud-amd64=6.1.192-2';
+  const NEW = 'debian:linux-image-6.1.0-57-cloud-amd64=6.1.200-1';
+  const vmlinux = (): string =>
+    fs.readFileSync(path.join(h.paths.kernelsDir, NAME, 'vmlinux'), 'utf8');
+  beforeEach(async () => {
+    h = harness();
+    await h.svc.pull(NAME, () => undefined);
+    h.apt.version = '6.1.200-1';
+  });
+  afterEach(() => setFaults(undefined));
+
+  for (const point of ['after-build', 'after-swap', 'after-install']) {
+    test(`a refresh failing at ${point} puts the installed kernel back; a retry installs the new one`, async () => {
+      setFaults(parseFaults(`kernel:${point}:fail`));
+      await assert.rejects(
+        h.svc.pull(NAME, () => undefined),
+        /injected fault at kernel:/,
+      );
+      setFaults(undefined);
+      assert.equal(h.store.kernels.get(NAME)!.source, OLD);
+      assert.equal(vmlinux(), 'vmlinux 6.1.192-2', 'the old kernel is in place');
+      assert.deepEqual(tmpEntries(h), [], 'work dir removed');
+      assert.deepEqual(h.store.journal.open(), []);
+      assert.equal((await h.svc.pull(NAME, () => undefined)).source, NEW);
+      assert.equal(vmlinux(), 'vmlinux 6.1.200-1');
+    });
+  }
+
+  test('a refresh failing after its row keeps the new kernel', async () => {
+    setFaults(parseFaults('kernel:after-row:fail'));
+    await assert.rejects(
+      h.svc.pull(NAME, () => undefined),
+      /injected fault at kernel:after-row/,
+    );
+    assert.equal(h.store.kernels.get(NAME)!.source, NEW);
+    assert.equal(vmlinux(), 'vmlinux 6.1.200-1');
+    assert.deepEqual(tmpEntries(h), []);
+  });
+
+  test('a daemon that died between moving the old kernel aside and installing the new one: restored at start', async () => {
+    // What the dead daemon left: the kernel's directory moved into its work dir, the intent open.
+    fs.mkdirSync(h.paths.tmpDir, { recursive: true });
+    const workDir = fs.mkdtempSync(path.join(h.paths.tmpDir, `kernel-${NAME}-`));
+    const old = path.join(workDir, 'old-x');
+    fs.renameSync(path.join(h.paths.kernelsDir, NAME), old);
+    fs.mkdirSync(path.join(h.paths.kernelsDir, 'half-written'));
+    h.store.journal.begin('kernel', NAME, { workDir, old, source: NEW }).step('after-swap');
+    const report = await h.store.journal.recover(() => undefined);
+    assert.deepEqual(report.recovered, [{ op: 'kernel', subject: NAME, step: 'after-swap' }]);
+    assert.deepEqual(await h.svc.sweep(), ['half-written']);
+    assert.equal(vmlinux(), 'vmlinux 6.1.192-2', 'the old kernel is back under its name');
+    assert.deepEqual(tmpEntries(h), []);
+    assert.deepEqual(kernelDirEntries(h), [NAME]);
   });
 });

@@ -22,7 +22,15 @@ describe('state database', () => {
       .prepare("SELECT name FROM sqlite_master WHERE type='table'")
       .all()
       .map((r) => (r as { name: string }).name);
-    for (const t of ['vms', 'images', 'kernels', 'events', 'snapshots', 'schema_migrations'])
+    for (const t of [
+      'vms',
+      'images',
+      'kernels',
+      'events',
+      'snapshots',
+      'intents',
+      'schema_migrations',
+    ])
       assert.ok(tables.includes(t), t);
     db.close();
     // reopening applies nothing twice

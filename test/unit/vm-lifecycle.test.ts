@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,6 +11,7 @@ import { BangerError } from '../../src/errors.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { silentLogger } from '../../src/util/log.js';
 import { KeyedMutex } from '../../src/util/mutex.js';
+import { parseFaults, setFaults } from '../../src/util/fault.js';
 import { isProcessAlive } from '../../src/util/proc.js';
 import { sleep } from '../../src/util/sleep.js';
 import { vmLayout } from '../../src/vm/layout.js';
@@ -317,6 +319,66 @@ describe('a failure part-way leaves nothing behind', () => {
     assert.equal(rig.store.vms.byName('f6')!.state, 'error');
     await until(() => rig.driver.running.size === 0, 'the VMM to be killed');
     assert.deepEqual([...rig.network.taps], []);
+  });
+});
+
+describe('a step that fails is recovered at once (the journal, docs/reliability.md)', () => {
+  afterEach(() => setFaults(undefined));
+
+  test('start failing right after its VMM was spawned: the VMM is killed, the tap released', async () => {
+    await create('j1', false);
+    setFaults(parseFaults('start:after-spawn:fail'));
+    await rejectsWith(
+      rig.svc.start('j1', rig.emit),
+      'internal',
+      /injected fault at start:after-spawn/,
+    );
+    const vm = rig.store.vms.byName('j1')!;
+    assert.equal(vm.state, 'error');
+    assert.equal(vm.pid, null);
+    await until(() => rig.driver.running.size === 0, 'the spawned VMM to be killed');
+    assert.deepEqual([...rig.network.taps], []);
+    assert.deepEqual(rig.store.journal.open(), []);
+  });
+
+  test('start failing after the row records the VMM: killed, stopped, tap released', async () => {
+    await create('j2', false);
+    setFaults(parseFaults('start:after-net:fail'));
+    await rejectsWith(
+      rig.svc.start('j2', rig.emit),
+      'internal',
+      /injected fault at start:after-net/,
+    );
+    const vm = rig.store.vms.byName('j2')!;
+    assert.equal(vm.state, 'stopped');
+    assert.equal(vm.pid, null);
+    assert.equal(vm.tap, null);
+    await until(() => rig.driver.running.size === 0, 'the VMM to be killed');
+    assert.deepEqual([...rig.network.taps], []);
+    setFaults(undefined);
+    assert.equal((await rig.svc.start('j2', rig.emit)).state, 'running', 'a retried start works');
+  });
+
+  test('delete failing after the files went is completed: no row, no directory', async () => {
+    const { vm } = await create('j3', false);
+    setFaults(parseFaults('delete:after-files:fail'));
+    await rejectsWith(rig.svc.delete('j3', false, rig.emit), 'internal', /delete:after-files/);
+    assert.equal(rig.store.vms.byName('j3'), undefined);
+    assert.equal(fs.existsSync(vm.dir), false);
+  });
+
+  test('at daemon start: a VM directory without a row and a process on its files are swept', async () => {
+    const orphan = path.join(rig.paths.vmsDir, 'abcdef0123456789');
+    fs.mkdirSync(orphan, { recursive: true });
+    const proc = spawn('tail', ['-f', '/dev/null', path.join(orphan, 'qmp.sock')], {
+      detached: true,
+      stdio: 'ignore',
+    });
+    proc.unref();
+    await until(() => isProcessAlive(proc.pid!), 'the orphan process');
+    await rig.restart().adopt();
+    assert.equal(fs.existsSync(orphan), false, 'directory removed');
+    await until(() => !isProcessAlive(proc.pid!), 'the orphan process to be killed');
   });
 });
 

@@ -10,6 +10,7 @@ import type { Logger } from '../../util/log.js';
 import type { KeyedMutex } from '../../util/mutex.js';
 import { Flights } from '../../util/flight.js';
 import { BangerError, notFound } from '../../errors.js';
+import type { IntentRecord, RecoveryCause } from '../../store/journal.js';
 import type { KernelRecord } from '../../store/kernels.js';
 import { run, type RunOptions } from '../../util/exec.js';
 import { resolveKernelPackage, type Runner } from './apt.js';
@@ -79,6 +80,7 @@ export class KernelService {
   ) {
     this.runner = opts.runner ?? run;
     this.build = opts.build ?? buildKernel;
+    deps.store.journal.onRecover('kernel', (r, cause) => this.recover(r, cause));
   }
 
   // ---- reads --------------------------------------------------------------
@@ -249,6 +251,8 @@ export class KernelService {
 
     const workDir = await fsp.mkdtemp(path.join(paths.tmpDir, `${TMP_PREFIX}${name}-`));
     const layout = kernelLayout(paths.kernelsDir, name);
+    // Journaled (docs/reliability.md): a pull cut short is rolled back by `recover`.
+    const intent = this.deps.store.journal.begin('kernel', name, { workDir });
     try {
       const { outDir, meta: built } = await this.build({
         item,
@@ -263,15 +267,22 @@ export class KernelService {
         logFile,
       });
       signal.throwIfAborted();
-      return await step(emit, 'install', `Installing kernel ${name}`, async () => {
+      const source = `debian:${built.package}=${built.packageVersion}`;
+      intent.step('after-build', { source });
+      const rec = await step(emit, 'install', `Installing kernel ${name}`, async () => {
         // Swap directories: the old one (if any) moves into the work dir and is removed with it.
-        if (fs.existsSync(layout.dir))
-          await fsp.rename(layout.dir, path.join(workDir, `old-${randomSuffix()}`));
+        if (fs.existsSync(layout.dir)) {
+          const old = path.join(workDir, `old-${randomSuffix()}`);
+          intent.note({ old });
+          await fsp.rename(layout.dir, old);
+          intent.step('after-swap');
+        }
         await fsp.rename(outDir, layout.dir);
+        intent.step('after-install');
         const rec = this.deps.store.kernels.upsert({
           name,
           version: built.kernelRelease,
-          source: `debian:${built.package}=${built.packageVersion}`,
+          source,
           dir: layout.dir,
           kernelPath: layout.vmlinuz,
           vmlinuxPath: layout.vmlinux,
@@ -288,9 +299,15 @@ export class KernelService {
           },
           'kernel pulled',
         );
+        intent.step('after-row');
         return rec;
       });
+      intent.done();
+      return rec;
     } catch (e) {
+      // Whatever the error path did not undo is rolled back now (a swapped-out kernel put back).
+      await this.recover(intent.record(), 'failed').catch(() => undefined);
+      intent.done();
       log(`error: ${(e as Error).message}`);
       if (signal.aborted) throw new BangerError('cancelled', `kernel pull ${name} was cancelled`);
       throw withLogHint(e, logFile);
@@ -298,6 +315,43 @@ export class KernelService {
       await fsp.rm(workDir, { recursive: true, force: true }).catch(() => undefined);
       await new Promise<void>((r) => logStream.end(r));
     }
+  }
+
+  /**
+   * Roll back a pull cut short (the journal's recoverer for `kernel`): a new
+   * kernel directory the row does not describe yet is removed and the one it
+   * replaced is put back; the work directory goes.
+   */
+  private async recover(r: IntentRecord, _cause: RecoveryCause): Promise<void> {
+    const made = r.data as { workDir?: string; old?: string; source?: string };
+    const layout = kernelLayout(this.deps.paths.kernelsDir, r.subject);
+    const row = this.get(r.subject);
+    const installed = r.step === 'after-install' || r.step === 'after-row';
+    if (installed && row?.source !== made.source)
+      await fsp.rm(layout.dir, { recursive: true, force: true });
+    if (made.old && fs.existsSync(made.old) && !fs.existsSync(layout.dir))
+      await fsp.rename(made.old, layout.dir);
+    if (made.workDir) await fsp.rm(made.workDir, { recursive: true, force: true });
+  }
+
+  /**
+   * Daemon start, after the journal's recovery (no pull runs yet): kernel
+   * directories no row names and every kernel work directory are removed.
+   */
+  async sweep(): Promise<string[]> {
+    const removed: string[] = [];
+    const names = new Set(this.deps.store.kernels.list().map((k) => k.name));
+    for (const n of await fsp.readdir(this.deps.paths.kernelsDir).catch(() => [] as string[])) {
+      if (names.has(n)) continue;
+      await fsp.rm(path.join(this.deps.paths.kernelsDir, n), { recursive: true, force: true });
+      removed.push(n);
+    }
+    for (const n of await fsp.readdir(this.deps.paths.tmpDir).catch(() => [] as string[])) {
+      if (!n.startsWith(TMP_PREFIX)) continue;
+      await fsp.rm(path.join(this.deps.paths.tmpDir, n), { recursive: true, force: true });
+      removed.push(n);
+    }
+    return removed;
   }
 
   /** Remove work dirs a crashed daemon left behind (once per daemon, before the first pull). */
