@@ -101,6 +101,7 @@ export class VmBoot {
     vm: VmRecord,
     emit: ProgressSink,
     restore: (driver: VmmDriver, launch: LaunchSpec) => Promise<VmHandle>,
+    intent?: Intent,
   ): Promise<{
     vm: VmRecord;
     driver: VmmDriver;
@@ -112,7 +113,7 @@ export class VmBoot {
     let handle: VmHandle;
     let launched: Launched;
     try {
-      launched = await this.launch(vm, image, kernel, emit);
+      launched = await this.launch(vm, image, kernel, emit, intent);
       emit({
         type: 'step',
         id: 'boot',
@@ -120,10 +121,16 @@ export class VmBoot {
         state: 'start',
       });
       handle = await restore(driver, launched.launch);
+      intent?.step('after-spawn', {
+        pid: handle.pid,
+        pidStartTime: handle.pidStartTime,
+        controlSocket: handle.controlSocket,
+      });
     } catch (e) {
       throw await this.launchFailed(vm, 'suspended', e, emit);
     }
     const up = await this.started(launched.vm, driver, handle, launched);
+    intent?.step('after-starting');
     if (up.netError !== undefined) {
       await driver.kill(handle, 'SIGKILL').catch(() => undefined);
       this.n.table.update(vm.id, { pid: null, pidStartTime: null });

@@ -111,21 +111,44 @@ export class VmRecovery {
   }
 
   private async delete(r: IntentRecord): Promise<void> {
+    await this.removeVm(r.subject, r.data.name as string | undefined, 'after an interrupted delete');
+  }
+
+  /**
+   * A VM removed whole (a completed delete, a rolled-back restore or fork):
+   * its recorded VMM killed if it is still that process, its tap released,
+   * its directory, known_hosts entry and row removed. Idempotent.
+   */
+  async removeVm(id: string, name: string | undefined, why: string): Promise<void> {
     const { table } = this.n;
-    let vm = table.get(r.subject);
-    if (vm && isActive(vm)) {
+    let vm = table.get(id);
+    if (vm && (isActive(vm) || vm.tap)) {
       const h = table.handleOf(vm);
       if (h && this.n.liveness.alive(vm) && isOurVmm(h.pid, h.pidStartTime, h.controlSocket))
         await killVmm(h, `the VMM of vm '${vm.name}'`);
       vm = await this.n.liveness.markGone(table.current(vm), 'stopped');
     }
-    rmDir(table.layout({ id: r.subject }).dir);
-    const name = vm?.name ?? (r.data.name as string | undefined);
-    if (name) removeKnownHost(this.n.knownHosts, hostAlias(name));
+    rmDir(table.layout({ id }).dir);
+    const alias = vm?.name ?? name;
+    if (alias) removeKnownHost(this.n.knownHosts, hostAlias(alias));
     if (vm) {
       table.delete(vm.id);
-      table.event('vm.deleted', vm, { completed: 'after an interrupted delete' });
+      table.event('vm.deleted', vm, { completed: why });
     }
+  }
+
+  /** A VMM an intent recorded, killed if it is still that process (pid, start time, socket); true if it was. */
+  async killRecorded(made: Record<string, unknown>, what: string): Promise<boolean> {
+    const m = made as StartMade;
+    if (!m.pid || !m.controlSocket) return false;
+    if (!isOurVmm(m.pid, m.pidStartTime ?? -1, m.controlSocket)) return false;
+    await killVmm({ pid: m.pid, pidStartTime: m.pidStartTime ?? -1 }, what);
+    return true;
+  }
+
+  /** Taps and rules must be reconciled at adoption (a rolled-back operation may have left one). */
+  markNetDirty(): void {
+    this.netDirty = true;
   }
 
   private async set(r: IntentRecord, cause: RecoveryCause): Promise<void> {

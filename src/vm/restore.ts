@@ -10,6 +10,8 @@ import { guestMachineId } from '../image/kernel/initScript.js';
 import { allocateIp, GUEST_IFACE, macForVm } from '../network/index.js';
 import type { Store } from '../store/index.js';
 import { nowIso } from '../store/rows.js';
+import type { ImageRecord } from '../store/images.js';
+import type { Intent } from '../store/journal.js';
 import type { SnapshotRecord } from '../store/snapshots.js';
 import type { VmRecord } from '../store/vms.js';
 import { parseCidr } from '../util/ipv4.js';
@@ -17,6 +19,7 @@ import type { Accel, VmHandle } from '../vmm/driver.js';
 import { buildLaunchSpec, kernelPathOf } from './launch.js';
 import { consoleMark } from './logs.js';
 import { generateVmName, newVmId, validateVmName } from './names.js';
+import { checkSaved, factsOf } from './savedState.js';
 import type { HostProbe, VmNetworking } from './needs.js';
 import type { ReadyFacts, VmReadiness } from './ready.js';
 import type { VmTable } from './records.js';
@@ -108,6 +111,7 @@ export class VmRestore {
         { hint: `pull it again: banger kernel pull ${snap.kernelName}` },
       );
     }
+    this.checkFiles(snap, image);
     const accel = snap.accel as Accel;
     await driver.preflight({
       vmName: name,
@@ -146,48 +150,74 @@ export class VmRestore {
 
     const done = this.n.snapshots.beginRestore(snap, name);
     try {
-      const vm = this.insert(name, snap, origin);
-      const l = table.layout(vm);
-      const files = this.n.snapshots.layout(snap);
-      const t0 = Date.now();
-      emit({ type: 'step', id: 'disks', label: 'Copying disks', state: 'start' });
-      try {
-        fs.mkdirSync(l.dir, { recursive: true, mode: 0o700 });
-        await this.n.copyDisk(files.overlay, l.overlayDisk, signal);
-        await this.n.copyDisk(files.work, l.workDisk, signal);
-      } catch (e) {
-        fs.rmSync(l.dir, { recursive: true, force: true });
-        table.delete(vm.id);
-        emit({ type: 'step', id: 'disks', label: 'Copying disks', state: 'fail' });
-        throw e;
-      }
-      emit({
-        type: 'step',
-        id: 'disks',
-        label: 'Copying disks',
-        state: 'done',
-        ms: Date.now() - t0,
-      });
-      table.event('vm.created', vm, { snapshot: snap.name, origin: origin.kind });
-      const ready = await this.n.locked(vm.id, async () => {
-        try {
-          return await this.start(table.current(vm), snap, driver, emit, signal);
-        } catch (e) {
-          await this.n.discard(table.get(vm.id) ?? vm).catch(() => undefined);
-          throw e;
-        }
-      });
-      return { vm: ready, spec };
+      // Crash-consistent (recoverSnapshots.ts): until the row records the VMM, an interrupted
+      // restore is rolled back (VMM, tap, directory, row); after, adoption finishes it.
+      const id = newVmId();
+      return await table.journal.run(
+        'restore',
+        id,
+        { name, snapshotId: snap.id },
+        async (intent) => {
+          const vm = this.insert(id, name, snap, origin);
+          intent.step('after-row');
+          const l = table.layout(vm);
+          const files = this.n.snapshots.layout(snap);
+          const t0 = Date.now();
+          emit({ type: 'step', id: 'disks', label: 'Copying disks', state: 'start' });
+          try {
+            fs.mkdirSync(l.dir, { recursive: true, mode: 0o700 });
+            await this.n.copyDisk(files.overlay, l.overlayDisk, signal);
+            await this.n.copyDisk(files.work, l.workDisk, signal);
+          } catch (e) {
+            fs.rmSync(l.dir, { recursive: true, force: true });
+            table.delete(vm.id);
+            emit({ type: 'step', id: 'disks', label: 'Copying disks', state: 'fail' });
+            throw e;
+          }
+          intent.step('after-disks');
+          emit({
+            type: 'step',
+            id: 'disks',
+            label: 'Copying disks',
+            state: 'done',
+            ms: Date.now() - t0,
+          });
+          table.event('vm.created', vm, { snapshot: snap.name, origin: origin.kind });
+          const ready = await this.n.locked(vm.id, async () => {
+            try {
+              return await this.start(table.current(vm), snap, driver, emit, intent, signal);
+            } catch (e) {
+              await this.n.discard(table.get(vm.id) ?? vm).catch(() => undefined);
+              throw e;
+            }
+          });
+          return { vm: ready, spec };
+        },
+      );
     } finally {
       done();
     }
   }
 
+  /**
+   * The checks of the saved files before anything is made: present, as long
+   * as when they were written, and the image under them not replaced since.
+   */
+  private checkFiles(snap: SnapshotRecord, image: ImageRecord): void {
+    const files = this.n.snapshots.layout(snap);
+    checkSaved(
+      `snapshot '${snap.name}'`,
+      { statePath: files.state, memPath: files.mem },
+      factsOf(snap.meta),
+      image,
+      `it cannot be restored; delete it: banger snapshot delete ${snap.name}`,
+    );
+  }
+
   /** The row, with an address allocated in the same transaction. */
-  private insert(name: string, snap: SnapshotRecord, origin: VmOrigin): VmRecord {
+  private insert(id: string, name: string, snap: SnapshotRecord, origin: VmOrigin): VmRecord {
     const { store } = this.n;
     const config = this.n.config();
-    const id = newVmId();
     try {
       return store.db.transaction(() =>
         store.vms.insert({
@@ -233,6 +263,7 @@ export class VmRestore {
     snap: SnapshotRecord,
     driver: ReturnType<VmSnapshots['snapshotDriver']>,
     emit: ProgressSink,
+    intent: Intent,
     signal?: AbortSignal,
   ): Promise<VmRecord> {
     const { table, store } = this.n;
@@ -240,6 +271,7 @@ export class VmRestore {
     emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
     const net = await this.n.network.prepare(vm);
     vm = table.update(vm.id, { tap: net.tap });
+    intent.step('after-tap', { tap: net.tap });
     emit({
       type: 'step',
       id: 'net',
@@ -278,6 +310,11 @@ export class VmRestore {
       emit({ type: 'step', id: 'boot', label, state: 'fail' });
       throw e;
     }
+    intent.step('after-spawn', {
+      pid: handle.pid,
+      pidStartTime: handle.pidStartTime,
+      controlSocket: handle.controlSocket,
+    });
     const startedAt = nowIso();
     vm = table.update(vm.id, {
       state: 'starting',
@@ -297,7 +334,9 @@ export class VmRestore {
       },
     });
     table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, restored: snap.name });
+    intent.step('after-starting');
     await this.n.network.started(vm, table.runningNets());
+    intent.step('after-net');
     const restored = vm;
     return this.n.readiness.bringUp(vm, {
       driver,

@@ -29,6 +29,7 @@ import type { HostProbe, ImageSource, KernelSource, VmmDrivers, VmNetworking } f
 import { VmNetwork } from './net.js';
 import { readySteps, VmReadiness, type ReadyStep } from './ready.js';
 import { VmRecovery } from './recover.js';
+import { SnapshotRecovery } from './recoverSnapshots.js';
 import { isActive, metaOf, vmLockKey, VmTable } from './records.js';
 import { VmSettings, type VmPatch } from './settings.js';
 import { describeOrigin, VmRestore, type VmOrigin } from './restore.js';
@@ -187,6 +188,7 @@ export class VmService {
       liveness,
       agents,
       boot: this.boot,
+      images: deps.store.images,
       readiness,
     });
     this.settings = new VmSettings({
@@ -239,6 +241,16 @@ export class VmService {
       drivers,
       alive,
       copyDisk,
+      logger: deps.logger,
+    });
+    new SnapshotRecovery({
+      table,
+      store: deps.store,
+      snapshotsDir: deps.paths.snapshotsDir,
+      drivers,
+      liveness,
+      recovery: this.recovery,
+      markSuspended: (vm, files) => this.suspension.markSuspended(vm, files),
       logger: deps.logger,
     });
     this.restorer = new VmRestore({
@@ -519,54 +531,61 @@ export class VmService {
     const parent = this.table.resolve(ref);
     const taken = new Set(this.table.list().map((v) => v.name));
     const names = forkNames(parent.name, o.name, o.count, taken);
-    const snap = await this.withVm(parent.id, (vm) =>
-      this.snapshots.takeLocked(
-        vm,
-        { name: this.snapshots.tempName(vm.name), kind: 'user', meta: { temporary: true } },
-        emit,
-        signal,
-      ),
-    );
-    try {
-      const settled = await Promise.allSettled(
-        names.map((name) =>
-          this.restorer.restore(
-            snap,
-            {
-              name,
-              nameSource: o.name ? 'flag' : `fork of ${parent.name}`,
-              origin: { kind: 'fork' },
-            },
-            emit,
-            signal,
-          ),
+    // Crash-consistent (recoverSnapshots.ts): cut short before every child is there, the
+    // children made so far and the temporary snapshot are removed; after, only the snapshot.
+    return this.table.journal.run('fork', parent.id, { names }, async (intent) => {
+      const snap = await this.withVm(parent.id, (vm) =>
+        this.snapshots.takeLocked(
+          vm,
+          { name: this.snapshots.tempName(vm.name), kind: 'user', meta: { temporary: true } },
+          emit,
+          signal,
         ),
       );
-      const failed = settled.find((r) => r.status === 'rejected');
-      if (failed) {
-        for (const r of settled) {
-          if (r.status !== 'fulfilled') continue;
-          await this.withVm(r.value.vm.id, (vm) =>
-            this.teardown.deleteLocked(vm, true, () => undefined),
-          ).catch(() => undefined);
-        }
-        throw failed.reason;
-      }
-      const children = settled.map((r) => {
-        const { vm, spec } = (r as PromiseFulfilledResult<{ vm: VmRecord; spec: VmSpec }>).value;
-        return { vm: this.view(this.table.get(vm.id) ?? vm), spec };
-      });
-      return { parent: parent.name, children };
-    } finally {
       try {
-        this.snapshots.delete(snap.id);
-      } catch (e) {
-        this.deps.logger.warn(
-          { snapshot: snap.name, err: String(e) },
-          'fork: temporary snapshot kept',
+        intent.step('after-snapshot', { snapshotId: snap.id });
+        const settled = await Promise.allSettled(
+          names.map((name) =>
+            this.restorer.restore(
+              snap,
+              {
+                name,
+                nameSource: o.name ? 'flag' : `fork of ${parent.name}`,
+                origin: { kind: 'fork' },
+              },
+              emit,
+              signal,
+            ),
+          ),
         );
+        const failed = settled.find((r) => r.status === 'rejected');
+        if (failed) {
+          for (const r of settled) {
+            if (r.status !== 'fulfilled') continue;
+            await this.withVm(r.value.vm.id, (vm) =>
+              this.teardown.deleteLocked(vm, true, () => undefined),
+            ).catch(() => undefined);
+          }
+          throw failed.reason;
+        }
+        intent.step('after-children');
+        const children = settled.map((r) => {
+          const { vm, spec } = (r as PromiseFulfilledResult<{ vm: VmRecord; spec: VmSpec }>)
+            .value;
+          return { vm: this.view(this.table.get(vm.id) ?? vm), spec };
+        });
+        return { parent: parent.name, children };
+      } finally {
+        try {
+          this.snapshots.delete(snap.id);
+        } catch (e) {
+          this.deps.logger.warn(
+            { snapshot: snap.name, err: String(e) },
+            'fork: temporary snapshot kept',
+          );
+        }
       }
-    }
+    });
   }
 
   /**

@@ -11,6 +11,7 @@ import { canSnapshot, type VmmDriver } from '../vmm/driver.js';
 import type { VmmDrivers } from './needs.js';
 import { newVmId, shortId, VM_NAME_RE } from './names.js';
 import type { VmTable } from './records.js';
+import { savedFacts } from './savedState.js';
 import { snapshotLayout, type SnapshotLayout } from './snapshotLayout.js';
 
 /** What taking and keeping snapshots needs from the rest of the daemon. */
@@ -165,62 +166,79 @@ export class VmSnapshots {
     const id = newVmId();
     const l = snapshotLayout(path.join(this.n.snapshotsDir, id));
     const vmFiles = this.n.table.layout(vm);
+    const image = this.n.store.images.get(vm.imageId);
     const t0 = Date.now();
     emit({ type: 'step', id: 'snapshot', label: `Snapshotting ${vm.name}`, state: 'start' });
-    fs.mkdirSync(l.dir, { recursive: true, mode: 0o700 });
-    let paused = false;
-    try {
-      await driver.pause(handle);
-      paused = true;
-      await driver.save(handle, { statePath: l.state, memPath: l.mem }, signal);
-      await this.n.copyDisk(vmFiles.overlayDisk, l.overlay, signal);
-      await this.n.copyDisk(vmFiles.workDisk, l.work, signal);
-    } catch (e) {
-      if (paused) await this.resumeAfter(driver, handle, vm, e);
-      fs.rmSync(l.dir, { recursive: true, force: true });
-      emit({ type: 'step', id: 'snapshot', label: `Snapshotting ${vm.name}`, state: 'fail' });
-      throw e;
-    }
-    const pausedMs = Date.now() - t0;
-    await this.resumeAfter(driver, handle, vm);
-    let rec: SnapshotRecord;
-    try {
-      rec = this.n.store.snapshots.insert({
-        id,
-        name,
-        kind: o.kind,
-        sourceVmId: vm.id,
-        sourceVmName: vm.name,
-        imageId: vm.imageId,
-        kernelName: vm.kernelName,
-        vmm: vm.vmm,
-        accel: vm.accel ?? 'tcg',
-        vcpu: vm.vcpu,
-        memoryMib: vm.memoryMib,
-        diskSize: vm.diskSize,
-        nat: vm.nat,
-        dir: l.dir,
-        sizeBytes: allocatedBytes(l),
-        meta: { pausedMs, ...(o.meta ?? {}) },
-      });
-    } catch (e) {
-      fs.rmSync(l.dir, { recursive: true, force: true });
-      if (/UNIQUE constraint failed: snapshots.name/.test((e as Error).message)) {
-        throw new BangerError('conflict', `a snapshot named '${name}' already exists`, {
-          hint: 'choose another --name',
+    // Crash-consistent (recoverSnapshots.ts): a snapshot cut short is removed, its VM resumed.
+    const vmm = { pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket };
+    const rec = await this.n.table.journal.run(
+      'snapshot',
+      vm.id,
+      { snapshotId: id, dir: l.dir, name, ...vmm },
+      async (intent) => {
+        fs.mkdirSync(l.dir, { recursive: true, mode: 0o700 });
+        let paused = false;
+        try {
+          await driver.pause(handle);
+          paused = true;
+          intent.step('after-pause');
+          await driver.save(handle, { statePath: l.state, memPath: l.mem }, signal);
+          intent.step('after-save');
+          await this.n.copyDisk(vmFiles.overlayDisk, l.overlay, signal);
+          await this.n.copyDisk(vmFiles.workDisk, l.work, signal);
+          intent.step('after-disks');
+        } catch (e) {
+          if (paused) await this.resumeAfter(driver, handle, vm, e);
+          fs.rmSync(l.dir, { recursive: true, force: true });
+          emit({ type: 'step', id: 'snapshot', label: `Snapshotting ${vm.name}`, state: 'fail' });
+          throw e;
+        }
+        const pausedMs = Date.now() - t0;
+        await this.resumeAfter(driver, handle, vm);
+        intent.step('after-resume');
+        const saved = image ? savedFacts({ statePath: l.state, memPath: l.mem }, image) : undefined;
+        let row: SnapshotRecord;
+        try {
+          row = this.n.store.snapshots.insert({
+            id,
+            name,
+            kind: o.kind,
+            sourceVmId: vm.id,
+            sourceVmName: vm.name,
+            imageId: vm.imageId,
+            kernelName: vm.kernelName,
+            vmm: vm.vmm,
+            accel: vm.accel ?? 'tcg',
+            vcpu: vm.vcpu,
+            memoryMib: vm.memoryMib,
+            diskSize: vm.diskSize,
+            nat: vm.nat,
+            dir: l.dir,
+            sizeBytes: allocatedBytes(l),
+            meta: { pausedMs, ...(saved ? { saved } : {}), ...(o.meta ?? {}) },
+          });
+        } catch (e) {
+          fs.rmSync(l.dir, { recursive: true, force: true });
+          if (/UNIQUE constraint failed: snapshots.name/.test((e as Error).message)) {
+            throw new BangerError('conflict', `a snapshot named '${name}' already exists`, {
+              hint: 'choose another --name',
+            });
+          }
+          throw e;
+        }
+        intent.step('after-row');
+        emit({
+          type: 'step',
+          id: 'snapshot',
+          label: `Snapshotting ${vm.name}`,
+          state: 'done',
+          detail: `${name} (paused ${pausedMs} ms)`,
+          ms: Date.now() - t0,
         });
-      }
-      throw e;
-    }
-    emit({
-      type: 'step',
-      id: 'snapshot',
-      label: `Snapshotting ${vm.name}`,
-      state: 'done',
-      detail: `${name} (paused ${pausedMs} ms)`,
-      ms: Date.now() - t0,
-    });
-    this.n.table.event('vm.snapshot', vm, { snapshot: name, snapshotId: id, pausedMs });
+        this.n.table.event('vm.snapshot', vm, { snapshot: name, snapshotId: id, pausedMs });
+        return row;
+      },
+    );
     return rec;
   }
 

@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import type { ProgressSink } from '../api/events.js';
 import { BangerError, toBangerError } from '../errors.js';
 import { nowIso } from '../store/rows.js';
+import type { ImageRecord } from '../store/images.js';
+import type { Intent } from '../store/journal.js';
 import type { VmRecord } from '../store/vms.js';
 import { formatSize } from '../util/units.js';
 import { canSnapshot, type SnapshotFiles, type VmHandle, type VmmDriver } from '../vmm/driver.js';
@@ -11,6 +13,7 @@ import type { VmLayout } from './layout.js';
 import type { VmmDrivers, VmNetworking } from './needs.js';
 import type { VmReadiness } from './ready.js';
 import type { VmTable } from './records.js';
+import { checkSaved, factsOf, savedFacts } from './savedState.js';
 
 /**
  * `vm suspend` / `vm resume` (docs/snapshots.md). Suspend pauses the VM, has
@@ -32,6 +35,7 @@ export interface SuspendNeeds {
   liveness: { alive(vm: VmRecord): boolean };
   agents: Pick<AgentPool, 'get' | 'drop'>;
   boot: Pick<VmBoot, 'restoreLocked'>;
+  images: { get(id: string): ImageRecord | undefined };
   readiness: Pick<VmReadiness, 'bringUp'>;
 }
 
@@ -46,7 +50,7 @@ export const suspendFiles = (l: Pick<VmLayout, 'suspendState' | 'suspendMem'>): 
   memPath: l.suspendMem,
 });
 
-const removeFiles = (f: SnapshotFiles): void => {
+export const removeFiles = (f: SnapshotFiles): void => {
   for (const p of [f.statePath, f.memPath]) fs.rmSync(p, { force: true });
 };
 
@@ -120,29 +124,50 @@ export class VmSuspension {
     files: SnapshotFiles,
   ): Promise<VmRecord> {
     const { table } = this.n;
-    removeFiles(files);
-    await driver.pause(handle);
-    try {
-      await driver.save(handle, files);
-    } catch (e) {
+    // Crash-consistent (recoverSnapshots.ts): cut short while the VMM lives, the suspend is
+    // undone (files removed, VM resumed); once the files are complete and the VMM is gone, done.
+    const vmm = {
+      pid: handle.pid,
+      pidStartTime: handle.pidStartTime,
+      controlSocket: handle.controlSocket,
+    };
+    return table.journal.run('suspend', vm.id, vmm, async (intent) => {
       removeFiles(files);
-      await driver.resume(handle).catch(() => undefined);
-      throw e;
-    }
-    table.setMeta(table.current(vm), { stopRequested: true });
-    this.n.agents.drop(vm.id);
-    await driver.kill(handle, 'SIGKILL');
-    const before = table.current(vm);
-    const out = table.update(vm.id, {
+      await driver.pause(handle);
+      intent.step('after-pause');
+      try {
+        await driver.save(handle, files);
+      } catch (e) {
+        removeFiles(files);
+        await driver.resume(handle).catch(() => undefined);
+        throw e;
+      }
+      intent.step('after-save');
+      table.setMeta(table.current(vm), { stopRequested: true });
+      this.n.agents.drop(vm.id);
+      await driver.kill(handle, 'SIGKILL');
+      intent.step('after-kill');
+      const before = table.current(vm);
+      const out = this.markSuspended(before, files);
+      intent.step('after-row');
+      await this.n.network.released(before, table.runningNets(vm.id)).catch(() => undefined);
+      return out;
+    });
+  }
+
+  /** The row of a VM whose files are complete and whose VMM is gone: `suspended`, what was saved recorded. */
+  markSuspended(vm: VmRecord, files: SnapshotFiles): VmRecord {
+    const image = this.n.images.get(vm.imageId);
+    const out = this.n.table.update(vm.id, {
       state: 'suspended',
       pid: null,
       pidStartTime: null,
       tap: null,
       stoppedAt: nowIso(),
       lastError: null,
+      meta: { ...vm.meta, saved: image ? savedFacts(files, image) : undefined },
     });
-    table.event('vm.suspended', vm, { memBytes: allocated(files.memPath) });
-    await this.n.network.released(before, table.runningNets(vm.id)).catch(() => undefined);
+    this.n.table.event('vm.suspended', vm, { memBytes: allocated(files.memPath) });
     return out;
   }
 
@@ -158,14 +183,42 @@ export class VmSuspension {
     }
     const driver = this.driverFor(vm);
     const files = suspendFiles(this.n.table.layout(vm));
+    const image = this.n.images.get(vm.imageId);
+    if (image)
+      checkSaved(
+        `vm '${vm.name}'`,
+        files,
+        factsOf(vm.meta),
+        image,
+        `it cannot be resumed; discard the saved state: banger vm stop ${vm.name}`,
+      );
+    // Crash-consistent (recoverSnapshots.ts): until the guest runs, an interrupted resume goes
+    // back to `suspended` with its files; after, the files are stale and adoption finishes it.
+    return this.n.table.journal.run('resume', vm.id, {}, (intent) =>
+      this.resumeJournaled(vm, driver, files, intent, emit, signal),
+    );
+  }
+
+  private async resumeJournaled(
+    vm: VmRecord,
+    driver: SnapDriver,
+    files: SnapshotFiles,
+    intent: Intent,
+    emit: ProgressSink,
+    signal?: AbortSignal,
+  ): Promise<VmRecord> {
     const t0 = Date.now();
-    const r = await this.n.boot.restoreLocked(vm, emit, (_, launch) =>
-      driver.restore(launch, files, { paused: true, signal }),
+    const r = await this.n.boot.restoreLocked(
+      vm,
+      emit,
+      (_, launch) => driver.restore(launch, files, { paused: true, signal }),
+      intent,
     );
     const label = `Resuming (${driver.name}, ${vm.accel})`;
     try {
       // Paused until the network rules for its new tap are in place; from here the guest runs.
       await driver.resume(r.handle);
+      intent.step('after-cont');
       const ready = await this.n.readiness.bringUp(r.vm, {
         driver,
         handle: r.handle,
@@ -178,9 +231,10 @@ export class VmSuspension {
         keepOnFailure: true,
         afterAgent: (cur) => this.stepClock(cur, emit),
       });
+      intent.step('after-ready');
       removeFiles(files);
       this.n.table.event('vm.resumed', ready, { ms: Date.now() - t0 });
-      return ready;
+      return this.n.table.update(ready.id, { meta: { ...ready.meta, saved: undefined } });
     } catch (e) {
       throw await this.resumeFailed(r.vm, driver, r.handle, files, e, emit);
     }
