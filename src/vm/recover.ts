@@ -111,7 +111,11 @@ export class VmRecovery {
   }
 
   private async delete(r: IntentRecord): Promise<void> {
-    await this.removeVm(r.subject, r.data.name as string | undefined, 'after an interrupted delete');
+    await this.removeVm(
+      r.subject,
+      r.data.name as string | undefined,
+      'after an interrupted delete',
+    );
   }
 
   /**

@@ -5,7 +5,7 @@ import type { Store } from '../store/index.js';
 import type { VmRecord } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
 import type { SnapshotFiles, VmHandle } from '../vmm/driver.js';
-import type { VmmDrivers } from './needs.js';
+import type { VmmDrivers, VmNetworking } from './needs.js';
 import { isOurVmm, type VmRecovery } from './recover.js';
 import { isActive, type VmTable } from './records.js';
 import { removeFiles, suspendFiles } from './suspend.js';
@@ -44,6 +44,7 @@ export interface SnapshotRecoveryNeeds {
     markGone(vm: VmRecord, state: 'stopped'): Promise<VmRecord>;
   };
   recovery: VmRecovery;
+  network: Pick<VmNetworking, 'released'>;
   /** The row of a VM whose suspend files are complete and whose VMM is gone (suspend.ts). */
   markSuspended(vm: VmRecord, files: SnapshotFiles): VmRecord;
   logger: Logger;
@@ -110,6 +111,17 @@ export class SnapshotRecovery {
     await this.n.recovery.killRecorded(r.data, `the VMM of an interrupted restore of vm '${name}'`);
     if (cause === 'restart') this.n.recovery.markNetDirty();
     await this.n.recovery.removeVm(r.subject, name, 'rolled back: an interrupted restore');
+    // A tap taken before the row was gone (an error path that removed the row first).
+    await this.releaseRecordedTap(r);
+  }
+
+  /** The tap an intent recorded, released unless a row still has it. */
+  private async releaseRecordedTap(r: IntentRecord): Promise<void> {
+    const tap = r.data.tap as string | undefined;
+    if (!tap || this.n.table.list().some((v) => v.tap === tap)) return;
+    await this.n.network
+      .released({ tap, ip: (r.data.ip as string | undefined) ?? null }, this.n.table.runningNets())
+      .catch((e) => this.n.logger.warn({ err: e, tap }, `releasing the tap of a ${r.op}`));
   }
 
   private async fork(r: IntentRecord, cause: RecoveryCause): Promise<void> {
@@ -147,7 +159,10 @@ export class SnapshotRecovery {
       fs.existsSync(files.memPath)
     ) {
       // Saved whole, the VMM gone: a suspend that only missed its last steps.
-      if (vm.state === 'suspended') return;
+      if (vm.state === 'suspended') {
+        await this.releaseRecordedTap(r);
+        return;
+      }
       const gone = isActive(vm) || vm.tap ? await this.n.liveness.markGone(vm, 'stopped') : vm;
       this.n.markSuspended(gone, files);
       if (cause === 'restart') this.n.recovery.markNetDirty();
@@ -171,7 +186,10 @@ export class SnapshotRecovery {
     if (cause === 'restart') this.n.recovery.markNetDirty();
     if (RESUME_NOT_RUN.includes(r.step)) {
       // The guest never ran: its saved files still hold it. Back to `suspended`.
-      await this.n.recovery.killRecorded(r.data, `the VMM of an interrupted resume of vm '${vm.name}'`);
+      await this.n.recovery.killRecorded(
+        r.data,
+        `the VMM of an interrupted resume of vm '${vm.name}'`,
+      );
       let cur = this.n.table.current(vm);
       if (isActive(cur) || cur.tap) cur = await this.n.liveness.markGone(cur, 'stopped');
       if (cur.state !== 'suspended')

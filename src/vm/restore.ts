@@ -271,7 +271,7 @@ export class VmRestore {
     emit({ type: 'step', id: 'net', label: 'Preparing network', state: 'start' });
     const net = await this.n.network.prepare(vm);
     vm = table.update(vm.id, { tap: net.tap });
-    intent.step('after-tap', { tap: net.tap });
+    intent.step('after-tap', { tap: net.tap, ip: vm.ip });
     emit({
       type: 'step',
       id: 'net',

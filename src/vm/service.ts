@@ -250,6 +250,7 @@ export class VmService {
       drivers,
       liveness,
       recovery: this.recovery,
+      network,
       markSuspended: (vm, files) => this.suspension.markSuspended(vm, files),
       logger: deps.logger,
     });
@@ -570,8 +571,7 @@ export class VmService {
         }
         intent.step('after-children');
         const children = settled.map((r) => {
-          const { vm, spec } = (r as PromiseFulfilledResult<{ vm: VmRecord; spec: VmSpec }>)
-            .value;
+          const { vm, spec } = (r as PromiseFulfilledResult<{ vm: VmRecord; spec: VmSpec }>).value;
           return { vm: this.view(this.table.get(vm.id) ?? vm), spec };
         });
         return { parent: parent.name, children };

@@ -170,7 +170,11 @@ export class VmSnapshots {
     const t0 = Date.now();
     emit({ type: 'step', id: 'snapshot', label: `Snapshotting ${vm.name}`, state: 'start' });
     // Crash-consistent (recoverSnapshots.ts): a snapshot cut short is removed, its VM resumed.
-    const vmm = { pid: handle.pid, pidStartTime: handle.pidStartTime, controlSocket: handle.controlSocket };
+    const vmm = {
+      pid: handle.pid,
+      pidStartTime: handle.pidStartTime,
+      controlSocket: handle.controlSocket,
+    };
     const rec = await this.n.table.journal.run(
       'snapshot',
       vm.id,

@@ -130,6 +130,8 @@ export class VmSuspension {
       pid: handle.pid,
       pidStartTime: handle.pidStartTime,
       controlSocket: handle.controlSocket,
+      tap: vm.tap,
+      ip: vm.ip,
     };
     return table.journal.run('suspend', vm.id, vmm, async (intent) => {
       removeFiles(files);

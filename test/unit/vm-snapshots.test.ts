@@ -12,6 +12,7 @@ import { openStore, type Store } from '../../src/store/index.js';
 import { silentLogger } from '../../src/util/log.js';
 import { KeyedMutex } from '../../src/util/mutex.js';
 import { isProcessAlive } from '../../src/util/proc.js';
+import { parseFaults, setFaults } from '../../src/util/fault.js';
 import { sleep } from '../../src/util/sleep.js';
 import {
   formatSnapshot,
@@ -123,6 +124,9 @@ const rejectsWith = (p: Promise<unknown>, code: string, msg: RegExp) =>
     assert.match(e.message, msg);
     return true;
   });
+/** VMMs of the fake driver that still run (its map is updated on the child's exit event, a turn later). */
+const liveVmms = () =>
+  [...rig.driver.running.values()].filter((r) => isProcessAlive(r.pid, r.pidStartTime)).length;
 const alive = (name: string): boolean => {
   const vm = rig.store.vms.byName(name)!;
   return isProcessAlive(vm.pid!, vm.pidStartTime!);
@@ -411,5 +415,178 @@ describe('CLI output', () => {
       origin: 'fork of dev',
     };
     assert.match(formatSpec(spec), / nat=off from=fork_of_dev$/);
+  });
+});
+
+describe('crash consistency: a step that fails is completed or rolled back at once (the journal)', () => {
+  afterEach(() => setFaults(undefined));
+  const suspendFilesOf = (name: string) => {
+    const l = vmLayout(rig.paths.vmsDir, rig.store.vms.byName(name)!.id);
+    return [l.suspendState, l.suspendMem];
+  };
+  const injected = (op: string, point: string) => new RegExp(`injected fault at ${op}:${point}`);
+  const nothingOpen = (at: string) =>
+    assert.deepEqual(rig.store.journal.open(), [], `${at}: no intent left`);
+
+  for (const point of ['after-pause', 'after-save', 'after-disks', 'after-resume', 'after-row']) {
+    test(`snapshot:${point}: no snapshot left, the VM runs (not paused)`, async () => {
+      await create('dev');
+      setFaults(parseFaults(`snapshot:${point}:fail`));
+      await assert.rejects(rig.svc.snapshot('dev', 's1', rig.emit), injected('snapshot', point));
+      nothingOpen(point);
+      // the row (after-row) is a complete snapshot: kept
+      assert.deepEqual(
+        rig.svc.snapshotList().map((s) => s.name),
+        point === 'after-row' ? ['s1'] : [],
+      );
+      assert.equal(snapshotDirs().length, point === 'after-row' ? 1 : 0);
+      assert.equal(rig.driver.paused.size, 0, 'not left paused');
+      assert.equal(rig.svc.show('dev').state, 'running');
+      assert.ok(alive('dev'));
+    });
+  }
+
+  for (const point of [
+    'after-row',
+    'after-disks',
+    'after-tap',
+    'after-spawn',
+    'after-starting',
+    'after-net',
+  ]) {
+    test(`restore:${point}: no VM, directory, VMM or tap left; the snapshot stays`, async () => {
+      await create('dev');
+      await rig.svc.snapshot('dev', 's1', rig.emit);
+      setFaults(parseFaults(`restore:${point}:fail`));
+      await assert.rejects(rig.svc.restore('s1', 'copy', rig.emit), injected('restore', point));
+      nothingOpen(point);
+      assert.equal(rig.store.vms.byName('copy'), undefined);
+      assert.equal(fs.readdirSync(rig.paths.vmsDir).length, 1);
+      assert.equal(rig.network.taps.size, 1, "only the parent's tap");
+      assert.equal(liveVmms(), 1, "only the parent's VMM");
+      assert.deepEqual(
+        rig.svc.snapshotList().map((s) => s.name),
+        ['s1'],
+      );
+    });
+  }
+
+  for (const point of ['after-snapshot', 'after-children']) {
+    test(`fork:${point}: no child and no temporary snapshot left; the parent runs`, async () => {
+      await create('dev');
+      setFaults(parseFaults(`fork:${point}:fail`));
+      await assert.rejects(rig.svc.fork('dev', { count: 2 }, rig.emit), injected('fork', point));
+      nothingOpen(point);
+      assert.deepEqual(
+        rig.store.vms.list().map((v) => v.name),
+        ['dev'],
+      );
+      assert.deepEqual(rig.svc.snapshotList(), []);
+      assert.deepEqual(snapshotDirs(), []);
+      assert.equal(liveVmms(), 1);
+      assert.ok(alive('dev'));
+    });
+  }
+
+  for (const [point, want] of [
+    ['after-pause', 'running'],
+    ['after-save', 'running'],
+    ['after-kill', 'suspended'],
+    ['after-row', 'suspended'],
+  ] as const) {
+    test(`suspend:${point}: ${want === 'running' ? 'undone: running, no files' : 'completed: suspended with both files'}`, async () => {
+      await create('dev');
+      setFaults(parseFaults(`suspend:${point}:fail`));
+      await assert.rejects(rig.svc.suspend('dev', rig.emit), injected('suspend', point));
+      nothingOpen(point);
+      const v = rig.svc.show('dev');
+      assert.equal(v.state, want);
+      if (want === 'running') assert.equal(rig.driver.paused.size, 0, 'not left paused');
+      for (const f of suspendFilesOf('dev'))
+        assert.equal(fs.existsSync(f), want === 'suspended', f);
+      if (want === 'running') assert.ok(alive('dev'));
+      else assert.deepEqual([...rig.network.taps], [], 'its tap released');
+      setFaults(undefined);
+      // the retry: a suspend (or a resume of the completed one) works
+      if (want === 'running') await rig.svc.suspend('dev', rig.emit);
+      assert.equal((await rig.svc.resume('dev', rig.emit)).state, 'running');
+    });
+  }
+
+  for (const point of ['after-tap', 'after-spawn', 'after-starting', 'after-cont', 'after-ready']) {
+    test(`resume:${point}: suspended with its files, no VMM or tap; a retried resume works`, async () => {
+      await create('dev');
+      await rig.svc.suspend('dev', rig.emit);
+      setFaults(parseFaults(`resume:${point}:fail`));
+      await assert.rejects(rig.svc.resume('dev', rig.emit), injected('resume', point));
+      nothingOpen(point);
+      assert.equal(rig.svc.show('dev').state, 'suspended');
+      for (const f of suspendFilesOf('dev')) assert.ok(fs.existsSync(f), f);
+      assert.equal(liveVmms(), 0, 'no VMM');
+      assert.deepEqual([...rig.network.taps], [], 'no tap');
+      setFaults(undefined);
+      assert.equal((await rig.svc.resume('dev', rig.emit)).state, 'running');
+    });
+  }
+});
+
+describe('saved state that cannot be used: one line, nothing made', () => {
+  test('vm restore of a snapshot whose memory or device state is truncated', async () => {
+    await create('dev');
+    const s = await rig.svc.snapshot('dev', 's1', rig.emit);
+    fs.truncateSync(s.files.mem, 3);
+    await rejectsWith(
+      rig.svc.restore('s1', 'copy', rig.emit),
+      'precondition',
+      /^snapshot 's1': its saved memory \(.*\/memory\) is truncated: 3 B of 12 B$/,
+    );
+    fs.writeFileSync(s.files.mem, 'guest memory');
+    fs.truncateSync(s.files.state, 0);
+    await rejectsWith(
+      rig.svc.restore('s1', 'copy', rig.emit),
+      'precondition',
+      /^snapshot 's1': its saved device state \(.*\/vmstate\) is truncated: 0 B of /,
+    );
+    assert.equal(rig.store.vms.byName('copy'), undefined);
+    assert.equal(fs.readdirSync(rig.paths.vmsDir).length, 1);
+    assert.equal(rig.network.taps.size, 1);
+    assert.ok(!rig.driver.calls.some((c) => c.startsWith('restore')), 'the driver was not asked');
+  });
+
+  test('vm restore of a snapshot whose image was replaced (image register over its name)', async () => {
+    await create('dev');
+    await rig.svc.snapshot('dev', 's1', rig.emit);
+    const img = rig.store.images.list()[0]!;
+    fs.writeFileSync(img.rootfsPath, 'another root filesystem');
+    await rejectsWith(
+      rig.svc.restore('s1', 'copy', rig.emit),
+      'precondition',
+      /^snapshot 's1': image 'test-image' was replaced after the save; its saved memory does not match the new root filesystem$/,
+    );
+    assert.equal(rig.store.vms.byName('copy'), undefined);
+    assert.equal(rig.network.taps.size, 1);
+  });
+
+  test('vm resume with a truncated suspend.mem, or after its image was replaced: still suspended, no VMM or tap', async () => {
+    const { vm } = await create('dev');
+    await rig.svc.suspend('dev', rig.emit);
+    const l = vmLayout(rig.paths.vmsDir, vm.id);
+    fs.truncateSync(l.suspendMem, 5);
+    await rejectsWith(
+      rig.svc.resume('dev', rig.emit),
+      'precondition',
+      /^vm 'dev': its saved memory \(.*suspend\.mem\) is truncated: 5 B of 12 B$/,
+    );
+    fs.writeFileSync(l.suspendMem, 'guest memory');
+    fs.writeFileSync(rig.store.images.list()[0]!.rootfsPath, 'replaced');
+    await rejectsWith(
+      rig.svc.resume('dev', rig.emit),
+      'precondition',
+      /^vm 'dev': image 'test-image' was replaced after the save/,
+    );
+    assert.equal(rig.svc.show('dev').state, 'suspended');
+    assert.equal(liveVmms(), 0);
+    assert.deepEqual([...rig.network.taps], []);
+    assert.deepEqual(rig.store.journal.open(), []);
   });
 });
