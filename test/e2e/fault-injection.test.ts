@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { which } from '../../src/util/exec.js';
+import { makeTempRoot, type TempRoot } from '../fixtures/firecracker/harness.js';
 import { needs } from '../helpers/ci.js';
 import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 import { makeFixtureRepo } from '../helpers/gitFixture.js';
@@ -496,3 +498,218 @@ describe('fault injection: start and stop of real guests', { timeout: 10 * 60_00
     }
   });
 });
+
+/**
+ * The snapshot operations' points, with guests played by the contract-checked
+ * fake `firecracker` (test/fixtures/firecracker): a real VMM process per VM
+ * with its API socket (pause, snapshot create/load, resume) and the guest
+ * agent on its vsock socket, so a VM "boots" in a moment and a killed daemon
+ * leaves real processes, paused or not, for the next one to recover.
+ */
+const SNAPSHOT_POINTS = {
+  snapshot: ['begin', 'after-pause', 'after-save', 'after-disks', 'after-resume', 'after-row'],
+  restore: [
+    'begin',
+    'after-row',
+    'after-disks',
+    'after-tap',
+    'after-spawn',
+    'after-starting',
+    'after-net',
+  ],
+  fork: ['begin', 'after-snapshot', 'after-children'],
+  suspend: ['begin', 'after-pause', 'after-save', 'after-kill', 'after-row'],
+  resume: ['begin', 'after-tap', 'after-spawn', 'after-starting', 'after-cont', 'after-ready'],
+} as const;
+type SnapOp = keyof typeof SNAPSHOT_POINTS;
+
+/** What recovery promises after a kill at op:point (docs/reliability.md). */
+function snapshotOutcome(op: SnapOp, point: string): string {
+  switch (op) {
+    case 'snapshot':
+      return point === 'after-row' ? 'snapshot kept' : 'no snapshot';
+    case 'restore':
+      return ['after-starting', 'after-net'].includes(point) ? 'restored' : 'no new VM';
+    case 'fork':
+      return point === 'after-children' ? 'child kept' : 'no child';
+    case 'suspend':
+      return ['after-kill', 'after-row'].includes(point) ? 'suspended' : 'running';
+    case 'resume':
+      return ['after-cont', 'after-ready'].includes(point) ? 'running' : 'suspended';
+  }
+}
+
+describe(
+  'fault injection: every point of snapshot, restore, fork, suspend and resume (fake Firecracker)',
+  { timeout: 15 * 60_000 },
+  () => {
+    let env: VmEnv | undefined;
+    let root: TempRoot | undefined;
+    before(async () => {
+      if (!isRoot()) return;
+      root = makeTempRoot();
+      const kvmDevice = path.join(root.dir, 'kvm');
+      fs.writeFileSync(kvmDevice, '');
+      env = await vmEnv('fsn', {
+        config: `vmm = "firecracker"\nfirecracker_bin = "${root.bin}"\naccel = "kvm"\n`,
+        env: { FAKE_FC_AGENT: '1', BANGER_KVM_DEVICE: kvmDevice },
+      });
+    });
+    after(async () => {
+      try {
+        await env?.cleanup();
+      } finally {
+        root?.cleanup();
+      }
+    });
+
+    const wrap = (e: VmEnv) => ['ip', 'netns', 'exec', e.ns];
+    const action = async (d: Daemon, act: 'suspend' | 'resume' | 'delete', name: string) =>
+      okAll(
+        await d.client.stream(
+          'vmAction',
+          { params: { action: act }, body: { refs: [name] } },
+          noop,
+        ),
+      );
+    const create = (d: Daemon, name: string) =>
+      d.client.stream('vmCreate', { body: { name, start: true, nat: false } }, noop);
+    const snapshot = (d: Daemon, vm: string, name: string) =>
+      d.client.stream('vmSnapshot', { params: { ref: vm }, body: { name } }, noop);
+    const restore = (d: Daemon, snap: string, name: string) =>
+      d.client.stream('snapshotRestore', { params: { ref: snap }, body: { name } }, noop);
+    const fork = (d: Daemon, vm: string, name: string) =>
+      d.client.stream('vmFork', { params: { ref: vm }, body: { name, count: 1 } }, noop);
+
+    /** The fake VMM's own state (`Running`, `Paused`) through its API socket. */
+    const vmmState = (socket: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const req = http.get({ socketPath: socket, path: '/' }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve((JSON.parse(body) as { state: string }).state));
+        });
+        req.on('error', reject);
+      });
+    const snapshotDirs = (e: VmEnv): string[] => {
+      const dir = path.join(e.sb.paths.stateDir, 'snapshots');
+      return fs.existsSync(dir) ? fs.readdirSync(dir) : [];
+    };
+    const snapshotRows = (d: Daemon) =>
+      d.client.call('snapshotList').then((r) => r.snapshots.map((s) => s.name));
+
+    async function waitState(
+      e: VmEnv,
+      name: string,
+      states: string[],
+      ms: number,
+    ): Promise<string> {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const s = vmRow(e.sb, name)?.state ?? 'gone';
+        if (states.includes(s) || Date.now() > deadline) return s;
+        await sleep(200);
+      }
+    }
+
+    let seq = 0;
+    for (const op of Object.keys(SNAPSHOT_POINTS) as SnapOp[]) {
+      for (const point of SNAPSHOT_POINTS[op]) {
+        const want = snapshotOutcome(op, point);
+        test(`${op}: killed at ${point} → ${want}; consistent; retried`, async (t) => {
+          if (!needs(t, isRoot(), 'needs root for network namespaces and taps')) return;
+          const e = env!;
+          await e.run(['daemon', 'stop']);
+          const vm = `fs${seq++}-${op.slice(0, 3)}`;
+          const snap = `${vm}-s`;
+          const child = `${vm}-c`;
+          e.adopt(vm);
+          e.adopt(child);
+          // Prepared by a daemon armed at the point: no preparing step passes it.
+          const d1 = await startDaemon(e.sb, `${op}:${point}:kill`, wrap(e));
+          await create(d1, vm);
+          if (op === 'restore') await snapshot(d1, vm, snap);
+          if (op === 'resume') await action(d1, 'suspend', vm);
+          const run = (d: Daemon): Promise<unknown> =>
+            op === 'snapshot'
+              ? snapshot(d, vm, snap)
+              : op === 'restore'
+                ? restore(d, snap, child)
+                : op === 'fork'
+                  ? fork(d, vm, child)
+                  : action(d, op as 'suspend' | 'resume', vm);
+          await assert.rejects(run(d1), died);
+          assert.equal((await d1.exited).signal, 'SIGKILL', 'the daemon died at the fault point');
+
+          const d2 = await startDaemon(e.sb, undefined, wrap(e));
+          try {
+            if (want === 'restored' || want === 'running')
+              assert.equal(
+                await waitState(e, op === 'restore' ? child : vm, ['running', 'error'], 60_000),
+                'running',
+                `${op}:${point}: adopted, then running`,
+              );
+            assert.deepEqual(await settledViolations(e.sb), [], `${op}:${point}: consistent`);
+            const rows = await snapshotRows(d2);
+            assert.equal(
+              snapshotDirs(e).length,
+              rows.length,
+              'a directory per snapshot row, no other',
+            );
+            const parent = vmRow(e.sb, vm)!;
+            const layout = path.join(e.sb.paths.vmsDir, parent.id);
+            const saved = ['suspend.state', 'suspend.mem'].filter((f) =>
+              fs.existsSync(path.join(layout, f)),
+            );
+            if (want === 'suspended') {
+              assert.equal(parent.state, 'suspended');
+              assert.deepEqual(saved, ['suspend.state', 'suspend.mem'], 'both files kept');
+            } else {
+              assert.equal(parent.state, 'running', `${op}:${point}: the VM runs`);
+              assert.deepEqual(saved, [], 'no saved files left');
+              const sock = (parent.meta as { controlSocket: string }).controlSocket;
+              assert.equal(await vmmState(sock), 'Running', 'its VMM is not left paused');
+            }
+            if (op === 'snapshot')
+              assert.deepEqual(rows, want === 'snapshot kept' ? [snap] : [], 'the snapshot');
+            if (op === 'fork') assert.deepEqual(rows, [], 'no temporary snapshot left');
+            if (op === 'restore' || op === 'fork')
+              assert.equal(
+                Boolean(vmRow(e.sb, child)),
+                want === 'restored' || want === 'child kept',
+                `${op}:${point}: the new VM is ${want}`,
+              );
+
+            // The retry (or, completed, the next step) works on the recovered state.
+            if (op === 'snapshot' && want !== 'snapshot kept') await snapshot(d2, vm, snap);
+            if (op === 'restore' && want !== 'restored') await restore(d2, snap, child);
+            if (op === 'fork' && want !== 'child kept') await fork(d2, vm, child);
+            if (op === 'suspend' || op === 'resume')
+              await action(d2, want === 'suspended' ? 'resume' : 'suspend', vm);
+            assert.deepEqual(
+              await settledViolations(e.sb),
+              [],
+              `${op}:${point}: consistent after the retry`,
+            );
+
+            // Clean up through the daemon.
+            for (const s of await snapshotRows(d2))
+              await d2.client.call('snapshotDelete', { params: { ref: s } });
+            for (const n of [child, vm])
+              if (vmRow(e.sb, n))
+                okAll(
+                  await d2.client.stream(
+                    'vmAction',
+                    { params: { action: 'delete' }, body: { refs: [n], force: true } },
+                    noop,
+                  ),
+                );
+            assert.deepEqual(await settledViolations(e.sb), [], 'consistent after clean-up');
+          } finally {
+            await d2.kill();
+          }
+        });
+      }
+    }
+  },
+);
