@@ -21,7 +21,10 @@ import { OWNER_TAG, TEST_OWNER } from './owner.js';
  *  - temp dirs: the file's process gets a private TMPDIR, which must be empty;
  *  - in the root network namespace, anything new since the file started: taps
  *    named `bgr*`, rules mentioning banger (iptables, nft) and private-range
- *    addresses (the tests create all of those in namespaces of their own).
+ *    addresses (the tests create all of those in namespaces of their own);
+ *  - on /dev/shm, anything new since the file started: guest RAM files
+ *    `banger-<vm id>.ram` (unlinked once QEMU runs; one left over is memory
+ *    no process frees) and migration socket dirs `banger-mig-*` (save/restore).
  *
  * Only resources tied to this test process (owner pid, private TMPDIR) or new
  * in the root namespace are judged: other users' processes, namespaces and
@@ -71,6 +74,20 @@ function rootNsView(): RootNsView {
   return { taps, rules, addrs };
 }
 
+const SHM_DIR = '/dev/shm';
+
+/** Guest RAM files and migration socket dirs on /dev/shm (src/vmm/qemu/ramFile.ts). */
+function shmView(): string[] {
+  try {
+    return fs
+      .readdirSync(SHM_DIR)
+      .filter((n) => /^banger-(mig-.+|[0-9a-f]+\.ram)$/.test(n))
+      .map((n) => path.join(SHM_DIR, n));
+  } catch {
+    return [];
+  }
+}
+
 interface Proc {
   pid: number;
   cmd: string;
@@ -106,7 +123,11 @@ const newSince = (before: string[], now: string[]): string[] =>
   now.filter((x) => !before.includes(x));
 
 /** Everything the sweep finds, one line each (empty when clean). */
-export async function findLeaks(before: RootNsView, tmp: string): Promise<string[]> {
+export async function findLeaks(
+  before: RootNsView,
+  tmp: string,
+  shmBefore: string[] = [],
+): Promise<string[]> {
   // Processes that are on their way out get a moment to finish exiting.
   let procs = ownedProcesses();
   for (let i = 0; i < 50 && procs.length > 0; i++) {
@@ -127,6 +148,7 @@ export async function findLeaks(before: RootNsView, tmp: string): Promise<string
     ...newSince(before.rules, now.rules).map((r) => `firewall rule in the root namespace: ${r}`),
     ...newSince(before.addrs, now.addrs).map((a) => `private address in the root namespace: ${a}`),
     ...tmpLeft.map((f) => `temp file left: ${f}`),
+    ...newSince(shmBefore, shmView()).map((f) => `left on /dev/shm: ${f}`),
   ];
 }
 
@@ -142,6 +164,7 @@ if (!isRunnerParent && !globalThis.__bangerLeakSweep) {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `bgt-${OWNER_TAG}-tmp-`));
   process.env.TMPDIR = tmp;
   const before = rootNsView();
+  const shmBefore = shmView();
   // Judged when the file is done: after its tests and all of its `after` hooks (a
   // root-level `after` registered here would run before the file's own). A leak
   // makes the file's process exit 1, which fails the file in the test run.
@@ -151,7 +174,7 @@ if (!isRunnerParent && !globalThis.__bangerLeakSweep) {
     swept = true;
     void (async () => {
       const file = path.basename(process.argv[1] ?? '?');
-      const leaks = await findLeaks(before, tmp);
+      const leaks = await findLeaks(before, tmp, shmBefore);
       fs.rmSync(tmp, { recursive: true, force: true });
       if (leaks.length > 0) {
         process.stderr.write(
