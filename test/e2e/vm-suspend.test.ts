@@ -86,7 +86,20 @@ describe('vm suspend / resume (qemu, real VM)', { timeout: 20 * 60_000 }, () => 
     const listed = await e.json<Vm[]>(['vm', 'list']);
     assert.equal(listed.find((v) => v.name === name)?.state, 'suspended');
 
-    // A daemon restart leaves it suspended.
+    // The daemon killed (no shutdown) while the VM is suspended: the next daemon (started by
+    // the next command) re-adopts it as it was — suspended, its saved state kept, nothing running.
+    const daemon = e.sb.daemonPid();
+    assert.ok(daemon && isAlive(daemon), 'a daemon runs');
+    process.kill(daemon, 'SIGKILL');
+    for (let i = 0; i < 100 && isAlive(daemon); i++) await sleep(50);
+    const readopted = await show();
+    assert.notEqual(e.sb.daemonPid(), daemon, 'a new daemon answered');
+    assert.equal(readopted.state, 'suspended', 'still suspended under the new daemon');
+    assert.equal(readopted.pid, null);
+    assert.equal(readopted.ip, v0.ip);
+    assert.ok(fs.existsSync(path.join(v0.dir, 'suspend.state')), 'its saved state kept');
+    assert.ok(fs.existsSync(path.join(v0.dir, 'suspend.mem')));
+    // A graceful daemon restart too.
     assert.equal((await e.run(['daemon', 'stop'])).code, 0);
     assert.equal((await show()).state, 'suspended');
 
