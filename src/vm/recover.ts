@@ -6,6 +6,7 @@ import type { VmRecord } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
 import { isProcessAlive, processCmdline, processStartTime } from '../util/proc.js';
 import { killVmm } from '../vmm/process.js';
+import { DEFAULT_SHM_DIR, ramFilePath } from '../vmm/qemu/ramFile.js';
 import type { VmDisks } from './disks.js';
 import { isActive, type VmTable } from './records.js';
 
@@ -37,6 +38,8 @@ export interface RecoveryNeeds {
   knownHosts: string;
   sshConfig: string;
   vmsDir: string;
+  /** Where QEMU guests' RAM files live (default /dev/shm). */
+  shmDir?: string;
   logger: Logger;
 }
 
@@ -195,6 +198,10 @@ export class VmRecovery {
       rmDir(path.join(vmsDir, name));
       dirs.push(name);
     }
+    // A guest RAM file exists only while a VMM is being spawned or restored (it is unlinked
+    // once QEMU answers): at daemon start none is, so one of these VMs' is left over.
+    for (const id of [...rows.keys(), ...dirs])
+      fs.rmSync(ramFilePath(this.n.shmDir ?? DEFAULT_SHM_DIR, id), { force: true });
     const processes: number[] = [];
     for (const p of processesUnder(vmsDir)) {
       const vm = rows.get(p.vmId);

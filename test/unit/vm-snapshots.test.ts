@@ -590,3 +590,20 @@ describe('saved state that cannot be used: one line, nothing made', () => {
     assert.deepEqual(rig.store.journal.open(), []);
   });
 });
+
+describe('daemon start: what a VMM spawn or restore cut short left on /dev/shm', () => {
+  test("a VM's guest RAM file left on /dev/shm is removed (at start no VMM is being spawned)", async () => {
+    const { vm } = await rig.svc.create({ name: 'dev', nat: false, start: false }, rig.emit);
+    const ram = `/dev/shm/banger-${vm.id}.ram`;
+    fs.writeFileSync(ram, 'left by a restore cut short');
+    try {
+      rig.svc.shutdown();
+      const next = rig.make();
+      extra.push(next);
+      await next.adopt();
+      assert.equal(fs.existsSync(ram), false);
+    } finally {
+      fs.rmSync(ram, { force: true });
+    }
+  });
+});
