@@ -6,7 +6,7 @@ import type { VmRecord } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
 import { isProcessAlive, processCmdline, processStartTime } from '../util/proc.js';
 import { killVmm } from '../vmm/process.js';
-import { DEFAULT_SHM_DIR, ramFilePath } from '../vmm/qemu/ramFile.js';
+import { transientVmmFiles } from '../vmm/registry.js';
 import type { VmDisks } from './disks.js';
 import { isActive, type VmTable } from './records.js';
 
@@ -201,7 +201,7 @@ export class VmRecovery {
     // A guest RAM file exists only while a VMM is being spawned or restored (it is unlinked
     // once QEMU answers): at daemon start none is, so one of these VMs' is left over.
     for (const id of [...rows.keys(), ...dirs])
-      fs.rmSync(ramFilePath(this.n.shmDir ?? DEFAULT_SHM_DIR, id), { force: true });
+      for (const f of transientVmmFiles(id, this.n.shmDir)) fs.rmSync(f, { force: true });
     const processes: number[] = [];
     for (const p of processesUnder(vmsDir)) {
       const vm = rows.get(p.vmId);

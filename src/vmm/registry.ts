@@ -3,6 +3,7 @@ import { BangerError } from '../errors.js';
 import type { VmmDriver, VmmName } from './driver.js';
 import { createFirecrackerDriver } from './firecracker/index.js';
 import { QemuDriver } from './qemu/driver.js';
+import { DEFAULT_SHM_DIR, ramFilePath } from './qemu/ramFile.js';
 
 /**
  * VMM name → driver. The one module outside src/vmm/<driver>/ that imports a
@@ -21,4 +22,14 @@ export function createVmmDriver(
     default:
       throw new BangerError('internal', `unknown VMM '${String(name)}'`);
   }
+}
+
+/**
+ * Files on the host that a VMM of this VM uses only while it is being
+ * spawned or restored (QEMU's guest RAM file on /dev/shm before it is
+ * unlinked): when no VMM is being started — at daemon start — any that
+ * exists is left over. `shmDir` overrides /dev/shm.
+ */
+export function transientVmmFiles(vmId: string, shmDir = DEFAULT_SHM_DIR): string[] {
+  return [ramFilePath(shmDir, vmId)];
 }
