@@ -59,7 +59,7 @@ const RESUME_NOT_RUN = ['begin', 'after-tap', 'after-spawn', 'after-starting'];
 export class SnapshotRecovery {
   constructor(private readonly n: SnapshotRecoveryNeeds) {
     const j = n.table.journal;
-    j.onRecover('snapshot', (r) => this.snapshot(r));
+    j.onRecover('snapshot', (r, cause) => this.snapshot(r, cause));
     j.onRecover('restore', (r, cause) => this.restore(r, cause));
     j.onRecover('fork', (r, cause) => this.fork(r, cause));
     j.onRecover('suspend', (r, cause) => this.suspend(r, cause));
@@ -94,12 +94,14 @@ export class SnapshotRecovery {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
-  private async snapshot(r: IntentRecord): Promise<void> {
+  private async snapshot(r: IntentRecord, cause: RecoveryCause): Promise<void> {
     const id = r.data.snapshotId as string | undefined;
     if (!id || !this.n.store.snapshots.get(id)) this.removeSnapshotDir(r.data.dir);
     const vm = this.n.table.get(r.subject);
     const h = this.recordedHandle(r);
-    if (vm && h && SNAPSHOT_PAUSED.includes(r.step)) await this.resumeVmm(vm, h, 'snapshot');
+    // A failed snapshot's own error path resumed the VM (and said so if it could not).
+    if (cause === 'restart' && vm && h && SNAPSHOT_PAUSED.includes(r.step))
+      await this.resumeVmm(vm, h, 'snapshot');
   }
 
   private async restore(r: IntentRecord, cause: RecoveryCause): Promise<void> {

@@ -137,13 +137,8 @@ export class VmSuspension {
       removeFiles(files);
       await driver.pause(handle);
       intent.step('after-pause');
-      try {
-        await driver.save(handle, files);
-      } catch (e) {
-        removeFiles(files);
-        await driver.resume(handle).catch(() => undefined);
-        throw e;
-      }
+      // A save that fails is undone by the recoverer (cause `failed`): files removed, VM resumed.
+      await driver.save(handle, files);
       intent.step('after-save');
       table.setMeta(table.current(vm), { stopRequested: true });
       this.n.agents.drop(vm.id);
