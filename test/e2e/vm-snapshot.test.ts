@@ -101,6 +101,29 @@ describe('snapshots, restore and fork (qemu, real VMs)', { timeout: 30 * 60_000 
     const del = await e().run(['vm', 'delete', '--force', restored]);
     assert.equal(del.code, 0, del.stderr);
 
+    // Its memory file cut short (a copy that did not finish): refused in one line, nothing made.
+    fs.truncateSync(view.files.mem, 4096);
+    const shmBefore = fs.readdirSync('/dev/shm').filter((n) => n.startsWith('banger-'));
+    const bad = e().name('bad');
+    const cut = await e().run(['vm', 'restore', snap, '--name', bad]);
+    assert.notEqual(cut.code, 0, 'a truncated snapshot is not restored');
+    const errs = cut.stderr.split('\n').filter((l) => l.startsWith('error: '));
+    assert.equal(errs.length, 1, cut.stderr);
+    const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    assert.match(
+      errs[0]!,
+      new RegExp(
+        `^error: snapshot '${snap}': its saved memory \\(${esc(view.files.mem)}\\) is truncated: 4 KiB of \\d+(\\.\\d)? MiB: it cannot be restored; delete it: banger snapshot delete ${snap}$`,
+      ),
+    );
+    const vms = await e().json<{ name: string }[]>(['vm', 'list']);
+    assert.ok(!vms.some((v) => v.name === bad), 'no VM was made');
+    assert.deepEqual(
+      fs.readdirSync('/dev/shm').filter((n) => n.startsWith('banger-')),
+      shmBefore,
+      'nothing left on /dev/shm',
+    );
+
     // a snapshot no VM uses: delete removes its files
     const d = await e().run(['snapshot', 'delete', snap]);
     assert.equal(d.code, 0, d.stderr);
