@@ -150,8 +150,11 @@ export class SnapshotRecovery {
     const files = suspendFiles(this.n.table.layout(vm));
     const h = this.recordedHandle(r);
     if (h) {
-      // The VMM lives: the suspend did not happen. Whatever was saved goes; the guest runs on.
+      // The VMM lives: the suspend did not happen. Whatever was saved goes; the guest runs on
+      // (and a later exit of its VMM is a crash again, not the end the suspend asked for).
       removeFiles(files);
+      if ((vm.meta as { stopRequested?: boolean }).stopRequested)
+        this.n.table.update(vm.id, { meta: { ...vm.meta, stopRequested: false } });
       if (r.step !== 'begin') await this.resumeVmm(vm, h, 'suspend');
       return;
     }
