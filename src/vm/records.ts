@@ -143,8 +143,7 @@ export class VmTable {
       sshHost: hostAlias(vm.name),
       dir: this.layout(vm).dir,
       bootMs: meta.bootMs ?? null,
-      confinement:
-        isActive(vm) && vm.pid ? describeConfinement(vm.pid, meta.controlSocket) : null,
+      confinement: isActive(vm) && vm.pid ? describeConfinement(vm.pid, meta.controlSocket) : null,
       idleStop:
         vm.state === 'stopped' && vm.stoppedAt && meta.idleStop?.startedAt === vm.startedAt
           ? { idleMs: meta.idleStop.idleMs, at: vm.stoppedAt }

@@ -16,7 +16,7 @@ import { which } from '../util/exec.js';
 import { cloneSparse } from '../storage/ext4.js';
 import { PACKAGE_ROOT } from '../version.js';
 import { hostTscKhz, readKvmFacts } from '../vmm/accel.js';
-import type { VmmName } from '../vmm/driver.js';
+import { VMM_NAMES, type VmmName } from '../vmm/driver.js';
 import { createVmmDriver } from '../vmm/registry.js';
 import { JAIL_BASE_NAME } from '../vmm/jail.js';
 import { VmAdoption } from './adopt.js';
@@ -217,7 +217,9 @@ export class VmService {
       sshConfig: deps.paths.sshConfig,
       vmsDir: deps.paths.vmsDir,
       jailsDir: path.join(deps.paths.stateDir, JAIL_BASE_NAME),
-      releaseJail: (id) => drivers.driverFor('firecracker').released?.(id),
+      releaseJail: (id) => {
+        for (const n of VMM_NAMES) drivers.driverFor(n).released?.(id);
+      },
       logger: deps.logger,
     });
     this.statsReader = new VmStatsReader({

@@ -14,6 +14,8 @@ import type { BangerError } from '../errors.js';
  */
 
 export type VmmName = 'qemu' | 'firecracker';
+/** Every driver, for what concerns them all (a VM's jail left without a row). */
+export const VMM_NAMES: readonly VmmName[] = ['qemu', 'firecracker'];
 export type Accel = 'kvm' | 'tcg';
 
 export interface VmmCapabilities {

@@ -338,25 +338,48 @@ describe(
         const create = await run(['vm', 'create', '--name', name]);
         assert.equal(create.code, 0, create.stderr);
         const show = () =>
-          e.json<{ id: string; state: string; pid: number | null; confinement: string | null; dir: string }>(['vm', 'show', name]);
+          e.json<{
+            id: string;
+            state: string;
+            pid: number | null;
+            confinement: string | null;
+            dir: string;
+          }>(['vm', 'show', name]);
         const vm = await show();
         assert.equal(vm.state, 'running');
         const jailRoot = path.join(jails, 'firecracker', vm.id, 'root');
         const checkJailed = (pid: number, what: string): void => {
           const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-          assert.match(status, new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'), `${what}: runs as banger-vmm`);
-          assert.equal(fs.readlinkSync(`/proc/${pid}/root`), jailRoot, `${what}: chrooted into its jail`);
+          assert.match(
+            status,
+            new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'),
+            `${what}: runs as banger-vmm`,
+          );
+          assert.equal(
+            fs.readlinkSync(`/proc/${pid}/root`),
+            jailRoot,
+            `${what}: chrooted into its jail`,
+          );
         };
         checkJailed(vm.pid!, 'first start');
-        assert.match(vm.confinement ?? '', new RegExp(`^jailer \\(chroot, uid ${uid} \\(banger-vmm\\), `));
+        assert.match(
+          vm.confinement ?? '',
+          new RegExp(`^jailer \\(chroot, uid ${uid} \\(banger-vmm\\), `),
+        );
         const text = await run(['vm', 'show', name]);
         assert.match(text.stdout, /^confined: jailer \(chroot, uid \d+ \(banger-vmm\), /m);
-        const argv = fs.readFileSync(jailerLog, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as string[]);
+        const argv = fs
+          .readFileSync(jailerLog, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as string[]);
         const first = argv.find((a) => a.includes(vm.id))!;
         assert.deepEqual(first.slice(first.indexOf('--')), ['--', '--api-sock', '/fc.sock']);
         assert.equal(first[first.indexOf('--uid') + 1], String(uid));
         assert.equal(first[first.indexOf('--chroot-base-dir') + 1], jails);
-        const boot = requests().filter((r) => r.path === '/boot-source').at(-1) as unknown as {
+        const boot = requests()
+          .filter((r) => r.path === '/boot-source')
+          .at(-1) as unknown as {
           body: { kernel_image_path: string };
         };
         assert.equal(boot.body.kernel_image_path, '/vmlinux', 'paths inside the jail');
@@ -385,7 +408,9 @@ describe(
         const resumed = await show();
         assert.equal(resumed.state, 'running');
         checkJailed(resumed.pid!, 'resumed');
-        const load = requests().filter((r) => r.path === '/snapshot/load').at(-1) as unknown as {
+        const load = requests()
+          .filter((r) => r.path === '/snapshot/load')
+          .at(-1) as unknown as {
           status: number;
           body: { snapshot_path: string };
         };

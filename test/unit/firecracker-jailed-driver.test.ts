@@ -102,9 +102,16 @@ describe('firecracker driver through the jailer (fake jailer, real chroot)', () 
     assert.equal(boot.initrd_path, '/initrd');
     const overlay = sent.find((r) => r.path === '/drives/overlay')!.body as Record<string, string>;
     assert.equal(overlay.path_on_host, '/overlay.img');
-    assert.equal(fs.statSync(path.join(jailRoot, 'overlay.img')).ino, fs.statSync(spec.disks[1]!.path).ino, 'a hard link');
+    assert.equal(
+      fs.statSync(path.join(jailRoot, 'overlay.img')).ino,
+      fs.statSync(spec.disks[1]!.path).ino,
+      'a hard link',
+    );
     const cg = path.join(cgroupRoot, 'banger', spec.vmId);
-    assert.equal(fs.readFileSync(path.join(cg, 'memory.max'), 'utf8').trim(), String((1024 + 128) * 1024 * 1024));
+    assert.equal(
+      fs.readFileSync(path.join(cg, 'memory.max'), 'utf8').trim(),
+      String((1024 + 128) * 1024 * 1024),
+    );
     assert.equal(fs.readFileSync(path.join(cg, 'cgroup.procs'), 'utf8').trim(), String(h.pid));
 
     // The agent answers through the jail's vsock socket.
@@ -128,24 +135,43 @@ describe('firecracker driver through the jailer (fake jailer, real chroot)', () 
     const h = await d.start(spec);
     started.push(h);
     await d.pause(h);
-    const files = { statePath: path.join(spec.dir, 'x.state'), memPath: path.join(spec.dir, 'x.mem') };
+    const files = {
+      statePath: path.join(spec.dir, 'x.state'),
+      memPath: path.join(spec.dir, 'x.mem'),
+    };
     await d.save(h, files);
     assert.equal(fs.readFileSync(files.statePath, 'utf8'), 'fake snapshot state\n');
     assert.equal(fs.statSync(files.memPath).uid, 0, 'owned by the daemon again');
-    const create = requests().filter((r) => r.path === '/snapshot/create').at(-1)!;
-    assert.deepEqual(create.body, { snapshot_path: '/snapshot.state', mem_file_path: '/snapshot.mem', snapshot_type: 'Full' });
+    const create = requests()
+      .filter((r) => r.path === '/snapshot/create')
+      .at(-1)!;
+    assert.deepEqual(create.body, {
+      snapshot_path: '/snapshot.state',
+      mem_file_path: '/snapshot.mem',
+      snapshot_type: 'Full',
+    });
     await d.kill(h, 'SIGKILL');
-    assert.equal(fs.existsSync(path.join(base, 'firecracker', spec.vmId)), false, 'jail removed after kill');
+    assert.equal(
+      fs.existsSync(path.join(base, 'firecracker', spec.vmId)),
+      false,
+      'jail removed after kill',
+    );
 
     const h2 = await d.restore(spec, files);
     started.push(h2);
-    const load = requests().filter((r) => r.path === '/snapshot/load').at(-1)!;
+    const load = requests()
+      .filter((r) => r.path === '/snapshot/load')
+      .at(-1)!;
     assert.equal(load.status, 204, load.fault);
     const body = load.body as { snapshot_path: string; vsock_override?: { uds_path: string } };
     assert.equal(body.snapshot_path, '/snapshot.state');
     assert.equal(body.vsock_override?.uds_path, '/agent.sock');
     const jailRoot = path.join(base, 'firecracker', spec.vmId, 'root');
-    assert.equal(fs.existsSync(path.join(jailRoot, 'snapshot.mem')), false, 'links dropped once loaded');
+    assert.equal(
+      fs.existsSync(path.join(jailRoot, 'snapshot.mem')),
+      false,
+      'links dropped once loaded',
+    );
     assert.ok(fs.existsSync(files.memPath));
     await d.stop(h2, { timeoutMs: 5000 });
     assert.equal(fs.existsSync(path.dirname(jailRoot)), false);
@@ -157,10 +183,22 @@ describe('firecracker driver through the jailer (fake jailer, real chroot)', () 
     const run = (...args: string[]) => spawnSync(jailer, args, { encoding: 'utf8' });
     const ok = ['--exec-file', root.bin, '--uid', '999', '--gid', '999', '--chroot-base-dir', base];
     assert.match(run('--id', 'a_b', ...ok).stderr, /Invalid instance ID/);
-    assert.match(run('--id', 'x', ...ok.slice(0, 2), '--uid', 'me', '--gid', '1').stderr, /Invalid uid/);
-    assert.match(run('--exec-file', root.bin, '--uid', '1', '--gid', '1').stderr, /mandatory argument 'id'/);
-    assert.match(run('--id', 'x', '--exec-file', jailer, '--uid', '1', '--gid', '1').stderr, /must contain "firecracker"/);
-    assert.match(run('--id', 'x', '--exec-file', '/nope/firecracker', '--uid', '1', '--gid', '1').stderr, /No such file/);
+    assert.match(
+      run('--id', 'x', ...ok.slice(0, 2), '--uid', 'me', '--gid', '1').stderr,
+      /Invalid uid/,
+    );
+    assert.match(
+      run('--exec-file', root.bin, '--uid', '1', '--gid', '1').stderr,
+      /mandatory argument 'id'/,
+    );
+    assert.match(
+      run('--id', 'x', '--exec-file', jailer, '--uid', '1', '--gid', '1').stderr,
+      /must contain "firecracker"/,
+    );
+    assert.match(
+      run('--id', 'x', '--exec-file', '/nope/firecracker', '--uid', '1', '--gid', '1').stderr,
+      /No such file/,
+    );
     assert.match(run('--id', 'x', ...ok, '--daemonize').stderr, /not expected from banger/);
   });
 });

@@ -43,7 +43,14 @@ import {
   vmCgroups,
   type JailPlan,
 } from './jailer.js';
-import { cgroupV2Memory, linkInto, moveOut, prepareJail, removeJail, type Owner } from './jailerSetup.js';
+import {
+  cgroupV2Memory,
+  linkInto,
+  moveOut,
+  prepareJail,
+  removeJail,
+  type Owner,
+} from './jailerSetup.js';
 import {
   api,
   apiSocketPath,
@@ -377,7 +384,9 @@ export class FirecrackerDriver implements VmmDriver {
       : launchRequests(plan.spec, this.reqOpts(plan.spec));
     // A live Firecracker in this jail is refused before the jail is rebuilt under it.
     await clearStaleSockets(spec, plan.hostApiSocket, plan.hostAgentSocket);
-    const cgroupDir = cgroups ? jailCgroupDir(jail.cgroupRoot, jail.parentCgroup, spec.vmId) : undefined;
+    const cgroupDir = cgroups
+      ? jailCgroupDir(jail.cgroupRoot, jail.parentCgroup, spec.vmId)
+      : undefined;
     removeJail(dir, cgroupDir);
     prepareJail(dir, root, plan, jail.owner);
     const linked = snapshot
@@ -541,7 +550,13 @@ export class FirecrackerDriver implements VmmDriver {
     const bin = requireBinary(this.bin, INSTALL_HINT, this.opts.which);
     const { jail } = this.jailer();
     if (jail)
-      return this.startJailed(bin, jail, spec, { files, paused: Boolean(opts.paused) }, opts.signal);
+      return this.startJailed(
+        bin,
+        jail,
+        spec,
+        { files, paused: Boolean(opts.paused) },
+        opts.signal,
+      );
     checkSocketPath(spec, apiSocketPath(spec.dir), 'API socket');
     const load = snapshotLoad({
       snapshotPath: files.statePath,

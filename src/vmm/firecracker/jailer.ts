@@ -102,7 +102,11 @@ export function jailDir(o: Pick<JailerOptions, 'chrootBase' | 'firecrackerBin' |
 
 /** The cgroup v2 directory the jailer makes for a VM: `<cgroup root>/<parent>/<id>`. */
 export function jailCgroupDir(cgroupRoot: string, parentCgroup: string, id: string): string {
-  if (!JAIL_ID_RE.test(id) || !/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(parentCgroup))
+  if (
+    !JAIL_ID_RE.test(id) ||
+    !/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(parentCgroup) ||
+    parentCgroup.split('/').some((p) => p === '.' || p === '..')
+  )
     throw new BangerError('internal', `invalid cgroup path ${parentCgroup}/${id}`);
   return path.join(cgroupRoot, parentCgroup, id);
 }
@@ -113,7 +117,7 @@ export const JAIL_SNAPSHOT = { state: '/snapshot.state', mem: '/snapshot.mem' } 
 /** The host path of a path Firecracker sees inside the jail at `root`. */
 export function hostPathInJail(root: string, inJail: string): string {
   const rel = path.posix.normalize(inJail);
-  if (!rel.startsWith('/') || rel.split('/').includes('..'))
+  if (!inJail.startsWith('/') || inJail.split('/').includes('..'))
     throw new BangerError('internal', `'${inJail}' is not an absolute path inside the jail`);
   return path.join(root, rel);
 }

@@ -104,7 +104,10 @@ export function removeJail(dir: string, cgroupDir?: string): void {
 /** cgroup v2 at `root` with the memory controller available: limits can be set through the jailer. */
 export function cgroupV2Memory(root: string): boolean {
   try {
-    return fs.readFileSync(path.join(root, 'cgroup.controllers'), 'utf8').split(/\s+/).includes('memory');
+    return fs
+      .readFileSync(path.join(root, 'cgroup.controllers'), 'utf8')
+      .split(/\s+/)
+      .includes('memory');
   } catch {
     return false;
   }

@@ -134,7 +134,11 @@ export async function launchFirecracker(o: LaunchOptions): Promise<VmHandle> {
 }
 
 /** Refuse to start over a live Firecracker; remove sockets a dead one left behind. */
-export async function clearStaleSockets(spec: LaunchSpec, sock: string, agentSock: string): Promise<void> {
+export async function clearStaleSockets(
+  spec: LaunchSpec,
+  sock: string,
+  agentSock: string,
+): Promise<void> {
   // A process that is still exiting may accept a connection but never answers HTTP.
   if ((await socketAnswers(sock, 500)) && (await describeAt(sock, spec.name, 1_000))) {
     throw new BangerError(
