@@ -253,8 +253,9 @@ function jailedProcesses(
     const pid = Number(name);
     if (!Number.isInteger(pid) || pid === process.pid) continue;
     const args = processCmdline(pid);
-    const id = jailedId(args);
-    if (!id || !ids.has(id) || !args.some((a) => a.includes('firecracker'))) continue;
+    // The jailer execs the VMM with `--id=<id>` (one word): what a jailed VMM's command line has.
+    const id = args.find((a) => a.startsWith('--id=')) ? jailedId(args) : undefined;
+    if (!id || !ids.has(id)) continue;
     const startTime = processStartTime(pid);
     if (startTime !== undefined && isProcessAlive(pid)) out.push({ pid, startTime, vmId: id });
   }
