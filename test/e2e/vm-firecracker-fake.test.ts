@@ -386,6 +386,15 @@ describe(
         const cg = path.join(cgroups, 'banger', vm.id);
         assert.ok(fs.existsSync(path.join(cg, 'memory.max')), 'memory limit written');
 
+        // A daemon restart adopts the jailed VMM (its command line names /fc.sock and --id=<id>).
+        assert.equal((await e.run(['daemon', 'stop'])).code, 0);
+        assert.ok(isAlive(vm.pid!), 'the VMM outlives the daemon');
+        assert.equal((await run(['daemon', 'status'])).code, 0);
+        const adopted = await show();
+        assert.equal(adopted.state, 'running', 'adopted, not swept');
+        assert.equal(adopted.pid, vm.pid);
+        assert.ok(fs.existsSync(jailRoot), 'its jail kept');
+
         const stop = await run(['vm', 'stop', name]);
         assert.equal(stop.code, 0, stop.stderr);
         assert.equal(isAlive(vm.pid!), false);
