@@ -175,6 +175,20 @@ describe('firecracker driver through the jailer (fake jailer, real chroot)', () 
     assert.ok(fs.existsSync(files.memPath));
     await d.stop(h2, { timeoutMs: 5000 });
     assert.equal(fs.existsSync(path.dirname(jailRoot)), false);
+
+    // A fork: another VM restored from the same files, in its own jail.
+    const child = makeVm(root.dir, 'jsk');
+    const h3 = await d.restore(child, files);
+    started.push(h3);
+    assert.equal(h3.controlSocket, path.join(base, 'firecracker', child.vmId, 'root', 'fc.sock'));
+    assert.equal(
+      requests()
+        .filter((r) => r.path === '/snapshot/load')
+        .at(-1)!.status,
+      204,
+    );
+    await d.stop(h3, { timeoutMs: 5000 });
+    assert.deepEqual(fs.readdirSync(path.join(base, 'firecracker')), [], 'no jail left');
   });
 
   test('the fake jailer refuses what the real one refuses', async (t) => {
