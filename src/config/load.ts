@@ -247,6 +247,12 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
     'firecrackerBin',
     top.firecracker_bin === undefined ? undefined : expandHome(top.firecracker_bin as string, home),
   );
+  set(
+    'jailerBin',
+    top.jailer_bin === undefined || top.jailer_bin === 'off'
+      ? top.jailer_bin
+      : expandHome(top.jailer_bin as string, home),
+  );
   set('qemuBin', top.qemu_bin === undefined ? undefined : expandHome(top.qemu_bin as string, home));
   set('accel', top.accel);
   set(

@@ -117,6 +117,11 @@ export const TOP_FIELDS: FieldSpec[] = [
   { key: 'log_level', schema: z.enum(LOG_LEVELS), help: 'daemon log level' },
   { key: 'vmm', schema: z.enum(VMM_CHOICES), help: 'VMM to use' },
   { key: 'firecracker_bin', schema: path, help: 'path to the firecracker binary' },
+  {
+    key: 'jailer_bin',
+    schema: path,
+    help: 'Firecracker jailer (default: a jailer next to firecracker; "off": never)',
+  },
   { key: 'qemu_bin', schema: path, help: 'path to qemu-system-x86_64' },
   {
     key: 'vmm_user',
@@ -216,6 +221,8 @@ export interface Config {
   logLevel: LogLevel;
   vmm: VmmChoice;
   firecrackerBin?: string;
+  /** Firecracker's jailer: a path, `off`, or unset (look next to firecracker). */
+  jailerBin?: string;
   qemuBin?: string;
   vmmUser: string;
   accel: AccelChoice;

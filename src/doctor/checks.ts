@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Check } from '../api/schemas/daemon.js';
+import { toBangerError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { CAP_HINT } from '../network/runner.js';
 import { CAP_NET_ADMIN, hasCapability } from '../util/proc.js';
@@ -169,6 +170,28 @@ export const CHECKS: CheckDef[] = [
       const old = createVmmDriver('firecracker', config).versionWarning(v);
       if (old) return warn(`${bin}: ${v}: ${old.detail}`, old.hint);
       return pass(`${bin}: ${v}`);
+    },
+  },
+  {
+    id: 'jailer',
+    title: 'Firecracker jailer',
+    run: async ({ probe, config, stateDir }) => {
+      if (!probe.which(config.firecrackerBin ?? 'firecracker'))
+        return pass('not needed (no firecracker)');
+      let s: { bin?: string; detail: string } | undefined;
+      try {
+        s = createVmmDriver('firecracker', config, { stateDir }).sandbox?.();
+      } catch (e) {
+        const err = toBangerError(e);
+        return fail(err.message, err.hint ?? 'set jailer_bin = "off" to run firecracker unjailed');
+      }
+      if (!s?.bin)
+        return pass(
+          `not used (${s?.detail ?? 'not supported'}): firecracker runs unjailed as ${probe.uid === 0 ? 'root' : 'you'}`,
+        );
+      const v = await probe.version(s.bin);
+      if (!v) return fail(`${s.bin} does not run (--version failed)`, 'reinstall the jailer');
+      return pass(`${v}: ${s.detail}, chroot under ${stateDir}/jailer`);
     },
   },
   {

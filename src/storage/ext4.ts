@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { BangerError } from '../errors.js';
+import { growDiskFile } from './growFile.js';
 import { run } from '../util/exec.js';
 import { debugfs, dq, parseLsListings, S_IFMT, TYPE_BITS, type LsEntry } from './debugfs.js';
 
@@ -171,19 +172,8 @@ export async function growExt4(
   sizeBytes: number,
   signal?: AbortSignal,
 ): Promise<void> {
-  const st = await fs.promises.stat(file);
-  const target = roundBlock(sizeBytes);
-  if (target < st.size) {
-    throw new BangerError(
-      'usage',
-      `disk ${file} is ${st.size} bytes; it cannot shrink to ${sizeBytes}`,
-      {
-        hint: 'disks only grow',
-      },
-    );
-  }
   // Same size: still resized, so a growth cut short after the truncate (a crash) completes.
-  if (target > st.size) await fs.promises.truncate(file, target);
+  const before = await growDiskFile(file, sizeBytes);
   try {
     const r = await run('resize2fs', [file], {
       what: `growing ${file}`,
@@ -206,7 +196,7 @@ export async function growExt4(
       if (again.code !== 0) throw resizeError(file, again.stderr || again.stdout);
     }
   } catch (e) {
-    await fs.promises.truncate(file, st.size).catch(() => undefined);
+    await fs.promises.truncate(file, before).catch(() => undefined);
     throw e;
   }
 }

@@ -17,6 +17,8 @@ export interface LivenessNeeds {
   /** Current cap of each VM log in bytes (config `log_max_size`). */
   logMaxBytes(): number;
   logger: Logger;
+  /** The VMM is gone: the driver removes what it kept outside the VM directory (a jail). */
+  vmmReleased?(vm: VmRecord): void;
 }
 
 /** How often running VMs are checked for a VMM that died behind the daemon's back. */
@@ -45,6 +47,11 @@ export class VmLiveness {
    */
   async markGone(vm: VmRecord, state: 'stopped' | 'crashed', error?: string): Promise<VmRecord> {
     this.n.agents.drop(vm.id);
+    try {
+      this.n.vmmReleased?.(vm);
+    } catch (e) {
+      this.n.logger.warn({ err: e, vm: vm.name }, 'removing the VMM jail failed');
+    }
     const updated = this.n.table.update(vm.id, {
       state,
       pid: null,

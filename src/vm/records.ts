@@ -8,6 +8,7 @@ import type { Logger } from '../util/log.js';
 import { processConfinement } from '../util/proc.js';
 import { userByUid } from '../util/users.js';
 import type { VmHandle } from '../vmm/driver.js';
+import { jailOfSocket } from '../vmm/jail.js';
 import { vmLayout, type VmLayout } from './layout.js';
 import { resolveVmRef } from './resolve.js';
 
@@ -142,7 +143,7 @@ export class VmTable {
       sshHost: hostAlias(vm.name),
       dir: this.layout(vm).dir,
       bootMs: meta.bootMs ?? null,
-      confinement: isActive(vm) && vm.pid ? describeConfinement(vm.pid) : null,
+      confinement: isActive(vm) && vm.pid ? describeConfinement(vm.pid, meta.controlSocket) : null,
       idleStop:
         vm.state === 'stopped' && vm.stoppedAt && meta.idleStop?.startedAt === vm.startedAt
           ? { idleMs: meta.idleStop.idleMs, at: vm.stoppedAt }
@@ -172,11 +173,16 @@ function userName(uid: number): string {
   return name;
 }
 
-/** `uid 998 (banger-vmm), seccomp filter, no_new_privs` for vm show. */
-function describeConfinement(pid: number): string | null {
+/**
+ * For vm show, from /proc: `uid 998 (banger-vmm), seccomp filter, no_new_privs`;
+ * a VMM started through a jailer (its control socket is in a jail):
+ * `jailer (chroot, uid 998 (banger-vmm), seccomp filter)`.
+ */
+export function describeConfinement(pid: number, controlSocket?: string): string | null {
   const c = processConfinement(pid);
   if (!c) return null;
   const who = c.uid === 0 ? 'root' : `uid ${c.uid} (${userName(c.uid)})`;
   const seccomp = ['no seccomp', 'seccomp strict', 'seccomp filter'][c.seccomp] ?? 'seccomp ?';
+  if (controlSocket && jailOfSocket(controlSocket)) return `jailer (chroot, ${who}, ${seccomp})`;
   return [who, seccomp, c.noNewPrivs ? 'no_new_privs' : 'may gain privileges'].join(', ');
 }

@@ -5,6 +5,7 @@ import type { IntentRecord, RecoveryCause } from '../store/journal.js';
 import type { VmRecord } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
 import { isProcessAlive, processCmdline, processStartTime } from '../util/proc.js';
+import { cmdlineNamesSocket, jailedId } from '../vmm/jail.js';
 import { killVmm } from '../vmm/process.js';
 import { transientVmmFiles } from '../vmm/registry.js';
 import type { VmDisks } from './disks.js';
@@ -40,6 +41,10 @@ export interface RecoveryNeeds {
   vmsDir: string;
   /** Where QEMU guests' RAM files live (default /dev/shm). */
   shmDir?: string;
+  /** `<state>/jailer`: the jails of jailed VMMs, `<exec name>/<vm id>/` (docs/firecracker.md). */
+  jailsDir?: string;
+  /** Removes a VM's jail and what goes with it (its cgroup); default: the directory only. */
+  releaseJail?(vmId: string): void;
   logger: Logger;
 }
 
@@ -203,7 +208,8 @@ export class VmRecovery {
     for (const id of [...rows.keys(), ...dirs])
       for (const f of transientVmmFiles(id, this.n.shmDir)) fs.rmSync(f, { force: true });
     const processes: number[] = [];
-    for (const p of processesUnder(vmsDir)) {
+    const jails = this.n.jailsDir ? jailsUnder(this.n.jailsDir) : [];
+    for (const p of [...processesUnder(vmsDir), ...jailedProcesses(jails)]) {
       const vm = rows.get(p.vmId);
       if (vm && isActive(vm) && vm.pid === p.pid && this.n.liveness.alive(vm)) continue;
       // Read again just before the signal: the same process (start time) still names the VM's files.
@@ -217,6 +223,14 @@ export class VmRecovery {
     }
     if (processes.length)
       this.n.logger.warn({ pids: processes }, 'killed processes of VMs no row records');
+    // A jail belongs to a running VMM only: any other is what a stop or crash left behind.
+    for (const j of jails) {
+      const vm = rows.get(j.vmId);
+      if (vm && isActive(vm) && this.n.liveness.alive(vm)) continue;
+      if (this.n.releaseJail) this.n.releaseJail(j.vmId);
+      rmDir(j.dir);
+      dirs.push(path.relative(path.dirname(vmsDir), j.dir));
+    }
     const knownHosts = this.sweepKnownHosts(new Set([...rows.values()].map((v) => v.name)));
     removeDeadTemp(this.n.sshConfig);
     return { dirs, processes, knownHosts };
@@ -250,7 +264,36 @@ export function isOurVmm(
   const st =
     startTime !== undefined && startTime !== null && startTime >= 0 ? startTime : undefined;
   if (!isProcessAlive(pid, st)) return false;
-  return processCmdline(pid).some((a) => a.includes(socket));
+  return cmdlineNamesSocket(processCmdline(pid), socket);
+}
+
+/** Every `<jailsDir>/<exec name>/<vm id>` directory. */
+export function jailsUnder(jailsDir: string): { dir: string; vmId: string }[] {
+  const out: { dir: string; vmId: string }[] = [];
+  for (const exec of safeReaddir(jailsDir))
+    for (const id of safeReaddir(path.join(jailsDir, exec)))
+      out.push({ dir: path.join(jailsDir, exec, id), vmId: id });
+  return out;
+}
+
+/** Processes started in one of these jails: `--id <vm id>` on the command line and the jail's root there. */
+function jailedProcesses(
+  jails: { dir: string; vmId: string }[],
+): { pid: number; startTime: number; vmId: string }[] {
+  if (!jails.length) return [];
+  const ids = new Set(jails.map((j) => j.vmId));
+  const out: { pid: number; startTime: number; vmId: string }[] = [];
+  for (const name of safeReaddir('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    const args = processCmdline(pid);
+    // The jailer execs the VMM with `--id=<id>` (one word): what a jailed VMM's command line has.
+    const id = args.find((a) => a.startsWith('--id=')) ? jailedId(args) : undefined;
+    if (!id || !ids.has(id)) continue;
+    const startTime = processStartTime(pid);
+    if (startTime !== undefined && isProcessAlive(pid)) out.push({ pid, startTime, vmId: id });
+  }
+  return out;
 }
 
 /** Processes whose command line names a file under `<vmsDir>/<id>/` (not this process). */

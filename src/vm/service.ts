@@ -16,8 +16,9 @@ import { which } from '../util/exec.js';
 import { cloneSparse } from '../storage/ext4.js';
 import { PACKAGE_ROOT } from '../version.js';
 import { hostTscKhz, readKvmFacts } from '../vmm/accel.js';
-import type { VmmName } from '../vmm/driver.js';
+import { VMM_NAMES, type VmmName } from '../vmm/driver.js';
 import { createVmmDriver } from '../vmm/registry.js';
+import { JAIL_BASE_NAME } from '../vmm/jail.js';
 import { VmAdoption } from './adopt.js';
 import { AgentPool } from './agents.js';
 import { VmBoot } from './boot.js';
@@ -121,7 +122,7 @@ export class VmService {
     const table = new VmTable(deps.store, deps.logger, deps.paths.vmsDir);
     const network = deps.network ?? new VmNetwork(deps.config, deps.logger);
     const drivers: VmmDrivers = deps.drivers ?? {
-      driverFor: (name) => createVmmDriver(name as VmmName, deps.config()),
+      driverFor: (name) => createVmmDriver(name as VmmName, deps.config(), deps.paths),
     };
     const probe: HostProbe = deps.probe ?? {
       which: (c) => which(c),
@@ -140,6 +141,7 @@ export class VmService {
       isLocked: (key) => deps.locks.isLocked(key),
       logMaxBytes: () => deps.config().logMaxBytes,
       logger: deps.logger,
+      vmmReleased: (vm) => drivers.driverFor(vm.vmm).released?.(vm.id),
     });
     const alive = (vm: VmRecord): boolean => liveness.alive(vm);
     const readiness = new VmReadiness({
@@ -216,6 +218,10 @@ export class VmService {
       knownHosts: deps.paths.knownHosts,
       sshConfig: deps.paths.sshConfig,
       vmsDir: deps.paths.vmsDir,
+      jailsDir: path.join(deps.paths.stateDir, JAIL_BASE_NAME),
+      releaseJail: (id) => {
+        for (const n of VMM_NAMES) drivers.driverFor(n).released?.(id);
+      },
       logger: deps.logger,
     });
     this.statsReader = new VmStatsReader({

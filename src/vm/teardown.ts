@@ -119,6 +119,7 @@ export class VmTeardown {
       vm = await liveness.markGone(vm, 'stopped');
     }
     intent.step('after-stop');
+    this.n.drivers.driverFor(vm.vmm).released?.(vm.id);
     fs.rmSync(table.layout(vm).dir, { recursive: true, force: true });
     intent.step('after-files');
     removeKnownHost(this.n.knownHosts, hostAlias(vm.name));

@@ -14,6 +14,8 @@ import type { BangerError } from '../errors.js';
  */
 
 export type VmmName = 'qemu' | 'firecracker';
+/** Every driver, for what concerns them all (a VM's jail left without a row). */
+export const VMM_NAMES: readonly VmmName[] = ['qemu', 'firecracker'];
 export type Accel = 'kvm' | 'tcg';
 
 export interface VmmCapabilities {
@@ -176,6 +178,20 @@ export interface VmmDriver {
   /** Send a signal to the VMM process (SIGKILL: and wait until it is gone). */
   kill(handle: VmHandle, signal: NodeJS.Signals): Promise<void>;
   status(handle: VmHandle): Promise<VmmStatus>;
+
+  /**
+   * The VM's VMM is gone (stopped, crashed, killed) or the VM is being
+   * deleted: remove what the driver kept for it outside the VM's directory
+   * (Firecracker's jail and cgroup). Idempotent; never throws.
+   */
+  released?(vmId: string): void;
+
+  /**
+   * A sandbox the driver starts its VMM through (Firecracker's jailer), for
+   * doctor: the binary when one is used, else why not. Throws the start's
+   * error for a configured sandbox that cannot work.
+   */
+  sandbox?(): { bin?: string; detail: string };
 
   // ---- optional, gated by capabilities (use canPauseResume / canSnapshot) ----
 

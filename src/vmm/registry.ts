@@ -1,6 +1,8 @@
+import path from 'node:path';
 import type { Config } from '../config/schema.js';
 import { BangerError } from '../errors.js';
 import type { VmmDriver, VmmName } from './driver.js';
+import { JAIL_BASE_NAME } from './jail.js';
 import { createFirecrackerDriver } from './firecracker/index.js';
 import { QemuDriver } from './qemu/driver.js';
 import { DEFAULT_SHM_DIR, ramFilePath } from './qemu/ramFile.js';
@@ -12,13 +14,27 @@ import { DEFAULT_SHM_DIR, ramFilePath } from './qemu/ramFile.js';
  */
 export function createVmmDriver(
   name: VmmName,
-  config: Pick<Config, 'qemuBin' | 'firecrackerBin'> & Partial<Pick<Config, 'vmmUser'>>,
+  config: Pick<Config, 'qemuBin' | 'firecrackerBin'> &
+    Partial<Pick<Config, 'vmmUser' | 'jailerBin'>>,
+  paths?: { stateDir: string },
 ): VmmDriver {
   switch (name) {
     case 'qemu':
       return new QemuDriver({ bin: config.qemuBin, vmmUser: config.vmmUser });
     case 'firecracker':
-      return createFirecrackerDriver({ bin: config.firecrackerBin ?? 'firecracker' });
+      return createFirecrackerDriver({
+        bin: config.firecrackerBin ?? 'firecracker',
+        // Jails live under the state directory: the VM's files are hard links into them.
+        ...(paths
+          ? {
+              jailer: {
+                bin: config.jailerBin,
+                chrootBase: path.join(paths.stateDir, JAIL_BASE_NAME),
+                vmmUser: config.vmmUser ?? 'banger-vmm',
+              },
+            }
+          : {}),
+      });
     default:
       throw new BangerError('internal', `unknown VMM '${String(name)}'`);
   }

@@ -81,6 +81,17 @@ describe('command tree and exit codes', () => {
     }
   });
 
+  test('deleting a VM that does not exist (again) is a not_found error, with or without --force, like docker rm', async () => {
+    for (const args of [
+      ['vm', 'delete', 'gone-vm'],
+      ['vm', 'delete', '--force', 'gone-vm'],
+    ]) {
+      const r = await sb.run(args);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^error: VM 'gone-vm' not found/m, args.join(' '));
+    }
+  });
+
   test('--version prints the version', async () => {
     const r = await sb.run(['--version']);
     assert.equal(r.code, 0);

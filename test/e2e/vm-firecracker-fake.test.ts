@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { makeTempRoot, type TempRoot } from '../fixtures/firecracker/harness.js';
+import { makeFakeJailer, makeTempRoot, type TempRoot } from '../fixtures/firecracker/harness.js';
+import { lookupUser } from '../../src/util/users.js';
 import { needs } from '../helpers/ci.js';
 import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 import { isAlive } from '../helpers/sandbox.js';
@@ -302,6 +303,141 @@ describe(
       const fc = r.checks.find((c) => c.id === 'firecracker')!;
       assert.equal(fc.status, 'pass', fc.detail);
       assert.match(fc.detail, /1\.\d+/);
+    });
+
+    test('through the jailer: create → stop → start → suspend → resume → delete; firecracker chrooted as the VMM user, every request valid, nothing left behind', async (t) => {
+      if (!needs(t, isRoot(), 'needs root for network namespaces, taps and the chroot')) return;
+      const vmmUser = lookupUser('banger-vmm');
+      if (!needs(t, vmmUser !== undefined, 'needs the banger-vmm user (scripts/setup.sh)')) return;
+      const e = env!;
+      const uid = vmmUser!.uid;
+      const jailer = makeFakeJailer(path.join(root!.dir, 'jail-bin'));
+      const cgroups = path.join(root!.dir, 'cgroup');
+      fs.mkdirSync(cgroups, { recursive: true });
+      fs.writeFileSync(path.join(cgroups, 'cgroup.controllers'), 'cpu memory pids\n');
+      const jailerLog = path.join(root!.dir, 'jailer.jsonl');
+      // A daemon that knows the jailer (jailer_bin from the environment); stopped again at the end.
+      assert.equal((await e.run(['daemon', 'stop'])).code, 0);
+      const jenv = {
+        BANGER_JAILER_BIN: jailer,
+        BANGER_CGROUP_ROOT: cgroups,
+        FAKE_JAILER_CGROUP_ROOT: cgroups,
+        FAKE_JAILER_LOG: jailerLog,
+      };
+      const run = (args: string[]) => e.run(args, { env: jenv });
+      const jails = path.join(e.sb.paths.stateDir, 'jailer');
+      try {
+        const doctor = JSON.parse((await run(['doctor', '--json'])).stdout) as {
+          checks: { id: string; status: string; detail: string }[];
+        };
+        const jc = doctor.checks.find((c) => c.id === 'jailer')!;
+        assert.equal(jc.status, 'pass', jc.detail);
+        assert.match(jc.detail, /^Jailer v1\.10\.1: .*jailer, as banger-vmm \(uid \d+\)/);
+
+        const name = e.name('fcjail');
+        const create = await run(['vm', 'create', '--name', name]);
+        assert.equal(create.code, 0, create.stderr);
+        const show = () =>
+          e.json<{
+            id: string;
+            state: string;
+            pid: number | null;
+            confinement: string | null;
+            dir: string;
+          }>(['vm', 'show', name]);
+        const vm = await show();
+        assert.equal(vm.state, 'running');
+        const jailRoot = path.join(jails, 'firecracker', vm.id, 'root');
+        const checkJailed = (pid: number, what: string): void => {
+          const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+          assert.match(
+            status,
+            new RegExp(`^Uid:\\t${uid}\\t${uid}\\t${uid}\\t${uid}$`, 'm'),
+            `${what}: runs as banger-vmm`,
+          );
+          assert.equal(
+            fs.readlinkSync(`/proc/${pid}/root`),
+            jailRoot,
+            `${what}: chrooted into its jail`,
+          );
+        };
+        checkJailed(vm.pid!, 'first start');
+        assert.match(
+          vm.confinement ?? '',
+          new RegExp(`^jailer \\(chroot, uid ${uid} \\(banger-vmm\\), `),
+        );
+        const text = await run(['vm', 'show', name]);
+        assert.match(text.stdout, /^confined: jailer \(chroot, uid \d+ \(banger-vmm\), /m);
+        const argv = fs
+          .readFileSync(jailerLog, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as string[]);
+        const first = argv.find((a) => a.includes(vm.id))!;
+        assert.deepEqual(first.slice(first.indexOf('--')), ['--', '--api-sock', '/fc.sock']);
+        assert.equal(first[first.indexOf('--uid') + 1], String(uid));
+        assert.equal(first[first.indexOf('--chroot-base-dir') + 1], jails);
+        const boot = requests()
+          .filter((r) => r.path === '/boot-source')
+          .at(-1) as unknown as {
+          body: { kernel_image_path: string };
+        };
+        assert.equal(boot.body.kernel_image_path, '/vmlinux', 'paths inside the jail');
+        const cg = path.join(cgroups, 'banger', vm.id);
+        assert.ok(fs.existsSync(path.join(cg, 'memory.max')), 'memory limit written');
+
+        // A daemon restart adopts the jailed VMM (its command line names /fc.sock and --id=<id>).
+        assert.equal((await e.run(['daemon', 'stop'])).code, 0);
+        assert.ok(isAlive(vm.pid!), 'the VMM outlives the daemon');
+        assert.equal((await run(['daemon', 'status'])).code, 0);
+        const adopted = await show();
+        assert.equal(adopted.state, 'running', 'adopted, not swept');
+        assert.equal(adopted.pid, vm.pid);
+        assert.ok(fs.existsSync(jailRoot), 'its jail kept');
+
+        const stop = await run(['vm', 'stop', name]);
+        assert.equal(stop.code, 0, stop.stderr);
+        assert.equal(isAlive(vm.pid!), false);
+        assert.equal(fs.existsSync(path.dirname(jailRoot)), false, 'jail removed at stop');
+        assert.equal(fs.existsSync(cg), false, 'cgroup removed at stop');
+
+        const start = await run(['vm', 'start', name]);
+        assert.equal(start.code, 0, start.stderr);
+        const again = await show();
+        assert.equal(again.state, 'running');
+        checkJailed(again.pid!, 'second start');
+
+        const sus = await run(['vm', 'suspend', name]);
+        assert.equal(sus.code, 0, sus.stderr);
+        assert.equal((await show()).state, 'suspended');
+        assert.ok(fs.existsSync(path.join(vm.dir, 'suspend.state')), 'state moved out of the jail');
+        assert.equal(fs.existsSync(path.dirname(jailRoot)), false, 'no jail while suspended');
+        const res = await run(['vm', 'resume', name]);
+        assert.equal(res.code, 0, res.stderr);
+        const resumed = await show();
+        assert.equal(resumed.state, 'running');
+        checkJailed(resumed.pid!, 'resumed');
+        const load = requests()
+          .filter((r) => r.path === '/snapshot/load')
+          .at(-1) as unknown as {
+          status: number;
+          body: { snapshot_path: string };
+        };
+        assert.equal(load.status, 204);
+        assert.equal(load.body.snapshot_path, '/snapshot.state');
+
+        const del = await run(['vm', 'delete', '--force', name]);
+        assert.equal(del.code, 0, del.stderr);
+        assert.equal(isAlive(resumed.pid!), false);
+        assert.deepEqual(fs.readdirSync(path.join(jails, 'firecracker')), [], 'no jail left');
+        assert.equal(fs.existsSync(cg), false, 'no cgroup left');
+        assert.equal(fs.existsSync(vm.dir), false);
+        assert.deepEqual(refused(requests()), [], 'no request was refused');
+        const mounts = fs.readFileSync('/proc/mounts', 'utf8');
+        assert.equal(mounts.includes(jails), false, 'no mount of a jail is left on the host');
+      } finally {
+        await e.run(['daemon', 'stop']);
+      }
     });
   },
 );

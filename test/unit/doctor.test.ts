@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
 import { CHECKS, type Probe } from '../../src/doctor/checks.js';
@@ -43,6 +46,28 @@ describe('doctor checks', () => {
     assert.equal(result.checks.length, CHECKS.length);
     assert.deepEqual(result.vmDefaults.vcpu, { value: 2, source: 'host' });
   });
+  test('the Firecracker jailer: not needed without firecracker, a note (pass) when not found, a failure when jailer_bin is missing', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bdoc-'));
+    try {
+      assert.equal((await runDoctor(goodProbe())).by.jailer!.detail, 'not needed (no firecracker)');
+      const fc = path.join(dir, 'firecracker');
+      fs.writeFileSync(fc, '#!/bin/sh\n', { mode: 0o755 });
+      const withFc = goodProbe({ which: (c) => (c === fc ? fc : `/usr/bin/${c}`) });
+      const none = (await runDoctor(withFc, { firecrackerBin: fc })).by.jailer!;
+      assert.equal(none.status, 'pass');
+      assert.match(none.detail, new RegExp(`^not used \\(no jailer next to ${fc}\\)`));
+      const missing = (
+        await runDoctor(withFc, { firecrackerBin: fc, jailerBin: path.join(dir, 'nope') })
+      ).by.jailer!;
+      assert.equal(missing.status, 'fail');
+      assert.match(missing.detail, /jailer_bin '.*nope' not found/);
+      const off = (await runDoctor(withFc, { firecrackerBin: fc, jailerBin: 'off' })).by.jailer!;
+      assert.match(off.detail, /^not used \(jailer_bin = "off"\)/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('each failure carries a fix hint', async () => {
     const { by } = await runDoctor(
       goodProbe({

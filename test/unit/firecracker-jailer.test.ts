@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { LaunchSpec } from '../../src/vmm/driver.js';
-import { jailerArgv, jailPlan, jailRoot, vmCgroups } from '../../src/vmm/firecracker/jailer.js';
+import {
+  hostPathInJail,
+  jailCgroupDir,
+  jailDir,
+  jailerArgv,
+  jailPlan,
+  jailRoot,
+  vmCgroups,
+} from '../../src/vmm/firecracker/jailer.js';
+import { cmdlineNamesSocket, jailedId, jailOfSocket } from '../../src/vmm/jail.js';
 import { launchRequests } from '../../src/vmm/firecracker/requests.js';
 import { FirecrackerContract } from '../fixtures/firecracker/contract.js';
 
@@ -85,9 +94,17 @@ describe('firecracker jailer (pure parts)', () => {
       { from: '/s/images/deb/rootfs.ext4', to: `${root}/base.img`, writable: false },
       { from: spec.disks[1]!.path, to: `${root}/overlay.img`, writable: true },
       { from: spec.disks[2]!.path, to: `${root}/work.img`, writable: true },
-      { from: spec.consoleLog, to: `${root}/console.log`, writable: true },
-      { from: spec.vmmLog, to: `${root}/vmm.log`, writable: true },
     ]);
+    assert.equal(
+      p.spec.vmmLog,
+      spec.vmmLog,
+      "Firecracker's stdout is the daemon's file, not in the jail",
+    );
+    assert.equal(
+      jailPlan(spec, root, { consoleLogInJail: true }).files.at(-1)?.to,
+      `${root}/console.log`,
+      'the console log is linked in when Firecracker writes it (PUT /serial)',
+    );
     assert.equal(p.hostApiSocket, `${root}/fc.sock`);
     assert.equal(p.hostAgentSocket, `${root}/agent.sock`);
     const reqs = launchRequests(p.spec);
@@ -98,5 +115,69 @@ describe('firecracker jailer (pure parts)', () => {
       const res = contract.validate(r.method, r.path, r.body);
       assert.ok(res.ok, `${r.method} ${r.path}: ${res.ok ? '' : res.fault}`);
     }
+  });
+
+  test('argv without limits leaves cgroups alone; an exec file not named firecracker is refused', () => {
+    assert.deepEqual(jailerArgv(opts), [
+      '--id',
+      'a1b2c3d4e5f60718',
+      '--exec-file',
+      '/usr/bin/firecracker',
+      '--uid',
+      '999',
+      '--gid',
+      '998',
+      '--chroot-base-dir',
+      '/s/jail',
+      '--',
+      '--api-sock',
+      '/fc.sock',
+    ]);
+    assert.ok(!jailerArgv(opts).includes('--daemonize'), 'the spawned pid stays Firecracker');
+    assert.throws(
+      () => jailerArgv({ ...opts, firecrackerBin: '/usr/bin/fc' }),
+      /contains 'firecracker'/,
+    );
+  });
+
+  test('paths: the jail dir, the cgroup dir, host paths of jail paths', () => {
+    assert.equal(jailDir(opts), '/s/jail/firecracker/a1b2c3d4e5f60718');
+    assert.equal(jailCgroupDir('/sys/fs/cgroup', 'banger', 'a1b2'), '/sys/fs/cgroup/banger/a1b2');
+    assert.throws(() => jailCgroupDir('/sys/fs/cgroup', '../x', 'a1b2'), /invalid cgroup/);
+    assert.throws(() => jailCgroupDir('/sys/fs/cgroup', 'banger', '../a'), /invalid cgroup/);
+    assert.equal(
+      hostPathInJail('/s/jail/firecracker/x/root', '/snapshot.mem'),
+      '/s/jail/firecracker/x/root/snapshot.mem',
+    );
+    assert.throws(() => hostPathInJail('/r', 'rel'), /inside the jail/);
+    assert.throws(() => hostPathInJail('/r', '/../etc/passwd'), /inside the jail/);
+  });
+
+  test('a control socket in a jail says which VM and how its VMM names it; others are not jailed', () => {
+    assert.deepEqual(jailOfSocket('/var/lib/banger/jailer/firecracker/ab12-cd/root/fc.sock'), {
+      root: '/var/lib/banger/jailer/firecracker/ab12-cd/root',
+      dir: '/var/lib/banger/jailer/firecracker/ab12-cd',
+      id: 'ab12-cd',
+      socketInJail: '/fc.sock',
+    });
+    assert.equal(jailOfSocket('/var/lib/banger/vms/ab12/fc.sock'), undefined);
+    assert.equal(jailOfSocket('/x/other/firecracker/ab12/root/fc.sock'), undefined);
+    const sock = '/s/jailer/firecracker/ab12/root/fc.sock';
+    assert.equal(
+      cmdlineNamesSocket(['firecracker', '--id=ab12', '--api-sock', '/fc.sock'], sock),
+      true,
+    );
+    assert.equal(
+      cmdlineNamesSocket(['firecracker', '--id=ab13', '--api-sock', '/fc.sock'], sock),
+      false,
+      'another VM',
+    );
+    assert.equal(cmdlineNamesSocket(['firecracker', '--id=ab12'], sock), false, 'no socket');
+    assert.equal(
+      cmdlineNamesSocket(['qemu', '-qmp', 'unix:/s/vms/ab/qmp.sock'], '/s/vms/ab/qmp.sock'),
+      true,
+    );
+    assert.equal(jailedId(['fc', '--id', 'x1']), 'x1');
+    assert.equal(jailedId(['fc']), undefined);
   });
 });

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -73,6 +74,28 @@ describe('ssh_config text', () => {
     assert.match(text, /^ {2}IdentityFile \/k%%1$/m);
     assert.match(text, /^ {2}ProxyCommand '\/my node\/node' __proxy a$/m);
     assert.doesNotMatch(text, /HostName/);
+  });
+
+  test('paths with spaces are quoted: ssh -G reads IdentityFile and UserKnownHostsFile whole', () => {
+    const text = renderSshConfig([{ name: 'a', ip: '10.0.0.2' }], {
+      keyPath: '/my keys/id ed25519',
+      knownHosts: '/my state/known hosts',
+      proxy: ['/bin/true'],
+      env: {},
+    });
+    assert.match(text, /^ {2}IdentityFile "\/my keys\/id ed25519"$/m);
+    assert.match(text, /^ {2}UserKnownHostsFile "\/my state\/known hosts"$/m);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bsshcfg-'));
+    try {
+      const file = path.join(dir, 'config');
+      fs.writeFileSync(file, text);
+      const g = spawnSync('ssh', ['-G', '-F', file, 'a.vm'], { encoding: 'utf8' });
+      assert.equal(g.status, 0, g.stderr);
+      assert.match(g.stdout, /^identityfile \/my keys\/id ed25519$/m);
+      assert.match(g.stdout, /^userknownhostsfile \/my state\/known hosts$/m);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('the Include line reads ~/… under home, the full path elsewhere', () => {

@@ -380,6 +380,27 @@ describe('a step that fails is recovered at once (the journal, docs/reliability.
     assert.equal(fs.existsSync(orphan), false, 'directory removed');
     await until(() => !isProcessAlive(proc.pid!), 'the orphan process to be killed');
   });
+
+  test('at daemon start: a jail without a running VM and a jailed firecracker no row records are swept', async () => {
+    const id = 'fedcba9876543210';
+    const jail = path.join(rig.paths.stateDir, 'jailer', 'firecracker', id);
+    fs.mkdirSync(path.join(jail, 'root'), { recursive: true });
+    fs.writeFileSync(path.join(jail, 'root', 'overlay.img'), '');
+    // What a jailed Firecracker's command line looks like after the jailer's exec.
+    const proc = spawn(
+      'tail',
+      ['-f', '/dev/null', 'firecracker', `--id=${id}`, '--api-sock', '/fc.sock'],
+      {
+        detached: true,
+        stdio: 'ignore',
+      },
+    );
+    proc.unref();
+    await until(() => isProcessAlive(proc.pid!), 'the jailed process');
+    await rig.restart().adopt();
+    assert.equal(fs.existsSync(jail), false, 'jail removed');
+    await until(() => !isProcessAlive(proc.pid!), 'the jailed process to be killed');
+  });
 });
 
 describe('one VM, one operation at a time', () => {

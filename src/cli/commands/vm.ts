@@ -106,7 +106,7 @@ export function formatVm(v: VmView): string {
     ...activityRows(v),
   ];
   return rows
-    .map(([k, val]) => `${`${k}:`.padEnd(9)}${terminalSafe(String(val ?? '-'))}`)
+    .map(([k, val]) => `${`${k}:`.padEnd(10)}${terminalSafe(String(val ?? '-'))}`)
     .join('\n');
 }
 

@@ -82,7 +82,7 @@ export function DetailsPane({ s, m, height }: { s: TuiState; m: Of<'details'> } 
       <Title text={`VM ${vm.name}`} />
       {lines.map(([k, v]) => (
         <Text key={k} wrap="truncate">
-          <Text dimColor>{`${k}:`.padEnd(9)}</Text>
+          <Text dimColor>{`${k}:`.padEnd(10)}</Text>
           <Text color={k === 'state' ? STATE_COLORS[vm.state] : undefined}>{v}</Text>
         </Text>
       ))}

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import { BangerError } from '../../errors.js';
 import type {
@@ -29,13 +30,36 @@ import {
   parseFirecrackerVersion,
   versionAtLeast,
 } from './compat.js';
+import { lookupUser } from '../../util/users.js';
+import { jailOfSocket } from '../jail.js';
+import {
+  hostPathInJail,
+  JAIL_SNAPSHOT,
+  jailCgroupDir,
+  jailDir,
+  jailerArgv,
+  jailPlan,
+  jailRoot,
+  vmCgroups,
+  type JailPlan,
+} from './jailer.js';
+import {
+  cgroupV2Memory,
+  linkInto,
+  moveOut,
+  prepareJail,
+  removeJail,
+  type Owner,
+} from './jailerSetup.js';
 import {
   api,
   apiSocketPath,
+  clearStaleSockets,
   describeAt,
   launchFirecracker,
   processLabel as what,
   removeApiSocket,
+  vmRef,
 } from './launch.js';
 import {
   checkSocketPath,
@@ -93,6 +117,35 @@ export interface FirecrackerDriverOptions {
   serialToConsoleLog?: boolean;
   /** Poll interval while waiting for sockets and exits. Default 25 ms. */
   pollMs?: number;
+  /** Start every VM through Firecracker's jailer when one is found (docs/firecracker.md). */
+  jailer?: FirecrackerJailerOptions;
+}
+
+export interface FirecrackerJailerOptions {
+  /**
+   * `jailer_bin` from config: a name or path; `off` never uses a jailer.
+   * Default: a `jailer` next to the firecracker binary.
+   */
+  bin?: string;
+  /** Where jails are made: `<state dir>/jailer`. */
+  chrootBase: string;
+  /** `vmm_user`: whom Firecracker runs as. */
+  vmmUser: string;
+  /** The cgroup v2 mount. Default `/sys/fs/cgroup` (BANGER_CGROUP_ROOT in tests). */
+  cgroupRoot?: string;
+  /** The cgroup every VM's cgroup is made under. Default `banger`. */
+  parentCgroup?: string;
+  /** The daemon's uid. Default process.getuid(). */
+  uid?: number;
+}
+
+/** A usable jailer: its binary, the VMM user's ids, where cgroups live. */
+interface Jail {
+  bin: string;
+  owner: Owner;
+  chrootBase: string;
+  cgroupRoot: string;
+  parentCgroup: string;
 }
 
 const INSTALL_HINT =
@@ -113,6 +166,67 @@ export class FirecrackerDriver implements VmmDriver {
 
   binary(): string | undefined {
     return findBinary(this.bin, this.opts.which);
+  }
+
+  /**
+   * The jailer banger will start VMs through, or why not: none is found, the
+   * daemon is not root (the jailer needs root), or vmm_user is root. A jailer
+   * that is configured but missing, or a vmm_user that does not exist, is an
+   * error, never a silent unjailed VMM.
+   */
+  jailer(): { jail?: Jail; reason: string } {
+    const o = this.opts.jailer;
+    if (!o) return { reason: 'not configured' };
+    if (o.bin === 'off') return { reason: 'jailer_bin = "off"' };
+    let bin: string | undefined;
+    if (o.bin) {
+      bin = findBinary(o.bin, this.opts.which);
+      if (!bin)
+        throw new BangerError('tool_missing', `jailer_bin '${o.bin}' not found`, {
+          hint: 'install the jailer from the Firecracker release next to firecracker, or set jailer_bin = "off"',
+        });
+    } else {
+      const fc = this.binary();
+      const next = fc ? path.join(path.dirname(fs.realpathSync(fc)), 'jailer') : undefined;
+      const beside = fc ? path.join(path.dirname(fc), 'jailer') : undefined;
+      bin = [beside, next].find((p) => p !== undefined && isExecutable(p));
+      if (!bin) return { reason: `no jailer next to ${fc ?? this.bin}` };
+    }
+    if ((o.uid ?? process.getuid?.() ?? 0) !== 0)
+      return { reason: 'the daemon is not root (the jailer needs root)' };
+    if (o.vmmUser === 'root') return { reason: 'vmm_user = "root"' };
+    const user = lookupUser(o.vmmUser);
+    if (!user)
+      throw new BangerError('precondition', `vmm_user '${o.vmmUser}' does not exist on this host`, {
+        hint: `create it (sudo useradd --system --no-create-home --shell /usr/sbin/nologin ${o.vmmUser}) or set vmm_user in config.toml`,
+      });
+    return {
+      jail: {
+        bin,
+        owner: { uid: user.uid, gid: user.gid },
+        chrootBase: o.chrootBase,
+        cgroupRoot: o.cgroupRoot ?? process.env.BANGER_CGROUP_ROOT ?? '/sys/fs/cgroup',
+        parentCgroup: o.parentCgroup ?? 'banger',
+      },
+      reason: `${bin}, as ${o.vmmUser} (uid ${user.uid})`,
+    };
+  }
+
+  sandbox(): { bin?: string; detail: string } {
+    const r = this.jailer();
+    return { bin: r.jail?.bin, detail: r.reason };
+  }
+
+  /** The jail directory and root of a VM (whether or not it exists). */
+  private jailPaths(vmId: string): { dir: string; root: string } | undefined {
+    const o = this.opts.jailer;
+    if (!o) return undefined;
+    const at = { chrootBase: o.chrootBase, firecrackerBin: this.bin, id: vmId };
+    try {
+      return { dir: jailDir(at), root: jailRoot(at) };
+    } catch {
+      return undefined;
+    }
   }
 
   /** The version as printed, e.g. `1.10.1`. */
@@ -157,6 +271,14 @@ export class FirecrackerDriver implements VmmDriver {
   }
 
   socketPaths(vm: Pick<LaunchSpec, 'dir' | 'agentSocket'>): string[] {
+    let jailed = false;
+    try {
+      jailed = this.jailer().jail !== undefined;
+    } catch {
+      // reported when the VM starts
+    }
+    const j = jailed ? this.jailPaths(path.basename(vm.dir)) : undefined;
+    if (j) return [hostPathInJail(j.root, '/fc.sock'), hostPathInJail(j.root, '/agent.sock')];
     return [apiSocketPath(vm.dir), vm.agentSocket];
   }
 
@@ -169,11 +291,18 @@ export class FirecrackerDriver implements VmmDriver {
   }
 
   /** Spawn a fresh Firecracker for spec and send `requests` in order (launch.ts). */
-  private launch(bin: string, spec: LaunchSpec, requests: FcRequest[], signal?: AbortSignal) {
+  private launch(
+    bin: string,
+    spec: LaunchSpec,
+    requests: FcRequest[],
+    signal?: AbortSignal,
+    jailed?: { args: string[]; apiSocket: string; agentSocket: string },
+  ) {
     return launchFirecracker({
       bin,
       spec,
       requests,
+      jailed,
       env: this.opts.env,
       installHint: INSTALL_HINT,
       socketTimeoutMs: this.opts.socketTimeoutMs ?? 5_000,
@@ -196,21 +325,105 @@ export class FirecrackerDriver implements VmmDriver {
       );
     }
     await checkLaunchKernel(spec);
+    const { jail } = this.jailer();
+    if (jail) return this.startJailed(bin, jail, spec, undefined, signal);
     const sock = apiSocketPath(spec.dir);
     checkSocketPath(spec, sock, 'API socket');
-    const reqOpts: LaunchRequestOptions = {
+    // Build (and so validate) every request before anything is spawned.
+    return this.launch(bin, spec, launchRequests(spec, this.reqOpts(spec)), signal);
+  }
+
+  private reqOpts(spec: LaunchSpec): LaunchRequestOptions {
+    return {
       guestCid: this.opts.guestCid,
       serialOutPath: this.opts.serialToConsoleLog ? spec.consoleLog : undefined,
     };
-    // Build (and so validate) every request before anything is spawned.
-    return this.launch(bin, spec, launchRequests(spec, reqOpts), signal);
   }
 
-  /** The agent listens on a vsock port; the host end is Firecracker's Unix socket and a CONNECT handshake. */
-  agentChannel(vm: Pick<LaunchSpec, 'name' | 'agentSocket'>): AgentChannel {
+  /**
+   * Through the jailer: a fresh jail with the VM's files linked in, the
+   * jailer execs Firecracker in it as vmm_user (same pid: no --daemonize,
+   * no new pid namespace, so the handle is Firecracker's), every request
+   * names paths inside the jail. A boot sends the configuration; a restore
+   * (`snapshot`) links the saved files in and sends the snapshot load.
+   */
+  private async startJailed(
+    fcBin: string,
+    jail: Jail,
+    spec: LaunchSpec,
+    snapshot: { files: SnapshotFiles; paused: boolean } | undefined,
+    signal?: AbortSignal,
+  ): Promise<VmHandle> {
+    const at = { chrootBase: jail.chrootBase, firecrackerBin: fcBin, id: spec.vmId };
+    const root = jailRoot(at);
+    const dir = jailDir(at);
+    const plan: JailPlan = jailPlan(spec, root, { consoleLogInJail: this.opts.serialToConsoleLog });
+    checkSocketPath(spec, plan.hostApiSocket, 'API socket');
+    checkSocketPath(spec, plan.hostAgentSocket, 'vsock socket');
+    const cgroups = cgroupV2Memory(jail.cgroupRoot) ? vmCgroups(spec) : undefined;
+    const args = jailerArgv({
+      jailerBin: jail.bin,
+      firecrackerBin: fcBin,
+      id: spec.vmId,
+      uid: jail.owner.uid,
+      gid: jail.owner.gid,
+      chrootBase: jail.chrootBase,
+      parentCgroup: jail.parentCgroup,
+      cgroups,
+    });
+    const requests = snapshot
+      ? [
+          snapshotLoad({
+            snapshotPath: JAIL_SNAPSHOT.state,
+            memFilePath: JAIL_SNAPSHOT.mem,
+            resume: !snapshot.paused,
+            tap: spec.net?.tap,
+            vsockPath: plan.spec.agentSocket,
+          }),
+        ]
+      : launchRequests(plan.spec, this.reqOpts(plan.spec));
+    // A live Firecracker in this jail is refused before the jail is rebuilt under it.
+    await clearStaleSockets(spec, plan.hostApiSocket, plan.hostAgentSocket);
+    const cgroupDir = cgroups
+      ? jailCgroupDir(jail.cgroupRoot, jail.parentCgroup, spec.vmId)
+      : undefined;
+    removeJail(dir, cgroupDir);
+    prepareJail(dir, root, plan, jail.owner);
+    const linked = snapshot
+      ? [
+          [snapshot.files.statePath, hostPathInJail(root, JAIL_SNAPSHOT.state)],
+          [snapshot.files.memPath, hostPathInJail(root, JAIL_SNAPSHOT.mem)],
+        ]
+      : [];
+    try {
+      for (const [from, to] of linked) linkInto(from!, to!, jail.owner, false);
+      const handle = await this.launch(jail.bin, spec, requests, signal, {
+        args,
+        apiSocket: plan.hostApiSocket,
+        agentSocket: plan.hostAgentSocket,
+      });
+      // Loaded: Firecracker has what it needs; the links would only keep the files' space.
+      for (const [, to] of linked) fs.rmSync(to!, { force: true });
+      return handle;
+    } catch (e) {
+      removeJail(dir, cgroupDir);
+      throw e;
+    }
+  }
+
+  /**
+   * The agent listens on a vsock port; the host end is Firecracker's Unix
+   * socket (in the VM's jail when it runs jailed) and a CONNECT handshake.
+   */
+  agentChannel(vm: Pick<LaunchSpec, 'name' | 'dir' | 'agentSocket'>): AgentChannel {
+    const jail = this.jailPaths(path.basename(vm.dir));
+    const socket = (): string => {
+      const inJail = jail ? hostPathInJail(jail.root, '/agent.sock') : undefined;
+      return inJail && fs.existsSync(jail!.root) ? inJail : vm.agentSocket;
+    };
     return {
       dial: (signal) =>
-        connectVsock(vm.agentSocket, AGENT_VSOCK_PORT, {
+        connectVsock(socket(), AGENT_VSOCK_PORT, {
           vmName: vm.name,
           timeoutMs: 2000,
           signal,
@@ -266,8 +479,9 @@ export class FirecrackerDriver implements VmmDriver {
     return { graceful: false };
   }
 
-  kill(h: VmHandle, signal: NodeJS.Signals): Promise<void> {
-    return deliverSignal(h, signal, what(h));
+  async kill(h: VmHandle, signal: NodeJS.Signals): Promise<void> {
+    await deliverSignal(h, signal, what(h));
+    if (!vmmAlive(h)) this.cleanupAfterExit(h);
   }
 
   /**
@@ -299,10 +513,29 @@ export class FirecrackerDriver implements VmmDriver {
 
   /** `PUT /snapshot/create` (Full) of a paused VM (capabilities.snapshot). */
   async save(h: VmHandle, files: SnapshotFiles, signal?: AbortSignal): Promise<void> {
-    await this.api(h).call(
-      snapshotCreate({ snapshotPath: files.statePath, memFilePath: files.memPath }),
-      { timeoutMs: 120_000, signal },
-    );
+    const jail = jailOfSocket(h.controlSocket);
+    if (!jail) {
+      await this.api(h).call(
+        snapshotCreate({ snapshotPath: files.statePath, memFilePath: files.memPath }),
+        { timeoutMs: 120_000, signal },
+      );
+      return;
+    }
+    // Jailed: Firecracker writes inside its jail; the files are moved out to where the daemon keeps them.
+    const inJail = [
+      hostPathInJail(jail.root, JAIL_SNAPSHOT.state),
+      hostPathInJail(jail.root, JAIL_SNAPSHOT.mem),
+    ] as const;
+    try {
+      await this.api(h).call(
+        snapshotCreate({ snapshotPath: JAIL_SNAPSHOT.state, memFilePath: JAIL_SNAPSHOT.mem }),
+        { timeoutMs: 120_000, signal },
+      );
+      moveOut(inJail[0], files.statePath);
+      moveOut(inJail[1], files.memPath);
+    } finally {
+      for (const f of inJail) fs.rmSync(f, { force: true });
+    }
   }
 
   /**
@@ -315,6 +548,15 @@ export class FirecrackerDriver implements VmmDriver {
     opts: { paused?: boolean; signal?: AbortSignal } = {},
   ): Promise<VmHandle> {
     const bin = requireBinary(this.bin, INSTALL_HINT, this.opts.which);
+    const { jail } = this.jailer();
+    if (jail)
+      return this.startJailed(
+        bin,
+        jail,
+        spec,
+        { files, paused: Boolean(opts.paused) },
+        opts.signal,
+      );
     checkSocketPath(spec, apiSocketPath(spec.dir), 'API socket');
     const load = snapshotLoad({
       snapshotPath: files.statePath,
@@ -328,12 +570,41 @@ export class FirecrackerDriver implements VmmDriver {
 
   private cleanupAfterExit(h: VmHandle): void {
     removeApiSocket(h);
+    const jail = jailOfSocket(h.controlSocket);
+    if (jail) this.released(jail.id);
+  }
+
+  /**
+   * The VMM of this VM is gone: its jail and cgroup go too (the lifecycle
+   * calls this for a VMM that exited on its own, and before deleting a VM).
+   */
+  released(vmId: string): void {
+    const j = this.jailPaths(vmId);
+    if (!j) return;
+    const o = this.opts.jailer!;
+    let cgroupDir: string | undefined;
+    try {
+      cgroupDir = jailCgroupDir(
+        o.cgroupRoot ?? process.env.BANGER_CGROUP_ROOT ?? '/sys/fs/cgroup',
+        o.parentCgroup ?? 'banger',
+        vmId,
+      );
+    } catch {
+      cgroupDir = undefined;
+    }
+    removeJail(j.dir, cgroupDir);
+  }
+}
+
+function isExecutable(p: string): boolean {
+  try {
+    fs.accessSync(p, fs.constants.X_OK);
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
   }
 }
 
 export function createFirecrackerDriver(opts: FirecrackerDriverOptions = {}): FirecrackerDriver {
   return new FirecrackerDriver(opts);
 }
-
-/** The VM id of a handle: its control socket lives in vms/<id>/. */
-const vmRef = (h: VmHandle): string => path.basename(path.dirname(h.controlSocket));

@@ -10,8 +10,8 @@ import type { LaunchSpec } from '../driver.js';
  * execs Firecracker with the arguments after `--`; every path Firecracker is
  * given is then a path inside that root.
  *
- * Not wired into the driver's start yet (docs/isolation.md): the driver, its
- * adoption and the agent channel still use the VM directory's paths.
+ * The driver (driver.ts) uses these when a jailer binary is found
+ * (jailerSetup.ts does the linking and cleaning); see docs/firecracker.md.
  */
 
 export interface JailerOptions {
@@ -55,6 +55,12 @@ export function jailerArgv(o: JailerOptions): string[] {
       });
   if (!path.isAbsolute(o.firecrackerBin) || !path.isAbsolute(o.chrootBase))
     throw new BangerError('internal', 'jailer paths must be absolute');
+  if (!path.basename(o.firecrackerBin).includes('firecracker'))
+    throw new BangerError(
+      'precondition',
+      `the jailer runs only a binary whose name contains 'firecracker' (got ${o.firecrackerBin})`,
+      { hint: 'name the Firecracker binary firecracker (firecracker_bin)' },
+    );
   const args = [
     '--id',
     o.id,
@@ -66,11 +72,14 @@ export function jailerArgv(o: JailerOptions): string[] {
     String(o.gid),
     '--chroot-base-dir',
     o.chrootBase,
-    '--cgroup-version',
-    String(o.cgroupVersion ?? 2),
   ];
-  if (o.parentCgroup) args.push('--parent-cgroup', o.parentCgroup);
-  for (const [k, v] of Object.entries(o.cgroups ?? {})) {
+  const cgroups = Object.entries(o.cgroups ?? {});
+  // Without limits the jailer need not touch cgroups at all.
+  if (cgroups.length) {
+    args.push('--cgroup-version', String(o.cgroupVersion ?? 2));
+    if (o.parentCgroup) args.push('--parent-cgroup', o.parentCgroup);
+  }
+  for (const [k, v] of cgroups) {
     if (!CGROUP_FILE_RE.test(k) || /[\s=]/.test(v))
       throw new BangerError('internal', `invalid cgroup setting ${k}=${v}`);
     args.push('--cgroup', `${k}=${v}`);
@@ -86,6 +95,33 @@ export function vmCgroups(
   return { 'memory.max': String((spec.memoryMib + overheadMib) * 1024 * 1024) };
 }
 
+/** The jail of one VM, `<chroot base>/<exec file name>/<id>`: removed whole when the VM stops. */
+export function jailDir(o: Pick<JailerOptions, 'chrootBase' | 'firecrackerBin' | 'id'>): string {
+  return path.dirname(jailRoot(o));
+}
+
+/** The cgroup v2 directory the jailer makes for a VM: `<cgroup root>/<parent>/<id>`. */
+export function jailCgroupDir(cgroupRoot: string, parentCgroup: string, id: string): string {
+  if (
+    !JAIL_ID_RE.test(id) ||
+    !/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/.test(parentCgroup) ||
+    parentCgroup.split('/').some((p) => p === '.' || p === '..')
+  )
+    throw new BangerError('internal', `invalid cgroup path ${parentCgroup}/${id}`);
+  return path.join(cgroupRoot, parentCgroup, id);
+}
+
+/** Where a snapshot's files are inside the jail while Firecracker writes or reads them. */
+export const JAIL_SNAPSHOT = { state: '/snapshot.state', mem: '/snapshot.mem' } as const;
+
+/** The host path of a path Firecracker sees inside the jail at `root`. */
+export function hostPathInJail(root: string, inJail: string): string {
+  const rel = path.posix.normalize(inJail);
+  if (!inJail.startsWith('/') || inJail.split('/').includes('..'))
+    throw new BangerError('internal', `'${inJail}' is not an absolute path inside the jail`);
+  return path.join(root, rel);
+}
+
 export interface JailPlan {
   /** The launch spec as Firecracker inside the jail must see it. */
   spec: LaunchSpec;
@@ -98,10 +134,16 @@ export interface JailPlan {
 
 /**
  * Where everything goes for a jailed start. Disks, kernel and initrd appear
- * at the jail's top level under fixed names; the console and VMM logs and the
- * vsock socket too. Pure: the caller links the files and owns the sockets.
+ * at the jail's top level under fixed names (so a snapshot taken in one jail
+ * names the same paths in the next one, or in a fork's), the vsock socket too;
+ * the console log only when Firecracker writes it (PUT /serial). Pure: the
+ * caller links the files and owns the sockets.
  */
-export function jailPlan(spec: LaunchSpec, root: string): JailPlan {
+export function jailPlan(
+  spec: LaunchSpec,
+  root: string,
+  o: { consoleLogInJail?: boolean } = {},
+): JailPlan {
   const files: JailPlan['files'] = [];
   const inJail = (host: string, name: string, writable: boolean): string => {
     files.push({ from: host, to: path.join(root, name), writable });
@@ -123,8 +165,10 @@ export function jailPlan(spec: LaunchSpec, root: string): JailPlan {
     kernel,
     disks,
     agentSocket: '/agent.sock',
-    consoleLog: inJail(spec.consoleLog, 'console.log', true),
-    vmmLog: inJail(spec.vmmLog, 'vmm.log', true),
+    // Only with PUT /serial does Firecracker open the console log itself.
+    consoleLog: o.consoleLogInJail ? inJail(spec.consoleLog, 'console.log', true) : spec.consoleLog,
+    // Firecracker's stdout/stderr: the jailer inherits the file the daemon opened.
+    vmmLog: spec.vmmLog,
   };
   return {
     spec: jailed,

@@ -5,6 +5,7 @@ import { lastLine } from '../../util/exec.js';
 import { socketAnswers } from '../../util/socket.js';
 import { sleep } from '../../util/sleep.js';
 import type { LaunchSpec, VmHandle } from '../driver.js';
+import { jailOfSocket } from '../jail.js';
 import {
   describeExit,
   killVmm,
@@ -48,11 +49,20 @@ export interface LaunchOptions {
   killWaitMs: number;
   pollMs: number;
   signal?: AbortSignal;
+  /**
+   * A jailed start: the jailer's argv (bin is then the jailer) and the host
+   * paths of the sockets Firecracker makes inside the jail.
+   */
+  jailed?: { args: string[]; apiSocket: string; agentSocket: string };
 }
 
-/** `firecracker of vm '<id>'` for a handle (its control socket lives in vms/<id>/). */
+/** The VM id of a handle: its control socket lives in vms/<id>/, or in its jail. */
+export const vmRef = (h: Pick<VmHandle, 'controlSocket'>): string =>
+  jailOfSocket(h.controlSocket)?.id ?? path.basename(path.dirname(h.controlSocket));
+
+/** `firecracker of vm '<id>'` for a handle. */
 export const processLabel = (h: Pick<VmHandle, 'controlSocket'>): string =>
-  `firecracker of vm '${path.basename(path.dirname(h.controlSocket))}'`;
+  `firecracker of vm '${vmRef(h)}'`;
 
 export const api = (
   socketPath: string,
@@ -76,12 +86,17 @@ export async function describeAt(
 
 export async function launchFirecracker(o: LaunchOptions): Promise<VmHandle> {
   const { spec, signal } = o;
-  const sock = apiSocketPath(spec.dir);
+  const sock = o.jailed?.apiSocket ?? apiSocketPath(spec.dir);
+  const agentSock = o.jailed?.agentSocket ?? spec.agentSocket;
   fs.mkdirSync(spec.dir, { recursive: true });
-  await clearStaleSockets(spec, sock);
+  await clearStaleSockets(spec, sock, agentSock);
 
-  const args = ['--api-sock', sock];
-  if (isValidInstanceId(spec.vmId)) args.push('--id', spec.vmId);
+  let args: string[];
+  if (o.jailed) args = [...o.jailed.args];
+  else {
+    args = ['--api-sock', sock];
+    if (isValidInstanceId(spec.vmId)) args.push('--id', spec.vmId);
+  }
   if (spec.extraArgs) args.push(...spec.extraArgs);
   const proc = await spawnVmm({
     bin: o.bin,
@@ -113,13 +128,17 @@ export async function launchFirecracker(o: LaunchOptions): Promise<VmHandle> {
     return handle;
   } catch (e) {
     await killVmm(handle, processLabel(handle), o.killWaitMs);
-    removeSockets(spec, sock);
+    removeSockets(sock, agentSock);
     throw e;
   }
 }
 
 /** Refuse to start over a live Firecracker; remove sockets a dead one left behind. */
-async function clearStaleSockets(spec: LaunchSpec, sock: string): Promise<void> {
+export async function clearStaleSockets(
+  spec: LaunchSpec,
+  sock: string,
+  agentSock: string,
+): Promise<void> {
   // A process that is still exiting may accept a connection but never answers HTTP.
   if ((await socketAnswers(sock, 500)) && (await describeAt(sock, spec.name, 1_000))) {
     throw new BangerError(
@@ -130,11 +149,11 @@ async function clearStaleSockets(spec: LaunchSpec, sock: string): Promise<void> 
       },
     );
   }
-  removeSockets(spec, sock);
+  removeSockets(sock, agentSock);
 }
 
-function removeSockets(spec: LaunchSpec, sock: string): void {
-  for (const p of [sock, spec.agentSocket]) {
+function removeSockets(sock: string, agentSock: string): void {
+  for (const p of [sock, agentSock]) {
     try {
       removeStaleSocket(p);
     } catch {
