@@ -61,7 +61,14 @@ export interface RestoreRequest {
   name?: string;
   /** What the spec line says about the name when it is given (`flag`, `fork`). */
   nameSource?: string;
-  origin: Omit<VmOrigin, 'snapshot' | 'snapshotId' | 'sourceVm'>;
+  /** What `vm show` says it came from; none for a warm start (its `start` says so instead). */
+  origin?: Omit<VmOrigin, 'snapshot' | 'snapshotId' | 'sourceVm'>;
+  /** The spec line to report instead of the snapshot's (a warm start reports the create's). */
+  spec?: VmSpec;
+  /** NAT for the new VM (default the snapshot's). */
+  nat?: boolean;
+  /** More for the new row's meta. */
+  meta?: Record<string, unknown>;
 }
 
 /**
@@ -121,14 +128,14 @@ export class VmRestore {
           }
         : undefined,
     });
-    const origin: VmOrigin = {
+    const origin: VmOrigin | undefined = req.origin && {
       ...req.origin,
       snapshot: snap.name,
       snapshotId: snap.id,
       sourceVm: snap.sourceVmName,
     };
     const from = `snapshot ${snap.name}`;
-    const spec: VmSpec = {
+    const spec: VmSpec = req.spec ?? {
       name: { value: name, source: req.name ? (req.nameSource ?? 'flag') : 'generated' },
       sizing: {
         vcpu: { value: snap.vcpu, source: 'snapshot' },
@@ -140,13 +147,21 @@ export class VmRestore {
       vmm: { value: snap.vmm, source: from },
       accel: { value: snap.accel, source: from },
       nat: snap.nat,
-      origin: describeOrigin(origin),
+      ...(origin ? { origin: describeOrigin(origin) } : {}),
     };
     emit({ type: 'item', data: { kind: 'spec', spec } });
 
     const done = this.n.snapshots.beginRestore(snap, name);
     try {
-      const vm = this.insert(name, snap, origin);
+      const vm = this.insert(
+        name,
+        snap,
+        {
+          ...req.meta,
+          ...(origin ? { origin } : {}),
+        },
+        req.nat ?? snap.nat,
+      );
       const l = table.layout(vm);
       const files = this.n.snapshots.layout(snap);
       const t0 = Date.now();
@@ -168,7 +183,7 @@ export class VmRestore {
         state: 'done',
         ms: Date.now() - t0,
       });
-      table.event('vm.created', vm, { snapshot: snap.name, origin: origin.kind });
+      table.event('vm.created', vm, { snapshot: snap.name, origin: origin?.kind ?? snap.kind });
       const ready = await this.n.locked(vm.id, async () => {
         try {
           return await this.start(table.current(vm), snap, driver, emit, signal);
@@ -184,7 +199,12 @@ export class VmRestore {
   }
 
   /** The row, with an address allocated in the same transaction. */
-  private insert(name: string, snap: SnapshotRecord, origin: VmOrigin): VmRecord {
+  private insert(
+    name: string,
+    snap: SnapshotRecord,
+    meta: Record<string, unknown>,
+    nat: boolean,
+  ): VmRecord {
     const { store } = this.n;
     const config = this.n.config();
     const id = newVmId();
@@ -201,7 +221,7 @@ export class VmRestore {
           vcpu: snap.vcpu,
           memoryMib: snap.memoryMib,
           diskSize: snap.diskSize,
-          nat: snap.nat,
+          nat,
           ip: allocateIp({
             cidr: config.cidr,
             bridgeIp: config.bridgeIp,
@@ -212,7 +232,7 @@ export class VmRestore {
           pid: null,
           pidStartTime: null,
           lastError: null,
-          meta: { origin },
+          meta,
           startedAt: null,
           stoppedAt: null,
         }),
