@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { needs } from '../helpers/ci.js';
+import { makeFixtureRepo } from '../helpers/gitFixture.js';
 import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
 
 /**
@@ -11,7 +12,8 @@ import { isRoot, vmEnv, type VmEnv } from '../helpers/e2e.js';
  * the test: the first `vm run` of a shape boots and keeps a boot snapshot;
  * the next ones are restored from it as new machines (hostname, host key
  * checked by ssh against the managed known_hosts, machine-id, address), with
- * their [[file_sync]] file written after the restore; `--cold` boots.
+ * their [[file_sync]] file and a workspace (`vm run PATH`) written after the
+ * restore; `--cold` boots.
  */
 
 interface Snapshot {
@@ -104,6 +106,27 @@ describe('warm start (qemu, real VMs)', { timeout: 30 * 60_000 }, () => {
     const r3 = await e().run(['vm', 'run', '--rm', '--', 'true']);
     assert.equal(r3.code, 0, r3.stderr);
     assert.match(r3.stderr, /^spec: .* start=warm$/m);
+
+    // 3b. workspace mode, warm: the checkout goes over ssh after the restore, git state intact
+    const repo = path.join(dir, 'repo');
+    fs.mkdirSync(repo);
+    makeFixtureRepo(repo, dir);
+    const ws = await e().run([
+      'vm',
+      'run',
+      '--rm',
+      repo,
+      '--',
+      'sh',
+      '-c',
+      'git status --porcelain; cat /root/warm-sync.txt',
+    ]);
+    assert.equal(ws.code, 0, ws.stderr);
+    assert.match(ws.stderr, /^spec: .* start=warm$/m);
+    assert.equal(
+      ws.stdout,
+      ' D deleted.txt\n M modified.txt\nM  staged.txt\n?? untracked.txt\nsynced-from-host\n',
+    );
 
     // 4. --cold boots, keeps nothing new
     const r4 = await e().run(['vm', 'run', '--rm', '--cold', '--', 'cat /root/warm-sync.txt']);
