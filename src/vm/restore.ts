@@ -65,8 +65,6 @@ export interface RestoreRequest {
   origin?: Omit<VmOrigin, 'snapshot' | 'snapshotId' | 'sourceVm'>;
   /** The spec line to report instead of the snapshot's (a warm start reports the create's). */
   spec?: VmSpec;
-  /** NAT for the new VM (default the snapshot's). */
-  nat?: boolean;
   /** More for the new row's meta. */
   meta?: Record<string, unknown>;
 }
@@ -153,15 +151,7 @@ export class VmRestore {
 
     const done = this.n.snapshots.beginRestore(snap, name);
     try {
-      const vm = this.insert(
-        name,
-        snap,
-        {
-          ...req.meta,
-          ...(origin ? { origin } : {}),
-        },
-        req.nat ?? snap.nat,
-      );
+      const vm = this.insert(name, snap, { ...req.meta, ...(origin ? { origin } : {}) });
       const l = table.layout(vm);
       const files = this.n.snapshots.layout(snap);
       const t0 = Date.now();
@@ -199,12 +189,7 @@ export class VmRestore {
   }
 
   /** The row, with an address allocated in the same transaction. */
-  private insert(
-    name: string,
-    snap: SnapshotRecord,
-    meta: Record<string, unknown>,
-    nat: boolean,
-  ): VmRecord {
+  private insert(name: string, snap: SnapshotRecord, meta: Record<string, unknown>): VmRecord {
     const { store } = this.n;
     const config = this.n.config();
     const id = newVmId();
@@ -221,7 +206,7 @@ export class VmRestore {
           vcpu: snap.vcpu,
           memoryMib: snap.memoryMib,
           diskSize: snap.diskSize,
-          nat,
+          nat: snap.nat,
           ip: allocateIp({
             cidr: config.cidr,
             bridgeIp: config.bridgeIp,
