@@ -12,6 +12,12 @@
  *  - ratio banger/baseline (medians); runs alternate banger, baseline, ...
  *  - `vm create --no-start` time for two images of very different sizes
  *    (the big one is checked to really hold over 1 GiB more data)
+ *  - warm start (docs/snapshots.md): the first `vm run --rm -- true` of the
+ *    shape (boots and keeps a boot snapshot), then `--runs` pairs of
+ *    `vm run --rm --cold -- true` and `vm run --rm -- true` (restored from the
+ *    boot snapshot), interleaved so both see the same load; their medians and
+ *    cold/warm. The other `vm run` figures above are cold (`--cold`).
+ *    `--warm-only` measures only this.
  *
  * Everything runs inside a network namespace made here and removed after.
  * With several `--image NAME` (catalog images, e.g. debian-bookworm and
@@ -28,7 +34,7 @@
  *
  * Everything runs inside a network namespace made here and removed after.
  *
- *   node dist/bench/boot.js [--runs N] [--image NAME]... [--images-only]
+ *   node dist/bench/boot.js [--runs N] [--image NAME]... [--images-only] [--warm-only]
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -49,6 +55,7 @@ const imageNames = process.argv.flatMap((a, i) =>
 );
 if (imageNames.length === 0) imageNames.push('debian-bookworm');
 const imagesOnly = process.argv.includes('--images-only');
+const warmOnly = process.argv.includes('--warm-only');
 /** USER_HZ: /proc/<pid>/stat counts CPU time in 1/100 s. */
 const TICK_MS = 10;
 const median = (xs: number[]): number => {
@@ -156,11 +163,12 @@ async function baselineRun(
 }
 
 async function main(): Promise<void> {
-  const env = await vmEnv('bench', { images: imageNames });
+  // Warm start on, as for a user; every cold figure asks for --cold.
+  const env = await vmEnv('bench', { images: imageNames, config: 'warm_start = true\n' });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'banger-bench-'));
   try {
     await env.run(['daemon', 'status']); // the daemon already runs, as for a user
-    const bootTimes = imageNames.length > 1 ? await bootImages(env) : undefined;
+    const bootTimes = imageNames.length > 1 && !warmOnly ? await bootImages(env) : undefined;
     if (imagesOnly) {
       console.log(
         JSON.stringify({ host: { cpus: os.cpus().length }, runs, ...bootTimes }, null, 2),
@@ -184,6 +192,13 @@ async function main(): Promise<void> {
       '--disk-size',
       `${sizing.diskSize / 1024 ** 2}M`,
     ];
+    const warm = await warmRuns(env, sizeFlags);
+    if (warmOnly) {
+      console.log(
+        JSON.stringify({ host: { cpus: os.cpus().length }, runs, sizing, warm }, null, 2),
+      );
+      return;
+    }
     const kernel = (await env.json<Kernel[]>(['kernel', 'list']))[0]!;
     const image = (await env.json<Image[]>(['image', 'list'])).find(
       (i) => i.name === imageNames[0],
@@ -206,6 +221,7 @@ async function main(): Promise<void> {
         imageNames[0]!,
         '--name',
         env.name('bench'),
+        '--cold',
         ...sizeFlags,
         '--',
         'true',
@@ -274,6 +290,7 @@ async function main(): Promise<void> {
         median: round(median(banger)),
       },
       ...bootTimes,
+      warm,
       baseline: {
         what: 'bare qemu, same tap, disks, kernel+initramfs and sizing: make tap and disks, boot to sshd banner, kill, remove both (s)',
         samples: baseline.map(round),
@@ -317,6 +334,56 @@ main().catch((e: unknown) => {
   process.exit(1);
 });
 
+/**
+ * Warm start: the shape's first `vm run --rm -- true` (a boot that keeps the
+ * boot snapshot), then cold (`--cold`) and warm runs interleaved; the boot
+ * snapshot is pruned after.
+ */
+async function warmRuns(env: VmEnv, sizeFlags: string[]) {
+  const vmRun = async (extra: string[], expect: 'warm' | 'cold'): Promise<number> => {
+    const t0 = performance.now();
+    const r = await env.run([
+      'vm',
+      'run',
+      '--rm',
+      '--image',
+      imageNames[0]!,
+      '--name',
+      env.name('warm'),
+      ...extra,
+      ...sizeFlags,
+      '--',
+      'true',
+    ]);
+    const ms = performance.now() - t0;
+    if (r.code !== 0) throw new Error(`vm run ${extra.join(' ')} failed: ${r.stderr}`);
+    if (!new RegExp(`^spec: .* start=${expect}$`, 'm').test(r.stderr))
+      throw new Error(`vm run ${extra.join(' ')} did not start ${expect}: ${r.stderr}`);
+    console.error(`vm run --rm ${extra.join(' ')}-- true: ${expect} ${round(ms)} s`);
+    return ms;
+  };
+  const first = await vmRun([], 'cold');
+  const boot = (await env.json<{ kind: string; sizeBytes: number }[]>(['snapshot', 'list'])).find(
+    (s) => s.kind === 'boot',
+  );
+  const cold: number[] = [];
+  const warm: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    cold.push(await vmRun(['--cold'], 'cold'));
+    warm.push(await vmRun([], 'warm'));
+  }
+  const pruned = await env.run(['snapshot', 'prune']);
+  if (pruned.code !== 0) throw new Error(`snapshot prune failed: ${pruned.stderr}`);
+  return {
+    what: `banger vm run --rm --image ${imageNames[0]} [--cold] -- true (wall, s)`,
+    firstKeepingBootSnapshot: round(first),
+    bootSnapshotBytes: boot?.sizeBytes ?? null,
+    cold: { samples: cold.map(round), median: round(median(cold)) },
+    warm: { samples: warm.map(round), median: round(median(warm)) },
+    coldOverWarm: Math.round((median(cold) / median(warm)) * 100) / 100,
+  };
+}
+
 interface BootSample {
   createMs: number;
   bootMs: number;
@@ -334,7 +401,7 @@ async function bootImages(env: Awaited<ReturnType<typeof vmEnv>>) {
     for (const img of imageNames) {
       const name = env.name('boot');
       const t0 = performance.now();
-      const r = await env.run(['vm', 'create', '--image', img, '--name', name]);
+      const r = await env.run(['vm', 'create', '--cold', '--image', img, '--name', name]);
       const createMs = performance.now() - t0;
       if (r.code !== 0) throw new Error(`vm create --image ${img} failed: ${r.stderr}`);
       const vm = await env.json<{ pid: number | null; bootMs: number | null }>([

@@ -68,6 +68,7 @@ export const endpoints = {
   vmSnapshot: { method: 'POST', path: '/v1/vms/:ref/snapshot', kind: 'stream' },
   vmFork: { method: 'POST', path: '/v1/vms/:ref/fork', kind: 'stream' },
   snapshotList: { method: 'GET', path: '/v1/snapshots' },
+  snapshotPrune: { method: 'POST', path: '/v1/snapshots/prune' },
   snapshotShow: { method: 'GET', path: '/v1/snapshots/:ref' },
   snapshotDelete: { method: 'DELETE', path: '/v1/snapshots/:ref' },
   snapshotRestore: { method: 'POST', path: '/v1/snapshots/:ref/restore', kind: 'stream' },

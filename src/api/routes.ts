@@ -39,6 +39,7 @@ import {
 } from './schemas/workspace.js';
 import { VmPortsResultSchema } from './schemas/ports.js';
 import {
+  SnapshotPruneResultSchema,
   SnapshotViewSchema,
   VmForkRequestSchema,
   VmForkResultSchema,
@@ -163,6 +164,8 @@ export const routes = {
   snapshotList: route('snapshotList', {
     response: z.object({ snapshots: z.array(SnapshotViewSchema) }),
   }),
+  /** `snapshot prune`: remove the boot snapshots (warm start) no restore is using. */
+  snapshotPrune: route('snapshotPrune', { response: SnapshotPruneResultSchema }),
   snapshotShow: route('snapshotShow', {
     params: z.object({ ref: z.string() }),
     response: SnapshotViewSchema,

@@ -56,6 +56,7 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--memory <size>', 'memory, e.g. 2G or 2048M')
     .option('--disk-size <size>', 'work disk size, e.g. 8G')
     .option('--nat', 'give the VM outbound network access')
+    .option('--cold', 'boot, even if a boot snapshot could be restored (warm start)')
     .option('--rm', 'delete the VM when the session or command ends')
     .option('--branch <branch>', 'create this branch in the guest checkout')
     .option('--from <ref>', 'start the branch from this ref')
@@ -83,6 +84,7 @@ export function buildProgram(ctx: CliContext): Command {
     .option('--memory <size>', 'memory, e.g. 2G or 2048M')
     .option('--disk-size <size>', 'work disk size, e.g. 8G')
     .option('--nat', 'give the VM outbound network access')
+    .option('--cold', 'boot, even if a boot snapshot could be restored (warm start)')
     .option('--no-start', 'only create')
     .action(async (opts) => (await vmCommands()).vmCreate(ctx, opts as CreateFlags));
 
@@ -198,6 +200,10 @@ export function buildProgram(ctx: CliContext): Command {
     .alias('ls')
     .description('list snapshots')
     .action(async () => (await snapshotCommands()).snapshotList(ctx));
+  snapshot
+    .command('prune')
+    .description('remove the boot snapshots kept for warm starts, and say what that freed')
+    .action(async () => (await snapshotCommands()).snapshotPrune(ctx));
   snapshot
     .command('show')
     .description('show one snapshot')

@@ -164,6 +164,11 @@ export const TOP_FIELDS: FieldSpec[] = [
     schema: fromEnvNumber.pipe(z.number().int().min(0).max(64)),
     help: 'warm taps kept ready',
   },
+  {
+    key: 'warm_start',
+    schema: bool,
+    help: 'restore new VMs from a boot snapshot of their shape instead of booting (default true)',
+  },
   { key: 'auto_stop_stale_after', schema: duration, help: 'stop VMs idle this long (0 = never)' },
   { key: 'stats_poll_interval', schema: duration, help: 'how often VM stats are sampled' },
   {
@@ -237,6 +242,8 @@ export interface Config {
   dnsRouting: DnsRoutingChoice;
   guestToGuest: boolean;
   tapPoolSize: number;
+  /** Warm start (docs/snapshots.md): restore a boot snapshot of the VM's shape instead of booting. */
+  warmStart: boolean;
   autoStopStaleAfterMs: number;
   statsPollIntervalMs: number;
   logMaxBytes: number;
@@ -258,6 +265,7 @@ export const DEFAULT_CONFIG: Config = {
   dnsRouting: 'auto',
   guestToGuest: false,
   tapPoolSize: 0,
+  warmStart: true,
   autoStopStaleAfterMs: 0,
   statsPollIntervalMs: 5000,
   vmmUser: 'banger-vmm',

@@ -171,7 +171,14 @@ export class ImageService {
         ...(img.workSeedPath ? { workSeedSize: fileSize(img.workSeedPath) } : {}),
       },
       usedBy: this.deps.store.vms.usingImage(img.id).map((v) => v.name),
+      bootSnapshots: this.bootSnapshots(img.id),
     };
+  }
+
+  /** The image's warm-start boot snapshots: how many, their allocated bytes. */
+  private bootSnapshots(imageId: string): { count: number; sizeBytes: number } {
+    const boot = this.deps.store.snapshots.usingImage(imageId).filter((s) => s.kind === 'boot');
+    return { count: boot.length, sizeBytes: boot.reduce((n, s) => n + s.sizeBytes, 0) };
   }
 
   // ------------------------------------------------------------------ ensure (vm create / run)
@@ -715,7 +722,8 @@ export class ImageService {
           },
         );
       }
-      const snaps = this.deps.store.snapshots.usingImage(cur.id).map((x) => x.name);
+      const using = this.deps.store.snapshots.usingImage(cur.id);
+      const snaps = using.filter((x) => x.kind !== 'boot').map((x) => x.name);
       if (snaps.length) {
         throw new BangerError(
           'conflict',
@@ -725,6 +733,8 @@ export class ImageService {
           },
         );
       }
+      // Boot snapshots (warm start) are a cache of this image: they go with it.
+      this.deps.store.snapshots.dropBoot(using, this.deps.paths.snapshotsDir);
       const dir = path.join(this.deps.paths.imagesDir, cur.id);
       const trash = path.join(
         await this.tmpRoot(),

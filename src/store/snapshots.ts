@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Db } from './db.js';
 import { fromRow, insertSql, nowIso, toRow } from './rows.js';
 
@@ -68,6 +70,13 @@ export class SnapshotStore {
       .map((r) => this.map(r));
   }
 
+  usingKernel(kernelName: string): SnapshotRecord[] {
+    return this.db
+      .prepare('SELECT * FROM snapshots WHERE kernel_name = ?')
+      .all(kernelName)
+      .map((r) => this.map(r));
+  }
+
   insert(s: Omit<SnapshotRecord, 'createdAt'>): SnapshotRecord {
     const rec: SnapshotRecord = { ...s, createdAt: nowIso() };
     const row = toRow(rec as unknown as Record<string, unknown>);
@@ -81,5 +90,23 @@ export class SnapshotStore {
 
   delete(id: string): boolean {
     return this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(id).changes > 0;
+  }
+
+  /**
+   * Remove boot snapshots (warm start, a cache) with their files: the row
+   * first, then the directory — only ever one below `snapshotsDir`. Image and
+   * kernel deletion use this; user snapshots are never removed here.
+   */
+  dropBoot(snaps: SnapshotRecord[], snapshotsDir: string): SnapshotRecord[] {
+    const dropped: SnapshotRecord[] = [];
+    for (const s of snaps) {
+      if (s.kind !== 'boot') continue;
+      this.delete(s.id);
+      const rel = path.relative(snapshotsDir, s.dir);
+      if (rel && !rel.startsWith('..') && !path.isAbsolute(rel))
+        fs.rmSync(s.dir, { recursive: true, force: true });
+      dropped.push(s);
+    }
+    return dropped;
   }
 }

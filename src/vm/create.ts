@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { ProgressSink } from '../api/events.js';
-import type { VmSpec } from '../api/schemas/vms.js';
+import type { VmSpec, VmView } from '../api/schemas/vms.js';
 import type { Paths } from '../config/paths.js';
 import type { Config } from '../config/schema.js';
 import { resolveVmSizing, type HostFacts } from '../config/vmDefaults.js';
@@ -31,12 +31,20 @@ export interface CreateRequest {
   diskSize?: number;
   nat: boolean;
   start: boolean;
+  /** Boot even when a boot snapshot could be restored (warm start, service.ts). */
+  cold?: boolean;
 }
 
 /** Steps other services add to a create (e.g. a workspace written onto the work disk before boot). */
 export interface CreateHooks {
   /** Runs after the disks are made and before the first start; a failure undoes the create. */
   populateWorkDisk?: (workDisk: string) => Promise<void>;
+  /**
+   * The same content written into the running guest instead (through ssh),
+   * for a VM that was restored from a boot snapshot or keeps one (warm start):
+   * runs under the VM's lock once it is ready; a failure removes the VM.
+   */
+  populateRunning?: (vm: VmView) => Promise<void>;
 }
 
 /** What creating a VM needs from the rest of the daemon. */
@@ -63,7 +71,7 @@ export interface CreationNeeds {
  * the row and the VM's directory again. Starting is the caller's (boot.ts).
  */
 /** Everything decided before anything is made. */
-interface Plan {
+export interface CreatePlan {
   spec: VmSpec;
   name: string;
   vmm: VmmName;
@@ -81,17 +89,31 @@ export class VmCreation {
     emit: ProgressSink,
     signal?: AbortSignal,
     hooks: CreateHooks = {},
+    o: {
+      /** Decided already (prepare). */
+      plan?: CreatePlan;
+      /** The spec line to report (default the plan's). */
+      spec?: VmSpec;
+      /**
+       * Leave [[file_sync]] and populateWorkDisk off the disks: the caller
+       * writes them into the running guest (a VM that keeps a boot snapshot).
+       */
+      deferContent?: boolean;
+    } = {},
   ): Promise<{ vm: VmRecord; spec: VmSpec }> {
     const config = this.n.config();
-    const plan = await this.plan(req, config, emit, signal);
-    emit({ type: 'item', data: { kind: 'spec', spec: plan.spec } });
+    const plan = o.plan ?? (await this.prepare(req, emit, signal));
+    const spec = o.spec ?? plan.spec;
+    emit({ type: 'item', data: { kind: 'spec', spec } });
     if (signal?.aborted) throw new BangerError('cancelled', 'vm create was cancelled');
 
     const id = newVmId();
     const layout = this.n.table.layout({ id });
     this.checkSocketPaths(plan.driver, layout);
     const pubKey = await ensureSshKey(config.sshKeyPath ?? this.n.paths.sshKey);
-    const sync = resolveFileSync(config.fileSync);
+    const sync = o.deferContent
+      ? { files: [], dirs: [], warnings: [] }
+      : resolveFileSync(config.fileSync);
     for (const w of sync.warnings) emit({ type: 'log', level: 'warn', message: w });
 
     const started = Date.now();
@@ -116,7 +138,7 @@ export class VmCreation {
             signal,
           );
           intent.step('after-disks');
-          if (hooks.populateWorkDisk) {
+          if (hooks.populateWorkDisk && !o.deferContent) {
             await hooks.populateWorkDisk(layout.workDisk);
             intent.step('after-populate');
           }
@@ -136,16 +158,12 @@ export class VmCreation {
       ms: Date.now() - started,
     });
     this.n.table.event('vm.created', vm, { image: plan.image.name, kernel: plan.kernel?.name });
-    return { vm, spec: plan.spec };
+    return { vm, spec };
   }
 
   /** The name, VMM, accelerator (the driver's preflight), sizing, image and kernel, with where each came from. */
-  private async plan(
-    req: CreateRequest,
-    config: Config,
-    emit: ProgressSink,
-    signal?: AbortSignal,
-  ): Promise<Plan> {
+  async prepare(req: CreateRequest, emit: ProgressSink, signal?: AbortSignal): Promise<CreatePlan> {
+    const config = this.n.config();
     const taken = new Set(this.n.table.list().map((v) => v.name));
     const name = req.name ? validateVmName(req.name) : generateVmName(taken);
     if (taken.has(name)) {
@@ -202,7 +220,7 @@ export class VmCreation {
   }
 
   /** The row, with an address allocated in the same transaction. */
-  private insert(id: string, p: Plan, nat: boolean, config: Config): VmRecord {
+  private insert(id: string, p: CreatePlan, nat: boolean, config: Config): VmRecord {
     const { store } = this.n;
     try {
       return store.db.transaction(() =>

@@ -38,6 +38,15 @@ export interface VmMeta {
   autoStopAfterMs?: number;
   /** The idle auto-stop stopped the boot that began at startedAt, after idleMs idle. */
   idleStop?: { idleMs: number; startedAt: string | null };
+  /** How `vm create`/`vm run` started it (warm start, warmStart.ts). */
+  start?: StartMeta;
+}
+
+/** A warm start restored the boot snapshot; a cold one booted (and may have kept one). */
+export interface StartMeta {
+  kind: 'warm' | 'cold';
+  /** The boot snapshot restored (warm) or kept (cold). */
+  snapshot?: string;
 }
 
 export const metaOf = (vm: Pick<VmRecord, 'meta'>): VmMeta => vm.meta as VmMeta;

@@ -64,7 +64,12 @@ export interface RestoreRequest {
   name?: string;
   /** What the spec line says about the name when it is given (`flag`, `fork`). */
   nameSource?: string;
-  origin: Omit<VmOrigin, 'snapshot' | 'snapshotId' | 'sourceVm'>;
+  /** What `vm show` says it came from; none for a warm start (its `start` says so instead). */
+  origin?: Omit<VmOrigin, 'snapshot' | 'snapshotId' | 'sourceVm'>;
+  /** The spec line to report instead of the snapshot's (a warm start reports the create's). */
+  spec?: VmSpec;
+  /** More for the new row's meta. */
+  meta?: Record<string, unknown>;
 }
 
 /**
@@ -125,14 +130,14 @@ export class VmRestore {
           }
         : undefined,
     });
-    const origin: VmOrigin = {
+    const origin: VmOrigin | undefined = req.origin && {
       ...req.origin,
       snapshot: snap.name,
       snapshotId: snap.id,
       sourceVm: snap.sourceVmName,
     };
     const from = `snapshot ${snap.name}`;
-    const spec: VmSpec = {
+    const spec: VmSpec = req.spec ?? {
       name: { value: name, source: req.name ? (req.nameSource ?? 'flag') : 'generated' },
       sizing: {
         vcpu: { value: snap.vcpu, source: 'snapshot' },
@@ -144,7 +149,7 @@ export class VmRestore {
       vmm: { value: snap.vmm, source: from },
       accel: { value: snap.accel, source: from },
       nat: snap.nat,
-      origin: describeOrigin(origin),
+      ...(origin ? { origin: describeOrigin(origin) } : {}),
     };
     emit({ type: 'item', data: { kind: 'spec', spec } });
 
@@ -158,7 +163,10 @@ export class VmRestore {
         id,
         { name, snapshotId: snap.id },
         async (intent) => {
-          const vm = this.insert(id, name, snap, origin);
+          const vm = this.insert(id, name, snap, {
+            ...req.meta,
+            ...(origin ? { origin } : {}),
+          });
           intent.step('after-row');
           const l = table.layout(vm);
           const files = this.n.snapshots.layout(snap);
@@ -182,7 +190,10 @@ export class VmRestore {
             state: 'done',
             ms: Date.now() - t0,
           });
-          table.event('vm.created', vm, { snapshot: snap.name, origin: origin.kind });
+          table.event('vm.created', vm, {
+            snapshot: snap.name,
+            origin: origin?.kind ?? snap.kind,
+          });
           const ready = await this.n.locked(vm.id, async () => {
             try {
               return await this.start(table.current(vm), snap, driver, emit, intent, signal);
@@ -215,7 +226,12 @@ export class VmRestore {
   }
 
   /** The row, with an address allocated in the same transaction. */
-  private insert(id: string, name: string, snap: SnapshotRecord, origin: VmOrigin): VmRecord {
+  private insert(
+    id: string,
+    name: string,
+    snap: SnapshotRecord,
+    meta: Record<string, unknown>,
+  ): VmRecord {
     const { store } = this.n;
     const config = this.n.config();
     try {
@@ -242,7 +258,7 @@ export class VmRestore {
           pid: null,
           pidStartTime: null,
           lastError: null,
-          meta: { origin },
+          meta,
           startedAt: null,
           stoppedAt: null,
         }),

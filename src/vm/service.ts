@@ -34,6 +34,7 @@ import { SnapshotRecovery } from './recoverSnapshots.js';
 import { isActive, metaOf, vmLockKey, VmTable } from './records.js';
 import { VmSettings, type VmPatch } from './settings.js';
 import { describeOrigin, VmRestore, type VmOrigin } from './restore.js';
+import { describeStart, VmWarmStart } from './warmStart.js';
 import { VmSnapshots } from './snapshots.js';
 import { forkNames } from './fork.js';
 import { effectiveAutoStop } from './idle.js';
@@ -113,6 +114,7 @@ export class VmService {
   private readonly sampler: VmSampler;
   private readonly snapshots: VmSnapshots;
   private readonly restorer: VmRestore;
+  private readonly warm: VmWarmStart;
   /** Open tunnels (ssh) per VM id: activity for the idle auto-stop. */
   private readonly tunnels = new Map<string, number>();
   private readonly sshConfig: VmSshConfig;
@@ -130,6 +132,18 @@ export class VmService {
       tscKhz: hostTscKhz,
     };
     const disks = deps.disks ?? ext4Disks;
+    const growOnline = async (vm: VmRecord, sizeBytes: number): Promise<void> => {
+      const handle = table.handleOf(vm);
+      if (!handle) throw new BangerError('internal', `vm '${vm.name}' runs without a VMM handle`);
+      await growDisksOnline({
+        vmName: vm.name,
+        layout: table.layout(vm),
+        handle,
+        driver: drivers.driverFor(vm.vmm),
+        growFs: () => agents.get(vm).request('grow-fs', {}, { timeoutMs: 30_000 }),
+        sizeBytes,
+      });
+    };
     const agents = new AgentPool(
       (vm) => drivers.driverFor(vm.vmm).agentChannel({ name: vm.name, ...table.layout(vm) }),
       (vm, why) => deps.logger.warn({ vm: vm.name }, `guest agent channel dropped: ${why}`),
@@ -198,18 +212,7 @@ export class VmService {
       disks,
       network,
       alive,
-      growOnline: async (vm, sizeBytes) => {
-        const handle = table.handleOf(vm);
-        if (!handle) throw new BangerError('internal', `vm '${vm.name}' runs without a VMM handle`);
-        await growDisksOnline({
-          vmName: vm.name,
-          layout: table.layout(vm),
-          handle,
-          driver: drivers.driverFor(vm.vmm),
-          growFs: () => agents.get(vm).request('grow-fs', {}, { timeoutMs: 30_000 }),
-          sizeBytes,
-        });
-      },
+      growOnline: (vm, sizeBytes) => growOnline(vm, sizeBytes),
     });
     this.recovery = new VmRecovery({
       table,
@@ -274,6 +277,22 @@ export class VmService {
       discard: async (vm) => {
         await this.teardown.deleteLocked(this.table.get(vm.id) ?? vm, true, () => undefined);
       },
+    });
+    this.warm = new VmWarmStart({
+      table,
+      store: deps.store,
+      paths: deps.paths,
+      config: deps.config,
+      drivers,
+      snapshots: this.snapshots,
+      restorer: this.restorer,
+      locked: (id, fn) => this.locked(id, fn),
+      discardLocked: async (vm) => {
+        await this.teardown.deleteLocked(vm, true, () => undefined);
+      },
+      growOnline,
+      view: (vm) => this.view(vm),
+      logger: deps.logger,
     });
     this.sampler = new VmSampler({
       list: () => table.list(),
@@ -342,7 +361,11 @@ export class VmService {
   /** A row's view, with where a restored VM came from. */
   private view(vm: VmRecord): VmView {
     const origin = (vm.meta as { origin?: VmOrigin }).origin;
-    return { ...this.table.view(vm), origin: origin ? describeOrigin(origin) : null };
+    return {
+      ...this.table.view(vm),
+      origin: origin ? describeOrigin(origin) : null,
+      start: describeStart(metaOf(vm).start),
+    };
   }
 
   /** Every VM, then each change of the table, until the returned function is called (watch.ts). */
@@ -409,12 +432,49 @@ export class VmService {
     signal?: AbortSignal,
     hooks: CreateHooks = {},
   ): Promise<{ vm: VmView; spec: VmSpec }> {
-    const { vm, spec } = await this.creation.create(req, emit, signal, hooks);
+    const plan = await this.creation.prepare(req, emit, signal);
+    const w = await this.warm.choose(plan, req, hooks);
+    if (w.start === 'warm') {
+      // Warm start (warmStart.ts): the shape's boot snapshot restored as this VM.
+      const spec: VmSpec = { ...plan.spec, start: 'warm' };
+      try {
+        const vm = await this.warm.warm(plan, w.snapshot, spec, hooks, emit, signal);
+        return { vm: this.view(vm), spec };
+      } catch (e) {
+        if (signal?.aborted) throw e;
+        emit({
+          type: 'log',
+          level: 'warn',
+          message: `warm start from ${w.snapshot.name} failed, booting instead: ${toBangerError(e).message}`,
+        });
+        this.warm.forget(w.snapshot, 'a warm start from it failed');
+      }
+    }
+    // Booting. The first VM of its shape keeps a boot snapshot at readiness, its content written after.
+    const keep = w.start === 'cold' && w.keep;
+    const spec: VmSpec = req.start ? { ...plan.spec, start: 'cold' } : plan.spec;
+    const { vm } = await this.creation.create(req, emit, signal, hooks, {
+      plan,
+      spec,
+      deferContent: keep,
+    });
     let out = vm;
     if (req.start) {
-      out = await this.locked(vm.id, () =>
-        this.boot.startLocked(this.table.current(vm), emit, signal),
-      );
+      out = await this.locked(vm.id, async () => {
+        const up = await this.boot.startLocked(this.table.current(vm), emit, signal);
+        this.table.setMeta(up, { start: { kind: 'cold' } });
+        if (!keep) return this.table.current(up);
+        await this.warm.keep(this.table.current(up), w, emit, signal);
+        try {
+          await this.warm.writeContent(this.table.current(up), hooks, emit, signal);
+        } catch (e) {
+          await this.teardown
+            .deleteLocked(this.table.current(up), true, () => undefined)
+            .catch(() => undefined);
+          throw e;
+        }
+        return this.table.current(up);
+      });
     }
     return { vm: this.view(this.table.get(vm.id) ?? out), spec };
   }
@@ -500,6 +560,11 @@ export class VmService {
 
   snapshotShow(ref: string): SnapshotView {
     return this.snapshots.view(this.snapshots.resolve(ref));
+  }
+
+  /** `snapshot prune`: remove the boot snapshots (warm start) no restore is using now. */
+  snapshotPrune(): { pruned: string[]; freedBytes: number; kept: string[] } {
+    return this.warm.prune();
   }
 
   /** Remove snapshots and their files; refused while one is being restored from. */

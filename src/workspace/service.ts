@@ -30,7 +30,7 @@ import { guestRun, receiveStream, type GuestTarget } from './transfer.js';
 /**
  * Workspaces: a host directory (usually a git checkout) copied into a VM.
  * `run` writes it onto a new VM's work disk before the first boot (the guest
- * does nothing); `prepare` sends it, or what changed since the last copy, to
+ * does nothing), or, for a warm-started VM, sends it like `prepare`; `prepare` sends it, or what changed since the last copy, to
  * a running VM as one tar over ssh. The host does the work: listing, git
  * metadata, the tar.
  */
@@ -42,7 +42,11 @@ export interface WorkspaceVms {
     req: WorkspaceRunRequest['vm'],
     emit: ProgressSink,
     signal: AbortSignal | undefined,
-    hooks: { populateWorkDisk?: (workDisk: string) => Promise<void> },
+    hooks: {
+      populateWorkDisk?: (workDisk: string) => Promise<void>;
+      /** The same copy into the running guest (a warm-started VM): under the VM's lock. */
+      populateRunning?: (vm: VmView) => Promise<void>;
+    },
   ): Promise<{ vm: VmView; spec: VmSpec }>;
   show(ref: string): VmView;
   /**
@@ -94,6 +98,12 @@ export class WorkspaceService {
       const r = await this.deps.vms.create(req.vm, emit, signal, {
         populateWorkDisk: async (workDisk) => {
           written = await this.writeDisk(workDisk, c, guestPath, emit, signal);
+        },
+        // A warm start (docs/snapshots.md): the VM runs already, so the copy goes over ssh.
+        populateRunning: async (vm) => {
+          // No tooling start here: the session's setup script starts it, as after a cold start.
+          const r = await this.send(vm, c, guestPath, false, emit, signal, () => undefined, false);
+          written = { files: r.files, bytes: r.bytes };
         },
       });
       return {
@@ -214,6 +224,7 @@ export class WorkspaceService {
     emit: ProgressSink,
     signal: AbortSignal | undefined,
     step: (s: string) => void,
+    tooling = true,
   ): Promise<WorkspaceResult> {
     const config = this.deps.config();
     const target: GuestTarget = {
@@ -236,9 +247,10 @@ export class WorkspaceService {
     const script = receiveScript({
       guestPath,
       readonly,
-      after: c.tooling
-        ? setupScript({ guestPath, workdir: guestPath, toolingLog: toolingLog(c.repoName) })
-        : undefined,
+      after:
+        c.tooling && tooling
+          ? setupScript({ guestPath, workdir: guestPath, toolingLog: toolingLog(c.repoName) })
+          : undefined,
     });
     let files = 0;
     const sizes = plan.send.map((e) => (e.kind === 'file' ? e.size : 0));

@@ -82,8 +82,11 @@ export async function vmEnv(
   const ns = testNetnsName(label, randomBytes(3).toString('hex'));
   fs.mkdirSync(path.join(E2E_DIR, 'state'), { recursive: true });
   fs.mkdirSync(path.join(E2E_DIR, 'cache'), { recursive: true });
+  // Warm start off unless a test turns it on: the state directory (and so boot snapshots) is
+  // shared by every e2e file, which must each see the cold boots they test.
+  const config = opts.config ?? '';
   const sb = await makeSandbox({
-    config: opts.config ?? '',
+    config: /^\s*warm_start\s*=/m.test(config) ? config : `warm_start = false\n${config}`,
     env: {
       BANGER_STATE_DIR: path.join(E2E_DIR, 'state'),
       BANGER_CACHE_DIR: path.join(E2E_DIR, 'cache'),

@@ -12,6 +12,7 @@ import type { VmDisks } from '../../src/vm/disks.js';
 import type { VmNetworking } from '../../src/vm/needs.js';
 import type {
   AgentChannel,
+  DiskSpec,
   LaunchSpec,
   PreflightInput,
   SnapshotFiles,
@@ -90,6 +91,20 @@ export class FakeDriver implements VmmDriver {
   setTimes = 0;
   /** VM ids whose VMM is paused. */
   readonly paused = new Set<string>();
+
+  /** Disk sizes the VMM was told by resizeDisk, by VM id (the fake agent's grow-fs reports them). */
+  readonly resized = new Map<string, number>();
+  /** Online disk resizing (vm set --disk-size on a running VM, warm starts): off unless enableResize(). */
+  resizeDisk?: (h: VmHandle, d: Pick<DiskSpec, 'id' | 'path'>, sizeBytes: number) => Promise<void>;
+
+  enableResize(): this {
+    this.resizeDisk = async (h, d, sizeBytes) => {
+      const vm = [...this.running].find(([, r]) => r.pid === h.pid)?.[0];
+      this.calls.push(`resize ${vm ? this.names.get(vm) : '?'} ${d.id}`);
+      if (vm) this.resized.set(vm, sizeBytes);
+    };
+    return this;
+  }
 
   /** Turn on pause/resume and save/restore (capabilities.pauseResume, .snapshot). */
   enableSnapshots(): this {
@@ -312,6 +327,23 @@ export class FakeDriver implements VmmDriver {
               },
             });
             break;
+          case 'grow-fs': {
+            const size = this.resized.get(vmId) ?? 0;
+            const fsOf = (mount: string) => ({
+              mount,
+              mounted: true,
+              beforeBytes: 0,
+              afterBytes: size,
+              deviceBytes: size,
+              error: null,
+            });
+            reply({
+              id: req.id,
+              ok: true,
+              result: { filesystems: [fsOf('/root'), fsOf('/')], dryRun: true },
+            });
+            break;
+          }
           default:
             reply({ id: req.id, ok: false, error: `unknown op ${req.op}`, code: 'unknown_op' });
         }

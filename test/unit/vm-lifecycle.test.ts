@@ -46,7 +46,8 @@ let rig: Rig;
 const services: VmService[] = [];
 
 function service(r: Omit<Rig, 'svc' | 'restart'>): VmService {
-  const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg' };
+  // Boots only: warm start (boot snapshots) has its own tests, test/unit/warm-start.test.ts.
+  const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg', warmStart: false };
   const svc = new VmService({
     paths: r.paths,
     config: () => config,

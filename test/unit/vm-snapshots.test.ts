@@ -72,7 +72,8 @@ beforeEach(() => {
   const image = store.images.insert(fakeImage(path.join(root, 'image')));
   const driver = new FakeDriver().enableSnapshots();
   const network = new FakeNetwork();
-  const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg' };
+  // Warm start (boot snapshots) has its own tests: test/unit/warm-start.test.ts.
+  const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg', warmStart: false };
   const events: StreamEvent[] = [];
   const make = (): VmService =>
     new VmService({
@@ -391,10 +392,10 @@ describe('CLI output', () => {
 
   test('snapshot list is a table; -n is checked without the daemon; the spec line says where a VM came from', () => {
     const lines = formatSnapshotTable([snap], Date.parse('2026-12-04T10:05:00Z')).split('\n');
-    assert.match(lines[0]!, /^NAME\s+VM\s+IMAGE\s+VMM\s+VCPU\s+MEMORY\s+SIZE\s+CREATED$/);
+    assert.match(lines[0]!, /^NAME\s+KIND\s+VM\s+IMAGE\s+VMM\s+VCPU\s+MEMORY\s+SIZE\s+CREATED$/);
     assert.match(
       lines[1]!,
-      /^dev-snap1\s+dev\s+debian-bookworm\s+qemu\/tcg\s+2\s+1G\s+150(\.0)? MiB\s+5 minutes ago$/,
+      /^dev-snap1\s+user\s+dev\s+debian-bookworm\s+qemu\/tcg\s+2\s+1G\s+150(\.0)? MiB\s+5 minutes ago$/,
     );
     assert.match(formatSnapshot(snap), /^restore:\s+banger vm restore dev-snap1$/m);
     assert.equal(parseForkCount(undefined), 1);

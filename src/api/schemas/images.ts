@@ -58,6 +58,8 @@ export const ImageViewSchema = z.object({
   updatedAt: z.string(),
   meta: z.record(z.string(), z.unknown()),
   usedBy: z.array(z.string()).optional(),
+  /** Warm-start boot snapshots of this image (docs/snapshots.md, "Warm start"). */
+  bootSnapshots: z.object({ count: z.number(), sizeBytes: z.number() }).optional(),
 });
 export type ImageView = z.infer<typeof ImageViewSchema>;
 

@@ -56,3 +56,10 @@ export const VmForkResultSchema = z.object({
   parent: z.string(),
   children: z.array(VmRestoreResultSchema),
 });
+
+/** `snapshot prune`: boot snapshots removed, the bytes their files took, those kept (being restored from). */
+export const SnapshotPruneResultSchema = z.object({
+  pruned: z.array(z.string()),
+  freedBytes: z.number(),
+  kept: z.array(z.string()),
+});

@@ -68,6 +68,8 @@ export const VmViewSchema = z.object({
   dir: z.string(),
   /** Restored from a snapshot or forked: from what (null for a booted VM). */
   origin: z.string().nullable().optional(),
+  /** How its first start went: `warm (boot snapshot NAME)` or `cold` (null: not started by create, or restored). */
+  start: z.string().nullable().optional(),
   /** Time from VMM start to guest readiness on the last boot. */
   bootMs: z.number().nullable(),
   /** How the running VMM is confined, read from /proc (null when not running). */
@@ -98,6 +100,8 @@ export const VmSpecSchema = z.object({
   nat: z.boolean(),
   /** Set when the VM was restored from a snapshot or forked, e.g. `fork of dev` or `snapshot s1 of dev`. */
   origin: z.string().optional(),
+  /** `vm create`/`vm run` that start the VM: `warm` (restored from a boot snapshot) or `cold` (booted). */
+  start: z.enum(['warm', 'cold']).optional(),
 });
 export type VmSpec = z.infer<typeof VmSpecSchema>;
 
@@ -116,6 +120,8 @@ export const VmCreateRequestSchema = z
     diskSize: DiskSize.optional(),
     nat: z.boolean().default(false),
     start: z.boolean().default(true),
+    /** Boot even when a boot snapshot of the VM's shape could be restored (warm start). */
+    cold: z.boolean().default(false),
   })
   .strict();
 

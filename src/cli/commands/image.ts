@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { IMAGE_NAME_RE, type ImageCatalogEntry, type ImageView } from '../../api/schemas/images.js';
 import { BangerError, toBangerError, usageError } from '../../errors.js';
-import { formatDuration, formatSizeShort } from '../../util/units.js';
+import { formatDuration, formatSize, formatSizeShort } from '../../util/units.js';
 import type { CliContext } from '../context.js';
 import { table } from '../render/table.js';
 
@@ -67,6 +67,14 @@ export function formatImage(v: ImageView): string {
     ['created', v.createdAt],
     ['updated', v.updatedAt !== v.createdAt ? v.updatedAt : null],
     ['used by', v.usedBy?.length ? v.usedBy.join(', ') : 'no VMs'],
+    [
+      'warm',
+      v.bootSnapshots
+        ? v.bootSnapshots.count
+          ? `${v.bootSnapshots.count} boot snapshot${v.bootSnapshots.count === 1 ? '' : 's'} (${formatSize(v.bootSnapshots.sizeBytes)}; banger snapshot prune)`
+          : 'no boot snapshots'
+        : null,
+    ],
     ['note', typeof v.meta.missing === 'string' ? v.meta.missing : null],
   ];
   return [

@@ -12,9 +12,10 @@ import { formatSpec } from './vm.js';
 
 export function formatSnapshotTable(snaps: SnapshotView[], now = Date.now()): string {
   return table(
-    ['NAME', 'VM', 'IMAGE', 'VMM', 'VCPU', 'MEMORY', 'SIZE', 'CREATED'],
+    ['NAME', 'KIND', 'VM', 'IMAGE', 'VMM', 'VCPU', 'MEMORY', 'SIZE', 'CREATED'],
     snaps.map((s) => [
       s.name,
+      s.kind,
       s.sourceVm,
       s.image,
       `${s.vmm}/${s.accel}`,
@@ -109,6 +110,19 @@ export async function snapshotList(ctx: CliContext): Promise<void> {
   if (ctx.flags.json) ctx.printJson(snapshots);
   else if (snapshots.length === 0) ctx.print('no snapshots yet: `banger vm snapshot VM`');
   else ctx.print(formatSnapshotTable(snapshots));
+}
+
+/** `snapshot prune`: the boot snapshots (warm start) removed and what that freed. */
+export async function snapshotPrune(ctx: CliContext): Promise<void> {
+  const r = await ctx.call('snapshotPrune');
+  if (ctx.flags.json) return ctx.printJson(r);
+  if (r.pruned.length === 0 && r.kept.length === 0) return ctx.print('no boot snapshots');
+  if (r.pruned.length)
+    ctx.print(
+      `removed ${r.pruned.length} boot snapshot${r.pruned.length === 1 ? '' : 's'} (${r.pruned.join(', ')}), freed ${formatSize(r.freedBytes)}`,
+    );
+  if (r.kept.length)
+    ctx.note(`kept ${r.kept.join(', ')}: a VM is being restored from it; prune again later`);
 }
 
 export async function snapshotShow(ctx: CliContext, ref: string): Promise<void> {

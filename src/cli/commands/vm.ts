@@ -51,6 +51,7 @@ export function formatSpec(s: VmSpec): string {
     `accel=${s.accel.value} (${s.accel.source})`,
     `nat=${s.nat ? 'on' : 'off'}`,
     ...(s.origin ? [`from=${s.origin.replace(/ /g, '_')}`] : []),
+    ...(s.start ? [`start=${s.start}`] : []),
   ].join(' ');
 }
 
@@ -101,6 +102,7 @@ export function formatVm(v: VmView): string {
         : v.stoppedAt,
     ],
     ['from', v.origin ?? null],
+    ['start', v.start ?? null],
     ['boot', v.bootMs === null ? null : formatDuration(v.bootMs)],
     ['dir', v.dir],
     ...activityRows(v),
@@ -172,6 +174,7 @@ export interface CreateFlags extends SizingFlags {
   kernel?: string;
   nat?: boolean;
   start?: boolean;
+  cold?: boolean;
 }
 
 /** The body of a create request from the flags. */
@@ -183,18 +186,23 @@ export function createRequest(f: CreateFlags, start: boolean) {
     ...parseSizing(f),
     nat: Boolean(f.nat),
     start,
+    cold: Boolean(f.cold),
   };
 }
 
-/** Prints the `spec:` line once, from the create stream's items. */
+/**
+ * Prints the `spec:` line from the create stream's items: once, and again only
+ * if it changes (a warm start that fell back to a cold boot says so).
+ */
 export function specPrinter(ctx: CliContext): (data: unknown) => void {
-  let printed = false;
+  let printed: string | undefined;
   return (data) => {
     const d = data as { kind?: string; spec?: VmSpec };
-    if (d.kind === 'spec' && d.spec && !printed && !ctx.flags.json) {
-      printed = true;
-      ctx.note(formatSpec(d.spec));
-    }
+    if (d.kind !== 'spec' || !d.spec || ctx.flags.json) return;
+    const line = formatSpec(d.spec);
+    if (line === printed) return;
+    printed = line;
+    ctx.note(line);
   };
 }
 

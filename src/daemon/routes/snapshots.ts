@@ -14,6 +14,7 @@ export function registerSnapshotRoutes(server: ApiServer, vms: VmService): void 
     vms.restore(params.ref, body.name, emit, signal),
   );
   server.json(routes.snapshotList, () => ({ snapshots: vms.snapshotList() }));
+  server.json(routes.snapshotPrune, () => vms.snapshotPrune());
   server.json(routes.snapshotShow, ({ params }) => vms.snapshotShow(params.ref));
   server.json(routes.snapshotDelete, ({ params }) => vms.snapshotDelete(params.ref));
 }

@@ -401,10 +401,8 @@ export class KernelService {
           details: used,
         });
       }
-      const snaps = this.deps.store.snapshots
-        .list()
-        .filter((x) => x.kernelName === name)
-        .map((x) => x.name);
+      const using = this.deps.store.snapshots.usingKernel(name);
+      const snaps = using.filter((x) => x.kind !== 'boot').map((x) => x.name);
       if (snaps.length) {
         throw new BangerError(
           'conflict',
@@ -414,6 +412,8 @@ export class KernelService {
           },
         );
       }
+      // Boot snapshots (warm start) are a cache of this kernel: they go with it.
+      this.deps.store.snapshots.dropBoot(using, this.deps.paths.snapshotsDir);
       this.deps.store.kernels.delete(name);
       if (k.managed) {
         const layout = kernelLayout(this.deps.paths.kernelsDir, name);
