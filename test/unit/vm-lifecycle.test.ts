@@ -1,24 +1,22 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import type { StreamEvent } from '../../src/api/events.js';
-import { resolvePaths, type Paths } from '../../src/config/paths.js';
+import type { Paths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
 import { BangerError } from '../../src/errors.js';
 import { openStore, type Store } from '../../src/store/index.js';
-import { silentLogger } from '../../src/util/log.js';
-import { KeyedMutex } from '../../src/util/mutex.js';
 import { parseFaults, setFaults } from '../../src/util/fault.js';
 import { isProcessAlive } from '../../src/util/proc.js';
 import { sleep } from '../../src/util/sleep.js';
 import { vmLayout } from '../../src/vm/layout.js';
-import { VmService } from '../../src/vm/service.js';
+import type { VmService } from '../../src/vm/service.js';
 import type { LaunchSpec } from '../../src/vmm/driver.js';
 import type { ImageRecord } from '../../src/store/images.js';
 import { FakeDisks, FakeDriver, FakeNetwork, fakeImage, HOST_KEY } from '../helpers/fake-vmm.js';
+import { fakeVmService, tempPaths } from '../helpers/vm-rig.js';
 
 /**
  * The VM lifecycle (src/vm) against a fake VMM driver, network and disks: the
@@ -48,45 +46,13 @@ const services: VmService[] = [];
 function service(r: Omit<Rig, 'svc' | 'restart'>): VmService {
   // Boots only: warm start (boot snapshots) has its own tests, test/unit/warm-start.test.ts.
   const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg', warmStart: false };
-  const svc = new VmService({
-    paths: r.paths,
-    config: () => config,
-    logger: silentLogger(),
-    store: r.store,
-    locks: new KeyedMutex(),
-    host: { cpus: 4, memoryBytes: 8 * 1024 ** 3 },
-    images: { ensure: async () => r.image },
-    kernels: {
-      ensure: async (name) => {
-        throw new BangerError('not_found', `kernel '${name}' not found`);
-      },
-    },
-    network: r.network,
-    drivers: { driverFor: () => r.driver },
-    probe: {
-      which: (c) => `/usr/bin/${c}`,
-      kvmFacts: () => ({ devKvmRw: false, cpuFlags: [], kvmModules: [] }),
-      tscKhz: () => undefined,
-    },
-    disks: r.disks,
-  });
+  const svc = fakeVmService({ ...r, config, image: () => r.image });
   services.push(svc);
   return svc;
 }
 
 beforeEach(() => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-vmlife-'));
-  const paths = resolvePaths({
-    env: {
-      BANGER_STATE_DIR: path.join(root, 's'),
-      BANGER_CACHE_DIR: path.join(root, 'c'),
-      BANGER_CONFIG_DIR: path.join(root, 'cfg'),
-      BANGER_RUNTIME_DIR: path.join(root, 'r'),
-    },
-    uid: 1000,
-    home: root,
-  });
-  fs.mkdirSync(paths.stateDir, { recursive: true });
+  const { root, paths } = tempPaths('bgt-vmlife-');
   const store = openStore(paths.db);
   const image = store.images.insert(fakeImage(path.join(root, 'image')));
   const events: StreamEvent[] = [];

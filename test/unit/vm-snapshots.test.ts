@@ -1,16 +1,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import type { StreamEvent } from '../../src/api/events.js';
-import { resolvePaths, type Paths } from '../../src/config/paths.js';
+import type { Paths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
 import { BangerError } from '../../src/errors.js';
 import { openStore, type Store } from '../../src/store/index.js';
-import { silentLogger } from '../../src/util/log.js';
-import { KeyedMutex } from '../../src/util/mutex.js';
 import { isProcessAlive } from '../../src/util/proc.js';
 import { parseFaults, setFaults } from '../../src/util/fault.js';
 import { sleep } from '../../src/util/sleep.js';
@@ -22,7 +19,7 @@ import {
 import { formatSpec } from '../../src/cli/commands/vm.js';
 import { forkNames } from '../../src/vm/fork.js';
 import { vmLayout } from '../../src/vm/layout.js';
-import { VmService } from '../../src/vm/service.js';
+import type { VmService } from '../../src/vm/service.js';
 import {
   FakeDisks,
   FakeDriver,
@@ -31,6 +28,7 @@ import {
   HOST_KEY,
   identityHostKey,
 } from '../helpers/fake-vmm.js';
+import { fakeVmService, tempPaths } from '../helpers/vm-rig.js';
 
 /**
  * Snapshots, restore and fork in the VM service (src/vm/snapshots.ts,
@@ -56,18 +54,7 @@ interface Rig {
 let rig: Rig;
 
 beforeEach(() => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-snap-'));
-  const paths = resolvePaths({
-    env: {
-      BANGER_STATE_DIR: path.join(root, 's'),
-      BANGER_CACHE_DIR: path.join(root, 'c'),
-      BANGER_CONFIG_DIR: path.join(root, 'cfg'),
-      BANGER_RUNTIME_DIR: path.join(root, 'r'),
-    },
-    uid: 1000,
-    home: root,
-  });
-  fs.mkdirSync(paths.stateDir, { recursive: true });
+  const { root, paths } = tempPaths('bgt-snap-');
   const store = openStore(paths.db);
   const image = store.images.insert(fakeImage(path.join(root, 'image')));
   const driver = new FakeDriver().enableSnapshots();
@@ -76,26 +63,13 @@ beforeEach(() => {
   const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg', warmStart: false };
   const events: StreamEvent[] = [];
   const make = (): VmService =>
-    new VmService({
+    fakeVmService({
       paths,
-      config: () => config,
-      logger: silentLogger(),
       store,
-      locks: new KeyedMutex(),
-      host: { cpus: 4, memoryBytes: 8 * 1024 ** 3 },
-      images: { ensure: async () => image },
-      kernels: {
-        ensure: async (name) => {
-          throw new BangerError('not_found', `kernel '${name}' not found`);
-        },
-      },
+      config,
+      image: () => image,
+      driver,
       network,
-      drivers: { driverFor: () => driver },
-      probe: {
-        which: (c) => `/usr/bin/${c}`,
-        kvmFacts: () => ({ devKvmRw: false, cpuFlags: [], kvmModules: [] }),
-        tscKhz: () => undefined,
-      },
       disks: new FakeDisks(),
     });
   const svc = make();

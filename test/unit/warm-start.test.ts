@@ -5,17 +5,15 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import type { StreamEvent } from '../../src/api/events.js';
 import type { VmView } from '../../src/api/schemas/vms.js';
-import { resolvePaths, type Paths } from '../../src/config/paths.js';
+import type { Paths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
 import { BangerError } from '../../src/errors.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import type { ImageRecord } from '../../src/store/images.js';
 import type { SnapshotRecord } from '../../src/store/snapshots.js';
-import { silentLogger } from '../../src/util/log.js';
-import { KeyedMutex } from '../../src/util/mutex.js';
 import { formatSpec } from '../../src/cli/commands/vm.js';
 import type { CreateHooks, CreateRequest } from '../../src/vm/create.js';
-import { VmService } from '../../src/vm/service.js';
+import type { VmService } from '../../src/vm/service.js';
 import {
   bootSnapshotFor,
   bootSnapshotName,
@@ -33,6 +31,7 @@ import {
   fakeImage,
   identityHostKey,
 } from '../helpers/fake-vmm.js';
+import { fakeVmService, tempPaths } from '../helpers/vm-rig.js';
 
 /**
  * Warm start (src/vm/warmShape.ts, warmStart.ts, service.ts create): the
@@ -246,45 +245,21 @@ interface Rig {
 let rig: Rig;
 
 beforeEach(() => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-warm-'));
-  const paths = resolvePaths({
-    env: {
-      BANGER_STATE_DIR: path.join(root, 's'),
-      BANGER_CACHE_DIR: path.join(root, 'c'),
-      BANGER_CONFIG_DIR: path.join(root, 'cfg'),
-      BANGER_RUNTIME_DIR: path.join(root, 'r'),
-    },
-    uid: 1000,
-    home: root,
-  });
-  fs.mkdirSync(paths.stateDir, { recursive: true });
+  const { root, paths } = tempPaths('bgt-warm-');
   const store = openStore(paths.db);
   store.images.insert(fakeImage(path.join(root, 'image')));
   const driver = new FakeDriver().enableSnapshots();
   const disks = new RecordingDisks();
   const config: Config = { ...DEFAULT_CONFIG, vmm: 'qemu', accel: 'tcg', warmStart: true };
   const events: StreamEvent[] = [];
-  const svc = new VmService({
+  const svc = fakeVmService({
     paths,
-    config: () => config,
-    logger: silentLogger(),
     store,
-    locks: new KeyedMutex(),
-    host: { cpus: 4, memoryBytes: 8 * 1024 ** 3 },
+    config,
     // the image as the store has it now (tests change it)
-    images: { ensure: async () => store.images.get('img-test')! },
-    kernels: {
-      ensure: async (name) => {
-        throw new BangerError('not_found', `kernel '${name}' not found`);
-      },
-    },
+    image: () => store.images.get('img-test')!,
+    driver,
     network: new FakeNetwork(),
-    drivers: { driverFor: () => driver },
-    probe: {
-      which: (c) => `/usr/bin/${c}`,
-      kvmFacts: () => ({ devKvmRw: false, cpuFlags: [], kvmModules: [] }),
-      tscKhz: () => undefined,
-    },
     disks,
   });
   rig = { root, paths, store, driver, disks, config, svc, events, emit: (e) => events.push(e) };
