@@ -99,7 +99,7 @@ describe('stats sampling and idle auto-stop (real VMs)', { timeout: 20 * 60_000 
     assert.equal(stopped.idleStop.at, stopped.stoppedAt);
     assert.deepEqual(stopped.autoStop, { afterMs: AUTO_STOP_MS, source: 'config' });
     const text = await e().run(['vm', 'show', idle]);
-    assert.match(text.stdout, /^stopped: idle for \d/m);
+    assert.match(text.stdout, /^stopped: +idle for \d/m);
     const log = fs.readFileSync(e().sb.paths.log, 'utf8');
     assert.ok(
       log.split('\n').some((l) => l.includes('"vm.idle_stop"') && l.includes(`"${idle}"`)),
