@@ -10,6 +10,21 @@ import {
 import type { VmRecord } from '../store/vms.js';
 import type { VmNetworking } from './needs.js';
 import type { Logger } from '../util/log.js';
+import { lookupUser, type HostUser } from '../util/users.js';
+
+/**
+ * Who owns a VM's tap: the VMM user when a root daemon drops the VMM to one
+ * (`vmm_user`), so the unprivileged VMM (QEMU after -runas, a jailed
+ * Firecracker) may open it; nobody in particular otherwise. Pure.
+ */
+export function tapOwner(
+  vmmUser: string,
+  daemonUid: number | undefined,
+  lookup: (name: string) => HostUser | undefined = lookupUser,
+): number | undefined {
+  if (daemonUid !== 0 || vmmUser === 'root') return undefined;
+  return lookup(vmmUser)?.uid;
+}
 
 /** Told whenever the bridge is made sure of (`created`: it did not exist before). */
 export type BridgeReadyHook = (bridge: string, created: boolean) => Promise<void>;
@@ -41,7 +56,8 @@ export class VmNetwork implements VmNetworking {
 
   private current(): { host: HostNetwork; pool: TapPool } {
     const c = this.config();
-    const key = `${c.bridgeName}|${c.bridgeIp}|${c.cidr}|${c.tapPoolSize}|${c.guestToGuest}`;
+    const owner = tapOwner(c.vmmUser, process.getuid?.());
+    const key = `${c.bridgeName}|${c.bridgeIp}|${c.cidr}|${c.tapPoolSize}|${c.guestToGuest}|${owner}`;
     if (!this.host || !this.pool || key !== this.key) {
       this.host = HostNetwork.fromConfig(c, {
         guestToGuest: c.guestToGuest,
@@ -49,6 +65,7 @@ export class VmNetwork implements VmNetworking {
       });
       this.pool = new TapPool(this.host, c.tapPoolSize, {
         onError: (e) => this.logger.warn({ err: e }, 'tap pool refill failed'),
+        ...(owner !== undefined ? { owner } : {}),
       });
       this.key = key;
     }

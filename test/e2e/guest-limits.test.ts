@@ -33,7 +33,7 @@ describe('a guest is confined and its output capped on the host', { timeout: 15 
     const name = e.name('flood');
     const c = await e.run(['vm', 'create', '--name', name], { timeoutMs: 10 * 60_000 });
     assert.equal(c.code, 0, c.stderr);
-    const vm = await e.json<{ dir: string; pid: number; confinement: string }>([
+    const vm = await e.json<{ dir: string; pid: number; tap: string; confinement: string }>([
       'vm',
       'show',
       name,
@@ -51,6 +51,9 @@ describe('a guest is confined and its output capped on the host', { timeout: 15 
     assert.equal(field('Seccomp'), '2');
     assert.equal(field('NoNewPrivs'), '1');
     assert.equal(vm.confinement, `uid ${vmmUid} (banger-vmm), seccomp filter, no_new_privs`);
+    // Its tap belongs to that user, so the VMM could open it without privileges.
+    const owner = await e.sh(['cat', `/sys/class/net/${vm.tap}/owner`]);
+    assert.equal(owner.stdout.trim(), String(vmmUid), owner.stderr);
 
     const consoleLog = path.join(dir, 'console.log');
     assert.ok(fs.existsSync(consoleLog), `${consoleLog} exists`);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { BangerError } from '../../src/errors.js';
+import { tapOwner } from '../../src/vm/net.js';
 import {
   bangerRulesFromSave,
   ebtablesRestoreInput,
@@ -562,5 +563,18 @@ describe('network: firewall rule text', () => {
     const explicit = resolveFirewall('iptables', has('nft', 'iptables'));
     assert.equal(explicit.backend, undefined);
     assert.match(explicit.reason, /iptables-restore, iptables-save, ip6tables, .* not found/);
+  });
+});
+
+describe('network: who owns a VM tap', () => {
+  const users = (name: string) =>
+    name === 'banger-vmm' ? { name, uid: 999, gid: 998 } : undefined;
+  test('a root daemon hands the tap to vmm_user, so the dropped VMM can open it', () => {
+    assert.equal(tapOwner('banger-vmm', 0, users), 999);
+  });
+  test('nobody in particular when the VMM stays root, the daemon is not root, or the user is missing', () => {
+    assert.equal(tapOwner('root', 0, users), undefined);
+    assert.equal(tapOwner('banger-vmm', 1000, users), undefined);
+    assert.equal(tapOwner('nosuch', 0, users), undefined);
   });
 });
