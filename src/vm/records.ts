@@ -5,6 +5,7 @@ import type { Store } from '../store/index.js';
 import type { Journal } from '../store/journal.js';
 import type { VmRecord, VmState } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
+import { ownNetns } from '../util/netns.js';
 import { processConfinement } from '../util/proc.js';
 import { userByUid } from '../util/users.js';
 import type { VmHandle } from '../vmm/driver.js';
@@ -150,6 +151,7 @@ export class VmTable {
       stoppedAt: vm.stoppedAt,
       lastError: vm.lastError,
       sshHost: hostAlias(vm.name),
+      netns: ownNetns(),
       dir: this.layout(vm).dir,
       bootMs: meta.bootMs ?? null,
       confinement: isActive(vm) && vm.pid ? describeConfinement(vm.pid, meta.controlSocket) : null,

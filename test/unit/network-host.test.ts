@@ -176,68 +176,71 @@ describe('network: HostNetwork decisions', () => {
     assert.equal(f.calls.length, 0);
   });
 
-  test('iptables apply: three restores, jumps appended only when missing', async () => {
+  test('iptables apply: per tool one listing and one restore; the jumps go in only when missing', async () => {
     let present = false;
-    const jumps: Record<string, string> = {
-      'iptables-save -t nat': '-A POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING\n',
-      'iptables-save -t mangle':
-        '-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD -m comment --comment banger -j BANGER-GUARD\n',
-      'iptables-save -t filter': '-A FORWARD -m comment --comment banger -j BANGER-FORWARD\n',
-      'ip6tables-save -t mangle':
-        '-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD -m comment --comment banger -j BANGER-GUARD\n',
-      'ebtables-save -t nat': '-A PREROUTING -j BANGER-GUESTS\n',
-      'ebtables-save -t filter': '-A FORWARD -j BANGER-G2G\n',
+    const saves: Record<string, string> = {
+      'iptables-save':
+        '*nat\n-A POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING\nCOMMIT\n' +
+        '*mangle\n-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD -m comment --comment banger -j BANGER-GUARD\nCOMMIT\n' +
+        '*filter\n-A FORWARD -m comment --comment banger -j BANGER-FORWARD\nCOMMIT\n',
+      'ip6tables-save':
+        '*mangle\n-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD -m comment --comment banger -j BANGER-GUARD\nCOMMIT\n',
+      'ebtables-save': '*filter\n-A FORWARD -j BANGER-G2G\n*nat\n-A PREROUTING -j BANGER-GUESTS\n',
     };
     const f = fakeRunner({
       ...Object.fromEntries(
-        Object.entries(jumps).map(([k, v]) => [k, () => ({ stdout: present ? v : '' })]),
+        Object.entries(saves).map(([k, v]) => [k, () => ({ stdout: present ? v : '' })]),
       ),
       'sysctl -n': () => ({ stdout: '1\n' }),
     });
     const net = HostNetwork.fromConfig(cfg, { run: f.run, which: ALL_TOOLS, firewall: 'auto' });
     const vms = [{ id: 'v1', ip: '172.16.0.2', nat: true, tap: 'bgrv1', mac: '02:00:00:00:00:01' }];
     assert.equal((await net.applyNat(vms)).ipForward, 'already');
-    const saves = Object.keys(jumps);
+    const tools = Object.keys(saves);
     assert.deepEqual(f.lines(), [
-      ...saves, // the ip_forward record, read once
+      ...tools, // the ip_forward record, read once
       'sysctl -n net.ipv4.ip_forward',
+      ...tools,
       'iptables-restore -w --noflush',
       'ip6tables-restore -w --noflush',
       'ebtables-restore --noflush',
-      'iptables-save -t nat',
-      'iptables -w -t nat -A POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING',
-      'iptables-save -t mangle',
-      'iptables -w -t mangle -A INPUT -m comment --comment banger -j BANGER-INPUT',
-      'iptables -w -t mangle -A FORWARD -m comment --comment banger -j BANGER-GUARD',
-      'iptables-save -t filter',
-      'iptables -w -t filter -A FORWARD -m comment --comment banger -j BANGER-FORWARD',
-      'ip6tables-save -t mangle',
-      'ip6tables -w -t mangle -A INPUT -m comment --comment banger -j BANGER-INPUT',
-      'ip6tables -w -t mangle -A FORWARD -m comment --comment banger -j BANGER-GUARD',
-      'ebtables-save -t nat',
-      'ebtables -t nat -A PREROUTING -j BANGER-GUESTS',
-      'ebtables-save -t filter',
-      'ebtables -t filter -A FORWARD -j BANGER-G2G',
     ]);
-    assert.match(f.calls[saves.length + 1]!.input!, /^\*nat\n:BANGER-POSTROUTING - \[0:0\]\n/);
-    assert.match(f.calls[saves.length + 2]!.input!, /^\*mangle\n/);
-    assert.match(f.calls[saves.length + 3]!.input!, /-i bgrv1 -j DROP\n/);
+    const input = (cmd: string): string => f.calls.find((c) => c.line === cmd)!.input!;
+    const v4 = input('iptables-restore -w --noflush');
+    assert.match(v4, /^\*nat\n:BANGER-POSTROUTING - \[0:0\]\n/);
+    assert.match(
+      v4,
+      /-A POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING\nCOMMIT\n\*mangle/,
+    );
+    assert.match(v4, /-A FORWARD -m comment --comment banger -j BANGER-FORWARD\nCOMMIT\n$/);
+    assert.match(
+      input('ip6tables-restore -w --noflush'),
+      /^\*mangle\n[^]*-A INPUT -m comment --comment banger -j BANGER-INPUT\n-A FORWARD /m,
+    );
+    const ebt = input('ebtables-restore --noflush');
+    assert.match(ebt, /-i bgrv1 -j DROP\n/);
+    assert.match(ebt, /-A PREROUTING -j BANGER-GUESTS\nCOMMIT\n\*filter/);
     present = true;
     f.calls.length = 0;
     await net.applyNat(vms);
-    assert.equal(f.lines().filter((l) => l.includes(' -A ')).length, 0, 'no duplicate jumps');
+    const restores = f.calls.filter((c) => c.line.includes('-restore')).map((c) => c.input!);
+    assert.equal(restores.length, 3);
+    assert.ok(
+      !restores.some((r) => /^-A (POSTROUTING|INPUT|FORWARD|PREROUTING) /m.test(r)),
+      'no duplicate jumps',
+    );
   });
 
   test('an unreadable table is an error, not a blind append', async () => {
     const f = fakeRunner({
-      'iptables-save -t mangle': () => ({ code: 4, stderr: 'iptables-save: Permission denied' }),
+      'iptables-save': () => ({ code: 4, stderr: 'iptables-save: Permission denied' }),
     });
     const net = HostNetwork.fromConfig(cfg, { run: f.run, which: ALL_TOOLS });
     await assert.rejects(
       net.applyNat([{ id: 'v1', ip: '172.16.0.2', nat: true }]),
-      /reading iptables table mangle failed/,
+      /reading the iptables tables failed/,
     );
-    assert.ok(!f.lines().some((l) => l.includes(' -A ')));
+    assert.ok(!f.lines().some((l) => l.startsWith('iptables-restore')));
   });
 
   test('ip_forward: on only while a NAT VM runs, put back to 0 when banger turned it on', async () => {

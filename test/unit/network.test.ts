@@ -6,7 +6,9 @@ import {
   bangerRulesFromSave,
   ebtablesRestoreInput,
   ip6tablesRestoreInput,
-  jumpDeletions,
+  tableListing,
+  teardownRestoreInput,
+  withMissingJumps,
   natVmIdsFromRules,
   normalizeSpec,
   splitRuleLine,
@@ -520,16 +522,49 @@ describe('network: firewall rule text', () => {
     ].join('\n');
     assert.deepEqual(natVmIdsFromRules(save), ['vma']);
     assert.equal(bangerRulesFromSave(save).length, 1);
-    const listing = [
-      '-P POSTROUTING ACCEPT',
+    // A whole iptables-save: banger's jumps (with or without its comment), its chains, others' rules.
+    const whole = [
+      '*nat',
+      ':POSTROUTING ACCEPT [0:0]',
+      ':BANGER-POSTROUTING - [0:0]',
       '-A POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING',
       '-A POSTROUTING -j BANGER-POSTROUTING',
       '-A POSTROUTING -s 10.0.0.0/8 -j MASQUERADE',
+      'COMMIT',
+      '*filter',
+      ':FORWARD DROP [0:0]',
+      '-A FORWARD -j DOCKER-USER',
+      'COMMIT',
+      '',
     ].join('\n');
-    assert.deepEqual(jumpDeletions(listing, 'POSTROUTING', 'BANGER-POSTROUTING'), [
-      ['-D', 'POSTROUTING', '-m', 'comment', '--comment', 'banger', '-j', 'BANGER-POSTROUTING'],
-      ['-D', 'POSTROUTING', '-j', 'BANGER-POSTROUTING'],
-    ]);
+    assert.equal(
+      teardownRestoreInput('iptables', whole),
+      [
+        '*nat',
+        '-D POSTROUTING -m comment --comment banger -j BANGER-POSTROUTING',
+        '-D POSTROUTING -j BANGER-POSTROUTING',
+        '-F BANGER-POSTROUTING',
+        '-X BANGER-POSTROUTING',
+        'COMMIT',
+        '',
+      ].join('\n'),
+    );
+    assert.equal(teardownRestoreInput('ip6tables', whole), '', "nothing of banger's there");
+    // Apply: the jumps a table lacks go in before its COMMIT, appended after the others' rules.
+    const input =
+      '*nat\n:BANGER-POSTROUTING - [0:0]\nCOMMIT\n*filter\n:BANGER-FORWARD - [0:0]\nCOMMIT\n';
+    assert.equal(
+      withMissingJumps(input, 'iptables', whole),
+      '*nat\n:BANGER-POSTROUTING - [0:0]\nCOMMIT\n*filter\n:BANGER-FORWARD - [0:0]\n' +
+        '-A FORWARD -m comment --comment banger -j BANGER-FORWARD\nCOMMIT\n',
+    );
+    // ebtables-save writes no COMMIT: a table runs to the next header.
+    const eb = '*filter\n:FORWARD ACCEPT\n-A FORWARD -j BANGER-G2G\n*nat\n:PREROUTING ACCEPT\n';
+    assert.equal(tableListing(eb, 'nat'), ':PREROUTING ACCEPT\n');
+    assert.equal(
+      withMissingJumps('*nat\nCOMMIT\n*filter\nCOMMIT\n', 'ebtables', eb),
+      '*nat\n-A PREROUTING -j BANGER-GUESTS\nCOMMIT\n*filter\nCOMMIT\n',
+    );
     assert.deepEqual(splitRuleLine('-A X -m comment --comment "a b \\"c\\"" -j Y'), [
       '-A',
       'X',

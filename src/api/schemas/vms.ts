@@ -65,6 +65,11 @@ export const VmViewSchema = z.object({
   lastError: z.string().nullable(),
   /** Host name for ssh (`<name>.vm`). */
   sshHost: z.string(),
+  /**
+   * The daemon's network namespace (its /proc/self/ns/net link): a client in
+   * the same one reaches `ip` itself, without the daemon's ssh tunnel.
+   */
+  netns: z.string().nullable().optional(),
   dir: z.string(),
   /** Restored from a snapshot or forked: from what (null for a booted VM). */
   origin: z.string().nullable().optional(),

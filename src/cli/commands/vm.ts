@@ -305,21 +305,27 @@ export function exitStatus(code: number | null, signal: NodeJS.Signals | null): 
  */
 export async function sshInto(
   ctx: CliContext,
-  vm: Pick<VmView, 'id' | 'name'>,
+  vm: Pick<VmView, 'id' | 'name'> & Partial<Pick<VmView, 'ip' | 'netns'>>,
   command: string[],
   opts: { script?: string } = {},
 ): Promise<number> {
   // Loaded here, not at start-up: `vm list` and friends need neither.
-  const [{ spawn }, { sshArgs }] = await Promise.all([
+  const [{ spawn }, { sshArgs }, { ownNetns }] = await Promise.all([
     import('node:child_process'),
     import('../../guest/ssh.js'),
+    import('../../util/netns.js'),
   ]);
   const interactive = command.length === 0 && Boolean(process.stdin.isTTY);
+  // In the daemon's network namespace the guest is reachable as it is: no tunnel
+  // (and no second CLI process as ProxyCommand) in the way.
+  const direct = Boolean(vm.ip && vm.netns && vm.netns === ownNetns());
   const args = sshArgs({
     alias: `${vm.name}.vm`,
     keyPath: await ctx.sshKeyPath(),
     knownHosts: ctx.paths.knownHosts,
-    proxyCommand: [process.execPath, cliEntry(), '__proxy', vm.id],
+    ...(direct
+      ? { hostName: vm.ip!, options: { ConnectTimeout: '10' } }
+      : { proxyCommand: [process.execPath, cliEntry(), '__proxy', vm.id] }),
     tty: interactive,
     command: opts.script !== undefined ? [opts.script] : command,
   });

@@ -283,12 +283,53 @@ static int listening_inodes(unsigned port, unsigned long *inodes, int max, int *
   return k;
 }
 
-/* SIGHUP to the sshd listening on port (it re-executes and loads the new keys); wait until it listens again. */
+/*
+ * Whether the sshd listening as pid reads the host keys from disk for each
+ * connection: OpenSSH before 9.8 re-executes itself per connection (unless
+ * started with -r) and the new process loads the keys, so new key files
+ * need no reload (a SIGHUP costs a re-exec of the listener, ~0.25 s under
+ * emulation). From 9.8 the listener hands its own keys to sshd-session: a
+ * reload is needed there. Any doubt answers no.
+ */
+static bool sshd_reads_keys_per_connection(int pid) {
+  static const char *const session_bins[] = {
+      "/usr/lib/openssh/sshd-session", "/usr/libexec/openssh/sshd-session", "/usr/libexec/sshd-session",
+      "/usr/lib/ssh/sshd-session",     "/usr/sbin/sshd-session",
+  };
+  for (size_t i = 0; i < sizeof session_bins / sizeof session_bins[0]; i++)
+    if (access(session_bins[i], F_OK) == 0) return false;
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = 0;
+  /* sshd retitles itself ("sshd: /usr/sbin/sshd -D [listener] ..."): words split on NUL or blank */
+  for (ssize_t i = 0; i < n; i++)
+    if (buf[i] == 0 || buf[i] == ' ') buf[i] = 0;
+  for (char *w = buf; w < buf + n; w += strlen(w) + 1) {
+    if (w[0] != '-' || w[1] == '-') continue;
+    for (const char *c = w + 1; *c; c++) {
+      if (*c == 'r') return false;           /* -r: no re-execution */
+      if (strchr("cCEfghkoOpu", *c)) break; /* a flag with an argument ends the cluster */
+    }
+  }
+  return true;
+}
+
+/*
+ * Make the sshd listening on port serve the new host keys: nothing to do when
+ * it reads them per connection, else SIGHUP (it re-executes and loads them)
+ * and wait until it listens again.
+ */
 static int reload_sshd(unsigned port, char *err, size_t cap) {
   unsigned long before[8], now[8];
   int pid, after_pid;
   int n = listening_inodes(port, before, 8, &pid);
   if (n == 0 || pid <= 0) return 0; /* sshd not started yet: it will read the new keys itself */
+  if (sshd_reads_keys_per_connection(pid)) return 0;
   if (kill(pid, SIGHUP) != 0) return fail(err, cap, "SIGHUP to sshd (pid %d): %s", pid, strerror(errno));
   int64_t deadline = mono_ms() + SSHD_RELOAD_MS;
   while (mono_ms() < deadline) {

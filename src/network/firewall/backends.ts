@@ -13,8 +13,6 @@ import {
   IPT_JUMPS,
   IPT_NAT_CHAIN,
   iptablesRestoreInput,
-  iptJumpSpec,
-  jumpDeletions,
   natVmIdsFromRules,
   NFT_BRIDGE_FAMILY,
   NFT_FAMILY,
@@ -22,8 +20,9 @@ import {
   NFT_TABLE,
   nftRuleset,
   nftTeardown,
+  teardownRestoreInput,
+  withMissingJumps,
   type FirewallSpec,
-  type IptJump,
   type XtTool,
 } from './rules.js';
 
@@ -71,17 +70,6 @@ export const XT_TOOLS: XtTool[] = ['iptables', 'ip6tables', 'ebtables'];
 /** ebtables has no `-w` (its nft flavour takes no lock). */
 const waitArg = (tool: XtTool): string[] => (tool === 'ebtables' ? [] : ['-w']);
 
-/** The (tool, table) pairs banger's jumps live in, in apply order. */
-const jumpTables = (): { tool: XtTool; table: IptJump['table']; jumps: IptJump[] }[] => {
-  const out: { tool: XtTool; table: IptJump['table']; jumps: IptJump[] }[] = [];
-  for (const j of IPT_JUMPS) {
-    const hit = out.find((o) => o.tool === j.tool && o.table === j.table);
-    if (hit) hit.jumps.push(j);
-    else out.push({ tool: j.tool, table: j.table, jumps: [j] });
-  }
-  return out;
-};
-
 export class IptablesFirewall implements Firewall {
   readonly name = 'iptables' as const;
 
@@ -94,18 +82,28 @@ export class IptablesFirewall implements Firewall {
     },
   ) {}
 
-  /** `<tool>-save -t <table>`; a table the kernel does not have is empty. */
-  private async save(tool: XtTool, table: string): Promise<string> {
+  /** `<tool>-save`: every table the kernel has ('' for none). */
+  private async save(tool: XtTool): Promise<string> {
     const cmd = `${this.bin[tool]}-save`;
-    const args = ['-t', table];
-    const r = await this.run(cmd, args);
+    const r = await this.run(cmd, []);
     if (r.code === 0) return r.stdout;
     if (/does not exist|Table .* not found/i.test(r.stderr)) return '';
-    throw netFailure(`reading ${tool} table ${table}`, cmd, args, r);
+    throw netFailure(`reading the ${tool} tables`, cmd, [], r);
   }
 
+  private restore(tool: XtTool, what: string, input: string, hint?: string): Promise<unknown> {
+    return mustRun(this.run, what, `${this.bin[tool]}-restore`, [...waitArg(tool), '--noflush'], {
+      input,
+      ...(hint ? { hint } : {}),
+    });
+  }
+
+  /**
+   * Per tool, one listing and one restore that replaces banger's chains and
+   * appends the jumps into them that are missing; the three tools side by side.
+   */
   async apply(spec: FirewallSpec): Promise<void> {
-    const restores: [XtTool, string, string][] = [
+    const inputs: [XtTool, string, string][] = [
       ['iptables', IPT_WHAT, iptablesRestoreInput(spec)],
       [
         'ip6tables',
@@ -118,60 +116,44 @@ export class IptablesFirewall implements Firewall {
         ebtablesRestoreInput(spec),
       ],
     ];
-    for (const [tool, what, input] of restores) {
-      await mustRun(
-        this.run,
-        `installing ${what}`,
-        `${this.bin[tool]}-restore`,
-        [...waitArg(tool), '--noflush'],
-        {
-          input,
-        },
-      );
-    }
-    for (const { tool, table, jumps } of jumpTables()) {
-      const listing = await this.save(tool, table);
-      for (const j of jumps) {
-        if (jumpDeletions(listing, j.parent, j.chain).length > 0) continue;
-        // Appended: never above the administrator's or Docker's rules (see rules.ts).
-        await mustRun(
-          this.run,
-          `adding the jump ${j.parent} -> ${j.chain} (${tool}, table ${table})`,
-          this.bin[tool],
-          [...waitArg(tool), '-t', table, '-A', j.parent, ...iptJumpSpec(j)],
-        );
-      }
-    }
+    await settleAll(
+      inputs.map(async ([tool, what, input]) => {
+        const listing = await this.save(tool);
+        await this.restore(tool, `installing ${what}`, withMissingJumps(input, tool, listing));
+      }),
+    );
   }
 
+  /**
+   * Per tool, one listing and one restore that deletes the jumps into
+   * banger's chains and the chains; read again and retried once when the
+   * listing changed underneath (a jump gone meanwhile).
+   */
   async teardown(): Promise<void> {
-    for (const { tool, table, jumps } of jumpTables()) {
-      const listing = await this.save(tool, table);
-      const bin = this.bin[tool];
-      const base = [...waitArg(tool), '-t', table];
-      for (const j of jumps) {
-        for (const del of jumpDeletions(listing, j.parent, j.chain)) {
-          const args = [...base, ...del];
-          const r = await this.run(bin, args);
-          // Gone meanwhile is fine (exit 1: "does a matching rule exist").
-          if (r.code !== 0 && r.code !== 1) {
-            throw netFailure(`removing the jump ${j.parent} -> ${j.chain}`, bin, args, r);
+    await settleAll(
+      XT_TOOLS.map(async (tool) => {
+        for (let attempt = 0; ; attempt++) {
+          const input = teardownRestoreInput(tool, await this.save(tool));
+          if (!input) return;
+          try {
+            await this.restore(
+              tool,
+              `removing banger's ${tool} chains`,
+              input,
+              `something else may still jump to banger's chains: find it with ${this.bin[tool]}-save`,
+            );
+            return;
+          } catch (e) {
+            if (attempt > 0) throw e;
           }
         }
-      }
-      for (const chain of new Set(jumps.map((j) => j.chain))) {
-        if (!new RegExp(`^:${chain} `, 'm').test(listing)) continue;
-        await mustRun(this.run, `flushing ${tool} chain ${chain}`, bin, [...base, '-F', chain]);
-        await mustRun(this.run, `deleting ${tool} chain ${chain}`, bin, [...base, '-X', chain], {
-          hint: `something else still jumps to ${chain}: find it with ${bin}-save -t ${table}`,
-        });
-      }
-    }
+      }),
+    );
   }
 
   async status(): Promise<FirewallStatus> {
     let text = '';
-    for (const { tool, table } of jumpTables()) text += await this.save(tool, table);
+    for (const tool of XT_TOOLS) text += await this.save(tool);
     const rules = bangerRulesFromSave(text);
     const chains = [...new Set(IPT_JUMPS.map((j) => j.chain))];
     const installed =
@@ -186,6 +168,13 @@ export class IptablesFirewall implements Firewall {
       ipForwardWasOff: text.includes(FORWARD_RECORD_COMMENT),
     };
   }
+}
+
+/** Wait for every promise; then throw the first failure (none is left running). */
+async function settleAll(ps: Promise<unknown>[]): Promise<void> {
+  const rs = await Promise.allSettled(ps);
+  const bad = rs.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
 }
 
 export class NftFirewall implements Firewall {

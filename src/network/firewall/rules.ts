@@ -432,17 +432,75 @@ export function splitRuleLine(line: string): string[] {
 }
 
 /**
- * From `iptables -S <parent>` output, the `-D` argv of every rule that jumps
- * to `chain` (with or without banger's comment), for teardown.
+ * One table's lines from a whole `<tool>-save` listing: from its `*table`
+ * header to the next header (ebtables-save writes no COMMIT). Pure.
  */
-export function jumpDeletions(listing: string, parent: string, chain: string): string[][] {
-  const out: string[][] = [];
-  for (const line of listing.split('\n')) {
-    const argv = splitRuleLine(line.trim());
-    if (argv[0] !== '-A' || argv[1] !== parent) continue;
-    const j = argv.indexOf('-j');
-    if (j < 0 || argv[j + 1] !== chain) continue;
-    out.push(['-D', ...argv.slice(1)]);
+export function tableListing(save: string, table: string): string {
+  const out: string[] = [];
+  let inside = false;
+  for (const line of save.split('\n')) {
+    if (line.startsWith('*')) inside = line.slice(1).trim() === table;
+    else if (inside) out.push(line);
   }
-  return out;
+  return out.join('\n');
+}
+
+/** The listing's rules (as written) in `parent` that jump to `chain`. */
+function jumpLines(listing: string, parent: string, chain: string): string[] {
+  return listing
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => {
+      const argv = splitRuleLine(l);
+      const j = argv.indexOf('-j');
+      return argv[0] === '-A' && argv[1] === parent && j > 0 && argv[j + 1] === chain;
+    });
+}
+
+/**
+ * A `<tool>-restore --noflush` input with, before each table's COMMIT, the
+ * jumps into banger's chains that `save` (the tool's whole listing) lacks:
+ * the chains and the hooks into them go in as one transaction. Appended:
+ * never above the administrator's or Docker's rules. Pure.
+ */
+export function withMissingJumps(input: string, tool: XtTool, save: string): string {
+  const lines = input.split('\n');
+  const out: string[] = [];
+  let table = '';
+  for (const line of lines) {
+    if (line.startsWith('*')) table = line.slice(1).trim();
+    if (line === 'COMMIT') {
+      const listing = tableListing(save, table);
+      for (const j of IPT_JUMPS) {
+        if (j.tool !== tool || j.table !== table) continue;
+        if (jumpLines(listing, j.parent, j.chain).length === 0)
+          out.push(`-A ${j.parent} ${iptJumpSpec(j).join(' ')}`);
+      }
+    }
+    out.push(line);
+  }
+  return out.join('\n');
+}
+
+/**
+ * A `<tool>-restore --noflush` input that removes every jump into banger's
+ * chains and then the chains, as `save` (the tool's whole listing) shows
+ * them; '' when nothing of banger's is there. Pure.
+ */
+export function teardownRestoreInput(tool: XtTool, save: string): string {
+  const out: string[] = [];
+  const tables = [...new Set(IPT_JUMPS.filter((j) => j.tool === tool).map((j) => j.table))];
+  for (const table of tables) {
+    const listing = tableListing(save, table);
+    const jumps = IPT_JUMPS.filter((j) => j.tool === tool && j.table === table);
+    const body: string[] = [];
+    for (const j of jumps)
+      for (const l of jumpLines(listing, j.parent, j.chain)) body.push(l.replace(/^-A /, '-D '));
+    for (const chain of new Set(jumps.map((j) => j.chain))) {
+      if (!new RegExp(`^:${chain} `, 'm').test(listing)) continue;
+      body.push(`-F ${chain}`, `-X ${chain}`);
+    }
+    if (body.length > 0) out.push(`*${table}`, ...body, 'COMMIT');
+  }
+  return out.length > 0 ? [...out, ''].join('\n') : '';
 }
