@@ -29,7 +29,8 @@ struct identity {
  * Apply it: the clock (clock_settime), the entropy (RNDADDENTROPY, then
  * RNDRESEEDCRNG), /etc/machine-id, the hostname (sethostname, /etc/hostname,
  * /etc/hosts), the interface's MAC, address and default route, new SSH host
- * keys (then SIGHUP to the listening sshd, waiting until it listens again).
+ * keys (then, unless sshd reads them per connection, SIGHUP to the listening
+ * sshd, waiting until it listens again).
  * With dry set (Unix-socket test transports) only the files under g_root are
  * written and the keys regenerated; the kernel is left alone.
  * Returns 0, or -1 with a one-line reason in err.
