@@ -6,7 +6,6 @@ import type { Config } from '../config/schema.js';
 import { resolveVmSizing, type HostFacts } from '../config/vmDefaults.js';
 import { BangerError } from '../errors.js';
 import { ensureSshKey } from '../guest/ssh.js';
-import { allocateIp, macForVm } from '../network/index.js';
 import type { Store } from '../store/index.js';
 import type { ImageRecord } from '../store/images.js';
 import type { KernelRecord } from '../store/kernels.js';
@@ -16,6 +15,7 @@ import { resolveAccel } from '../vmm/accel.js';
 import type { Accel, VmmDriver, VmmName } from '../vmm/driver.js';
 import { resolveVmm } from '../vmm/resolve.js';
 import type { VmDisks } from './disks.js';
+import { insertNewVm } from './newRow.js';
 import { resolveFileSync } from './fileSync.js';
 import type { HostProbe, ImageSource, KernelSource, VmmDrivers } from './needs.js';
 import type { VmLayout } from './layout.js';
@@ -221,43 +221,18 @@ export class VmCreation {
 
   /** The row, with an address allocated in the same transaction. */
   private insert(id: string, p: CreatePlan, nat: boolean, config: Config): VmRecord {
-    const { store } = this.n;
-    try {
-      return store.db.transaction(() =>
-        store.vms.insert({
-          id,
-          name: p.name,
-          imageId: p.image.id,
-          kernelName: p.kernel?.name ?? null,
-          state: 'created',
-          vmm: p.vmm,
-          accel: p.accel,
-          vcpu: p.spec.sizing.vcpu.value,
-          memoryMib: p.spec.sizing.memoryMib.value,
-          diskSize: p.spec.sizing.diskSize.value,
-          nat,
-          ip: allocateIp({
-            cidr: config.cidr,
-            bridgeIp: config.bridgeIp,
-            used: store.vms.usedIps(),
-          }),
-          mac: macForVm(id),
-          tap: null,
-          pid: null,
-          pidStartTime: null,
-          lastError: null,
-          meta: {},
-          startedAt: null,
-          stoppedAt: null,
-        }),
-      )();
-    } catch (e) {
-      if (/UNIQUE constraint failed: vms.name/.test((e as Error).message)) {
-        throw new BangerError('conflict', `a VM named '${p.name}' already exists`, {
-          hint: 'choose another --name',
-        });
-      }
-      throw e;
-    }
+    return insertNewVm(this.n.store, config, {
+      id,
+      name: p.name,
+      imageId: p.image.id,
+      kernelName: p.kernel?.name ?? null,
+      vmm: p.vmm,
+      accel: p.accel,
+      vcpu: p.spec.sizing.vcpu.value,
+      memoryMib: p.spec.sizing.memoryMib.value,
+      diskSize: p.spec.sizing.diskSize.value,
+      nat,
+      meta: {},
+    });
   }
 }

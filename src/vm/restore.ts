@@ -7,7 +7,7 @@ import { BangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
 import { kernelFeatures, modulesDiskPath } from '../image/kernel/service.js';
 import { guestMachineId } from '../image/kernel/initScript.js';
-import { allocateIp, GUEST_IFACE, macForVm } from '../network/index.js';
+import { GUEST_IFACE } from '../network/index.js';
 import type { Store } from '../store/index.js';
 import { nowIso } from '../store/rows.js';
 import type { ImageRecord } from '../store/images.js';
@@ -17,6 +17,7 @@ import type { VmRecord } from '../store/vms.js';
 import { parseCidr } from '../util/ipv4.js';
 import type { Accel, VmHandle } from '../vmm/driver.js';
 import { buildLaunchSpec, kernelPathOf } from './launch.js';
+import { insertNewVm } from './newRow.js';
 import { consoleMark } from './logs.js';
 import { generateVmName, newVmId, validateVmName } from './names.js';
 import { checkSaved, factsOf } from './savedState.js';
@@ -232,45 +233,19 @@ export class VmRestore {
     snap: SnapshotRecord,
     meta: Record<string, unknown>,
   ): VmRecord {
-    const { store } = this.n;
-    const config = this.n.config();
-    try {
-      return store.db.transaction(() =>
-        store.vms.insert({
-          id,
-          name,
-          imageId: snap.imageId,
-          kernelName: snap.kernelName,
-          state: 'created',
-          vmm: snap.vmm,
-          accel: snap.accel,
-          vcpu: snap.vcpu,
-          memoryMib: snap.memoryMib,
-          diskSize: snap.diskSize,
-          nat: snap.nat,
-          ip: allocateIp({
-            cidr: config.cidr,
-            bridgeIp: config.bridgeIp,
-            used: store.vms.usedIps(),
-          }),
-          mac: macForVm(id),
-          tap: null,
-          pid: null,
-          pidStartTime: null,
-          lastError: null,
-          meta,
-          startedAt: null,
-          stoppedAt: null,
-        }),
-      )();
-    } catch (e) {
-      if (/UNIQUE constraint failed: vms.name/.test((e as Error).message)) {
-        throw new BangerError('conflict', `a VM named '${name}' already exists`, {
-          hint: 'choose another --name',
-        });
-      }
-      throw e;
-    }
+    return insertNewVm(this.n.store, this.n.config(), {
+      id,
+      name,
+      imageId: snap.imageId,
+      kernelName: snap.kernelName,
+      vmm: snap.vmm,
+      accel: snap.accel,
+      vcpu: snap.vcpu,
+      memoryMib: snap.memoryMib,
+      diskSize: snap.diskSize,
+      nat: snap.nat,
+      meta,
+    });
   }
 
   /** Tap, the VMM from the snapshot, the new identity, ready. The caller holds the VM's lock. */

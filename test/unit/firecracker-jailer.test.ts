@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { LaunchSpec } from '../../src/vmm/driver.js';
 import {
   hostPathInJail,
   jailCgroupDir,
@@ -13,29 +12,9 @@ import {
 import { cmdlineNamesSocket, jailedId, jailOfSocket } from '../../src/vmm/jail.js';
 import { launchRequests } from '../../src/vmm/firecracker/requests.js';
 import { FirecrackerContract } from '../fixtures/firecracker/contract.js';
+import { sampleLaunchSpec } from '../helpers/launch-spec.js';
 
-const spec: LaunchSpec = {
-  vmId: 'a1b2c3d4e5f60718',
-  name: 'foo',
-  dir: '/s/vms/a1b2c3d4e5f60718',
-  vcpu: 2,
-  memoryMib: 1024,
-  accel: 'kvm',
-  kernel: {
-    path: '/s/kernels/deb/vmlinux',
-    initrd: '/s/kernels/deb/initrd.img',
-    cmdline: 'console=ttyS0',
-  },
-  disks: [
-    { id: 'base', path: '/s/images/deb/rootfs.ext4', readOnly: true },
-    { id: 'overlay', path: '/s/vms/a1b2c3d4e5f60718/overlay.ext4', readOnly: false },
-    { id: 'work', path: '/s/vms/a1b2c3d4e5f60718/work.ext4', readOnly: false },
-  ],
-  net: { tap: 'bgtap3', mac: '06:00:AC:10:00:02' },
-  agentSocket: '/s/vms/a1b2c3d4e5f60718/agent.sock',
-  consoleLog: '/s/vms/a1b2c3d4e5f60718/console.log',
-  vmmLog: '/s/vms/a1b2c3d4e5f60718/vmm.log',
-};
+const spec = sampleLaunchSpec('a1b2c3d4e5f60718');
 const opts = {
   jailerBin: '/usr/bin/jailer',
   firecrackerBin: '/usr/bin/firecracker',

@@ -19,30 +19,9 @@ import {
   type FcRequest,
 } from '../../src/vmm/firecracker/requests.js';
 import { FirecrackerContract } from '../fixtures/firecracker/contract.js';
+import { sampleLaunchSpec } from '../helpers/launch-spec.js';
 
-const spec = (over: Partial<LaunchSpec> = {}): LaunchSpec => ({
-  vmId: 'a1b2c3d4e5f6',
-  name: 'foo',
-  dir: '/s/vms/a1b2c3d4e5f6',
-  vcpu: 2,
-  memoryMib: 1024,
-  accel: 'kvm',
-  kernel: {
-    path: '/s/kernels/deb/vmlinux',
-    initrd: '/s/kernels/deb/initrd.img',
-    cmdline: 'console=ttyS0 quiet',
-  },
-  disks: [
-    { id: 'base', path: '/s/images/deb/rootfs.ext4', readOnly: true },
-    { id: 'overlay', path: '/s/vms/a1b2c3d4e5f6/overlay.ext4', readOnly: false },
-    { id: 'work', path: '/s/vms/a1b2c3d4e5f6/work.ext4', readOnly: false },
-  ],
-  net: { tap: 'bgtap3', mac: '06:00:AC:10:00:02' },
-  agentSocket: '/s/vms/a1b2c3d4e5f6/agent.sock',
-  consoleLog: '/s/vms/a1b2c3d4e5f6/console.log',
-  vmmLog: '/s/vms/a1b2c3d4e5f6/vmm.log',
-  ...over,
-});
+const spec = (over: Partial<LaunchSpec> = {}): LaunchSpec => sampleLaunchSpec('a1b2c3d4e5f6', over);
 
 const contract = FirecrackerContract.load();
 
