@@ -7,7 +7,7 @@ import type { Logger } from '../util/log.js';
 import { isProcessAlive, processCmdline, processStartTime } from '../util/proc.js';
 import { cmdlineNamesSocket, jailedId } from '../vmm/jail.js';
 import { killVmm } from '../vmm/process.js';
-import { transientVmmFiles } from '../vmm/registry.js';
+import { sweepVmmScratch, transientVmmFiles } from '../vmm/registry.js';
 import type { VmDisks } from './disks.js';
 import { isActive, type VmTable } from './records.js';
 
@@ -207,6 +207,9 @@ export class VmRecovery {
     // once QEMU answers): at daemon start none is, so one of these VMs' is left over.
     for (const id of [...rows.keys(), ...dirs])
       for (const f of transientVmmFiles(id, this.n.shmDir)) fs.rmSync(f, { force: true });
+    const scratch = sweepVmmScratch(this.n.shmDir);
+    if (scratch.length)
+      this.n.logger.info({ dirs: scratch }, 'removed VMM scratch of a dead daemon');
     const processes: number[] = [];
     const jails = this.n.jailsDir ? jailsUnder(this.n.jailsDir) : [];
     for (const p of [...processesUnder(vmsDir), ...jailedProcesses(jails)]) {

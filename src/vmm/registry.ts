@@ -5,7 +5,7 @@ import type { VmmDriver, VmmName } from './driver.js';
 import { JAIL_BASE_NAME } from './jail.js';
 import { createFirecrackerDriver } from './firecracker/index.js';
 import { QemuDriver } from './qemu/driver.js';
-import { DEFAULT_SHM_DIR, ramFilePath } from './qemu/ramFile.js';
+import { DEFAULT_SHM_DIR, ramFilePath, sweepMigrationDirs } from './qemu/ramFile.js';
 
 /**
  * VMM name → driver. The one module outside src/vmm/<driver>/ that imports a
@@ -48,4 +48,9 @@ export function createVmmDriver(
  */
 export function transientVmmFiles(vmId: string, shmDir = DEFAULT_SHM_DIR): string[] {
   return [ramFilePath(shmDir, vmId)];
+}
+
+/** Scratch the VMMs' drivers keep outside VM directories whose daemon is gone (swept at start). */
+export function sweepVmmScratch(shmDir = DEFAULT_SHM_DIR): string[] {
+  return sweepMigrationDirs(shmDir);
 }

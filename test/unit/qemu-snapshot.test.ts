@@ -15,11 +15,13 @@ import {
 import { QmpClient } from '../../src/vmm/qemu/qmp.js';
 import {
   isRamFileTarget,
+  migrationDir,
   ramFdIn,
   ramFilePath,
   receiveToFile,
   sendFile,
   shmRoomProblem,
+  sweepMigrationDirs,
 } from '../../src/vmm/qemu/ramFile.js';
 import type { LaunchSpec } from '../../src/vmm/driver.js';
 
@@ -240,6 +242,26 @@ describe('qemu migration over QMP (fake QMP server)', () => {
 });
 
 describe('qemu RAM file and state streams', () => {
+  test('migration directories of a dead daemon are swept; live ones and others stay', () => {
+    const shm = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-shm-'));
+    try {
+      const mine = migrationDir(shm);
+      assert.match(path.basename(mine.dir), new RegExp(`^banger-mig-${process.pid}-`));
+      // pid 2^22+1 is above pid_max's default ceiling on 64-bit Linux: never a live process
+      const dead = path.join(shm, 'banger-mig-4194305-abc123');
+      fs.mkdirSync(dead);
+      fs.writeFileSync(path.join(dead, 'm.sock'), '');
+      const other = path.join(shm, 'banger-abc.ram');
+      fs.writeFileSync(other, '');
+      assert.deepEqual(sweepMigrationDirs(shm), [dead]);
+      assert.ok(fs.existsSync(mine.dir) && fs.existsSync(other) && !fs.existsSync(dead));
+      mine.remove();
+      assert.ok(!fs.existsSync(mine.dir));
+    } finally {
+      fs.rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
   test('ram file name and its /proc fd link', () => {
     assert.equal(ramFilePath('/dev/shm', 'abc'), '/dev/shm/banger-abc.ram');
     assert.equal(isRamFileTarget('/dev/shm', '/dev/shm/banger-abc.ram (deleted)'), true);

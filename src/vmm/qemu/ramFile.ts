@@ -116,6 +116,39 @@ export async function sparseCopy(from: string, to: string, what: string): Promis
   await run('cp', ['--sparse=always', from, to], { what, timeoutMs: 10 * 60_000 });
 }
 
+const MIGRATION_DIR_PREFIX = 'banger-mig-';
+
+/**
+ * Remove the migration directories (migrationDir) of daemons that are gone —
+ * a kill -9 between making one and removing it; returns their paths. One of
+ * a live process (this one, another user's daemon) is left alone.
+ */
+export function sweepMigrationDirs(shmDir: string): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = fs.readdirSync(shmDir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = /^banger-mig-(\d+)-/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
+    }
+    const dir = path.join(shmDir, name);
+    fs.rmSync(dir, { recursive: true, force: true });
+    removed.push(dir);
+  }
+  return removed;
+}
+
 /**
  * A private directory for one migration socket that QEMU, running as `owner`
  * after -runas, can reach and create files in: on the RAM tmpfs (world-
@@ -130,7 +163,8 @@ export function migrationDir(
   socket: string;
   remove(): void;
 } {
-  const dir = fs.mkdtempSync(path.join(shmDir, 'banger-mig-'));
+  // The daemon's pid in the name: a later daemon removes the ones whose owner died (sweepMigrationDirs).
+  const dir = fs.mkdtempSync(path.join(shmDir, `${MIGRATION_DIR_PREFIX}${process.pid}-`));
   if (owner) fs.chownSync(dir, owner.uid, owner.gid);
   return {
     dir,
