@@ -65,7 +65,9 @@ export const SetTimeArgsSchema = z.object({
  * restore"): the agent sets the clock, adds the entropy and reseeds the
  * kernel CRNG, writes /etc/machine-id, the hostname, /etc/hostname and
  * /etc/hosts, gives the interface its MAC, address and default route, makes
- * new SSH host keys and has sshd load them.
+ * new SSH host keys and has sshd load them. The ed25519 key is the host's
+ * (`hostKeySeed`/`hostKeyPublic`, src/guest/hostKey.ts) when it sends one;
+ * an agent sent neither runs ssh-keygen for it.
  */
 export const SetIdentityArgsSchema = z.object({
   hostname: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/),
@@ -80,6 +82,16 @@ export const SetIdentityArgsSchema = z.object({
   entropy: z.string().regex(/^[0-9a-f]{128}$/),
   /** The host's wall clock, ms since the epoch. */
   timeMs: z.number().positive(),
+  /** The new ed25519 host key's 32-byte private seed, hex (both or neither). Secret: never logged. */
+  hostKeySeed: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
+  /** Its 32-byte public key, hex. */
+  hostKeyPublic: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
 });
 
 export const AgentRequestSchema = z.discriminatedUnion('op', [

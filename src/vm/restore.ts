@@ -5,6 +5,7 @@ import type { VmSpec } from '../api/schemas/vms.js';
 import type { Config } from '../config/schema.js';
 import { BangerError } from '../errors.js';
 import type { AgentClient } from '../guest/agentClient.js';
+import { ed25519HostKey } from '../guest/hostKey.js';
 import { kernelFeatures, modulesDiskPath } from '../image/kernel/service.js';
 import { guestMachineId } from '../image/kernel/initScript.js';
 import { GUEST_IFACE } from '../network/index.js';
@@ -352,6 +353,9 @@ export class VmRestore {
   private async identity(vm: VmRecord, signal?: AbortSignal): Promise<ReadyFacts> {
     const agent = this.n.agents.get(vm);
     const config = this.n.config();
+    // The ed25519 host key is made here: ssh-keygen in an emulated guest takes ~170 ms.
+    // An older agent ignores it and runs ssh-keygen; either way its answer has the key in use.
+    const hostKey = ed25519HostKey();
     // The client takes timeMs as the request leaves, after it has dialled.
     const r = await agent.setIdentity(
       {
@@ -363,6 +367,8 @@ export class VmRestore {
         prefix: parseCidr(config.cidr).prefix,
         gateway: config.bridgeIp,
         entropy: randomBytes(64).toString('hex'),
+        hostKeySeed: hostKey.seedHex,
+        hostKeyPublic: hostKey.publicHex,
       },
       { timeoutMs: IDENTITY_TIMEOUT_MS, signal },
     );

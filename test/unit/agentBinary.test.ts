@@ -13,8 +13,10 @@ import {
   AGENT_VIRTIO_PORT_NAME,
   type ReadyEvent,
 } from '../../src/guest/agentProtocol.js';
+import { ed25519HostKey, type Ed25519HostKey } from '../../src/guest/hostKey.js';
 import { which } from '../../src/util/exec.js';
 import { needs } from '../helpers/ci.js';
+import { opensshCheckInt, opensshEd25519PrivateKey } from '../helpers/opensshKey.js';
 
 /**
  * The real guest agent binary (scripts/build-agent.sh) against a fixture root
@@ -681,6 +683,105 @@ describe('guest agent binary', () => {
       });
       raw.close();
       assert.equal(fs.readFileSync(path.join(fx.root, 'etc/hostname'), 'utf8'), 'fork-2\n');
+    } finally {
+      client.close();
+      await agent.stop();
+    }
+  });
+
+  test("set-identity with the host's ed25519 key: written in OpenSSH's format as it is (no ssh-keygen for it); other types the image has are still regenerated", async (t) => {
+    if (!agentBuilt(t) || !agentBin) return;
+    const fx = makeFixture('identity-hostkey');
+    const sshDir = path.join(fx.root, 'etc/ssh');
+    // an image with an ecdsa key too: that one is still made by ssh-keygen
+    fs.writeFileSync(path.join(sshDir, 'ssh_host_ecdsa_key'), 'old ecdsa key\n', { mode: 0o600 });
+    const p = sockPath();
+    const agent = await startAgent(['--root', fx.root, '--listen-unix', p]);
+    const client = AgentClient.unix(p);
+    const ident = (key: Ed25519HostKey) => ({
+      hostname: 'fork-k',
+      machineId: '0123456789abcdef0123456789abcdef',
+      iface: 'eth0',
+      mac: '52:54:00:12:34:56',
+      ip: '172.30.0.7',
+      prefix: 24,
+      gateway: '172.30.0.1',
+      entropy: 'ab'.repeat(64),
+      hostKeySeed: key.seedHex,
+      hostKeyPublic: key.publicHex,
+    });
+    const keyFile = path.join(sshDir, 'ssh_host_ed25519_key');
+    const ecdsaPub = path.join(sshDir, 'ssh_host_ecdsa_key.pub');
+    const oldEcdsa = fs.readFileSync(ecdsaPub, 'utf8');
+    try {
+      const key = ed25519HostKey();
+      const r = await client.setIdentity(ident(key));
+      assert.equal(r.dryRun, true);
+      assert.equal(r.hostname, 'fork-k');
+      assert.equal(r.hostKeys.filter((k) => k.startsWith('ssh-ed25519 ')).length, 1);
+      assert.ok(r.hostKeys.includes(key.publicLine), JSON.stringify(r.hostKeys));
+
+      // byte for byte the openssh-key-v1 file of that seed (the check ints are the agent's)
+      const text = fs.readFileSync(keyFile, 'utf8');
+      const seed = Buffer.from(key.seedHex, 'hex');
+      const pub = Buffer.from(key.publicHex, 'hex');
+      assert.equal(text, opensshEd25519PrivateKey(seed, pub, opensshCheckInt(text)));
+      assert.equal(fs.statSync(keyFile).mode & 0o777, 0o600);
+      assert.equal(fs.readFileSync(`${keyFile}.pub`, 'utf8'), `${key.publicLine}\n`);
+      assert.equal(fs.statSync(`${keyFile}.pub`).mode & 0o777, 0o644);
+      assert.equal(fs.existsSync(`${keyFile}.new`), false);
+      assert.equal(fs.existsSync(`${keyFile}.new.pub`), false);
+      // the real ssh-keygen accepts the file and derives exactly the line answered
+      const derived = spawnSync('ssh-keygen', ['-y', '-f', keyFile], { encoding: 'utf8' });
+      assert.equal(derived.status, 0, derived.stderr);
+      assert.equal(derived.stdout, `${key.publicLine}\n`);
+
+      // ecdsa: a new key from ssh-keygen, answered too
+      const ecdsa = r.hostKeys.find((k) => k.startsWith('ecdsa-sha2-nistp256 '));
+      assert.ok(ecdsa, JSON.stringify(r.hostKeys));
+      assert.notEqual(`${ecdsa}\n`, oldEcdsa);
+      const ecdsaDerived = spawnSync(
+        'ssh-keygen',
+        ['-y', '-f', path.join(sshDir, 'ssh_host_ecdsa_key')],
+        {
+          encoding: 'utf8',
+        },
+      );
+      assert.equal(ecdsaDerived.status, 0, ecdsaDerived.stderr);
+      assert.equal(
+        ecdsaDerived.stdout.trim().split(' ').slice(0, 2).join(' '),
+        ecdsa.split(' ').slice(0, 2).join(' '),
+      );
+
+      // a second identity: the new key replaces the first
+      const key2 = ed25519HostKey();
+      const r2 = await client.setIdentity(ident(key2));
+      assert.ok(r2.hostKeys.includes(key2.publicLine));
+      assert.ok(!r2.hostKeys.includes(key.publicLine));
+
+      // both or neither, 64 hex characters each; a refused request changes nothing
+      const raw = await rawConn(p);
+      const line = (over: Record<string, unknown>) =>
+        `${JSON.stringify({ id: 9, op: 'set-identity', ...ident(key), hostname: 'fork-x', timeMs: 1_760_000_000_000, ...over })}\n`;
+      for (const [over, field] of [
+        [{ hostKeySeed: 'ab'.repeat(31) }, 'hostKeySeed'],
+        [{ hostKeySeed: 'zz'.repeat(32) }, 'hostKeySeed'],
+        [{ hostKeySeed: 7 }, 'hostKeySeed'],
+        [{ hostKeyPublic: 'ab'.repeat(33) }, 'hostKeyPublic'],
+        [{ hostKeySeed: undefined }, 'hostKeySeed'],
+        [{ hostKeyPublic: undefined }, 'hostKeyPublic'],
+      ] as const) {
+        raw.send(line(over));
+        assert.deepEqual(await raw.next(), {
+          id: 9,
+          ok: false,
+          error: `invalid "${field}"`,
+          code: 'bad_request',
+        });
+      }
+      raw.close();
+      assert.equal(fs.readFileSync(path.join(fx.root, 'etc/hostname'), 'utf8'), 'fork-k\n');
+      assert.equal(fs.readFileSync(`${keyFile}.pub`, 'utf8'), `${key2.publicLine}\n`);
     } finally {
       client.close();
       await agent.stop();

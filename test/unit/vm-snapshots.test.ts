@@ -7,6 +7,7 @@ import type { StreamEvent } from '../../src/api/events.js';
 import type { Paths } from '../../src/config/paths.js';
 import { DEFAULT_CONFIG, type Config } from '../../src/config/schema.js';
 import { BangerError } from '../../src/errors.js';
+import { ed25519HostKey } from '../../src/guest/hostKey.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { isProcessAlive } from '../../src/util/proc.js';
 import { parseFaults, setFaults } from '../../src/util/fault.js';
@@ -201,6 +202,12 @@ describe('vm restore', () => {
     assert.equal(id.gateway, '172.16.0.1');
     assert.match(String(id.entropy), /^[0-9a-f]{128}$/);
     assert.ok(Number(id.timeMs) >= before && Number(id.timeMs) <= Date.now());
+    // the new ed25519 host key, made on the host: a seed and its public key
+    assert.match(String(id.hostKeySeed), /^[0-9a-f]{64}$/);
+    assert.equal(
+      ed25519HostKey(Buffer.from(String(id.hostKeySeed), 'hex')).publicHex,
+      id.hostKeyPublic,
+    );
 
     // known_hosts: the child's new key, never the parent's for the child's alias
     const kh = knownHosts();

@@ -590,7 +590,19 @@ static void op_set_identity(struct conn *c, uint64_t id, const struct jreq *req)
            prefix->num != (double)(unsigned)prefix->num)
     bad = "prefix";
   else if (!tms || tms->type != JT_NUM || !(tms->num > 0)) bad = "timeMs";
+  /* optional, both or neither: the new ed25519 host key, made by the host (older daemons send none) */
+  const struct jfield *kseed = jreq_get(req, "hostKeySeed"), *kpub = jreq_get(req, "hostKeyPublic");
+  if (!bad && (kseed || kpub)) {
+    if (!kseed || kseed->type != JT_STR || kseed->truncated ||
+        !parse_hex(kseed->str, ident.ed25519_seed, IDENTITY_ED25519_BYTES))
+      bad = "hostKeySeed";
+    else if (!kpub || kpub->type != JT_STR || kpub->truncated ||
+             !parse_hex(kpub->str, ident.ed25519_pub, IDENTITY_ED25519_BYTES))
+      bad = "hostKeyPublic";
+    else ident.have_ed25519 = true;
+  }
   if (bad) {
+    memset(&ident, 0, sizeof ident);
     send_error(c, true, id, "bad_request", "invalid \"%s\"", bad);
     return;
   }
@@ -609,6 +621,7 @@ static void op_set_identity(struct conn *c, uint64_t id, const struct jreq *req)
     return;
   }
   memset(ident.entropy, 0, sizeof ident.entropy);
+  explicit_bzero(ident.ed25519_seed, sizeof ident.ed25519_seed);
   logmsg("new identity applied: %s", ident.hostname);
   static struct hostkeys hk;
   read_host_keys(&hk);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -83,12 +84,10 @@ bool valid_hostname(const char *s) {
   return true;
 }
 
-/* Replace a file's content (in place: /etc/machine-id may be a bind mount). */
-static int write_rooted(const char *path, const char *text, mode_t mode, char *err, size_t cap) {
-  char p[1024];
-  if (rpath(p, sizeof p, path) < 0) return fail(err, cap, "%s: path too long", path);
-  chmod(p, 0644); /* a read-only machine-id is still replaced (root could anyway) */
-  int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+/* Write text to p (a path under g_root, shown as path in errors) and set its mode. */
+static int write_text(const char *p, const char *path, int oflags, const char *text, mode_t mode, char *err,
+                      size_t cap) {
+  int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | oflags, mode);
   if (fd < 0) return fail(err, cap, "write %s: %s", path, strerror(errno));
   size_t len = strlen(text), off = 0;
   while (off < len) {
@@ -104,6 +103,14 @@ static int write_rooted(const char *path, const char *text, mode_t mode, char *e
   fchmod(fd, mode);
   close(fd);
   return 0;
+}
+
+/* Replace a file's content (in place: /etc/machine-id may be a bind mount). */
+static int write_rooted(const char *path, const char *text, mode_t mode, char *err, size_t cap) {
+  char p[1024];
+  if (rpath(p, sizeof p, path) < 0) return fail(err, cap, "%s: path too long", path);
+  chmod(p, 0644); /* a read-only machine-id is still replaced (root could anyway) */
+  return write_text(p, path, O_TRUNC, text, mode, err, cap);
 }
 
 static int set_clock(double time_ms, char *err, size_t cap) {
@@ -239,14 +246,158 @@ static int run_wait(const char *const *argv) {
   return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* ---------- the host's ed25519 key, in OpenSSH's own file format ---------- */
+
+#define ED25519_NAME "ssh-ed25519"
+#define ED25519_NAME_LEN (sizeof ED25519_NAME - 1)
+/* string "ssh-ed25519", string pub */
+#define ED25519_BLOB_LEN (4 + ED25519_NAME_LEN + 4 + IDENTITY_ED25519_BYTES)
+/* two check ints, the blob's fields, string seed||pub, string comment (""), padding to 8 */
+#define ED25519_PRIV_LEN ((8 + ED25519_BLOB_LEN + 4 + 2 * IDENTITY_ED25519_BYTES + 4 + 7) / 8 * 8)
+#define OPENSSH_MAGIC "openssh-key-v1" /* written with its NUL */
+/* magic, string cipher "none", string kdf "none", string kdf options "", one key, string blob, string private */
+#define ED25519_FILE_LEN \
+  (sizeof OPENSSH_MAGIC + 8 + 8 + 4 + 4 + 4 + ED25519_BLOB_LEN + 4 + ED25519_PRIV_LEN)
+#define B64_LEN(n) (((n) + 2) / 3 * 4)
+#define PEM_BEGIN "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+#define PEM_END "-----END OPENSSH PRIVATE KEY-----\n"
+#define PEM_COLUMNS 70
+
+static size_t put_u32(unsigned char *b, size_t o, uint32_t v) {
+  b[o] = (unsigned char)(v >> 24);
+  b[o + 1] = (unsigned char)(v >> 16);
+  b[o + 2] = (unsigned char)(v >> 8);
+  b[o + 3] = (unsigned char)v;
+  return o + 4;
+}
+
+/* An SSH "string": its 32-bit big-endian length, then its bytes. */
+static size_t put_str(unsigned char *b, size_t o, const void *s, size_t n) {
+  o = put_u32(b, o, (uint32_t)n);
+  if (n) memcpy(b + o, s, n);
+  return o + n;
+}
+
+/* Standard base64 with padding into out (B64_LEN(n) + 1 bytes); returns its length. */
+static size_t base64(const unsigned char *in, size_t n, char *out) {
+  static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+    if (i + 2 < n) v |= in[i + 2];
+    out[o++] = abc[v >> 18 & 63];
+    out[o++] = abc[v >> 12 & 63];
+    out[o++] = i + 1 < n ? abc[v >> 6 & 63] : '=';
+    out[o++] = i + 2 < n ? abc[v & 63] : '=';
+  }
+  out[o] = 0;
+  return o;
+}
+
+/*
+ * Install the ed25519 host key the host made (seed and public key) as
+ * ssh-keygen would have written it, without running ssh-keygen (~170 ms
+ * under emulation): the private key in the unencrypted "openssh-key-v1"
+ * format (0600), the public one as "ssh-ed25519 <base64>" (0644), each
+ * written under a temporary name and renamed into place. The host is trusted
+ * to send a matching pair (sshd uses the public half as it is).
+ */
+static int install_ed25519(const struct identity *id, char *err, size_t cap) {
+  unsigned char blob[ED25519_BLOB_LEN], priv[ED25519_PRIV_LEN], file[ED25519_FILE_LEN];
+  char b64[B64_LEN(ED25519_FILE_LEN) + 1];
+  char text[sizeof PEM_BEGIN + B64_LEN(ED25519_FILE_LEN) + B64_LEN(ED25519_FILE_LEN) / PEM_COLUMNS + 1 +
+            sizeof PEM_END];
+  char pubtext[sizeof ED25519_NAME + B64_LEN(ED25519_BLOB_LEN) + 2];
+
+  size_t nb = put_str(blob, 0, ED25519_NAME, ED25519_NAME_LEN);
+  nb = put_str(blob, nb, id->ed25519_pub, IDENTITY_ED25519_BYTES);
+  memcpy(pubtext, ED25519_NAME " ", ED25519_NAME_LEN + 1);
+  size_t pl = ED25519_NAME_LEN + 1 + base64(blob, nb, pubtext + ED25519_NAME_LEN + 1);
+  pubtext[pl] = '\n';
+  pubtext[pl + 1] = 0;
+
+  /* the check ints only tell a wrong passphrase; any value will do when getrandom cannot answer */
+  uint32_t check;
+  if (getrandom(&check, sizeof check, GRND_NONBLOCK) != (ssize_t)sizeof check)
+    check = (uint32_t)mono_ms() ^ (uint32_t)getpid() << 16;
+  size_t np = put_u32(priv, 0, check);
+  np = put_u32(priv, np, check);
+  memcpy(priv + np, blob, nb);
+  np += nb;
+  np = put_u32(priv, np, 2 * IDENTITY_ED25519_BYTES);
+  memcpy(priv + np, id->ed25519_seed, IDENTITY_ED25519_BYTES);
+  memcpy(priv + np + IDENTITY_ED25519_BYTES, id->ed25519_pub, IDENTITY_ED25519_BYTES);
+  np += 2 * IDENTITY_ED25519_BYTES;
+  np = put_str(priv, np, "", 0);
+  for (unsigned char pad = 1; np % 8 != 0; pad++) priv[np++] = pad;
+
+  size_t nf = sizeof OPENSSH_MAGIC;
+  memcpy(file, OPENSSH_MAGIC, nf);
+  nf = put_str(file, nf, "none", 4);
+  nf = put_str(file, nf, "none", 4);
+  nf = put_str(file, nf, "", 0);
+  nf = put_u32(file, nf, 1);
+  nf = put_str(file, nf, blob, nb);
+  nf = put_str(file, nf, priv, np);
+
+  size_t len = base64(file, nf, b64), n = strlen(PEM_BEGIN);
+  memcpy(text, PEM_BEGIN, n);
+  for (size_t i = 0; i < len; i += PEM_COLUMNS) {
+    size_t k = len - i < PEM_COLUMNS ? len - i : PEM_COLUMNS;
+    memcpy(text + n, b64 + i, k);
+    n += k;
+    text[n++] = '\n';
+  }
+  memcpy(text + n, PEM_END, sizeof PEM_END); /* with its NUL */
+
+  static const char rel[] = "/etc/ssh/ssh_host_ed25519_key", reltmp[] = "/etc/ssh/ssh_host_ed25519_key.new";
+  char key[1024], tmp[1100], pub[1100], tmppub[1200];
+  int rc = -1;
+  if (rpath(key, sizeof key, rel) < 0) {
+    fail(err, cap, "%s: path too long", rel);
+    goto out;
+  }
+  snprintf(tmp, sizeof tmp, "%s.new", key);
+  snprintf(pub, sizeof pub, "%s.pub", key);
+  snprintf(tmppub, sizeof tmppub, "%s.pub", tmp);
+  unlink(tmp);
+  unlink(tmppub);
+  /* O_EXCL: the private key is never in a file anyone else could have opened */
+  if (write_text(tmp, reltmp, O_EXCL, text, 0600, err, cap) < 0 ||
+      write_text(tmppub, "/etc/ssh/ssh_host_ed25519_key.new.pub", O_EXCL, pubtext, 0644, err, cap) < 0) {
+    unlink(tmp);
+    unlink(tmppub);
+    goto out;
+  }
+  if (rename(tmp, key) != 0 || rename(tmppub, pub) != 0) {
+    fail(err, cap, "install the new ed25519 host key: %s", strerror(errno));
+    unlink(tmp);
+    unlink(tmppub);
+    goto out;
+  }
+  rc = 0;
+out:
+  explicit_bzero(priv, sizeof priv);
+  explicit_bzero(file, sizeof file);
+  explicit_bzero(b64, sizeof b64);
+  explicit_bzero(text, sizeof text);
+  return rc;
+}
+
 /*
  * New host keys, as the guest contract makes them at first boot (ssh-keygen,
- * no passphrase, empty comment): ed25519 always, and any other type the image
- * already has. Each is made under a temporary name and renamed into place.
+ * no passphrase, empty comment): ed25519 always (the host's key when it sent
+ * one), and any other type the image already has. Each is made under a
+ * temporary name and renamed into place.
  */
-static int regenerate_host_keys(char *err, size_t cap) {
+static int regenerate_host_keys(const struct identity *id, char *err, size_t cap) {
   static const char *const types[] = {"ed25519", "ecdsa", "rsa"};
   for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+    if (i == 0 && id->have_ed25519) {
+      if (install_ed25519(id, err, cap) < 0) return -1;
+      continue;
+    }
     char key[1024], tmp[1100], pub[1100], tmppub[1200];
     char rel[64];
     snprintf(rel, sizeof rel, "/etc/ssh/ssh_host_%s_key", types[i]);
@@ -362,7 +513,7 @@ int identity_apply(const struct identity *id, bool dry, unsigned ssh_port, char 
            id->hostname);
   if (write_rooted("/etc/hosts", text, 0644, err, errcap) < 0) return -1;
   if (!dry && set_network(id, err, errcap) < 0) return -1;
-  if (regenerate_host_keys(err, errcap) < 0) return -1;
+  if (regenerate_host_keys(id, err, errcap) < 0) return -1;
   if (!dry && reload_sshd(ssh_port, err, errcap) < 0) return -1;
   return 0;
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #define IDENTITY_ENTROPY_BYTES 64
+#define IDENTITY_ED25519_BYTES 32
 
 struct identity {
   char hostname[65];
@@ -23,14 +24,23 @@ struct identity {
   uint32_t gateway; /* network byte order */
   unsigned char entropy[IDENTITY_ENTROPY_BYTES];
   double time_ms; /* host wall clock, ms since the epoch */
+  /*
+   * The new ed25519 host key, made by the host (hostKeySeed, hostKeyPublic):
+   * written as it is instead of running ssh-keygen for it. Unset when the
+   * host sent none (an older daemon).
+   */
+  bool have_ed25519;
+  unsigned char ed25519_seed[IDENTITY_ED25519_BYTES];
+  unsigned char ed25519_pub[IDENTITY_ED25519_BYTES];
 };
 
 /*
  * Apply it: the clock (clock_settime), the entropy (RNDADDENTROPY, then
  * RNDRESEEDCRNG), /etc/machine-id, the hostname (sethostname, /etc/hostname,
  * /etc/hosts), the interface's MAC, address and default route, new SSH host
- * keys (then, unless sshd reads them per connection, SIGHUP to the listening
- * sshd, waiting until it listens again).
+ * keys (the host's ed25519 key when it sent one, else ssh-keygen; then, unless
+ * sshd reads them per connection, SIGHUP to the listening sshd, waiting until
+ * it listens again).
  * With dry set (Unix-socket test transports) only the files under g_root are
  * written and the keys regenerated; the kernel is left alone.
  * Returns 0, or -1 with a one-line reason in err.
