@@ -292,6 +292,8 @@ export class VmService {
       },
       growOnline,
       view: (vm) => this.view(vm),
+      guestCpu: async (vm, signal) =>
+        (await agents.get(vm).stats({ timeoutMs: 3000, signal })).cpuTicks,
       logger: deps.logger,
     });
     this.sampler = new VmSampler({

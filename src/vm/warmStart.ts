@@ -4,11 +4,13 @@ import type { VmSpec, VmView } from '../api/schemas/vms.js';
 import type { Paths } from '../config/paths.js';
 import type { Config } from '../config/schema.js';
 import { BangerError, toBangerError } from '../errors.js';
+import type { CpuTicks } from '../guest/agentProtocol.js';
 import { ensureSshKey } from '../guest/ssh.js';
 import type { Store } from '../store/index.js';
 import type { SnapshotRecord } from '../store/snapshots.js';
 import type { VmRecord } from '../store/vms.js';
 import type { Logger } from '../util/log.js';
+import { sleep } from '../util/sleep.js';
 import { canSnapshot } from '../vmm/driver.js';
 import { guestRun, tarOf } from '../workspace/transfer.js';
 import type { CreateHooks, CreatePlan, CreateRequest } from './create.js';
@@ -16,6 +18,7 @@ import { resolveFileSync } from './fileSync.js';
 import type { VmmDrivers } from './needs.js';
 import type { StartMeta, VmTable } from './records.js';
 import type { VmRestore } from './restore.js';
+import { waitQuiet } from './settle.js';
 import type { VmSnapshots } from './snapshots.js';
 import {
   bootSnapshotFor,
@@ -52,8 +55,13 @@ export interface WarmNeeds {
   /** Grow a running VM's disks and filesystems online (diskGrowth.ts). */
   growOnline(vm: VmRecord, sizeBytes: number): Promise<void>;
   view(vm: VmRecord): VmView;
+  /** The guest's CPU counters through its agent (null when it cannot say). */
+  guestCpu(vm: VmRecord, signal?: AbortSignal): Promise<CpuTicks | null>;
   logger: Logger;
 }
+
+/** The longest a first boot waits for its guest to go quiet before the boot snapshot. */
+const SETTLE_MAX_MS = 8000;
 
 /** The decision for one create, with the shape it was made for. */
 export type WarmPlan = StartChoice & { key: string; meta: BootMeta };
@@ -168,6 +176,7 @@ export class VmWarmStart {
    */
   async keep(vm: VmRecord, w: WarmPlan, emit: ProgressSink, signal?: AbortSignal): Promise<void> {
     try {
+      await this.settle(vm, emit, signal);
       const s = await this.n.snapshots.takeLocked(
         vm,
         { name: bootSnapshotName(w.key), kind: 'boot', meta: { ...w.meta } },
@@ -187,6 +196,31 @@ export class VmWarmStart {
         message: `no boot snapshot kept for warm starts: ${err.message}`,
       });
     }
+  }
+
+  /**
+   * Let the guest finish booting before the snapshot (settle.ts): at most
+   * SETTLE_MAX_MS, then the snapshot is taken anyway.
+   */
+  private async settle(vm: VmRecord, emit: ProgressSink, signal?: AbortSignal): Promise<void> {
+    const label = 'Letting the guest settle';
+    emit({ type: 'step', id: 'settle', label, state: 'start' });
+    const r = await waitQuiet({
+      sample: () => this.n.guestCpu(vm, signal).catch(() => null),
+      sleep: (ms) => sleep(ms, signal),
+      now: () => Date.now(),
+      intervalMs: 250,
+      quietBelow: 0.2,
+      quietWindows: 2,
+      maxMs: SETTLE_MAX_MS,
+    });
+    const detail = r.quiet
+      ? 'quiet'
+      : r.windows.length
+        ? 'still busy, snapshot anyway'
+        : 'no CPU figures';
+    emit({ type: 'step', id: 'settle', label, state: 'done', detail, ms: r.waitedMs });
+    this.n.logger.debug({ vm: vm.name, ...r }, 'guest settled before its boot snapshot');
   }
 
   /**

@@ -622,7 +622,7 @@ static void op_set_identity(struct conn *c, uint64_t id, const struct jreq *req)
   }
   memset(ident.entropy, 0, sizeof ident.entropy);
   explicit_bzero(ident.ed25519_seed, sizeof ident.ed25519_seed);
-  logmsg("new identity applied: %s", ident.hostname);
+  logmsg("new identity applied: %s (%s)", ident.hostname, identity_timing);
   static struct hostkeys hk;
   read_host_keys(&hk);
   struct jb j;

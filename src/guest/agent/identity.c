@@ -495,12 +495,17 @@ static int reload_sshd(unsigned port, char *err, size_t cap) {
   return fail(err, cap, "sshd did not listen on port %u again within %d s of SIGHUP", port, SSHD_RELOAD_MS / 1000);
 }
 
+char identity_timing[160];
+
 int identity_apply(const struct identity *id, bool dry, unsigned ssh_port, char *err, size_t errcap) {
+  int64_t t0 = mono_ms();
+  identity_timing[0] = 0;
   /* the clock and the random state first: the new keys must come from the reseeded CRNG */
   if (!dry) {
     if (set_clock(id->time_ms, err, errcap) < 0) return -1;
     if (add_entropy(id->entropy, err, errcap) < 0) return -1;
   }
+  int64_t t1 = mono_ms();
   char text[512];
   snprintf(text, sizeof text, "%s\n", id->machine_id);
   if (write_rooted("/etc/machine-id", text, 0444, err, errcap) < 0) return -1;
@@ -512,8 +517,16 @@ int identity_apply(const struct identity *id, bool dry, unsigned ssh_port, char 
   snprintf(text, sizeof text, "127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n",
            id->hostname);
   if (write_rooted("/etc/hosts", text, 0644, err, errcap) < 0) return -1;
+  int64_t t2 = mono_ms();
   if (!dry && set_network(id, err, errcap) < 0) return -1;
+  int64_t t3 = mono_ms();
   if (regenerate_host_keys(id, err, errcap) < 0) return -1;
+  int64_t t4 = mono_ms();
   if (!dry && reload_sshd(ssh_port, err, errcap) < 0) return -1;
+  int64_t t5 = mono_ms();
+  snprintf(identity_timing, sizeof identity_timing,
+           "clock+entropy %lld ms, files %lld ms, network %lld ms, host keys %lld ms, sshd %lld ms",
+           (long long)(t1 - t0), (long long)(t2 - t1), (long long)(t3 - t2), (long long)(t4 - t3),
+           (long long)(t5 - t4));
   return 0;
 }

@@ -47,6 +47,9 @@ struct identity {
  */
 int identity_apply(const struct identity *id, bool dry, unsigned ssh_port, char *err, size_t errcap);
 
+/* After a successful identity_apply: how long each of its steps took, one line for the log. */
+extern char identity_timing[160];
+
 /* Parsers for the request's fields; each returns false when the text is not valid. */
 bool parse_mac(const char *s, unsigned char out[6]);
 bool parse_ipv4(const char *s, uint32_t *out);
