@@ -1,4 +1,5 @@
 import type { CpuTicks } from '../guest/agentProtocol.js';
+import { guestCpuPercent } from './idle.js';
 
 /**
  * Waiting for a freshly booted guest to go quiet before its boot snapshot is
@@ -7,16 +8,6 @@ import type { CpuTicks } from '../guest/agentProtocol.js';
  * A snapshot taken then makes every warm start finish that work again, on the
  * same vCPU as its identity step and first ssh session.
  */
-
-/** Share of CPU time that was not idle between two samples (0..1; 1 when nothing elapsed). */
-export function busyFraction(a: CpuTicks, b: CpuTicks): number {
-  const total = (t: CpuTicks): number =>
-    t.user + t.nice + t.system + t.idle + t.iowait + t.irq + t.softirq + t.steal;
-  const elapsed = total(b) - total(a);
-  if (elapsed <= 0) return 1;
-  const idle = b.idle + b.iowait - (a.idle + a.iowait);
-  return Math.min(1, Math.max(0, 1 - idle / elapsed));
-}
 
 export interface SettleOptions {
   /** One guest CPU sample; null when the agent cannot say (then there is nothing to wait for). */
@@ -51,7 +42,8 @@ export async function waitQuiet(o: SettleOptions): Promise<Settled> {
     await o.sleep(o.intervalMs);
     const cur = await o.sample();
     if (!cur) break;
-    const busy = busyFraction(prev, cur);
+    // Busy share of all the guest's CPUs (no figure, e.g. a counter reset: not known to be quiet).
+    const busy = (guestCpuPercent(prev, cur, 1) ?? 100) / 100;
     windows.push(busy);
     prev = cur;
     run = busy < o.quietBelow ? run + 1 : 0;

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { VmStats } from '../../src/api/schemas/vms.js';
 import { activityRows, formatStats, parseAutoStop } from '../../src/cli/commands/vm.js';
-import type { CpuTicks } from '../../src/guest/agentProtocol.js';
 import type { VmRecord } from '../../src/store/vms.js';
 import { silentLogger } from '../../src/util/log.js';
 import {
@@ -15,6 +14,7 @@ import {
   type ActivityObservation,
 } from '../../src/vm/idle.js';
 import { VmSampler } from '../../src/vm/sampler.js';
+import { cpuTicks } from '../helpers/cpu-ticks.js';
 
 /** Pure idle decisions (src/vm/idle.ts) and the sampler (src/vm/sampler.ts) with a fake clock. */
 
@@ -27,18 +27,7 @@ const quiet: ActivityObservation = {
   hostCpuPercent: 50,
 };
 
-const ticks = (busy: number, idle: number): CpuTicks => ({
-  user: busy,
-  nice: 0,
-  system: 0,
-  idle,
-  iowait: 0,
-  irq: 0,
-  softirq: 0,
-  steal: 0,
-  guest: 0,
-  guestNice: 0,
-});
+const ticks = cpuTicks;
 
 describe('idle decision', () => {
   test('a quiet VM (no session, guest CPU under 10%) is idle even when its VMM burns host CPU', () => {

@@ -1,20 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { CpuTicks } from '../../src/guest/agentProtocol.js';
-import { busyFraction, waitQuiet } from '../../src/vm/settle.js';
+import { waitQuiet } from '../../src/vm/settle.js';
+import { cpuTicks } from '../helpers/cpu-ticks.js';
 
-const ticks = (busy: number, idle: number): CpuTicks => ({
-  user: busy,
-  nice: 0,
-  system: 0,
-  idle,
-  iowait: 0,
-  irq: 0,
-  softirq: 0,
-  steal: 0,
-  guest: 0,
-  guestNice: 0,
-});
+const ticks = cpuTicks;
 
 /** A guest whose CPU is busy for the given share of each 25-tick window, in turn. */
 function guest(shares: number[]) {
@@ -37,15 +27,6 @@ function guest(shares: number[]) {
 const opts = { intervalMs: 250, quietBelow: 0.2, quietWindows: 2, maxMs: 8000 };
 
 describe('a booted guest settles before its boot snapshot', () => {
-  test('busy share between two samples', () => {
-    assert.equal(busyFraction(ticks(0, 0), ticks(10, 30)), 0.25);
-    assert.equal(
-      busyFraction(ticks(5, 5), ticks(5, 5)),
-      1,
-      'no time passed: not known to be quiet',
-    );
-  });
-
   test('waits for two quiet windows in a row', async () => {
     const r = await waitQuiet({ ...guest([1, 0.9, 0.1, 0.6, 0.05, 0.1]), ...opts });
     assert.equal(r.quiet, true);
