@@ -435,14 +435,54 @@ static int listening_inodes(unsigned port, unsigned long *inodes, int max, int *
 }
 
 /*
+ * The OpenSSH version of the running binary pid (its /proc exe), as major*100
+ * + minor; -1 when no version string is found. The release string is
+ * "OpenSSH_<M>.<m>" followed by 'p', a blank or NUL ("OpenSSH_9.2p1");
+ * compat patterns in the binary ("OpenSSH_7.4*", "OpenSSH_6.6.1*") are not.
+ */
+static int openssh_version(int pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/exe", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  static char buf[65536 + 32];
+  size_t keep = 0;
+  int best = -1;
+  for (;;) {
+    ssize_t n = read(fd, buf + keep, sizeof buf - 32 - keep);
+    if (n <= 0) break;
+    size_t len = keep + (size_t)n;
+    for (size_t i = 0; i + 12 <= len; i++) {
+      if (buf[i] != 'O' || memcmp(buf + i, "OpenSSH_", 8) != 0) continue;
+      size_t j = i + 8;
+      int major = 0, minor = 0, dm = 0, dn = 0;
+      while (j < len && buf[j] >= '0' && buf[j] <= '9' && dm < 3) major = major * 10 + (buf[j++] - '0'), dm++;
+      if (!dm || j >= len || buf[j] != '.') continue;
+      j++;
+      while (j < len && buf[j] >= '0' && buf[j] <= '9' && dn < 3) minor = minor * 10 + (buf[j++] - '0'), dn++;
+      if (!dn || j >= len || (buf[j] != 'p' && buf[j] != ' ' && buf[j] != 0)) continue;
+      if (major * 100 + minor > best) best = major * 100 + minor;
+    }
+    /* a version string cut at the chunk's end is read again with the next chunk */
+    keep = len < 31 ? len : 31;
+    memmove(buf, buf + len - keep, keep);
+  }
+  close(fd);
+  return best;
+}
+
+/*
  * Whether the sshd listening as pid reads the host keys from disk for each
- * connection: OpenSSH before 9.8 re-executes itself per connection (unless
- * started with -r) and the new process loads the keys, so new key files
- * need no reload (a SIGHUP costs a re-exec of the listener, ~0.25 s under
- * emulation). From 9.8 the listener hands its own keys to sshd-session: a
+ * connection: OpenSSH before 9.8 (read from its binary) re-executes itself
+ * per connection (unless started with -r) and the new process loads the
+ * keys, so new key files need no reload (a SIGHUP costs a re-exec of the
+ * listener, ~0.25 s under emulation). From 9.8 the listener hands its own keys to sshd-session: a
  * reload is needed there. Any doubt answers no.
  */
 static bool sshd_reads_keys_per_connection(int pid) {
+  /* 9.8 moved the per-connection work to sshd-session, which gets the keys from the listener */
+  int version = openssh_version(pid);
+  if (version < 0 || version >= 908) return false;
   static const char *const session_bins[] = {
       "/usr/lib/openssh/sshd-session", "/usr/libexec/openssh/sshd-session", "/usr/libexec/sshd-session",
       "/usr/lib/ssh/sshd-session",     "/usr/sbin/sshd-session",
