@@ -212,22 +212,7 @@ async function main(): Promise<void> {
     const banger: number[] = [];
     const baseline: number[] = [];
     for (let i = 0; i < runs; i++) {
-      const t0 = performance.now();
-      const r = await env.run([
-        'vm',
-        'run',
-        '--rm',
-        '--image',
-        imageNames[0]!,
-        '--name',
-        env.name('bench'),
-        '--cold',
-        ...sizeFlags,
-        '--',
-        'true',
-      ]);
-      if (r.code !== 0) throw new Error(`vm run failed: ${r.stderr}`);
-      banger.push(performance.now() - t0);
+      banger.push(await timedVmRun(env, sizeFlags, ['--cold'], 'cold'));
       baseline.push(await baselineRun(env, i, { tmp, kernel, image, sizing, accel }));
     }
 
@@ -335,33 +320,45 @@ main().catch((e: unknown) => {
 });
 
 /**
+ * Wall time (ms) of one `vm run --rm --image <first image> EXTRA -- true`,
+ * checked to have started `expect` (its `spec:` line).
+ */
+async function timedVmRun(
+  env: VmEnv,
+  sizeFlags: string[],
+  extra: string[],
+  expect: 'warm' | 'cold',
+): Promise<number> {
+  const t0 = performance.now();
+  const r = await env.run([
+    'vm',
+    'run',
+    '--rm',
+    '--image',
+    imageNames[0]!,
+    '--name',
+    env.name('bench'),
+    ...extra,
+    ...sizeFlags,
+    '--',
+    'true',
+  ]);
+  const ms = performance.now() - t0;
+  if (r.code !== 0) throw new Error(`vm run ${extra.join(' ')} failed: ${r.stderr}`);
+  if (!new RegExp(`^spec: .* start=${expect}$`, 'm').test(r.stderr))
+    throw new Error(`vm run ${extra.join(' ')} did not start ${expect}: ${r.stderr}`);
+  console.error(`vm run --rm ${extra.join(' ')}-- true: ${expect} ${round(ms)} s`);
+  return ms;
+}
+
+/**
  * Warm start: the shape's first `vm run --rm -- true` (a boot that keeps the
  * boot snapshot), then cold (`--cold`) and warm runs interleaved; the boot
  * snapshot is pruned after.
  */
 async function warmRuns(env: VmEnv, sizeFlags: string[]) {
-  const vmRun = async (extra: string[], expect: 'warm' | 'cold'): Promise<number> => {
-    const t0 = performance.now();
-    const r = await env.run([
-      'vm',
-      'run',
-      '--rm',
-      '--image',
-      imageNames[0]!,
-      '--name',
-      env.name('warm'),
-      ...extra,
-      ...sizeFlags,
-      '--',
-      'true',
-    ]);
-    const ms = performance.now() - t0;
-    if (r.code !== 0) throw new Error(`vm run ${extra.join(' ')} failed: ${r.stderr}`);
-    if (!new RegExp(`^spec: .* start=${expect}$`, 'm').test(r.stderr))
-      throw new Error(`vm run ${extra.join(' ')} did not start ${expect}: ${r.stderr}`);
-    console.error(`vm run --rm ${extra.join(' ')}-- true: ${expect} ${round(ms)} s`);
-    return ms;
-  };
+  const vmRun = (extra: string[], expect: 'warm' | 'cold'): Promise<number> =>
+    timedVmRun(env, sizeFlags, extra, expect);
   const first = await vmRun([], 'cold');
   const boot = (await env.json<{ kind: string; sizeBytes: number }[]>(['snapshot', 'list'])).find(
     (s) => s.kind === 'boot',
