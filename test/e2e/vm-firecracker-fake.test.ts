@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { readRecordedRequests, type RecordedRequest } from '../fixtures/firecracker/fake-api.js';
 import { makeFakeJailer, makeTempRoot, type TempRoot } from '../fixtures/firecracker/harness.js';
 import { lookupUser } from '../../src/util/users.js';
 import { needs } from '../helpers/ci.js';
@@ -50,22 +51,9 @@ describe(
       }
     });
 
-    interface Recorded {
-      method: string;
-      path: string;
-      body?: { action_type?: string };
-      status: number;
-      fault?: string;
-    }
+    type Recorded = Omit<RecordedRequest, 'body'> & { body?: { action_type?: string } };
     /** Every request the fake answered so far, in order, with its status. */
-    const requests = (): Recorded[] =>
-      fs.existsSync(requestLog)
-        ? fs
-            .readFileSync(requestLog, 'utf8')
-            .trim()
-            .split('\n')
-            .map((l) => JSON.parse(l) as Recorded)
-        : [];
+    const requests = (): Recorded[] => readRecordedRequests(requestLog) as Recorded[];
     const callOf = (r: Recorded): string =>
       `${r.method} ${r.path}${r.body?.action_type ? ` ${r.body.action_type}` : ''}`;
     const refused = (rs: Recorded[]): string[] =>

@@ -12,7 +12,7 @@ import {
 } from '../../src/vmm/firecracker/index.js';
 import { connectVsock } from '../../src/vmm/firecracker/vsock.js';
 import { FirecrackerContract } from '../fixtures/firecracker/contract.js';
-import type { RecordedRequest } from '../fixtures/firecracker/fake-api.js';
+import { readRecordedRequests } from '../fixtures/firecracker/fake-api.js';
 import {
   bzImageHeader,
   killIfAlive,
@@ -28,15 +28,7 @@ import {
 
 const contract = FirecrackerContract.load();
 
-const requestsOf = (log: string): RecordedRequest[] =>
-  fs.existsSync(log)
-    ? fs
-        .readFileSync(log, 'utf8')
-        .trim()
-        .split('\n')
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as RecordedRequest)
-    : [];
+const requestsOf = readRecordedRequests;
 
 const rejectsWith = async (p: Promise<unknown>, check: (e: BangerError) => void): Promise<void> => {
   await assert.rejects(p, (e: unknown) => {

@@ -8,7 +8,7 @@ import { canSnapshot, type VmHandle } from '../../src/vmm/driver.js';
 import { createFirecrackerDriver } from '../../src/vmm/firecracker/index.js';
 import { connectVsock } from '../../src/vmm/firecracker/vsock.js';
 import { FirecrackerContract } from '../fixtures/firecracker/contract.js';
-import type { RecordedRequest } from '../fixtures/firecracker/fake-api.js';
+import { readRecordedRequests, type RecordedRequest } from '../fixtures/firecracker/fake-api.js';
 import {
   killIfAlive,
   makeFakeJailer,
@@ -65,15 +65,7 @@ describe('firecracker driver through the jailer (fake jailer, real chroot)', () 
     root?.cleanup();
   });
 
-  const requests = (): RecordedRequest[] =>
-    fs.existsSync(log)
-      ? fs
-          .readFileSync(log, 'utf8')
-          .trim()
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => JSON.parse(l) as RecordedRequest)
-      : [];
+  const requests = (): RecordedRequest[] => readRecordedRequests(log);
 
   test('start: firecracker runs chrooted as the VMM user, requests name jail paths, the contract accepts each; stop removes the jail and its cgroup', async (t) => {
     if (!needs(t, canRun, `needs root and the ${VMM_USER} user`)) return;
