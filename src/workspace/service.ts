@@ -72,9 +72,9 @@ export class WorkspaceService {
     sweepDeadScratch(deps.paths.tmpDir, [SCRATCH_PREFIX]);
     // A prepare cut short leaves only its scratch listing on the host (swept by owner pid) and a
     // partial copy in the guest, which the next prepare completes (it re-reads the guest's manifest).
-    deps.store?.journal.onRecover('workspace', async () =>
-      sweepDeadScratch(deps.paths.tmpDir, [SCRATCH_PREFIX]),
-    );
+    deps.store?.journal.onRecover('workspace', async () => {
+      sweepDeadScratch(deps.paths.tmpDir, [SCRATCH_PREFIX]);
+    });
   }
 
   // ------------------------------------------------------------------ vm run PATH

@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { BangerError, isErrno } from '../../errors.js';
 import { run } from '../../util/exec.js';
+import { sweepDeadScratch } from '../../util/scratch.js';
 import { sleep } from '../../util/sleep.js';
 import { formatSize } from '../../util/units.js';
 
@@ -116,38 +118,15 @@ export async function sparseCopy(from: string, to: string, what: string): Promis
   await run('cp', ['--sparse=always', from, to], { what, timeoutMs: 10 * 60_000 });
 }
 
-const MIGRATION_DIR_PREFIX = 'banger-mig-';
+const MIGRATION_DIR_PREFIX = 'banger-mig';
 
 /**
  * Remove the migration directories (migrationDir) of daemons that are gone —
  * a kill -9 between making one and removing it; returns their paths. One of
  * a live process (this one, another user's daemon) is left alone.
  */
-export function sweepMigrationDirs(shmDir: string): string[] {
-  const removed: string[] = [];
-  let names: string[];
-  try {
-    names = fs.readdirSync(shmDir);
-  } catch {
-    return removed;
-  }
-  for (const name of names) {
-    const m = /^banger-mig-(\d+)-/.exec(name);
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid === process.pid) continue;
-    try {
-      process.kill(pid, 0);
-      continue;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ESRCH') continue;
-    }
-    const dir = path.join(shmDir, name);
-    fs.rmSync(dir, { recursive: true, force: true });
-    removed.push(dir);
-  }
-  return removed;
-}
+export const sweepMigrationDirs = (shmDir: string): string[] =>
+  sweepDeadScratch(shmDir, [MIGRATION_DIR_PREFIX]);
 
 /**
  * A private directory for one migration socket that QEMU, running as `owner`
@@ -163,8 +142,12 @@ export function migrationDir(
   socket: string;
   remove(): void;
 } {
-  // The daemon's pid in the name: a later daemon removes the ones whose owner died (sweepMigrationDirs).
-  const dir = fs.mkdtempSync(path.join(shmDir, `${MIGRATION_DIR_PREFIX}${process.pid}-`));
+  // Named as scratch (util/scratch.ts): a later daemon removes the ones whose owner died.
+  const dir = path.join(
+    shmDir,
+    `${MIGRATION_DIR_PREFIX}-${process.pid}-${randomBytes(4).toString('hex')}`,
+  );
+  fs.mkdirSync(dir, { mode: 0o700 });
   if (owner) fs.chownSync(dir, owner.uid, owner.gid);
   return {
     dir,
