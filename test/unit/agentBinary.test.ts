@@ -278,6 +278,40 @@ describe('guest agent binary', () => {
     assert.match(bad.stderr, /unknown option '--bogus'/);
   });
 
+  test("the OpenSSH release read from sshd's binary: the release string, not compat patterns, across chunk ends", (t) => {
+    if (!agentBuilt(t) || !agentBin) return;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bgt-sshver-'));
+    const release = (parts: (string | Buffer)[]): string => {
+      const f = path.join(dir, 'sshd');
+      fs.writeFileSync(
+        f,
+        Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p))),
+      );
+      const r = spawnSync(agentBin!, ['--openssh-release', f], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return r.stdout.trim();
+    };
+    const pad = (n: number): Buffer => Buffer.alloc(n, 0x41);
+    try {
+      assert.equal(
+        release([pad(100), 'OpenSSH_7.4*\0OpenSSH_6.6.1*\0', pad(10), 'OpenSSH_9.2p1 Debian\0']),
+        '902',
+      );
+      assert.equal(release(['OpenSSH_9.8\0']), '908');
+      assert.equal(release(['OpenSSH_10.0 \0']), '1000');
+      // the only release string straddles the agent's 64 KiB read
+      assert.equal(release([pad(65536 - 5), 'OpenSSH_8.9p1\0', pad(1000)]), '809');
+      assert.equal(release([pad(70_000), 'OpenSSH_7.4*', 'OpenSSH_']), '-1');
+      assert.equal(release([]), '-1');
+      const gone = spawnSync(agentBin!, ['--openssh-release', path.join(dir, 'nope')], {
+        encoding: 'utf8',
+      });
+      assert.equal(gone.stdout.trim(), '-1');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('hello, stats, sync and the startup line', async (t) => {
     if (!agentBuilt(t) || !agentBin) return;
     const fx = makeFixture('hello');

@@ -1161,6 +1161,7 @@ static void usage(FILE *f) {
           "  --ready-poll-ms N      readiness poll interval (default 100)\n"
           "  --dry-run-power        answer poweroff/reboot/set-time but do nothing\n"
           "  --allow-power          act on poweroff/reboot/set-time even on Unix-socket transports\n"
+          "  --openssh-release FILE print the OpenSSH release FILE carries (major*100+minor, -1: none)\n"
           "  --version\n");
 }
 
@@ -1192,6 +1193,10 @@ static void parse_args(int argc, char **argv) {
       exit(0);
     } else if (strcmp(flag, "--version") == 0) {
       printf("banger-agent %s (protocol %d)\n", BANGER_AGENT_VERSION, PROTOCOL_VERSION);
+      exit(0);
+    } else if (strcmp(flag, "--openssh-release") == 0) {
+      /* what set-identity reads from the listening sshd's binary (tests, diagnosis) */
+      printf("%d\n", openssh_release(VALUE()));
       exit(0);
     } else if (strcmp(flag, "--transport") == 0) {
       const char *t = VALUE();

@@ -50,6 +50,14 @@ int identity_apply(const struct identity *id, bool dry, unsigned ssh_port, char 
 /* After a successful identity_apply: how long each of its steps took, one line for the log. */
 extern char identity_timing[160];
 
+/*
+ * The OpenSSH release a binary carries, as major*100 + minor; -1 when the
+ * file has none or cannot be read. The release string is "OpenSSH_<M>.<m>"
+ * followed by 'p', a blank or NUL ("OpenSSH_9.2p1"); compat patterns in the
+ * binary ("OpenSSH_7.4*", "OpenSSH_6.6.1*") are not. The highest one wins.
+ */
+int openssh_release(const char *path);
+
 /* Parsers for the request's fields; each returns false when the text is not valid. */
 bool parse_mac(const char *s, unsigned char out[6]);
 bool parse_ipv4(const char *s, uint32_t *out);
