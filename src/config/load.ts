@@ -271,6 +271,7 @@ export function loadConfig({ file, env, home = os.homedir(), text }: LoadInputs)
   set('guestToGuest', top.guest_to_guest);
   set('tapPoolSize', top.tap_pool_size);
   set('warmStart', top.warm_start);
+  set('tcgAslr', top.tcg_aslr);
   set('autoStopStaleAfterMs', top.auto_stop_stale_after);
   set('statsPollIntervalMs', top.stats_poll_interval);
   set('logMaxBytes', top.log_max_size);

@@ -169,6 +169,11 @@ export const TOP_FIELDS: FieldSpec[] = [
     schema: bool,
     help: 'restore new VMs from a boot snapshot of their shape instead of booting (default true)',
   },
+  {
+    key: 'tcg_aslr',
+    schema: bool,
+    help: 'keep address-space randomization in emulated (TCG) guests (default false: faster)',
+  },
   { key: 'auto_stop_stale_after', schema: duration, help: 'stop VMs idle this long (0 = never)' },
   { key: 'stats_poll_interval', schema: duration, help: 'how often VM stats are sampled' },
   {
@@ -244,6 +249,11 @@ export interface Config {
   tapPoolSize: number;
   /** Warm start (docs/snapshots.md): restore a boot snapshot of the VM's shape instead of booting. */
   warmStart: boolean;
+  /**
+   * User-space address randomization in TCG guests (docs/isolation.md): off by default,
+   * because QEMU's translated code is keyed by virtual address.
+   */
+  tcgAslr: boolean;
   autoStopStaleAfterMs: number;
   statsPollIntervalMs: number;
   logMaxBytes: number;
@@ -266,6 +276,7 @@ export const DEFAULT_CONFIG: Config = {
   guestToGuest: false,
   tapPoolSize: 0,
   warmStart: true,
+  tcgAslr: false,
   autoStopStaleAfterMs: 0,
   statsPollIntervalMs: 5000,
   vmmUser: 'banger-vmm',

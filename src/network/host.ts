@@ -17,9 +17,23 @@ import { absent, IP, parseJson, type IpLinkJson } from './iproute.js';
 import { Neighbours } from './neighbours.js';
 import { defaultRunner, mustRun, Mutex, netFailure, type NetRunner } from './runner.js';
 import { reconcileHost, type ReconcileOptions, type ReconcileReport } from './reconcile.js';
-import type { BridgeInfo, EnsureBridgeResult, NatResult, RunningVmNet } from './hostTypes.js';
+import {
+  resolveNets,
+  type BridgeInfo,
+  type EnsureBridgeResult,
+  type NatResult,
+  type RunningNets,
+  type RunningVmNet,
+} from './hostTypes.js';
 
-export type { BridgeInfo, EnsureBridgeResult, NatResult, RunningVmNet } from './hostTypes.js';
+export type {
+  BridgeInfo,
+  EnsureBridgeResult,
+  NatResult,
+  RunningNets,
+  RunningVmNet,
+} from './hostTypes.js';
+export { resolveNets } from './hostTypes.js';
 import { Taps, type TapInfo } from './taps.js';
 
 export type { ReconcileOptions, ReconcileReport } from './reconcile.js';
@@ -297,8 +311,8 @@ export class HostNetwork {
    * runs; when banger was the one to turn it on, that is recorded in the
    * rules and it is put back to 0 when the last NAT VM goes.
    */
-  applyNat(vms: FirewallVm[]): Promise<NatResult> {
-    return this.firewallLock.lock(() => this.applyNatLocked(vms));
+  applyNat(vms: RunningNets): Promise<NatResult> {
+    return this.firewallLock.lock(() => this.applyNatLocked(resolveNets(vms)));
   }
 
   private async applyNatLocked(vms: FirewallVm[]): Promise<NatResult> {

@@ -32,3 +32,12 @@ export interface NatResult {
 
 /** A running VM's network facts; `tap` and `mac` also pin its anti-spoofing rules. */
 export type RunningVmNet = FirewallVm;
+
+/**
+ * The running VMs' facts, or how to read them: a function is called only once
+ * the firewall lock is held, so of two VMs coming up at once the later rule
+ * set always holds both (a list read before waiting could miss the other).
+ */
+export type RunningNets = RunningVmNet[] | (() => RunningVmNet[]);
+
+export const resolveNets = (r: RunningNets): RunningVmNet[] => (typeof r === 'function' ? r() : r);

@@ -61,8 +61,10 @@ export {
   type HostNetworkOptions,
   type NatResult,
   type ReconcileReport,
+  type RunningNets,
   type RunningVmNet,
   type TapInfo,
+  resolveNets,
 } from './host.js';
 export { TapPool } from './pool.js';
 export { defaultRunner, netnsRunner, type NetRunner } from './runner.js';

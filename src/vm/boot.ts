@@ -1,4 +1,5 @@
 import type { ProgressSink } from '../api/events.js';
+import type { Config } from '../config/schema.js';
 import { BangerError, toBangerError } from '../errors.js';
 import { kernelFeatures, modulesDiskPath } from '../image/kernel/service.js';
 import type { Store } from '../store/index.js';
@@ -21,6 +22,7 @@ export interface BootNeeds {
   drivers: VmmDrivers;
   network: Pick<VmNetworking, 'prepare' | 'started' | 'released'>;
   host: Pick<HostProbe, 'tscKhz'>;
+  config(): Pick<Config, 'tcgAslr'>;
   liveness: {
     alive(vm: VmRecord): boolean;
     markGone(vm: VmRecord, state: 'stopped'): Promise<VmRecord>;
@@ -171,6 +173,7 @@ export class VmBoot {
       layout,
       net,
       tscKhz: this.n.host.tscKhz(),
+      tcgAslr: this.n.config().tcgAslr,
     });
     return { vm, launch, consoleStart, t0: Date.now() };
   }
@@ -184,7 +187,7 @@ export class VmBoot {
   ): Promise<unknown> {
     const { table } = this.n;
     const cur = table.get(vm.id) ?? vm;
-    await this.n.network.released(cur, table.runningNets(vm.id)).catch(() => undefined);
+    await this.n.network.released(cur, () => table.runningNets(vm.id)).catch(() => undefined);
     table.update(vm.id, { state, tap: null, lastError: toBangerError(e).message });
     emit({
       type: 'step',
@@ -223,7 +226,7 @@ export class VmBoot {
     });
     table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, accel: vm.accel });
     try {
-      await this.n.network.started(vm, table.runningNets());
+      await this.n.network.started(vm, () => table.runningNets());
       return { vm };
     } catch (e) {
       return { vm, netError: e };

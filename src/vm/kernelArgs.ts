@@ -12,6 +12,15 @@ export interface KernelArgsInput {
   accel: Accel;
   /** Host TSC kHz; passed to TCG guests so they never hang calibrating. */
   tscKhz?: number;
+  /**
+   * Keep user-space address randomization in a TCG guest (config tcg_aslr).
+   * Without it (the default) a TCG guest boots with `norandmaps`: QEMU 7.2
+   * keys translated code by virtual address, so with fixed addresses every
+   * new process (each ssh session's sshd, its shell) reuses the code already
+   * translated for the last one instead of translating it again. KVM guests
+   * always keep randomization; it costs them nothing.
+   */
+  tcgAslr?: boolean;
   debug?: boolean;
   extra?: string[];
 }
@@ -19,6 +28,7 @@ export interface KernelArgsInput {
 export function buildKernelCmdline(i: KernelArgsInput): string {
   const args = ['console=ttyS0', 'quiet', 'loglevel=4'];
   if (i.accel === 'tcg' && i.tscKhz) args.push(`tsc_early_khz=${i.tscKhz}`);
+  if (i.accel === 'tcg' && !i.tcgAslr) args.push('norandmaps');
   if (i.ipArg) args.push(i.ipArg);
   args.push(`${CMDLINE.id}=${i.vmId}`);
   if (i.debug) args.push(`${CMDLINE.debug}=1`);

@@ -21,6 +21,8 @@ export interface LaunchInput {
   layout: VmLayout;
   net: { tap: string; ipArg?: string };
   tscKhz?: number;
+  /** config tcg_aslr (kernelArgs.ts). */
+  tcgAslr?: boolean;
 }
 
 /** The kernel file a VM boots: the catalog entry's ELF vmlinux when it has one, else its bzImage; or the image's own. */
@@ -52,6 +54,7 @@ export function buildLaunchSpec(i: LaunchInput): LaunchSpec {
     ipArg: i.net.ipArg,
     accel,
     tscKhz: i.tscKhz,
+    tcgAslr: i.tcgAslr,
     extra: [...(init ? [`init=${init}`] : []), ...(vm.nat ? [CMDLINE_NAT] : [])],
   });
   return {

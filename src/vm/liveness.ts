@@ -66,7 +66,7 @@ export class VmLiveness {
       error ? { error } : {},
     );
     await this.n.network
-      .released(vm, this.n.table.runningNets(vm.id))
+      .released(vm, () => this.n.table.runningNets(vm.id))
       .catch((e) => this.n.logger.warn({ err: e }, 'network release failed'));
     return updated;
   }

@@ -1,5 +1,5 @@
 import type { ProgressSink } from '../api/events.js';
-import type { RunningVmNet } from '../network/index.js';
+import type { RunningNets, RunningVmNet } from '../network/index.js';
 import type { ImageRecord } from '../store/images.js';
 import type { KernelRecord } from '../store/kernels.js';
 import type { VmRecord } from '../store/vms.js';
@@ -23,11 +23,11 @@ export interface VmNetworking {
   /** Bridge up, a tap for the VM, and the guest's `ip=` kernel argument. */
   prepare(vm: Pick<VmRecord, 'id' | 'name' | 'ip'>): Promise<{ tap: string; ipArg?: string }>;
   /** After the VMM runs: rules for every running VM, the neighbour entry for this one. */
-  started(vm: Pick<VmRecord, 'ip' | 'mac'>, running: RunningVmNet[]): Promise<void>;
+  started(vm: Pick<VmRecord, 'ip' | 'mac'>, running: RunningNets): Promise<void>;
   /** After the VMM is gone: its tap back to the pool, its rules removed. */
-  released(vm: Pick<VmRecord, 'ip' | 'tap'>, running: RunningVmNet[]): Promise<void>;
+  released(vm: Pick<VmRecord, 'ip' | 'tap'>, running: RunningNets): Promise<void>;
   /** NAT rules only (`vm set --nat` on a running VM). */
-  applyNat(running: RunningVmNet[]): Promise<void>;
+  applyNat(running: RunningNets): Promise<void>;
   /** Daemon start: bridge, taps and rules made to match the VMs that run. */
   reconcile(running: RunningVmNet[]): Promise<void>;
 }

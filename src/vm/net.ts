@@ -5,6 +5,7 @@ import {
   HostNetwork,
   TapPool,
   type NetRunner,
+  type RunningNets,
   type RunningVmNet,
 } from '../network/index.js';
 import type { VmRecord } from '../store/vms.js';
@@ -98,7 +99,7 @@ export class VmNetwork implements VmNetworking {
   }
 
   /** After the VMM runs: rules for every running VM, and the neighbour entry for this one. */
-  async started(vm: Pick<VmRecord, 'ip' | 'mac'>, running: RunningVmNet[]): Promise<void> {
+  async started(vm: Pick<VmRecord, 'ip' | 'mac'>, running: RunningNets): Promise<void> {
     const { host } = this.current();
     await host.applyNat(running);
     if (vm.ip && vm.mac)
@@ -108,7 +109,7 @@ export class VmNetwork implements VmNetworking {
   }
 
   /** After the VMM is gone: its tap back to the pool (or deleted), its rules removed. */
-  async released(vm: Pick<VmRecord, 'ip' | 'tap'>, running: RunningVmNet[]): Promise<void> {
+  async released(vm: Pick<VmRecord, 'ip' | 'tap'>, running: RunningNets): Promise<void> {
     const { host, pool } = this.current();
     if (vm.tap)
       await pool
@@ -119,7 +120,7 @@ export class VmNetwork implements VmNetworking {
   }
 
   /** Rules only (vm set --nat/--no-nat on a running VM). */
-  async applyNat(running: RunningVmNet[]): Promise<void> {
+  async applyNat(running: RunningNets): Promise<void> {
     await this.current().host.applyNat(running);
   }
 

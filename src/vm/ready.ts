@@ -157,7 +157,9 @@ export class VmReadiness {
     await b.driver.kill(b.handle, 'SIGKILL').catch(() => undefined);
     this.n.agents.drop(vm.id);
     const cur = this.n.table.get(vm.id) ?? vm;
-    await this.n.network.released(cur, this.n.table.runningNets(vm.id)).catch(() => undefined);
+    await this.n.network
+      .released(cur, () => this.n.table.runningNets(vm.id))
+      .catch(() => undefined);
     this.n.table.update(vm.id, {
       state: 'error',
       pid: null,

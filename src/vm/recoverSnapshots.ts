@@ -122,7 +122,9 @@ export class SnapshotRecovery {
     const tap = r.data.tap as string | undefined;
     if (!tap || this.n.table.list().some((v) => v.tap === tap)) return;
     await this.n.network
-      .released({ tap, ip: (r.data.ip as string | undefined) ?? null }, this.n.table.runningNets())
+      .released({ tap, ip: (r.data.ip as string | undefined) ?? null }, () =>
+        this.n.table.runningNets(),
+      )
       .catch((e) => this.n.logger.warn({ err: e, tap }, `releasing the tap of a ${r.op}`));
   }
 

@@ -288,6 +288,7 @@ export class VmRestore {
       layout,
       net,
       tscKhz: this.n.host.tscKhz(),
+      tcgAslr: this.n.config().tcgAslr,
     });
     const files = this.n.snapshots.layout(snap);
     try {
@@ -297,7 +298,7 @@ export class VmRestore {
         { signal },
       );
     } catch (e) {
-      await this.n.network.released(vm, table.runningNets(vm.id)).catch(() => undefined);
+      await this.n.network.released(vm, () => table.runningNets(vm.id)).catch(() => undefined);
       table.update(vm.id, { tap: null });
       emit({ type: 'step', id: 'boot', label, state: 'fail' });
       throw e;
@@ -327,8 +328,9 @@ export class VmRestore {
     });
     table.event('vm.starting', vm, { pid: handle.pid, vmm: driver.name, restored: snap.name });
     intent.step('after-starting');
-    await this.n.network.started(vm, table.runningNets());
-    intent.step('after-net');
+    // The rules for the new tap go in while the guest takes its identity: neither needs the
+    // other, and the VM is ready only once both are done.
+    const netUp = this.n.network.started(vm, () => table.runningNets());
     const restored = vm;
     return this.n.readiness.bringUp(vm, {
       driver,
@@ -339,7 +341,15 @@ export class VmRestore {
       signal,
       label,
       timeoutMs: IDENTITY_TIMEOUT_MS,
-      facts: () => this.identity(restored, signal),
+      facts: async () => {
+        // Both settle before either failure is thrown: nothing of this start is still running
+        // when the VM is abandoned.
+        const [id, net] = await Promise.allSettled([this.identity(restored, signal), netUp]);
+        if (id.status === 'rejected') throw id.reason;
+        if (net.status === 'rejected') throw net.reason;
+        intent.step('after-net');
+        return id.value;
+      },
     });
   }
 

@@ -174,6 +174,7 @@ export class VmService {
       drivers,
       network,
       host: probe,
+      config: deps.config,
       liveness,
       readiness,
     });

@@ -100,7 +100,7 @@ export class VmSettings {
       meta: { ...meta },
     });
     if (patch.nat !== undefined && patch.nat !== cur.nat && running)
-      await this.n.network.applyNat(table.runningNets());
+      await this.n.network.applyNat(() => table.runningNets());
     table.event('vm.updated', next, { ...patch });
     return next;
   }

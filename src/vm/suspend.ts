@@ -147,7 +147,7 @@ export class VmSuspension {
       const before = table.current(vm);
       const out = this.markSuspended(before, files);
       intent.step('after-row');
-      await this.n.network.released(before, table.runningNets(vm.id)).catch(() => undefined);
+      await this.n.network.released(before, () => table.runningNets(vm.id)).catch(() => undefined);
       return out;
     });
   }
@@ -296,7 +296,7 @@ export class VmSuspension {
       lastError: reason,
     });
     table.event('vm.resume_failed', vm, { error: reason });
-    await this.n.network.released(before, table.runningNets(vm.id)).catch(() => undefined);
+    await this.n.network.released(before, () => table.runningNets(vm.id)).catch(() => undefined);
     emit({ type: 'step', id: 'boot', label: 'Resuming', state: 'fail', detail: err.message });
     return new BangerError(err.code, reason, {
       hint:

@@ -60,6 +60,8 @@ export interface Shape {
   memoryMib: number;
   /** NAT is on the kernel command line the snapshot was booted with. */
   nat: boolean;
+  /** So is `norandmaps` (a TCG guest without config tcg_aslr, kernelArgs.ts). */
+  fixedAddresses: boolean;
   /** The managed SSH public key on the work disk. */
   pubKey: string;
 }
@@ -76,6 +78,7 @@ export function shapeKey(s: Shape): string {
     String(s.vcpu),
     String(s.memoryMib),
     s.nat ? 'nat' : 'no-nat',
+    s.fixedAddresses ? 'norandmaps' : 'aslr',
     s.pubKey.trim(),
   ];
   return createHash('sha256').update(JSON.stringify(fields)).digest('hex');

@@ -97,6 +97,7 @@ export class VmWarmStart {
       vcpu: plan.spec.sizing.vcpu.value,
       memoryMib: plan.spec.sizing.memoryMib.value,
       nat: req.nat,
+      fixedAddresses: plan.accel === 'tcg' && !config.tcgAslr,
       pubKey,
     });
     const stale = staleBootSnapshots(this.n.snapshots.list(), {

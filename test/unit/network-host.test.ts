@@ -176,6 +176,26 @@ describe('network: HostNetwork decisions', () => {
     assert.equal(f.calls.length, 0);
   });
 
+  test('two VMs coming up at once: the running list is read under the firewall lock, so the last rule set holds both', async () => {
+    const f = fakeRunner({ 'sysctl -n': () => ({ stdout: '1\n' }) });
+    const net = HostNetwork.fromConfig(cfg, { run: f.run, which: ALL_TOOLS, firewall: 'auto' });
+    const up: { id: string; ip: string; nat: boolean }[] = [];
+    const reads: number[] = [];
+    const list = () => {
+      reads.push(up.length);
+      return [...up];
+    };
+    // A is in the table when both calls are made, B only after; both reads come later.
+    up.push({ id: 'a', ip: '172.16.0.2', nat: true });
+    const first = net.applyNat(list);
+    const second = net.applyNat(list);
+    up.push({ id: 'b', ip: '172.16.0.3', nat: true });
+    const [r1, r2] = await Promise.all([first, second]);
+    assert.deepEqual(reads, [2, 2]);
+    assert.equal(r1.vms, 2);
+    assert.equal(r2.vms, 2);
+  });
+
   test('iptables apply: per tool one listing and one restore; the jumps go in only when missing', async () => {
     let present = false;
     const saves: Record<string, string> = {

@@ -52,6 +52,7 @@ const SHAPE: Shape = {
   vcpu: 2,
   memoryMib: 1024,
   nat: false,
+  fixedAddresses: true,
   pubKey: 'ssh-ed25519 AAAA banger',
 };
 
@@ -91,6 +92,7 @@ describe('warm start: shapes and decisions', () => {
       { vcpu: 4 },
       { memoryMib: 2048 },
       { nat: true },
+      { fixedAddresses: !SHAPE.fixedAddresses },
       { pubKey: 'ssh-ed25519 BBBB banger' },
     ];
     const keys = changes.map((c) => shapeKey({ ...SHAPE, ...c }));
