@@ -24,6 +24,7 @@ interface Vm {
   dir: string;
   memoryMib: number;
   nat: boolean;
+  accel: string;
 }
 
 /** The same cases for every VMM: QEMU always, Firecracker where its binary exists. */
@@ -176,6 +177,11 @@ function lifecycleSuite(vmm: (typeof VMMS)[number]): void {
         'ls /root/a.txt /etc/a-marker 2>/dev/null; dpkg -s less >/dev/null && echo less-installed',
       );
       assert.equal(seenByB.stdout.trim(), 'less-installed', 'B does not see A');
+
+      // An emulated guest runs with fixed user-space addresses (kernelArgs.ts, tcg_aslr), so
+      // QEMU reuses translated code across processes; a KVM guest keeps full randomization.
+      const aslr = await ssh(b, 'cat /proc/sys/kernel/randomize_va_space');
+      assert.equal(aslr.stdout.trim(), vb.accel === 'tcg' ? '0' : '2', aslr.stderr);
 
       // Sizing is refused while running, with a clear line.
       const set = await e().run(['vm', 'set', a, '--memory', '1G']);
