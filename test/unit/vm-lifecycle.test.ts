@@ -353,10 +353,11 @@ describe('a step that fails is recovered at once (the journal, docs/reliability.
     const jail = path.join(rig.paths.stateDir, 'jailer', 'firecracker', id);
     fs.mkdirSync(path.join(jail, 'root'), { recursive: true });
     fs.writeFileSync(path.join(jail, 'root', 'overlay.img'), '');
-    // What a jailed Firecracker's command line looks like after the jailer's exec.
+    // What a jailed Firecracker's command line looks like after the jailer's exec: a shell
+    // that keeps running with those words as its arguments (tail would reject --id and exit).
     const proc = spawn(
-      'tail',
-      ['-f', '/dev/null', 'firecracker', `--id=${id}`, '--api-sock', '/fc.sock'],
+      'sh',
+      ['-c', 'while :; do sleep 1; done', 'firecracker', `--id=${id}`, '--api-sock', '/fc.sock'],
       {
         detached: true,
         stdio: 'ignore',
