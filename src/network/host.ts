@@ -33,7 +33,6 @@ export type {
   RunningNets,
   RunningVmNet,
 } from './hostTypes.js';
-export { resolveNets } from './hostTypes.js';
 import { Taps, type TapInfo } from './taps.js';
 
 export type { ReconcileOptions, ReconcileReport } from './reconcile.js';

@@ -64,7 +64,6 @@ export {
   type RunningNets,
   type RunningVmNet,
   type TapInfo,
-  resolveNets,
 } from './host.js';
 export { TapPool } from './pool.js';
 export { defaultRunner, netnsRunner, type NetRunner } from './runner.js';
