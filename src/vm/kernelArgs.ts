@@ -25,10 +25,14 @@ export interface KernelArgsInput {
   extra?: string[];
 }
 
+/** Does a guest boot with `norandmaps` (pure)? A TCG guest unless tcg_aslr; never a KVM guest. */
+export const fixedGuestAddresses = (accel: Accel, tcgAslr: boolean | undefined): boolean =>
+  accel === 'tcg' && !tcgAslr;
+
 export function buildKernelCmdline(i: KernelArgsInput): string {
   const args = ['console=ttyS0', 'quiet', 'loglevel=4'];
   if (i.accel === 'tcg' && i.tscKhz) args.push(`tsc_early_khz=${i.tscKhz}`);
-  if (i.accel === 'tcg' && !i.tcgAslr) args.push('norandmaps');
+  if (fixedGuestAddresses(i.accel, i.tcgAslr)) args.push('norandmaps');
   if (i.ipArg) args.push(i.ipArg);
   args.push(`${CMDLINE.id}=${i.vmId}`);
   if (i.debug) args.push(`${CMDLINE.debug}=1`);

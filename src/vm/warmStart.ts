@@ -18,6 +18,7 @@ import { resolveFileSync } from './fileSync.js';
 import type { VmmDrivers } from './needs.js';
 import type { StartMeta, VmTable } from './records.js';
 import type { VmRestore } from './restore.js';
+import { fixedGuestAddresses } from './kernelArgs.js';
 import { waitQuiet } from './settle.js';
 import type { VmSnapshots } from './snapshots.js';
 import {
@@ -97,7 +98,7 @@ export class VmWarmStart {
       vcpu: plan.spec.sizing.vcpu.value,
       memoryMib: plan.spec.sizing.memoryMib.value,
       nat: req.nat,
-      fixedAddresses: plan.accel === 'tcg' && !config.tcgAslr,
+      fixedAddresses: fixedGuestAddresses(plan.accel, config.tcgAslr),
       pubKey,
     });
     const stale = staleBootSnapshots(this.n.snapshots.list(), {
